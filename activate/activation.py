@@ -1,0 +1,363 @@
+"""One activation, deactivation or status read, end to end: lock, state, plan, apply.
+
+This is the layer that does I/O around the pure planner in :mod:`activate.linking`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from . import state as statemod
+from .envout import environment
+from .hubfs import HubFS
+from .linking import Action, Plan, Problem, Want, apply, plan
+from .log import Log
+
+#: Name of our lock file in the hub dir's ``.locks/`` (huggingface_hub's own lock folder,
+#: skipped by ``scan_cache_dir``).
+LOCK_NAME = "model-repo.lock"
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+class EnvironmentProblem(Exception):
+    """The cache or state cannot be used (lock timeout, unwritable directory)."""
+
+
+@dataclass
+class Outcome:
+    """What a run did: ``plan`` (with problems), the environment, the actions carried
+    out, and whether every linked model is in place (``complete``)."""
+
+    plan: Plan
+    env: dict[str, str]
+    done: list[Action] = field(default_factory=list)
+    complete: bool = True
+
+
+def manifest_fingerprint(path: str, explicit_hub: bool) -> dict[str, object]:
+    """Identity of the manifest file as the no-op path compares it: device, inode, size,
+    mtime and ctime in ns (a store path never changes; an edited file changes these),
+    and whether the hub dir was chosen explicitly (it changes the environment)."""
+    st = os.stat(path)
+    return {
+        "path": os.path.abspath(path),
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtimeNs": st.st_mtime_ns,
+        "ctimeNs": st.st_ctime_ns,
+        "explicitHub": explicit_hub,
+    }
+
+
+def wants_of(manifest: object) -> list[Want]:
+    """The linked models of a validated :class:`~activate.manifest.Manifest`."""
+    return [
+        Want(name, m.folder, m.revision, m.refs, m.path)  # type: ignore[attr-defined]
+        for name, m in manifest.models.items()  # type: ignore[attr-defined]
+        if m.link
+    ]
+
+
+def run_activate(
+    manifest: object,
+    *,
+    hub_dir: str,
+    explicit_hub: bool,
+    state_dir: str,
+    fingerprint: dict[str, object] | None,
+    log: Log,
+    dry_run: bool = False,
+    read_only: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    before_write: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Link ``manifest`` (a validated Manifest) into ``hub_dir`` and return the outcome.
+
+    ``dry_run``: plan and report, write nothing. ``read_only``: like dry_run, for
+    ``model-repo env``. Raises :class:`EnvironmentProblem` when the hub dir or state dir
+    cannot be used.
+    """
+    profile: str = manifest.profile  # type: ignore[attr-defined]
+    models = manifest.models  # type: ignore[attr-defined]
+    state_path = statemod.state_file(state_dir, hub_dir, profile)
+    writing = not (dry_run or read_only)
+    if writing:
+        _ensure_hub_dir(hub_dir)
+    with _hub_lock(hub_dir, lock_timeout, writing, log):
+        old = statemod.load(state_path, profile, hub_dir)
+        others = statemod.load_others(state_dir, hub_dir, profile)
+        fs = HubFS(hub_dir, before_write)
+        wants = wants_of(manifest)
+        result = plan(
+            fs, wants, old.records,
+            [(o.profile, r) for o in others for r in o.records],
+            os.path.isdir,
+        )
+        for name, m in models.items():
+            if not m.link and not os.path.isdir(m.path):
+                result.notes.append(
+                    f"{name}: store path {m.path} is missing; MODEL_REPO variable points "
+                    "nowhere until it is rebuilt"
+                )
+        outcome = Outcome(result, {})
+        records = result.records
+        if writing and result.actions:
+            _save_state(state_path, statemod.State(profile, hub_dir, result.intent))
+            failed = apply(fs, result.actions)
+            failed_actions = {id(a) for a, _ in failed}
+            outcome.done = [a for a in result.actions if id(a) not in failed_actions]
+            for act, err in failed:
+                names = sorted({w.name for w in wants if w.folder == act.path.split("/", 1)[0]})
+                result.problems.append(
+                    Problem(names, os.path.join(hub_dir, act.path),
+                            f"could not {act.op}: {err.strerror or err}",
+                            "check the permissions of the cache (ls -ld), then activate again")
+                )
+            if failed:
+                records = result.intent
+        elif not writing:
+            outcome.done = []
+        blocked = result.blocked_models
+        in_place = all(w.name not in blocked for w in wants)
+        if read_only:
+            touched = {a.path.split("/", 1)[0] for a in result.actions if a.op != "unlink"}
+            in_place = in_place and not any(w.folder in touched for w in wants)
+        outcome.complete = in_place
+        offline: bool = manifest.offline  # type: ignore[attr-defined]
+        if offline and not in_place:
+            log.warning(
+                "offline variables not exported: not every model is linked",
+                models=sorted(blocked) or None,
+            )
+        outcome.env = environment(
+            {name: m.path for name, m in models.items()},
+            hub_dir=hub_dir if explicit_hub else None,
+            offline=offline and in_place,
+        )
+        if writing:
+            new = statemod.State(
+                profile, hub_dir, records,
+                manifest=fingerprint if in_place and not result.problems else None,
+                env=outcome.env,
+                problems=[p.message() for p in result.problems],
+            )
+            _save_state(state_path, new)
+    return outcome
+
+
+def run_deactivate(
+    profile: str,
+    *,
+    state_dir: str,
+    hub_dir: str | None,
+    log: Log,
+    dry_run: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+) -> list[tuple[str, Plan]]:
+    """Undo everything ``profile`` created (in ``hub_dir`` only, if given).
+
+    Returns ``(hub dir, plan)`` per cache touched. Records that could not be undone
+    (changed by someone else, or blocked) stay in the state for a later run.
+    """
+    results = []
+    for path, st in statemod.list_states(state_dir):
+        if st.profile != profile or (hub_dir and st.hub_dir != hub_dir):
+            continue
+        if not os.path.isdir(st.hub_dir):
+            log.warning("hub dir is gone; forgetting its state", hub_dir=st.hub_dir)
+            if not dry_run:
+                statemod.delete(path)
+            continue
+        with _hub_lock(st.hub_dir, lock_timeout, not dry_run, log):
+            st = statemod.load(path, profile, st.hub_dir)
+            others = statemod.load_others(state_dir, st.hub_dir, profile)
+            fs = HubFS(st.hub_dir)
+            result = plan(fs, [], st.records, [(o.profile, r) for o in others for r in o.records],
+                          os.path.isdir)
+            if not dry_run:
+                if result.actions:
+                    _save_state(path, statemod.State(profile, st.hub_dir, result.intent))
+                failed = apply(fs, result.actions)
+                remaining = result.intent if failed else result.records
+                if remaining:
+                    _save_state(path, statemod.State(profile, st.hub_dir, remaining))
+                else:
+                    statemod.delete(path)
+        results.append((st.hub_dir, result))
+    return results
+
+
+def _save_state(path: str, st: statemod.State) -> None:
+    try:
+        statemod.save(path, st)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot write the state file {path}: {exc.strerror or exc}; make its folder "
+            "writable or choose another with --state-dir / MODEL_REPO_STATE_DIR"
+        ) from None
+
+
+def _ensure_hub_dir(hub_dir: str) -> None:
+    try:
+        os.makedirs(hub_dir, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot create the hub cache {hub_dir}: {exc.strerror or exc}; create it "
+            "with write permission for this user, or choose another with --cache-dir"
+        ) from None
+    if not os.access(hub_dir, os.W_OK | os.X_OK):
+        raise EnvironmentProblem(
+            f"the hub cache {hub_dir} is not writable by this user; fix its permissions "
+            "(for a shared cache: a common group and mode 2775) or choose another with "
+            "--cache-dir"
+        )
+
+
+class _hub_lock:
+    """The per-cache lock: ``<hub>/.locks/model-repo.lock`` held with filelock, mode 0664
+    so users sharing a cache through a group can all take it. ``enabled=False`` (dry
+    runs, read-only commands) takes no lock and writes nothing."""
+
+    def __init__(self, hub_dir: str, timeout: float, enabled: bool, log: Log) -> None:
+        self.enabled = enabled
+        self.timeout = timeout
+        self.log = log
+        self.locks_dir = os.path.join(hub_dir, ".locks")
+        self.path = os.path.join(self.locks_dir, LOCK_NAME)
+        self._lock: object = None
+
+    def __enter__(self) -> _hub_lock:
+        if not self.enabled:
+            return self
+        import filelock
+
+        for path, want_dir in ((self.locks_dir, True), (self.path, False)):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                if want_dir:
+                    try:
+                        os.mkdir(path)
+                    except FileExistsError:
+                        pass
+                    except OSError as exc:
+                        raise EnvironmentProblem(
+                            f"cannot create {path}: {exc.strerror}; make the hub cache "
+                            "writable by this user"
+                        ) from None
+                continue
+            ok = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
+            if not ok:
+                raise EnvironmentProblem(
+                    f"{path} is not a plain {'directory' if want_dir else 'file'} (a "
+                    "symlink?); model-repo will not follow it: remove it and run again"
+                )
+        lock = filelock.FileLock(self.path, timeout=self.timeout, mode=0o664,
+                                 preserve_lock_file=True)
+        start = time.monotonic()
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise EnvironmentProblem(
+                f"another model-repo activator has held {self.path} for more than "
+                f"{self.timeout:g} s; wait for it to finish (or raise --lock-timeout)"
+            ) from None
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise EnvironmentProblem(
+                    f"cannot open the lock {self.path}: {exc.strerror}; the hub cache "
+                    "must be writable by every user who activates into it"
+                ) from None
+            raise
+        waited = time.monotonic() - start
+        if waited > 0.5:
+            self.log.info("waited for the cache lock", seconds=round(waited, 2))
+        self._lock = lock
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock is not None:
+            self._lock.release()  # type: ignore[attr-defined]
+            self._lock = None
+
+
+def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
+    """True when every record still holds on disk (the no-op check; standard library
+    only, a few syscalls per record)."""
+    for rec in records:
+        path = os.path.join(hub_dir, str(rec["path"]))
+        kind = rec["kind"]
+        try:
+            if kind == "dir":
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    return False
+            elif kind == "snapshot":
+                value = str(rec["value"])
+                try:
+                    if os.readlink(path) != value:
+                        return False
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL or rec.get("created"):
+                        return False
+                    if not stat.S_ISDIR(os.lstat(path).st_mode):
+                        return False
+                if not os.path.isdir(value):
+                    return False
+            elif kind == "ref":
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    if os.read(fd, 64) != str(rec["value"]).encode():
+                        return False
+                finally:
+                    os.close(fd)
+            else:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def try_noop(
+    manifest_path: str,
+    *,
+    cache_flag: str | None,
+    state_flag: str | None,
+    environ: Mapping[str, str],
+) -> dict[str, str] | None:
+    """The no-op path: the environment of the last complete run when the manifest is the
+    same file and every record still holds; None when a full run is needed.
+
+    Imports only the standard library (and platformdirs without a state dir override):
+    no pydantic, no filelock, no structlog, and writes nothing.
+    """
+    import json
+
+    from .cachedir import resolve_hub_dir
+
+    try:
+        with open(manifest_path, "rb") as fh:
+            raw = json.loads(fh.read())
+        profile = raw["profile"]
+        hub_dir, explicit = resolve_hub_dir(cache_flag, raw.get("cacheDir"), environ)
+        fingerprint = manifest_fingerprint(manifest_path, explicit)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(profile, str):
+        return None
+    directory = statemod.state_dir(state_flag, environ)
+    saved = statemod.load_raw(statemod.state_file(directory, hub_dir, profile))
+    if not saved or saved.get("manifest") != fingerprint or saved.get("hubDir") != hub_dir:
+        return None
+    records = saved.get("records")
+    env = saved.get("env")
+    if not isinstance(records, list) or not isinstance(env, dict):
+        return None
+    if not verify_records(hub_dir, records):
+        return None
+    return {str(k): str(v) for k, v in env.items()}

@@ -1,0 +1,82 @@
+"""Where the hub cache is: the one place that decides the hub dir.
+
+Standard library only (the no-op path imports it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+
+def default_hub_cache(environ: Mapping[str, str]) -> str:
+    """Return the hub cache huggingface_hub would use in ``environ``, as it spells it.
+
+    Mirrors huggingface_hub ``constants.HF_HUB_CACHE`` exactly, first set wins:
+    ``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` > ``$HF_HOME/hub`` >
+    ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub`` (on macOS too: no
+    platform branch). ``~`` and ``$VAR`` are expanded as ``os.path.expanduser`` and
+    ``os.path.expandvars`` do, against ``environ``. A variable set to the empty string
+    counts as set, as in huggingface_hub. The result may be relative (only if a variable
+    is); :func:`resolve_hub_dir` makes it absolute.
+    """
+
+    def expand(path: str) -> str:
+        return _expandvars(_expanduser(path, environ), environ)
+
+    default_home = os.path.join(_expanduser("~", environ), ".cache")
+    hf_home = expand(
+        environ.get(
+            "HF_HOME",
+            os.path.join(environ.get("XDG_CACHE_HOME", default_home), "huggingface"),
+        )
+    )
+    legacy = environ.get("HUGGINGFACE_HUB_CACHE", os.path.join(hf_home, "hub"))
+    return expand(environ.get("HF_HUB_CACHE", legacy))
+
+
+def resolve_hub_dir(
+    flag: str | None, manifest_cache_dir: str | None, environ: Mapping[str, str]
+) -> tuple[str, bool]:
+    """Return ``(hub dir, explicit)``: the absolute, normalised hub cache to link into.
+
+    Precedence: the ``--cache-dir`` flag, then the manifest's ``cacheDir``, then
+    :func:`default_hub_cache`. ``explicit`` is True when the flag or the manifest chose
+    it (the environment output then carries ``HF_HUB_CACHE`` so every program finds it).
+    A relative flag resolves against the working directory, as huggingface_hub would
+    resolve a relative variable. Symlinks in the path are kept (a user may point
+    ``~/.cache/huggingface`` elsewhere on purpose).
+    """
+    if flag:
+        return os.path.abspath(os.path.expanduser(flag)), True
+    if manifest_cache_dir:
+        return os.path.normpath(manifest_cache_dir), True
+    return os.path.abspath(default_hub_cache(environ)), False
+
+
+def _expanduser(path: str, environ: Mapping[str, str]) -> str:
+    """``os.path.expanduser`` reading ``HOME`` from ``environ`` (posixpath's rules)."""
+    if path != "~" and not path.startswith("~/"):
+        return os.path.expanduser(path)  # no "~", or "~user": the password database
+    home = environ.get("HOME")
+    if home is None:
+        return os.path.expanduser(path)
+    return (home.rstrip("/") + path[1:]) or "/"
+
+
+_VAR_RE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)
+
+
+def _expandvars(path: str, environ: Mapping[str, str]) -> str:
+    """``os.path.expandvars`` reading ``environ`` (posixpath's rules: unknown names stay)."""
+    if "$" not in path:
+        return path
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("{") and name.endswith("}"):
+            name = name[1:-1]
+        return environ.get(name, match.group(0))
+
+    return _VAR_RE.sub(value, path)

@@ -1,0 +1,274 @@
+"""The ``model-repo`` command line (also ``python -m activate``).
+
+stdout carries only the environment (or the output of ``status``/``schema``); logs go
+to stderr. Exit codes:
+
+====  ================================================================================
+0     ok: every model is in place
+1     partial: some models could not be linked (each reported with its path and fix);
+      the others are linked
+2     bad input: invalid manifest or arguments
+3     environment: lock timeout, unwritable cache or state dir
+70    internal error (a bug: please report it with the log)
+====  ================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from .envout import FORMATS, render
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERNAL = 70
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="model-repo",
+        description="Link Nix-store Hugging Face models into the hub cache and print "
+        "their environment.",
+        epilog="Exit codes: 0 ok, 1 partial, 2 bad input, 3 environment (lock timeout, "
+        "unwritable cache), 70 internal error.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        level = p.add_mutually_exclusive_group()
+        level.add_argument("-v", "--verbose", action="store_true",
+                           help="log every change and decision (stderr)")
+        level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+        p.add_argument("--log-format", choices=("console", "json"), default="console",
+                       help="stderr log format (default: console)")
+        p.add_argument("--state-dir", metavar="DIR",
+                       help="where profile states live (default: $MODEL_REPO_STATE_DIR, "
+                       "else the platform's user state dir, ~/.local/state/model-repo)")
+
+    def hub(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cache-dir", metavar="DIR",
+                       help="hub cache to use, overriding the manifest's cacheDir and "
+                       "HF_HUB_CACHE/HF_HOME")
+
+    def env_output(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--manifest", required=True, metavar="FILE",
+                       help="manifest JSON (version 1), usually a store path")
+        p.add_argument("--format", choices=FORMATS, default="sh",
+                       help="environment format on stdout (default: sh)")
+        p.add_argument("--env-file", metavar="PATH",
+                       help="write the environment to PATH (atomically) instead of stdout")
+
+    act = sub.add_parser("activate", help="link the manifest's models and print the environment")
+    env_output(act)
+    hub(act)
+    act.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    act.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="how long to wait for another activator (default: 60)")
+    common(act)
+
+    env = sub.add_parser("env", help="print the environment only; change nothing")
+    env_output(env)
+    hub(env)
+    common(env)
+
+    status = sub.add_parser("status", help="what is linked, for which profile, dangling, blocked")
+    hub(status)
+    status.add_argument("--profile", help="only this profile")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    common(status)
+
+    deact = sub.add_parser("deactivate", help="remove every link and ref a profile created")
+    deact.add_argument("--profile", required=True, help="e.g. home-manager, nixos, devenv:/path")
+    hub(deact)
+    deact.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    deact.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    common(deact)
+
+    sub.add_parser("schema", help="print the manifest's JSON Schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the CLI; returns the exit status (the console script exits with it)."""
+    environ = os.environ if environ is None else environ
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        from .manifest import render_schema
+
+        sys.stdout.write(render_schema())
+        return EXIT_OK
+    from .log import Log
+
+    level = "debug" if args.verbose else "error" if args.quiet else "warning"
+    if getattr(args, "dry_run", False) and not args.quiet:
+        level = "debug" if args.verbose else "info"
+    log = Log(level, args.log_format)
+    try:
+        if args.command == "activate" and not args.dry_run and not args.verbose:
+            from .activation import try_noop
+
+            env = try_noop(args.manifest, cache_flag=args.cache_dir,
+                           state_flag=args.state_dir, environ=environ)
+            if env is not None:
+                _emit(env, args.format, args.env_file)
+                return EXIT_OK
+        if args.command in ("activate", "env"):
+            return _activate(args, environ, log)
+        if args.command == "status":
+            return _status(args, environ)
+        if args.command == "deactivate":
+            return _deactivate(args, environ, log)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_ENVIRONMENT
+    except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
+        from .activation import EnvironmentProblem
+
+        if isinstance(exc, EnvironmentProblem):
+            log.error(str(exc))
+            return EXIT_ENVIRONMENT
+        import traceback
+
+        log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
+        return EXIT_INTERNAL
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
+    from .activation import manifest_fingerprint, run_activate
+    from .cachedir import resolve_hub_dir
+    from .manifest import ManifestError, parse_manifest
+    from .state import state_dir
+
+    try:
+        with open(args.manifest, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        log.error(f"cannot read the manifest {args.manifest}: {exc.strerror}")  # type: ignore[attr-defined]
+        return EXIT_BAD_INPUT
+    try:
+        manifest = parse_manifest(data)
+    except ManifestError as exc:
+        log.error(f"{args.manifest}: {exc}")  # type: ignore[attr-defined]
+        return EXIT_BAD_INPUT
+    hub_dir, explicit = resolve_hub_dir(args.cache_dir, manifest.cache_dir, environ)
+    outcome = run_activate(
+        manifest,
+        hub_dir=hub_dir,
+        explicit_hub=explicit,
+        state_dir=state_dir(args.state_dir, environ),
+        fingerprint=manifest_fingerprint(args.manifest, explicit),
+        log=log,  # type: ignore[arg-type]
+        dry_run=getattr(args, "dry_run", False),
+        read_only=args.command == "env",
+        lock_timeout=getattr(args, "lock_timeout", 60.0),
+    )
+    result = outcome.plan
+    for note in result.notes:
+        log.warning(note)  # type: ignore[attr-defined]
+    if args.command == "activate":
+        verb = "would" if args.dry_run else "did"
+        for act in result.actions if args.dry_run else outcome.done:
+            log.info(f"{verb} {act.describe()}", hub_dir=hub_dir)  # type: ignore[attr-defined]
+    for problem in result.problems:
+        log.error(problem.message())  # type: ignore[attr-defined]
+    if args.command == "activate" and not args.dry_run:
+        log.info("activated", profile=manifest.profile, hub_dir=hub_dir,  # type: ignore[attr-defined]
+                 models=len(manifest.models), changes=len(outcome.done),
+                 problems=len(result.problems))
+    _emit(outcome.env, args.format, args.env_file)
+    return EXIT_PARTIAL if result.problems else EXIT_OK
+
+
+def _emit(env: Mapping[str, str], fmt: str, env_file: str | None) -> None:
+    data = render(env, fmt)
+    if env_file is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(env_file))
+    tmp = os.path.join(directory, f".{os.path.basename(env_file)}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, env_file)
+
+
+def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import json
+
+    from .activation import verify_records
+    from .state import list_states, state_dir
+
+    hub_filter = os.path.abspath(args.cache_dir) if args.cache_dir else None
+    report = []
+    for path, st in list_states(state_dir(args.state_dir, environ)):
+        if hub_filter and st.hub_dir != hub_filter:
+            continue
+        if args.profile and st.profile != args.profile:
+            continue
+        entries = []
+        for rec in st.records:
+            if rec.kind == "dir":
+                continue
+            raw = rec.to_json()
+            ok = verify_records(st.hub_dir, [raw])
+            state = "ok"
+            if not ok:
+                full = os.path.join(st.hub_dir, rec.path)
+                if rec.kind == "snapshot" and os.path.islink(full) and not os.path.isdir(rec.value or ""):
+                    state = "dangling"
+                elif not os.path.lexists(full):
+                    state = "missing"
+                else:
+                    state = "changed"
+            entries.append({"path": os.path.join(st.hub_dir, rec.path), "kind": rec.kind,
+                            "value": rec.value, "created": rec.created, "status": state})
+        report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
+                       "upToDate": st.manifest is not None, "entries": entries,
+                       "blocked": st.problems})
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        if not report:
+            sys.stdout.write("no profile has linked anything (no state found)\n")
+        for prof in report:
+            sys.stdout.write(f"profile {prof['profile']} -> {prof['hubDir']}\n")
+            for e in prof["entries"]:
+                sys.stdout.write(f"  {e['status']:<8} {e['kind']:<8} {e['path']}"
+                                 f" -> {e['value']}\n")
+            for b in prof["blocked"]:
+                sys.stdout.write(f"  blocked  {b}\n")
+    bad = any(e["status"] != "ok" for p in report for e in p["entries"]) or any(
+        p["blocked"] for p in report)
+    return EXIT_PARTIAL if bad else EXIT_OK
+
+
+def _deactivate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
+    from .activation import run_deactivate
+    from .state import state_dir
+
+    results = run_deactivate(
+        args.profile,
+        state_dir=state_dir(args.state_dir, environ),
+        hub_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,
+        log=log,  # type: ignore[arg-type]
+        dry_run=args.dry_run,
+        lock_timeout=args.lock_timeout,
+    )
+    if not results:
+        log.warning("nothing to deactivate: no state for this profile", profile=args.profile)  # type: ignore[attr-defined]
+    partial = False
+    for hub_dir, result in results:
+        for act in result.actions:
+            log.info(f"{'would' if args.dry_run else 'did'} {act.describe()}", hub_dir=hub_dir)  # type: ignore[attr-defined]
+        for note in result.notes:
+            log.warning(note)  # type: ignore[attr-defined]
+        for problem in result.problems:
+            partial = True
+            log.error(problem.message())  # type: ignore[attr-defined]
+    return EXIT_PARTIAL if partial else EXIT_OK

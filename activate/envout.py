@@ -1,0 +1,79 @@
+"""The environment a profile exports, and its rendering for each consumer.
+
+Standard library only (the no-op path imports it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+
+from .naming import env_var_name
+
+FORMATS = ("sh", "fish", "json", "dotenv", "devenv")
+
+OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def environment(
+    model_paths: Mapping[str, str],
+    *,
+    hub_dir: str | None,
+    offline: bool,
+) -> dict[str, str]:
+    """The variables to export, sorted by name (so every run prints the same bytes).
+
+    ``model_paths``: model name -> store path (``MODEL_REPO_<NAME>``, the loadable
+    directory). ``hub_dir``: exported as ``HF_HUB_CACHE`` when not None (the caller
+    passes it when the cache is not huggingface_hub's default). ``offline``: add
+    ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` (the caller decides: only when
+    every linked model is in place).
+    """
+    env = {env_var_name(name): path for name, path in sorted(model_paths.items())}
+    if hub_dir is not None:
+        env["HF_HUB_CACHE"] = hub_dir
+    if offline:
+        for var in OFFLINE_VARS:
+            env[var] = "1"
+    return dict(sorted(env.items()))
+
+
+def render(env: Mapping[str, str], fmt: str) -> bytes:
+    """Render ``env`` as ``fmt`` (one of :data:`FORMATS`).
+
+    - ``sh``: ``export NAME='value'`` lines for bash, zsh, dash (``'`` as ``'\\''``).
+    - ``fish``: ``set -gx NAME 'value'`` lines (``\\`` and ``'`` backslash-escaped).
+    - ``json``: one flat object, variable -> value.
+    - ``dotenv``: ``NAME='value'`` lines as python-dotenv and docker compose read them
+      (inside single quotes only ``\\\\`` and ``\\'`` are escapes).
+    - ``devenv``: ``NAME\\0base64(value)\\0`` pairs, the format of devenv's
+      ``$DEVENV_TASK_EXPORTS_FILE`` (devenv CLI >= 2.0.4).
+
+    Values may hold any character but NUL (no environment can carry it): ValueError.
+    """
+    for name, value in env.items():
+        if "\0" in value or "\0" in name:
+            raise ValueError(f"{name}: environment values cannot contain NUL")
+    if fmt == "sh":
+        return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in env.items()).encode()
+    if fmt == "fish":
+        return "".join(f"set -gx {k} {_escaped_single_quote(v)}\n" for k, v in env.items()).encode()
+    if fmt == "json":
+        return (json.dumps(dict(env), indent=2, ensure_ascii=False) + "\n").encode()
+    if fmt == "dotenv":
+        return "".join(f"{k}={_escaped_single_quote(v)}\n" for k, v in env.items()).encode()
+    if fmt == "devenv":
+        return b"".join(
+            k.encode() + b"\0" + base64.b64encode(v.encode()) + b"\0" for k, v in env.items()
+        )
+    raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _sh_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _escaped_single_quote(value: str) -> str:
+    # fish and python-dotenv share this rule: inside '...', only \\ and \' are escapes.
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,64 @@
+"""Logs to stderr through structlog, imported only when something is logged.
+
+structlog costs ~100 ms to import; a quiet, successful run logs nothing, so it never
+pays for it. No global configuration: each :class:`Log` wraps its own logger.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class Log:
+    """A leveled logger. ``level``: a key of :data:`LEVELS`; ``fmt``: ``console``
+    (readable, coloured on a terminal) or ``json`` (one object per line)."""
+
+    def __init__(self, level: str = "warning", fmt: str = "console", stream: TextIO | None = None):
+        self.threshold = LEVELS[level]
+        self.fmt = fmt
+        self.stream = stream if stream is not None else sys.stderr
+        self._logger: Any = None
+
+    def enabled(self, level: str) -> bool:
+        return LEVELS[level] >= self.threshold
+
+    def _get(self) -> Any:
+        if self._logger is None:
+            import structlog
+
+            renderer: Any
+            if self.fmt == "json":
+                renderer = structlog.processors.JSONRenderer()
+            else:
+                renderer = structlog.dev.ConsoleRenderer(
+                    colors=self.stream.isatty(), pad_event_to=0
+                )
+            self._logger = structlog.wrap_logger(
+                structlog.PrintLogger(file=self.stream),
+                processors=[
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    renderer,
+                ],
+                wrapper_class=structlog.make_filtering_bound_logger(self.threshold),
+            )
+        return self._logger
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        if self.enabled(level):
+            getattr(self._get(), level)(event, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self.log("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self.log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self.log("error", event, **fields)

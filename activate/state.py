@@ -1,0 +1,206 @@
+"""The profile's own state: which cache entries it created, outside the hub dir.
+
+One JSON file per (hub dir, profile) in the state dir: ``--state-dir`` >
+``$MODEL_REPO_STATE_DIR`` > platformdirs' ``user_state_dir("model-repo")``
+(``$XDG_STATE_HOME/model-repo`` or ``~/.local/state/model-repo`` on Linux). System
+services set ``MODEL_REPO_STATE_DIR`` (the NixOS module uses ``/var/lib/model-repo``).
+
+Standard library only, apart from platformdirs when no override is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+STATE_VERSION = 1
+
+
+def state_dir(flag: str | None, environ: Mapping[str, str]) -> str:
+    """The directory holding profile states (see the module docstring for precedence)."""
+    if flag:
+        return os.path.abspath(flag)
+    override = environ.get("MODEL_REPO_STATE_DIR")
+    if override:
+        return os.path.abspath(override)
+    import platformdirs  # only here: it costs ~15 ms of the no-op path's budget
+
+    return platformdirs.user_state_dir("model-repo", appauthor=False)
+
+
+def state_file(directory: str, hub_dir: str, profile: str) -> str:
+    """Path of the state of ``profile`` for ``hub_dir``: ``<dir>/<sha256[:32]>.json``."""
+    key = hashlib.sha256(f"{hub_dir}\0{profile}".encode()).hexdigest()[:32]
+    return os.path.join(directory, f"{key}.json")
+
+
+@dataclass
+class Record:
+    """One cache entry a profile wants or created, relative to the hub dir.
+
+    ``kind``: ``dir`` (a folder we may remove when empty), ``snapshot`` (link to
+    ``value``, a store path), ``ref`` (file holding ``value``, a commit).
+    ``created``: we made it (or replaced it), so we may undo it. ``previous``: for a
+    ref we replaced, the commit it held before.
+    """
+
+    path: str
+    kind: str
+    value: str | None = None
+    created: bool = False
+    previous: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"path": self.path, "kind": self.kind, "created": self.created}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.previous is not None:
+            out["previous"] = self.previous
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> Record:
+        return cls(
+            path=str(raw["path"]),
+            kind=str(raw["kind"]),
+            value=_opt_str(raw.get("value")),
+            created=bool(raw.get("created", False)),
+            previous=_opt_str(raw.get("previous")),
+        )
+
+
+@dataclass
+class State:
+    """A profile's state for one hub dir.
+
+    ``manifest`` fingerprints the manifest of the last run that completed with every
+    model in place (None otherwise): the no-op path compares it. ``env`` is that run's
+    environment.
+    """
+
+    profile: str
+    hub_dir: str
+    records: list[Record] = field(default_factory=list)
+    manifest: dict[str, object] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": STATE_VERSION,
+            "profile": self.profile,
+            "hubDir": self.hub_dir,
+            "manifest": self.manifest,
+            "env": self.env,
+            "problems": self.problems,
+            "records": [r.to_json() for r in self.records],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> State:
+        if raw.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {raw.get('version')!r} is not {STATE_VERSION}")
+        records = raw.get("records") or []
+        env = raw.get("env") or {}
+        manifest = raw.get("manifest")
+        problems = raw.get("problems") or []
+        return cls(
+            profile=str(raw["profile"]),
+            hub_dir=str(raw["hubDir"]),
+            records=[Record.from_json(r) for r in records],  # type: ignore[union-attr]
+            manifest=manifest if isinstance(manifest, dict) else None,
+            env={str(k): str(v) for k, v in env.items()},  # type: ignore[union-attr]
+            problems=[str(p) for p in problems],  # type: ignore[union-attr]
+        )
+
+
+def load_raw(path: str) -> dict[str, object] | None:
+    """The decoded state file, or None when it does not exist or is unreadable JSON."""
+    try:
+        with open(path, "rb") as fh:
+            raw = json.loads(fh.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def load(path: str, profile: str, hub_dir: str) -> State:
+    """The state at ``path``, or an empty one when absent or unusable."""
+    raw = load_raw(path)
+    if raw is not None:
+        try:
+            state = State.from_json(raw)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            state = None
+        if state is not None and state.profile == profile and state.hub_dir == hub_dir:
+            return state
+    return State(profile=profile, hub_dir=hub_dir)
+
+
+def load_others(directory: str, hub_dir: str, profile: str) -> list[State]:
+    """States of the other profiles (same state dir) that link into ``hub_dir``."""
+    return [
+        state
+        for _, state in list_states(directory)
+        if state.hub_dir == hub_dir and state.profile != profile
+    ]
+
+
+def list_states(directory: str) -> list[tuple[str, State]]:
+    """Every readable state in ``directory`` as ``(file path, state)``."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(directory, name)
+        raw = load_raw(path)
+        if raw is None:
+            continue
+        try:
+            out.append((path, State.from_json(raw)))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return out
+
+
+def save(path: str, state: State) -> bool:
+    """Write ``state`` atomically (temp file, fsync, rename); False if unchanged."""
+    data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+    try:
+        with open(path, "rb") as fh:
+            if fh.read() == data:
+                return False
+    except OSError:
+        pass
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return True
+
+
+def delete(path: str) -> None:
+    """Remove a state file (deactivation of a profile)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
