@@ -58,7 +58,7 @@ def manifest_fingerprint(path: str, explicit_hub: bool) -> dict[str, object]:
 def wants_of(manifest: object) -> list[Want]:
     """The linked models of a validated :class:`~activate.manifest.Manifest`."""
     return [
-        Want(name, m.folder, m.revision, m.refs, m.path)  # type: ignore[attr-defined]
+        Want(name, m.folder, m.revision, tuple(m.refs), m.path)  # type: ignore[attr-defined]
         for name, m in manifest.models.items()  # type: ignore[attr-defined]
         if m.link
     ]

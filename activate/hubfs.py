@@ -114,7 +114,10 @@ class HubFS:
         Raises :class:`Blocked` when a component exists but is not a real directory,
         ``_Missing`` when one does not exist.
         """
-        fd = os.open(self.hub_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        try:
+            fd = os.open(self.hub_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise _Missing("") from None  # a dry run before the hub dir exists
         try:
             walked = ""
             for part in rel.split("/") if rel else ():

@@ -43,7 +43,7 @@ class ManifestError(ValueError):
 class Model(BaseModel):
     """One model (or dataset) to link: what the Nix side fetched, and where it lives."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     repo_id: Annotated[
         str,
@@ -62,17 +62,17 @@ class Model(BaseModel):
         str,
         Field(
             description="The pinned commit: 40 lowercase hex characters.",
-            pattern=r"^[0-9a-f]{40}$",
+            json_schema_extra={"pattern": "^[0-9a-f]{40}$"},
         ),
     ]
     refs: Annotated[
-        tuple[str, ...],
+        list[str],
         Field(
             description="Ref names (branches, tags) written under refs/ pointing at the "
             "revision; at least one when link is true, since `hf cache prune` drops "
             "revisions no ref names.",
         ),
-    ] = ("main",)
+    ] = ["main"]
     path: Annotated[
         str,
         Field(
@@ -98,7 +98,6 @@ class Model(BaseModel):
     @field_validator("revision")
     @classmethod
     def _check_revision(cls, value: str) -> str:
-        # Also enforced by the pattern; this gives the message users need.
         if not COMMIT_RE.match(value):
             raise ValueError(
                 f"{value!r} is not a commit: pin the 40-hex commit id "
@@ -108,7 +107,7 @@ class Model(BaseModel):
 
     @field_validator("refs")
     @classmethod
-    def _check_refs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_refs(cls, value: list[str]) -> list[str]:
         for ref in value:
             error = ref_error(ref)
             if error:
@@ -135,7 +134,7 @@ class Model(BaseModel):
 class Manifest(BaseModel):
     """What to link for one profile, and where."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     version: Annotated[
         Literal[1], Field(description="Manifest format version; only 1 exists.")

@@ -16,9 +16,10 @@ ENV_PREFIX = "MODEL_REPO_"
 #: on bytes) and Python (which works on code points) map it to the same variable.
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$")
 
-#: Mirrors huggingface_hub ``utils._validators.REGEX_VALID_REPO_ID`` (``\w`` is
-#: Unicode-aware there too), plus the extra checks of ``validate_repo_id``.
-_REPO_ID_RE = re.compile(r"^(\b[\w\-.]+\b/)?\b[\w\-.]{1,96}\b$")
+#: Mirrors huggingface_hub 2.x ``utils._validators.REPO_ID_REGEX`` (ASCII ``\w``, each
+#: part 1-96 characters, used with ``fullmatch``), plus the other checks of
+#: ``validate_repo_id``.
+_REPO_ID_RE = re.compile(r"(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b", re.ASCII)
 
 #: A full commit id as huggingface_hub's ``REGEX_COMMIT_HASH`` (40 lowercase hex).
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -54,18 +55,19 @@ def repo_id_error(repo_id: str) -> str | None:
     """Return why ``repo_id`` is not a valid Hub repo id, or None when it is valid.
 
     Mirrors huggingface_hub ``utils.validate_repo_id``: at most one ``/``, the
-    ``REGEX_VALID_REPO_ID`` pattern (word characters, ``-``, ``.``; each part starts and
-    ends with a word character; name part at most 96 characters), no ``--`` or ``..``,
-    no ``.git`` suffix.
+    ``REPO_ID_REGEX`` pattern (ASCII word characters, ``-``, ``.``; each part starts and
+    ends with a word character and has at most 96 characters), no ``--`` or ``..``, no
+    ``.git`` suffix. A test holds this to huggingface_hub's own function.
     """
     if not isinstance(repo_id, str):
         return "must be a string like 'org/name'"
     if repo_id.count("/") > 1:
         return "must be 'name' or 'org/name' (at most one '/')"
-    if not _REPO_ID_RE.match(repo_id):
+    if not _REPO_ID_RE.fullmatch(repo_id):
         return (
-            "may contain only letters, digits, '-', '_' and '.', must start and end each "
-            "part with a letter or digit, and the name may not exceed 96 characters"
+            "may contain only ASCII letters, digits, '-', '_' and '.', must start and end "
+            "each part with a letter, digit or '_', and each part may not exceed 96 "
+            "characters"
         )
     if "--" in repo_id or ".." in repo_id:
         return "may not contain '--' or '..'"

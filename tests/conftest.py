@@ -1,0 +1,159 @@
+"""Shared fixtures: real store paths (Debian's nix-bin), manifests, the CLI in-process."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_BERT = ROOT / "examples" / "tiny-bert"
+TINY_BERT_REPO = "model-repo-example/tiny-bert"
+COMMIT_A = "a" * 40
+COMMIT_B = "b" * 40
+
+NIX_MISSING = "Debian's nix-bin is not installed (apt-get install -y nix-bin): no nix-store"
+
+
+def need_nix() -> str:
+    """Path of nix-store, or skip saying how to get it."""
+    exe = shutil.which("nix-store")
+    if not exe:
+        pytest.skip(NIX_MISSING)
+    return exe
+
+
+_added: dict[str, str] = {}
+
+
+def nix_store_add(directory: Path) -> str:
+    """Add ``directory`` to the real Nix store (read-only, root-owned) and return the
+    store path. Cached per directory for the session."""
+    key = str(directory)
+    if key not in _added:
+        out = subprocess.run([need_nix(), "--add", key], check=True, capture_output=True,
+                             text=True).stdout.strip()
+        _added[key] = out
+    return _added[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_store_path() -> str:
+    """The bundled tiny BERT as a real store path."""
+    return nix_store_add(TINY_BERT)
+
+
+@pytest.fixture(scope="session")
+def second_store_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Another real store path (a different flat model dir)."""
+    d = tmp_path_factory.mktemp("second") / "second-model"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "bert", "note": "second"}\n')
+    return nix_store_add(d)
+
+
+def manifest(models: dict[str, dict], *, profile: str = "test", offline: bool = True,
+             cache_dir: str | None = None, store_dir: str | None = None) -> dict:
+    """A manifest dict (version 1)."""
+    m: dict = {"version": 1, "profile": profile, "cacheDir": cache_dir, "offline": offline,
+               "models": models}
+    if store_dir is not None:
+        m["storeDir"] = store_dir
+    return m
+
+
+def model(path: str, repo_id: str = TINY_BERT_REPO, revision: str = COMMIT_A, **extra) -> dict:
+    return {"repoId": repo_id, "revision": revision, "path": path, **extra}
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def env(self) -> dict[str, str]:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Workspace:
+    """A hub dir, a state dir and a place for manifests, plus the CLI in-process."""
+
+    root: Path
+
+    @property
+    def hub(self) -> Path:
+        return self.root / "hub"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def write_manifest(self, data: dict, name: str = "manifest.json") -> Path:
+        path = self.root / name
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)  # a new inode, as a new store path would be
+        return path
+
+    def run(self, *args: str, environ: dict[str, str] | None = None) -> CliResult:
+        from activate.cli import main
+
+        out = io.BytesIO()
+        err = io.StringIO()
+
+        stdout = io.TextIOWrapper(out, encoding="utf-8")
+        old = sys.stdout
+        sys.stdout = stdout
+        try:
+            with redirect_stderr(err):
+                code = main(list(args), environ=environ if environ is not None else
+                            {"HOME": str(self.root / "home")})
+        finally:
+            stdout.flush()
+            sys.stdout = old
+        return CliResult(code, out.getvalue().decode(), err.getvalue())
+
+    def activate(self, data: dict, *extra: str, fmt: str = "json", name: str = "manifest.json",
+                 **kw) -> CliResult:
+        path = self.write_manifest(data, name)
+        return self.run("activate", "--manifest", str(path), "--cache-dir", str(self.hub),
+                        "--state-dir", str(self.state), "--format", fmt, *extra, **kw)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` with what it is (for 'nothing changed' checks):
+    link target, file bytes, or 'dir', plus mtime_ns of files and dirs."""
+    out: dict[str, tuple] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = p.lstat()
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", st.st_mtime_ns, oct(st.st_mode))
+            else:
+                out[rel] = ("file", p.read_bytes(), st.st_mtime_ns, oct(st.st_mode))
+    return out
+
+
+TreeFn = Callable[[Path], dict[str, tuple]]

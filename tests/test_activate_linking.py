@@ -1,0 +1,261 @@
+"""Linking behaviour on real store paths: layout, idempotence, pruning, other people's data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import COMMIT_A, COMMIT_B, TINY_BERT_REPO, Workspace, manifest, model, tree
+
+from activate import hubfs
+
+REPO = "models--model-repo-example--tiny-bert"
+
+
+def test_layout_is_flat_snapshot_link(ws: Workspace, tiny_bert_store_path: str) -> None:
+    res = ws.activate(manifest({"tiny-bert": model(tiny_bert_store_path, refs=["main", "v1"])}))
+    assert res.code == 0, res.stderr
+    repo = ws.hub / REPO
+    assert repo.is_dir() and not repo.is_symlink()
+    assert os.readlink(repo / "snapshots" / COMMIT_A) == tiny_bert_store_path
+    for ref in ("main", "v1"):
+        assert (repo / "refs" / ref).read_bytes() == COMMIT_A.encode()  # no newline
+    # Nothing else in the hub dir but huggingface_hub's own .locks.
+    assert sorted(p.name for p in ws.hub.iterdir()) == [".locks", REPO]
+    assert sorted(p.name for p in repo.iterdir()) == ["refs", "snapshots"]
+    env = res.env()
+    assert env == {
+        "HF_HUB_CACHE": str(ws.hub),
+        "HF_HUB_OFFLINE": "1",
+        "MODEL_REPO_TINY_BERT": tiny_bert_store_path,
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+
+def test_huggingface_hub_resolves_by_repo_id_ref_and_commit(ws: Workspace, tiny_bert_store_path: str) -> None:
+    from huggingface_hub import scan_cache_dir, try_to_load_from_cache
+
+    assert ws.activate(manifest({"tiny-bert": model(tiny_bert_store_path, refs=["main", "v1"])})).code == 0
+    for revision in (None, "v1", COMMIT_A):
+        got = try_to_load_from_cache(TINY_BERT_REPO, "config.json", cache_dir=ws.hub, revision=revision)
+        assert isinstance(got, str) and os.path.realpath(got) == f"{tiny_bert_store_path}/config.json"
+    info = scan_cache_dir(ws.hub)
+    assert info.warnings == []
+    (repo,) = info.repos
+    (rev,) = repo.revisions
+    assert (repo.repo_id, rev.commit_hash, set(rev.refs)) == (TINY_BERT_REPO, COMMIT_A, {"main", "v1"})
+
+
+def test_repeat_run_writes_nothing_and_prints_same_env(ws: Workspace, tiny_bert_store_path: str) -> None:
+    data = manifest({"tiny-bert": model(tiny_bert_store_path)})
+    first = ws.activate(data, fmt="sh")
+    path = ws.root / "manifest.json"
+    before_hub, before_state = tree(ws.hub), tree(ws.state)
+    for extra in ((), ("--verbose",)):  # the no-op path, then the full path
+        again = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                       "--state-dir", str(ws.state), "--format", "sh", *extra)
+        assert again.code == 0
+        assert again.stdout == first.stdout
+        assert tree(ws.hub) == before_hub
+        assert tree(ws.state) == before_state
+
+
+def test_dropped_model_is_pruned_and_empty_dirs_removed(ws: Workspace, tiny_bert_store_path: str,
+                                                        second_store_path: str) -> None:
+    both = manifest({
+        "tiny-bert": model(tiny_bert_store_path),
+        "second": model(second_store_path, repo_id="org/second", revision=COMMIT_B),
+    })
+    assert ws.activate(both).code == 0
+    assert (ws.hub / "models--org--second" / "snapshots" / COMMIT_B).is_symlink()
+    res = ws.activate(manifest({"tiny-bert": model(tiny_bert_store_path)}))
+    assert res.code == 0
+    assert not (ws.hub / "models--org--second").exists()
+    assert "MODEL_REPO_SECOND" not in res.env()
+    assert (ws.hub / REPO / "snapshots" / COMMIT_A).is_symlink()
+    # And an empty manifest removes everything we made, keeping the hub dir.
+    assert ws.activate(manifest({})).code == 0
+    assert sorted(p.name for p in ws.hub.iterdir()) == [".locks"]
+
+
+def test_revision_update_moves_ref_after_new_snapshot(ws: Workspace, tiny_bert_store_path: str) -> None:
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path, revision=COMMIT_B)})).code == 0
+    repo = ws.hub / REPO
+    assert (repo / "refs" / "main").read_text() == COMMIT_B
+    assert sorted(p.name for p in (repo / "snapshots").iterdir()) == [COMMIT_B]
+
+
+def test_users_own_download_stays_usable_and_ref_is_restored(ws: Workspace, tiny_bert_store_path: str) -> None:
+    """A user's real snapshot of another commit: we take refs/main, give it back on prune."""
+    user_commit = "c" * 40
+    repo = ws.hub / REPO
+    (repo / "snapshots" / user_commit).mkdir(parents=True)
+    (repo / "snapshots" / user_commit / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(user_commit)
+    (repo / "blobs").mkdir()
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    assert (repo / "refs" / "main").read_text() == COMMIT_A
+    assert (repo / "snapshots" / user_commit / "config.json").read_text() == "{}"
+    assert ws.activate(manifest({})).code == 0
+    assert (repo / "refs" / "main").read_text() == user_commit
+    assert sorted(p.name for p in (repo / "snapshots").iterdir()) == [user_commit]
+    assert (repo / "blobs").is_dir()
+
+
+def test_real_snapshot_dir_for_same_commit_counts_as_satisfied(ws: Workspace, tiny_bert_store_path: str) -> None:
+    snap = ws.hub / REPO / "snapshots" / COMMIT_A
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}))
+    assert res.code == 0, res.stderr
+    assert snap.is_dir() and not snap.is_symlink()
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+    assert ws.activate(manifest({})).code == 0
+    assert (snap / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("kind", ["file", "foreign-link", "dir-for-ref"])
+def test_path_in_the_way_blocks_only_that_model(ws: Workspace, tiny_bert_store_path: str,
+                                                second_store_path: str, kind: str) -> None:
+    repo = ws.hub / REPO
+    if kind == "file":
+        (repo / "snapshots").mkdir(parents=True)
+        (repo / "snapshots" / COMMIT_A).write_text("mine")
+        blocker = repo / "snapshots" / COMMIT_A
+    elif kind == "foreign-link":
+        (repo / "snapshots").mkdir(parents=True)
+        os.symlink("/somewhere/else", repo / "snapshots" / COMMIT_A)
+        blocker = repo / "snapshots" / COMMIT_A
+    else:
+        (repo / "refs" / "main").mkdir(parents=True)
+        blocker = repo / "refs" / "main"
+    before = tree(ws.hub)
+    res = ws.activate(manifest({
+        "tiny-bert": model(tiny_bert_store_path),
+        "second": model(second_store_path, repo_id="org/second", revision=COMMIT_B),
+    }))
+    assert res.code == 1  # partial
+    assert str(blocker) in res.stderr and "fix:" in res.stderr
+    env = res.env()
+    assert "HF_HUB_OFFLINE" not in env and "TRANSFORMERS_OFFLINE" not in env
+    assert env["MODEL_REPO_SECOND"] == second_store_path
+    assert (ws.hub / "models--org--second" / "refs" / "main").read_text() == COMMIT_B
+    after = tree(ws.hub)
+    for rel, what in before.items():
+        if rel.startswith(REPO) and what[0] != "dir":
+            assert after[rel] == what  # the blocker and its siblings are untouched
+
+
+def test_planted_symlink_repo_folder_is_not_followed(ws: Workspace, tiny_bert_store_path: str,
+                                                     tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ws.hub.mkdir()
+    os.symlink(outside, ws.hub / REPO)
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}))
+    assert res.code == 1
+    assert list(outside.iterdir()) == []
+    assert "symlink" in res.stderr
+
+
+def test_planted_symlink_snapshots_dir_is_not_followed(ws: Workspace, tiny_bert_store_path: str,
+                                                       tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws.hub / REPO).mkdir(parents=True)
+    os.symlink(outside, ws.hub / REPO / "snapshots")
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}))
+    assert res.code == 1
+    assert list(outside.iterdir()) == []
+
+
+def test_symlink_swapped_in_after_activation_is_not_followed_on_prune(
+        ws: Workspace, tiny_bert_store_path: str, tmp_path: Path) -> None:
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    outside = tmp_path / "outside"
+    (outside / "refs").mkdir(parents=True)
+    (outside / "refs" / "main").write_text(COMMIT_A)
+    (outside / "snapshots").mkdir()
+    os.symlink(tiny_bert_store_path, outside / "snapshots" / COMMIT_A)
+    os.rename(ws.hub / REPO, tmp_path / "moved")
+    os.symlink(outside, ws.hub / REPO)
+    before = tree(outside)
+    res = ws.activate(manifest({}))
+    assert res.code == 1
+    assert tree(outside) == before
+
+
+def test_nested_ref_names(ws: Workspace, tiny_bert_store_path: str) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path, refs=["main", "refs/pr/1"])})).code == 0
+    assert (ws.hub / REPO / "refs" / "refs" / "pr" / "1").read_text() == COMMIT_A
+    got = try_to_load_from_cache(TINY_BERT_REPO, "config.json", cache_dir=ws.hub, revision="refs/pr/1")
+    assert isinstance(got, str)
+    assert ws.activate(manifest({})).code == 0
+    assert sorted(p.name for p in ws.hub.iterdir()) == [".locks"]
+
+
+def test_dangling_link_is_reported_with_restore_hint(ws: Workspace, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    path = store / ("0" * 32 + "-gone-model")
+    path.mkdir(parents=True)
+    data = manifest({"gone": model(str(path))}, store_dir=str(store))
+    assert ws.activate(data).code == 0
+    path.rmdir()  # "garbage-collected"
+    res = ws.activate(data)
+    assert res.code == 1
+    assert "missing" in res.stderr and "nix-store --realise" in res.stderr
+    assert "HF_HUB_OFFLINE" not in res.env()
+    status = ws.run("status", "--json", "--state-dir", str(ws.state))
+    (prof,) = json.loads(status.stdout)
+    assert any(e["status"] == "dangling" for e in prof["entries"])
+    # No longer wanted: our dangling link is removed.
+    assert ws.activate(manifest({}, store_dir=str(store))).code == 0
+    assert not (ws.hub / REPO).exists()
+
+
+def test_link_false_gives_variable_only(ws: Workspace, tiny_bert_store_path: str) -> None:
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path, link=False)}))
+    assert res.code == 0
+    assert res.env()["MODEL_REPO_M"] == tiny_bert_store_path
+    assert not (ws.hub / REPO).exists()
+
+
+def test_two_profiles_share_a_link_and_each_keeps_it(ws: Workspace, tiny_bert_store_path: str) -> None:
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(dict(data, profile="home-manager"), name="hm.json").code == 0
+    assert ws.activate(dict(data, profile="devenv:/p"), name="dv.json").code == 0
+    # home-manager drops it; devenv still wants it: the link stays.
+    res = ws.activate(manifest({}, profile="home-manager"), name="hm.json")
+    assert res.code == 0
+    assert (ws.hub / REPO / "snapshots" / COMMIT_A).is_symlink()
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+
+
+def test_leftover_temporary_names_are_removed(ws: Workspace, tiny_bert_store_path: str) -> None:
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(data).code == 0
+    leftover = ws.hub / REPO / f"{hubfs.TEMP_PREFIX}123-abc"
+    os.symlink(tiny_bert_store_path, leftover)
+    assert ws.activate(data, "--verbose").code == 0
+    assert not os.path.lexists(leftover)
+
+
+def test_deactivate_removes_profile_links(ws: Workspace, tiny_bert_store_path: str) -> None:
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)}, profile="nixos")).code == 0
+    res = ws.run("deactivate", "--profile", "nixos", "--state-dir", str(ws.state))
+    assert res.code == 0, res.stderr
+    assert sorted(p.name for p in ws.hub.iterdir()) == [".locks"]
+    assert list(ws.state.iterdir()) == []
+
+
+def test_dry_run_writes_nothing(ws: Workspace, tiny_bert_store_path: str) -> None:
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}), "--dry-run")
+    assert res.code == 0
+    assert "would link" in res.stderr
+    assert not ws.hub.exists() and not ws.state.exists()
