@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .hubfs import Blocked, HubFS
 from .naming import COMMIT_RE
@@ -192,7 +192,11 @@ def _plan_folder(
     # If the run stops half-way, the state must still own everything it may have
     # created and everything it has not yet undone.
     merged = dict(old)
-    merged.update(records)
+    for rel, rec in records.items():
+        before = old.get(rel)
+        if before and before.created and rec.created and before.value != rec.value:
+            rec = replace(rec, former=before.value)
+        merged[rel] = rec
     out.intent.extend(merged.values())
 
 
@@ -211,7 +215,7 @@ def _plan_snapshot(
 ) -> bool:
     entry = fs.lstat(rel)
     rec = old.get(rel)
-    ours = bool(rec and rec.created and rec.kind == "snapshot")
+    ours = bool(rec and rec.kind == "snapshot" and rec.owns(entry.target))
     full = os.path.join(fs.hub_dir, rel)
     restore = (
         f"rebuild it (nix-store --realise {target}, or run your home-manager switch / "
@@ -222,13 +226,13 @@ def _plan_snapshot(
         records[rel] = Record(rel, "snapshot", target, created=False)
         return True
     if entry.kind == "link" and entry.target == target:
-        records[rel] = Record(rel, "snapshot", target, created=ours and rec.value == target)  # type: ignore[union-attr]
+        records[rel] = Record(rel, "snapshot", target, created=ours)
         if not store_exists(target):
             out.dangling.append(full)
             block(names, full, f"the store path {target} is missing (garbage-collected?)", restore)
             return False
         return True
-    if entry.kind == "missing" or (entry.kind == "link" and ours and rec.value == entry.target):  # type: ignore[union-attr]
+    if entry.kind == "missing" or (entry.kind == "link" and ours):
         if not store_exists(target):
             block(names, full, f"the store path {target} is missing (garbage-collected?)", restore)
             if rec:
@@ -254,8 +258,7 @@ def _plan_ref(
     block: Callable[..., None],
 ) -> None:
     entry = fs.lstat(rel)
-    rec = old.get(rel)
-    ours = bool(rec and rec.created and rec.kind == "ref")
+    rec = old.get(rel) if rel in old and old[rel].kind == "ref" else None
     full = os.path.join(fs.hub_dir, rel)
     if entry.kind == "missing":
         actions.append(Action("ref", rel, commit, temp=rel.split("/", 1)[0]))
@@ -267,12 +270,12 @@ def _plan_ref(
               f"move it away (mv {full} ~/) and activate again")
         return
     content = fs.read_file(rel).decode("utf-8", "replace")
+    ours = rec is not None and rec.owns(content)
     if content == commit:
-        keep = ours and rec.value == commit  # type: ignore[union-attr]
-        records[rel] = Record(rel, "ref", commit, created=keep,
-                              previous=rec.previous if keep else None)  # type: ignore[union-attr]
+        records[rel] = Record(rel, "ref", commit, created=ours,
+                              previous=rec.previous if ours else None)  # type: ignore[union-attr]
         return
-    if ours and content == rec.value:  # type: ignore[union-attr]
+    if ours:
         previous = rec.previous  # type: ignore[union-attr]  # our older value: keep the original
     else:
         previous = content if COMMIT_RE.match(content) else None
@@ -303,7 +306,7 @@ def _plan_prune(
         if owner:
             out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
             continue
-        if fs.lstat(rec.path).kind == "file" and final_refs.get(rec.path) == rec.value:
+        if fs.lstat(rec.path).kind == "file" and rec.owns(final_refs.get(rec.path)):
             if rec.previous:
                 actions.append(Action("ref", rec.path, rec.previous, temp=folder))
                 final_refs[rec.path] = rec.previous
@@ -318,7 +321,7 @@ def _plan_prune(
         entry = fs.lstat(rec.path)
         if owner:
             out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
-        elif entry.kind != "link" or entry.target != rec.value:
+        elif entry.kind != "link" or not rec.owns(entry.target):
             if entry.kind != "missing":
                 out.notes.append(f"not touching {rec.path}: it changed since model-repo made it")
         elif rec.path.rsplit("/", 1)[1] in named:

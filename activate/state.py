@@ -44,7 +44,9 @@ class Record:
     ``kind``: ``dir`` (a folder we may remove when empty), ``snapshot`` (link to
     ``value``, a store path), ``ref`` (file holding ``value``, a commit).
     ``created``: we made it (or replaced it), so we may undo it. ``previous``: for a
-    ref we replaced, the commit it held before.
+    ref we replaced, the commit it held before. ``former``: only while a change is under
+    way (the state saved before applying it), the value we had put there before, so a
+    run stopped half-way still recognises either value as ours.
     """
 
     path: str
@@ -52,6 +54,11 @@ class Record:
     value: str | None = None
     created: bool = False
     previous: str | None = None
+    former: str | None = None
+
+    def owns(self, value: str | None) -> bool:
+        """True when ``value`` on disk is one this profile put at this path."""
+        return self.created and value is not None and value in (self.value, self.former)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"path": self.path, "kind": self.kind, "created": self.created}
@@ -59,6 +66,8 @@ class Record:
             out["value"] = self.value
         if self.previous is not None:
             out["previous"] = self.previous
+        if self.former is not None:
+            out["former"] = self.former
         return out
 
     @classmethod
@@ -69,6 +78,7 @@ class Record:
             value=_opt_str(raw.get("value")),
             created=bool(raw.get("created", False)),
             previous=_opt_str(raw.get("previous")),
+            former=_opt_str(raw.get("former")),
         )
 
 
