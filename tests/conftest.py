@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,4 +155,20 @@ def tree(root: Path) -> dict[str, tuple]:
     return out
 
 
-TreeFn = Callable[[Path], dict[str, tuple]]
+def shape(root: Path, skip: str = ".locks") -> dict[str, str]:
+    """Kind and content of every entry under ``root`` (no times): ``dir``,
+    ``link:<target>``, ``file:<text>``; entries under ``skip`` are left out."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = Path(dirpath) / n
+            rel = str(p.relative_to(root))
+            if rel == skip or rel.startswith(skip + "/"):
+                continue
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = "file:" + p.read_bytes().decode("utf-8", "backslashreplace")
+    return out
