@@ -1,0 +1,23 @@
+# System-independent library of model-repo. Functions that build something
+# take `pkgs` first: `fetchModel pkgs { … }`, `buildCache pkgs { models = [ … ]; }`.
+{ lib }:
+
+let
+  naming = import ./naming.nix { inherit lib; };
+  options = import ./options.nix { inherit lib; };
+  fetch = import ./fetch.nix { inherit lib; };
+  cache = import ./cache.nix { inherit lib; };
+  manifest = import ./manifest.nix { inherit lib; };
+in
+{
+  inherit naming options manifest;
+  inherit (naming) envVarName hubFolderName isValidModelName;
+  inherit (fetch) fetchModel fetchDataset fetchModelConfig;
+  inherit (cache) buildCache;
+
+  # Helpers named as in the user documentation.
+  integration = {
+    mkCacheName = { org, model, repoType ? "model" }: naming.hubFolderName { repoId = "${org}/${model}"; inherit repoType; };
+    getModelPath = drv: "${drv}";
+  };
+}

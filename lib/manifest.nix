@@ -1,0 +1,72 @@
+# The manifest: the contract between the modules and the activator.
+# Schema version 1; the activator rejects unknown fields.
+{ lib }:
+
+let
+  naming = import ./naming.nix { inherit lib; };
+  fetch = import ./fetch.nix { inherit lib; };
+
+  # Models from sources other than the Hub have no commit of their own unless
+  # the source has one. They are linked under a revision derived from the store
+  # path: the first 40 hex characters of sha1(<store path basename>). It is
+  # stable for as long as the content (hence the fixed-output path) is.
+  derivedRevision = path: builtins.hashString "sha1" (builtins.baseNameOf (toString path));
+
+  # One model -> its manifest entry.
+  #   cfg: evaluated model options, drv: what fetchModelConfig returned,
+  #   linkEnabled: the module-wide switch (integration enabled / linkToHuggingFace).
+  mkEntry =
+    { cfg, drv, linkEnabled }:
+    let
+      s = fetch.sourceType cfg;
+      hfInt = cfg.integration.huggingface;
+      path = "${drv}";
+      hfEntry =
+        let
+          hf = cfg.source.huggingface;
+          parts = lib.splitString "/" hf.repo;
+          org = if hfInt.org != null then hfInt.org else builtins.elemAt parts 0;
+          model = if hfInt.model != null then hfInt.model else builtins.elemAt parts 1;
+        in
+        {
+          repoId = "${org}/${model}";
+          inherit (hf) repoType revision;
+          refs = [ hf.ref ];
+          link = linkEnabled && hfInt.enable;
+        };
+      otherEntry =
+        let
+          named = hfInt.enable && hfInt.org != null && hfInt.model != null;
+          rev = cfg.source.${s}.rev or null;
+        in
+        {
+          repoId = if named then "${hfInt.org}/${hfInt.model}" else "model-repo-local/${cfg.name}";
+          repoType = "model";
+          revision = if naming.isCommit rev then rev else derivedRevision path;
+          refs = [ "main" ];
+          link = linkEnabled && named;
+        };
+    in
+    (if s == "huggingface" then hfEntry else otherEntry) // { inherit path; };
+
+  mkManifest =
+    {
+      profile,
+      cacheDir,
+      offline,
+      models,
+    }:
+    {
+      version = 1;
+      inherit
+        profile
+        cacheDir
+        offline
+        models
+        ;
+      storeDir = builtins.storeDir;
+    };
+in
+{
+  inherit derivedRevision mkEntry mkManifest;
+}

@@ -1,0 +1,163 @@
+# Shared by the Home Manager, devenv and NixOS modules: the options every one
+# of them has, and everything derived from `models`.
+{ lib }:
+
+let
+  mr = import ../lib { inherit lib; };
+  inherit (mr) naming manifest;
+  inherit (lib) mkOption types literalExpression;
+
+  groupBy' = f: xs: builtins.groupBy f xs;
+in
+rec {
+  inherit mr;
+
+  packageOption =
+    pkgs:
+    mkOption {
+      type = types.package;
+      default = pkgs.model-repo or (pkgs.callPackage ../lib/package.nix { });
+      defaultText = literalExpression "pkgs.model-repo (with this flake's overlay), else the flake's own build";
+      description = "The package providing the `model-repo` activator.";
+    };
+
+  # Options all three modules share, under their own prefix.
+  sharedOptions =
+    cfg:
+    {
+      models = mr.options.modelsOption {
+        globalValidation = cfg.globalValidation;
+        globalNetwork = cfg.globalNetwork;
+      };
+      globalValidation = mr.options.globalValidationOption;
+      globalNetwork = mr.options.globalNetworkOption;
+    };
+
+  readOnlyOptions = prefix: {
+    modelPaths = mkOption {
+      type = types.attrsOf types.package;
+      readOnly = true;
+      description = ''
+        The store path of every model, by its attribute name in
+        {option}`${prefix}.models`: a flat directory of the repo's files that
+        `from_pretrained` and similar loaders accept directly.
+      '';
+    };
+    manifest = mkOption {
+      type = types.attrsOf types.anything;
+      readOnly = true;
+      internal = true;
+      description = "The manifest given to the activator, as an attribute set.";
+    };
+    manifestFile = mkOption {
+      type = types.path;
+      readOnly = true;
+      internal = true;
+      description = "The manifest given to the activator, as a store path.";
+    };
+  };
+
+  # Everything that follows from `models`.
+  #   opt: option prefix for messages, e.g. "programs.model-repo"
+  #   linkEnabled: module-wide switch for linking into the hub cache
+  resolve =
+    {
+      pkgs,
+      cfg,
+      opt,
+      linkEnabled,
+      profile,
+      cacheDir,
+      offline,
+    }:
+    let
+      models = cfg.models;
+      list = lib.mapAttrsToList (attr: m: { inherit attr m; }) models;
+      drvs = lib.mapAttrs (_: m: mr.fetchModelConfig pkgs m) models;
+      entries = lib.listToAttrs (
+        map (x: {
+          name = x.m.name;
+          value = manifest.mkEntry {
+            cfg = x.m;
+            drv = drvs.${x.attr};
+            inherit linkEnabled;
+          };
+        }) list
+      );
+      envVars = lib.listToAttrs (
+        map (x: {
+          name = naming.envVarName x.m.name;
+          value = "${drvs.${x.attr}}";
+        }) list
+      );
+      manifestData = manifest.mkManifest {
+        inherit profile cacheDir offline;
+        models = entries;
+      };
+
+      badNames = builtins.filter (x: !naming.isValidModelName x.m.name) list;
+      validNames = builtins.filter (x: naming.isValidModelName x.m.name) list;
+      byName = groupBy' (x: x.m.name) validNames;
+      dupNames = lib.filterAttrs (_: xs: builtins.length xs > 1) byName;
+      byVar = groupBy' (x: naming.envVarName x.m.name) (map builtins.head (builtins.attrValues byName));
+      dupVars = lib.filterAttrs (_: xs: builtins.length xs > 1) byVar;
+
+      # Linked models that write the same refs/<ref> with different commits.
+      linked = builtins.filter (e: e.link) (
+        lib.mapAttrsToList (n: e: e // { name = n; }) entries
+      );
+      refKeys = lib.concatMap (
+        e:
+        map (r: {
+          key = "${naming.hubFolderName { inherit (e) repoId repoType; }}/refs/${r}";
+          inherit e r;
+        }) e.refs
+      ) linked;
+      refGroups = lib.filterAttrs (
+        _: xs: builtins.length (lib.unique (map (x: x.e.revision) xs)) > 1
+      ) (groupBy' (x: x.key) refKeys);
+
+      quoteList = xs: lib.concatMapStringsSep ", " (x: "\"${x}\"") xs;
+    in
+    {
+      inherit drvs entries envVars;
+      manifest = manifestData;
+      manifestFile = pkgs.writeText "model-repo-manifest.json" (builtins.toJSON manifestData);
+      anyLinked = linked != [ ];
+      # Only evaluate the parts that need valid names when names are valid.
+      namesOk = badNames == [ ];
+
+      assertions =
+        map (x: {
+          assertion = false;
+          message = ''
+            ${opt}.models.${x.attr}: model name "${x.m.name}" is not allowed. Names must match ${naming.modelNameRule} (letters, digits, "_", then also ".", "+", "-"; at most 100 characters). Rename the attribute or set ${opt}.models.${x.attr}.name.'';
+        }) badNames
+        ++ lib.mapAttrsToList (n: xs: {
+          assertion = false;
+          message = "${opt}.models: ${quoteList (map (x: x.attr) xs)} all have the name \"${n}\"; model names must be unique.";
+        }) dupNames
+        ++ lib.mapAttrsToList (v: xs: {
+          assertion = false;
+          message = "${opt}.models: the model names ${quoteList (map (x: x.m.name) xs)} map to the same environment variable ${v}; rename one of them.";
+        }) dupVars
+        ++ lib.mapAttrsToList (k: xs: {
+          assertion = false;
+          message = "${opt}.models: ${
+            quoteList (map (x: x.e.name) xs)
+          } link ${builtins.head (lib.splitString "/refs/" k)} with different commits under the same ref \"${(builtins.head xs).r}\"; set source.huggingface.ref of one of them to another ref name.";
+        }) refGroups;
+
+      warnings = lib.concatMap (
+        x:
+        lib.optional
+          (x.m.source.huggingface != null && (x.m.network.timeout != null || x.m.network.retries != null))
+          "${opt}.models.${x.attr}.network is set, but the Hugging Face fetcher (git with LFS) does not use it."
+      ) list;
+    };
+
+  offlineVars = {
+    HF_HUB_OFFLINE = "1";
+    TRANSFORMERS_OFFLINE = "1";
+  };
+}

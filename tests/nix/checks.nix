@@ -1,0 +1,139 @@
+# `nix flake check`: the evaluation tests of tests/nix against pinned Home
+# Manager, devenv and nixpkgs, plus a real build of lib.buildCache loaded by
+# huggingface_hub offline. Each check is a derivation that exists only if its
+# expectations hold at evaluation time.
+{
+  pkgs,
+  system,
+  nixpkgsLib,
+  pkgsPath,
+  homeManager,
+  devenv,
+  activator,
+}:
+
+let
+  inherit (pkgs) lib;
+  mr = import ../../lib { inherit lib; };
+  rev = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
+  hash = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+  model = {
+    source.huggingface = {
+      repo = "sentence-transformers/all-MiniLM-L6-v2";
+      revision = rev;
+    };
+    inherit hash;
+  };
+
+  expect =
+    name: conds:
+    let
+      failed = lib.filterAttrs (_: ok: !ok) conds;
+    in
+    if failed == { } then
+      pkgs.runCommand "model-repo-check-${name}" { } ''
+        echo ${lib.escapeShellArg (lib.concatStringsSep ", " (builtins.attrNames conds))} > $out
+      ''
+    else
+      throw "model-repo check ${name} failed: ${lib.concatStringsSep ", " (builtins.attrNames failed)}";
+
+  hm =
+    hmSystem: viaSharedModules:
+    import ./home-manager.nix {
+      inherit nixpkgsLib homeManager pkgsPath viaSharedModules;
+      system = hmSystem;
+      userModule.programs.model-repo = {
+        enable = true;
+        models.all-MiniLM = model;
+      };
+    };
+  hmExpect =
+    r: {
+      after-linkGeneration = r.activation.after == [ "linkGeneration" ];
+      calls-activator = lib.hasInfix "activate --manifest" r.activation.data;
+      dry-run = lib.hasInfix "\${DRY_RUN:+--dry-run}" r.activation.data;
+      env-var = r.sessionVariables ? MODEL_REPO_ALL_MINILM;
+      offline = r.sessionVariables.HF_HUB_OFFLINE or null == "1";
+      no-hf-home = !(r.sessionVariables ? HF_HOME);
+      no-systemd = r.systemdUserUnits == [ ];
+      assertions = r.failedAssertions == [ ];
+    };
+
+  dv = import ./devenv.nix {
+    inherit nixpkgsLib devenv system;
+    userModule.services.model-repo = {
+      enable = true;
+      cacheDir = ".cache/hub";
+      models.all-MiniLM = model;
+    };
+  };
+
+  nx = import ./nixos.nix {
+    inherit nixpkgsLib system;
+    userModule.services.model-repo = {
+      enable = true;
+      models.all-MiniLM = model;
+    };
+  };
+
+  badRevision = builtins.tryEval (
+    builtins.deepSeq (mr.fetchModel pkgs (
+      model
+      // {
+        name = "bad";
+        source.huggingface = model.source.huggingface // { revision = "main"; };
+      }
+    )).outPath true
+  );
+
+  tinyModel =
+    pkgs.runCommand "tiny-model" { } ''
+      mkdir -p $out
+      printf '{"model_type": "bert"}' > $out/config.json
+    ''
+    // {
+      repoId = "model-repo-test/tiny";
+      repoType = "model";
+      revision = rev;
+      ref = "main";
+      hfCachePath = "models--model-repo-test--tiny";
+    };
+  cache = mr.buildCache pkgs { models = [ tinyModel ]; };
+  python = pkgs.python3.withPackages (ps: [ ps.huggingface-hub ]);
+in
+{
+  eval-home-manager-linux = expect "home-manager-linux" (hmExpect (hm "x86_64-linux" false));
+  eval-home-manager-darwin-shared = expect "home-manager-darwin" (hmExpect (hm "aarch64-darwin" true));
+  eval-devenv = expect "devenv" {
+    task-before-shell = dv.task.before == [ "devenv:enterShell" ];
+    status-checks-link = lib.hasInfix "readlink" dv.task.status;
+    relative-cache-dir = dv.env.HF_HUB_CACHE == "/home/alice/project/.cache/hub";
+    env-var = dv.env ? MODEL_REPO_ALL_MINILM;
+  };
+  eval-nixos = expect "nixos" {
+    oneshot = nx.services.model-repo.serviceConfig.Type == "oneshot";
+    umask = nx.services.model-repo.serviceConfig.UMask == "0002";
+    state-dir = nx.services.model-repo.environment.MODEL_REPO_STATE_DIR == "/var/lib/model-repo";
+    hub = nx.environment.HF_HUB_CACHE == "/var/cache/huggingface/hub";
+    group = nx.groups == [ "model-repo" ];
+  };
+  eval-naming = expect "naming" {
+    dash = mr.envVarName "bert-base" == "MODEL_REPO_BERT_BASE";
+    dot = mr.envVarName "all.MiniLM" == "MODEL_REPO_ALL_MINILM";
+    folder = mr.hubFolderName { repoId = "a/b"; repoType = "dataset"; } == "datasets--a--b";
+  };
+  eval-rejects-branch-revision = expect "rejects-branch-revision" { fails = !badRevision.success; };
+
+  build-cache-loads-offline = pkgs.runCommand "model-repo-check-build-cache" { nativeBuildInputs = [ python ]; } ''
+    test "$(cat ${cache}/models--model-repo-test--tiny/refs/main)" = ${rev}
+    test "$(wc -c < ${cache}/models--model-repo-test--tiny/refs/main)" = 40
+    HF_HUB_OFFLINE=1 HOME=$TMPDIR python - <<'PY'
+    from huggingface_hub import hf_hub_download
+    p = hf_hub_download("model-repo-test/tiny", "config.json", cache_dir="${cache}")
+    assert open(p).read() == '{"model_type": "bert"}', p
+    PY
+    touch $out
+  '';
+
+  activator = activator;
+}

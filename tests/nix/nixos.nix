@@ -1,0 +1,116 @@
+# Evaluates the NixOS module with nixpkgs' lib.evalModules and stub
+# declarations of the NixOS options it sets (systemd, users, assertions).
+{
+  nixpkgsLib,
+  system ? "x86_64-linux",
+  userModule ? { },
+  fetchResults ? { },
+  realStorePaths ? false,
+}:
+
+let
+  lib = import nixpkgsLib;
+  pkgs = import ./stubs/pkgs.nix {
+    inherit
+      lib
+      system
+      fetchResults
+      realStorePaths
+      ;
+  };
+  inherit (lib) mkOption types;
+  freeform = types.submodule { freeformType = types.attrsOf types.anything; };
+
+  # Declarations with the same names and shapes as NixOS's.
+  nixosStubs = {
+    options = {
+      assertions = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      warnings = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      meta = mkOption {
+        type = types.lazyAttrsOf types.raw;
+        default = { };
+      };
+      users.users = mkOption {
+        type = types.attrsOf freeform;
+        default = { };
+      };
+      users.groups = mkOption {
+        type = types.attrsOf freeform;
+        default = { };
+      };
+      systemd.tmpfiles.rules = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      systemd.services = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            freeformType = types.attrsOf types.anything;
+            options = {
+              environment = mkOption {
+                type = types.attrsOf types.str;
+                default = { };
+              };
+              serviceConfig = mkOption {
+                type = types.attrsOf types.anything;
+                default = { };
+              };
+              after = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              requires = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+              wantedBy = mkOption {
+                type = types.listOf types.str;
+                default = [ ];
+              };
+            };
+          }
+        );
+        default = { };
+      };
+    };
+  };
+
+  eval = lib.evalModules {
+    class = "nixos";
+    specialArgs.modulesPath = "/nixos-modules";
+    modules = [
+      nixosStubs
+      { _module.args.pkgs = pkgs; }
+      ../../modules/nixos.nix
+      userModule
+    ];
+  };
+  cfg = eval.config;
+in
+{
+  services = lib.mapAttrs (_: s: {
+    inherit (s)
+      environment
+      serviceConfig
+      after
+      requires
+      wantedBy
+      ;
+    description = s.description or null;
+  }) cfg.systemd.services;
+  groups = builtins.attrNames cfg.users.groups;
+  users = lib.mapAttrs (_: u: { extraGroups = u.extraGroups or [ ]; group = u.group or null; }) cfg.users.users;
+  tmpfiles = cfg.systemd.tmpfiles.rules;
+  failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
+  warnings = cfg.warnings;
+  environment = cfg.services.model-repo.environment;
+  manifest = cfg.services.model-repo.manifest;
+  manifestFile = "${cfg.services.model-repo.manifestFile}";
+  modelPaths = lib.mapAttrs (_: p: "${p}") cfg.services.model-repo.modelPaths;
+}
