@@ -114,7 +114,8 @@ in
       home.activation.model-repo = mkIf (hf.enable && hf.setupOnActivation && r.anyLinked) (
         lib.hm.dag.entryAfter [ "linkGeneration" ] ''
           modelRepoStatus=0
-          ${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} ''${DRY_RUN:+--dry-run} $VERBOSE_ARG || modelRepoStatus=$?
+          # stdout is the environment, already in home.sessionVariables; logs stay on stderr.
+          ${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} ''${DRY_RUN:+--dry-run} $VERBOSE_ARG >/dev/null || modelRepoStatus=$?
           case "$modelRepoStatus" in
             0) ;;
             1) warnEcho "model-repo: some models were not linked into the hub cache (see above); activation continues." ;;
