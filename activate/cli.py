@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     common(deact)
 
     sub.add_parser("schema", help="print the manifest's JSON Schema")
+    from .prefetch import add_parsers  # cheap: huggingface_hub is imported only when run
+
+    add_parsers(sub)
     return parser
 
 
@@ -97,6 +100,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the CLI; returns the exit status (the console script exits with it)."""
     environ = os.environ if environ is None else environ
     args = _parser().parse_args(argv)
+    if args.command in ("prefetch", "ls"):
+        from .prefetch import run
+
+        return run(args, environ)
     if args.command == "schema":
         from .manifest import render_schema
 

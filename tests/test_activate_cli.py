@@ -1,0 +1,176 @@
+"""The command line: exit codes, output channels, formats, env, status, schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import COMMIT_A, ROOT, Workspace, manifest, model, tree
+
+
+def test_python_dash_m_is_the_same_program(ws: Workspace, tiny_bert_store_path: str) -> None:
+    path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}))
+    done = subprocess.run(
+        [sys.executable, "-m", "activate", "activate", "--manifest", str(path), "--cache-dir",
+         str(ws.hub), "--state-dir", str(ws.state), "--format", "json"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["MODEL_REPO_M"] == tiny_bert_store_path
+    assert done.stderr == ""  # a quiet, successful run logs nothing
+
+
+def test_bad_manifest_exits_2_with_the_field(ws: Workspace) -> None:
+    path = ws.write_manifest({"version": 1, "profile": "p", "models": {"m": {"repoId": "x"}}})
+    res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                 "--state-dir", str(ws.state))
+    assert res.code == 2
+    assert "models.m.revision" in res.stderr and "models.m.path" in res.stderr
+    assert res.stdout == ""
+    assert not ws.hub.exists()
+
+
+def test_missing_manifest_file_exits_2(ws: Workspace) -> None:
+    res = ws.run("activate", "--manifest", str(ws.root / "nope.json"), "--state-dir", str(ws.state))
+    assert res.code == 2 and "cannot read the manifest" in res.stderr
+
+
+def test_unwritable_cache_exits_3(ws: Workspace, tiny_bert_store_path: str) -> None:
+    if os.geteuid() == 0:
+        # root ignores permission bits; a path under a regular file fails for everyone.
+        (ws.root / "file").write_text("")
+        hub = ws.root / "file" / "hub"
+    else:
+        (ws.root / "ro").mkdir(mode=0o555)
+        hub = ws.root / "ro" / "hub"
+    path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}))
+    res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(hub),
+                 "--state-dir", str(ws.state))
+    assert res.code == 3
+    assert "cannot create the hub cache" in res.stderr and "--cache-dir" in res.stderr
+
+
+def test_env_file_and_formats(ws: Workspace, tiny_bert_store_path: str) -> None:
+    data = manifest({"m": model(tiny_bert_store_path)})
+    out = ws.root / "env.sh"
+    res = ws.activate(data, "--env-file", str(out), fmt="sh")
+    assert res.code == 0 and res.stdout == ""
+    text = out.read_text()
+    assert f"export MODEL_REPO_M='{tiny_bert_store_path}'\n" in text
+    assert "export HF_HUB_OFFLINE='1'\n" in text
+    assert [p.name for p in ws.root.iterdir() if p.name.startswith(".env")] == []
+    fish = ws.activate(data, fmt="fish")
+    assert f"set -gx MODEL_REPO_M '{tiny_bert_store_path}'\n" in fish.stdout
+    devenv = ws.activate(data, fmt="devenv")
+    assert devenv.stdout.startswith("HF_HUB_CACHE\0")
+
+
+def test_env_command_changes_nothing(ws: Workspace, tiny_bert_store_path: str) -> None:
+    path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}))
+    args = ("env", "--manifest", str(path), "--cache-dir", str(ws.hub), "--state-dir",
+            str(ws.state), "--format", "json")
+    before = ws.run(*args)
+    assert before.code == 0
+    # Not linked yet: the model variable, but no offline pair.
+    assert before.env() == {"HF_HUB_CACHE": str(ws.hub), "MODEL_REPO_M": tiny_bert_store_path}
+    assert not ws.hub.exists() and not ws.state.exists()
+    assert ws.run("activate", *args[1:]).code == 0
+    snapshot = tree(ws.root)
+    after = ws.run(*args)
+    assert after.env()["HF_HUB_OFFLINE"] == "1"
+    assert tree(ws.root) == snapshot
+
+
+def test_offline_false_never_emits_offline_pair(ws: Workspace, tiny_bert_store_path: str) -> None:
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}, offline=False))
+    assert res.code == 0
+    assert "HF_HUB_OFFLINE" not in res.env()
+
+
+def test_default_cache_dir_follows_environment(ws: Workspace, tiny_bert_store_path: str) -> None:
+    path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}))
+    env = {"HOME": str(ws.root / "home"), "HF_HOME": str(ws.root / "hf")}
+    res = ws.run("activate", "--manifest", str(path), "--state-dir", str(ws.state),
+                 "--format", "json", environ=env)
+    assert res.code == 0, res.stderr
+    assert (ws.root / "hf" / "hub" / "models--model-repo-example--tiny-bert").is_dir()
+    assert "HF_HUB_CACHE" not in res.env()  # huggingface_hub finds it on its own
+
+
+def test_state_dir_from_environment(ws: Workspace, tiny_bert_store_path: str) -> None:
+    path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}))
+    env = {"HOME": str(ws.root / "home"), "MODEL_REPO_STATE_DIR": str(ws.root / "st")}
+    res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub), environ=env)
+    assert res.code == 0
+    assert len(list((ws.root / "st").iterdir())) == 1
+
+
+def test_status_reports_profiles(ws: Workspace, tiny_bert_store_path: str) -> None:
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)}, profile="home-manager")).code == 0
+    res = ws.run("status", "--json", "--state-dir", str(ws.state), "--cache-dir", str(ws.hub))
+    assert res.code == 0
+    (prof,) = json.loads(res.stdout)
+    assert prof["profile"] == "home-manager" and prof["upToDate"]
+    kinds = sorted((e["kind"], e["status"]) for e in prof["entries"])
+    assert kinds == [("ref", "ok"), ("snapshot", "ok")]
+    human = ws.run("status", "--state-dir", str(ws.state))
+    assert "profile home-manager" in human.stdout and f"snapshots/{COMMIT_A}" in human.stdout
+    (ws.hub / "models--model-repo-example--tiny-bert" / "refs" / "main").write_text("b" * 40)
+    changed = ws.run("status", "--json", "--state-dir", str(ws.state))
+    assert changed.code == 1
+    assert any(e["status"] == "changed" for e in json.loads(changed.stdout)[0]["entries"])
+
+
+def test_json_logs(ws: Workspace, tiny_bert_store_path: str) -> None:
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}), "--verbose", "--log-format", "json")
+    lines = [json.loads(line) for line in res.stderr.splitlines()]
+    assert any(rec["event"] == "activated" and rec["level"] == "info" for rec in lines)
+    assert all("timestamp" in rec for rec in lines)
+
+
+def test_schema_command(ws: Workspace) -> None:
+    res = ws.run("schema")
+    assert res.code == 0
+    assert json.loads(res.stdout) == json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
+
+
+def test_help_lists_commands_and_exit_codes() -> None:
+    done = subprocess.run([sys.executable, "-m", "activate", "--help"], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0
+    for word in ("activate", "env", "status", "deactivate", "schema", "3 environment"):
+        assert word in done.stdout
+
+
+def test_manifest_change_is_seen_by_the_noop_path(ws: Workspace, tiny_bert_store_path: str,
+                                                  second_store_path: str) -> None:
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    res = ws.activate(manifest({"m": model(second_store_path)}))
+    assert res.code == 0
+    assert res.env()["MODEL_REPO_M"] == second_store_path
+    link = ws.hub / "models--model-repo-example--tiny-bert" / "snapshots" / COMMIT_A
+    assert os.readlink(link) == second_store_path
+
+
+def test_repair_after_someone_removes_a_link(ws: Workspace, tiny_bert_store_path: str) -> None:
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(data).code == 0
+    link = ws.hub / "models--model-repo-example--tiny-bert" / "snapshots" / COMMIT_A
+    link.unlink()
+    path = ws.root / "manifest.json"  # same file: the no-op check must notice the gap
+    res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                 "--state-dir", str(ws.state), "--format", "json")
+    assert res.code == 0
+    assert os.readlink(link) == tiny_bert_store_path
+
+
+def test_dry_run_on_existing_cache_lists_removals(ws: Workspace, tiny_bert_store_path: str) -> None:
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    before = tree(ws.root / "hub")
+    res = ws.activate(manifest({}), "--dry-run")
+    assert res.code == 0
+    assert "would unlink" in res.stderr and "would rmdir" in res.stderr
+    assert tree(ws.root / "hub") == before
+    assert Path(ws.hub / "models--model-repo-example--tiny-bert").is_dir()
