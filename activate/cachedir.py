@@ -49,10 +49,16 @@ def resolve_hub_dir(
     ``~/.cache/huggingface`` elsewhere on purpose).
     """
     if flag:
-        return os.path.abspath(os.path.expanduser(flag)), True
+        return flag_hub_dir(flag, environ), True
     if manifest_cache_dir:
         return os.path.normpath(manifest_cache_dir), True
     return os.path.abspath(default_hub_cache(environ)), False
+
+
+def flag_hub_dir(flag: str, environ: Mapping[str, str]) -> str:
+    """The absolute hub dir a ``--cache-dir`` value names (``~`` expanded with
+    ``environ``'s HOME, relative to the working directory); every command uses this."""
+    return os.path.abspath(_expanduser(flag, environ))
 
 
 def _expanduser(path: str, environ: Mapping[str, str]) -> str:

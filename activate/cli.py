@@ -211,7 +211,9 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .activation import verify_records
     from .state import list_states, state_dir
 
-    hub_filter = os.path.abspath(args.cache_dir) if args.cache_dir else None
+    from .cachedir import flag_hub_dir
+
+    hub_filter = flag_hub_dir(args.cache_dir, environ) if args.cache_dir else None
     report = []
     for path, st in list_states(state_dir(args.state_dir, environ)):
         if hub_filter and st.hub_dir != hub_filter:
@@ -257,12 +259,13 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _deactivate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
     from .activation import run_deactivate
+    from .cachedir import flag_hub_dir
     from .state import state_dir
 
     results = run_deactivate(
         args.profile,
         state_dir=state_dir(args.state_dir, environ),
-        hub_dir=os.path.abspath(args.cache_dir) if args.cache_dir else None,
+        hub_dir=flag_hub_dir(args.cache_dir, environ) if args.cache_dir else None,
         log=log,  # type: ignore[arg-type]
         dry_run=args.dry_run,
         lock_timeout=args.lock_timeout,

@@ -174,3 +174,16 @@ def test_dry_run_on_existing_cache_lists_removals(ws: Workspace, tiny_bert_store
     assert "would unlink" in res.stderr and "would rmdir" in res.stderr
     assert tree(ws.root / "hub") == before
     assert Path(ws.hub / "models--model-repo-example--tiny-bert").is_dir()
+
+
+def test_tilde_in_cache_dir_means_the_same_dir_for_every_command(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    env = {"HOME": str(ws.root / "home")}
+    path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}, profile="p"))
+    common = ("--cache-dir", "~/hub", "--state-dir", str(ws.state))
+    assert ws.run("activate", "--manifest", str(path), *common, environ=env).code == 0
+    assert (ws.root / "home" / "hub" / "models--model-repo-example--tiny-bert").is_dir()
+    status = ws.run("status", "--json", *common, environ=env)
+    assert len(json.loads(status.stdout)) == 1
+    assert ws.run("deactivate", "--profile", "p", *common, environ=env).code == 0
+    assert sorted(os.listdir(ws.root / "home" / "hub")) == [".locks"]
