@@ -17,6 +17,10 @@ from .envout import environment
 from .hubfs import HubFS
 from .linking import Action, Plan, Problem, Want, apply, plan
 from .log import Log
+from .noop import manifest_fingerprint, remove_receipts, verify_records
+
+__all__ = ["EnvironmentProblem", "Outcome", "manifest_fingerprint", "run_activate",
+           "run_deactivate", "verify_records", "wants_of"]
 
 #: Name of our lock file in the hub dir's ``.locks/`` (huggingface_hub's own lock folder,
 #: skipped by ``scan_cache_dir``).
@@ -37,22 +41,7 @@ class Outcome:
     env: dict[str, str]
     done: list[Action] = field(default_factory=list)
     complete: bool = True
-
-
-def manifest_fingerprint(path: str, explicit_hub: bool) -> dict[str, object]:
-    """Identity of the manifest file as the no-op path compares it: device, inode, size,
-    mtime and ctime in ns (a store path never changes; an edited file changes these),
-    and whether the hub dir was chosen explicitly (it changes the environment)."""
-    st = os.stat(path)
-    return {
-        "path": os.path.abspath(path),
-        "dev": st.st_dev,
-        "ino": st.st_ino,
-        "size": st.st_size,
-        "mtimeNs": st.st_mtime_ns,
-        "ctimeNs": st.st_ctime_ns,
-        "explicitHub": explicit_hub,
-    }
+    records: list[statemod.Record] = field(default_factory=list)
 
 
 def wants_of(manifest: object) -> list[Want]:
@@ -140,6 +129,7 @@ def run_activate(
             hub_dir=hub_dir if explicit_hub else None,
             offline=offline and in_place,
         )
+        outcome.records = records
         if writing:
             new = statemod.State(
                 profile, hub_dir, records,
@@ -189,6 +179,7 @@ def run_deactivate(
                     _save_state(path, statemod.State(profile, st.hub_dir, remaining))
                 else:
                     statemod.delete(path)
+                remove_receipts(state_dir, profile, st.hub_dir)
         results.append((st.hub_dir, result))
     return results
 
@@ -285,79 +276,3 @@ class _hub_lock:
         if self._lock is not None:
             self._lock.release()  # type: ignore[attr-defined]
             self._lock = None
-
-
-def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
-    """True when every record still holds on disk (the no-op check; standard library
-    only, a few syscalls per record)."""
-    for rec in records:
-        path = os.path.join(hub_dir, str(rec["path"]))
-        kind = rec["kind"]
-        try:
-            if kind == "dir":
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    return False
-            elif kind == "snapshot":
-                value = str(rec["value"])
-                try:
-                    if os.readlink(path) != value:
-                        return False
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL or rec.get("created"):
-                        return False
-                    if not stat.S_ISDIR(os.lstat(path).st_mode):
-                        return False
-                if not os.path.isdir(value):
-                    return False
-            elif kind == "ref":
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    if os.read(fd, 64) != str(rec["value"]).encode():
-                        return False
-                finally:
-                    os.close(fd)
-            else:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def try_noop(
-    manifest_path: str,
-    *,
-    cache_flag: str | None,
-    state_flag: str | None,
-    environ: Mapping[str, str],
-) -> dict[str, str] | None:
-    """The no-op path: the environment of the last complete run when the manifest is the
-    same file and every record still holds; None when a full run is needed.
-
-    Imports only the standard library (and platformdirs without a state dir override):
-    no pydantic, no filelock, no structlog, and writes nothing.
-    """
-    import json
-
-    from .cachedir import resolve_hub_dir
-
-    try:
-        with open(manifest_path, "rb") as fh:
-            raw = json.loads(fh.read())
-        profile = raw["profile"]
-        hub_dir, explicit = resolve_hub_dir(cache_flag, raw.get("cacheDir"), environ)
-        fingerprint = manifest_fingerprint(manifest_path, explicit)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not isinstance(profile, str):
-        return None
-    directory = statemod.state_dir(state_flag, environ)
-    saved = statemod.load_raw(statemod.state_file(directory, hub_dir, profile))
-    if not saved or saved.get("manifest") != fingerprint or saved.get("hubDir") != hub_dir:
-        return None
-    records = saved.get("records")
-    env = saved.get("env")
-    if not isinstance(records, list) or not isinstance(env, dict):
-        return None
-    if not verify_records(hub_dir, records):
-        return None
-    return {str(k): str(v) for k, v in env.items()}

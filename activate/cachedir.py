@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+
+# The no-op path must not import typing or collections (~10 ms): annotations are
+# strings (PEP 563) and these names exist only for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def default_hub_cache(environ: Mapping[str, str]) -> str:

@@ -15,12 +15,17 @@ to stderr. Exit codes:
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
 
 from .envout import FORMATS, render
+
+# The no-op path must not import typing or collections (~10 ms): annotations are
+# strings (PEP 563) and these names exist only for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Mapping, Sequence
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -30,6 +35,8 @@ EXIT_INTERNAL = 70
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="model-repo",
         description="Link Nix-store Hugging Face models into the hub cache and print "
@@ -99,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script exits with it)."""
     environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quick = _noop_request(argv)
+    if quick is not None:
+        from .noop import try_noop
+
+        env = try_noop(quick["--manifest"], cache_flag=quick.get("--cache-dir"),
+                       state_flag=quick.get("--state-dir"), environ=environ)
+        if env is not None:
+            _emit(env, quick.get("--format", "sh"), quick.get("--env-file"))
+            return EXIT_OK
     args = _parser().parse_args(argv)
     if args.command in ("prefetch", "ls"):
         from .prefetch import run
@@ -116,14 +133,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         level = "debug" if args.verbose else "info"
     log = Log(level, args.log_format)
     try:
-        if args.command == "activate" and not args.dry_run and not args.verbose:
-            from .activation import try_noop
-
-            env = try_noop(args.manifest, cache_flag=args.cache_dir,
-                           state_flag=args.state_dir, environ=environ)
-            if env is not None:
-                _emit(env, args.format, args.env_file)
-                return EXIT_OK
         if args.command in ("activate", "env"):
             return _activate(args, environ, log)
         if args.command == "status":
@@ -144,6 +153,38 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
         return EXIT_INTERNAL
     raise AssertionError(args.command)  # pragma: no cover
+
+
+#: Options of ``activate`` the no-op path understands; anything else (``--dry-run``,
+#: ``--verbose``, abbreviations, ``--help``) goes through argparse and the full path.
+_NOOP_OPTIONS = frozenset(
+    ("--manifest", "--cache-dir", "--state-dir", "--format", "--env-file", "--log-format",
+     "--lock-timeout"))
+_NOOP_FLAGS = frozenset(("-q", "--quiet"))
+
+
+def _noop_request(argv: Sequence[str]) -> dict[str, str] | None:
+    """``activate`` options as ``{"--name": value}`` when ``argv`` is a plain activation
+    the no-op path may answer without building the argparse parser; otherwise None."""
+    if not argv or argv[0] != "activate":
+        return None
+    out: dict[str, str] = {}
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg in _NOOP_FLAGS:
+            continue
+        name, eq, value = arg.partition("=")
+        if name not in _NOOP_OPTIONS or name in out:
+            return None
+        if not eq:
+            nxt = next(rest, None)
+            if nxt is None or nxt.startswith("-"):
+                return None
+            value = nxt
+        out[name] = value
+    if "--manifest" not in out or out.get("--format", "sh") not in FORMATS:
+        return None
+    return out
 
 
 def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
@@ -188,6 +229,16 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         log.info("activated", profile=manifest.profile, hub_dir=hub_dir,  # type: ignore[attr-defined]
                  models=len(manifest.models), changes=len(outcome.done),
                  problems=len(result.problems))
+    if args.command == "activate" and not args.dry_run:
+        from .noop import remove_receipt, write_receipt
+
+        directory = state_dir(args.state_dir, environ)
+        if outcome.complete and not result.problems:
+            write_receipt(directory, args.manifest, args.cache_dir, environ, manifest.profile,
+                          hub_dir, [(r.kind, r.path, r.value or "", r.created)
+                                    for r in outcome.records], outcome.env)
+        else:
+            remove_receipt(directory, args.manifest, args.cache_dir)
     _emit(outcome.env, args.format, args.env_file)
     return EXIT_PARTIAL if result.problems else EXIT_OK
 

@@ -1,15 +1,17 @@
 """The environment a profile exports, and its rendering for each consumer.
 
-Standard library only (the no-op path imports it).
+Standard library only, imported lazily: the no-op path renders ``sh`` without loading
+``json``, ``base64`` or ``re``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Mapping
 
-from .naming import env_var_name
+# The no-op path must not import typing or collections (~10 ms): annotations are
+# strings (PEP 563) and these names exist only for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 FORMATS = ("sh", "fish", "json", "dotenv", "devenv")
 
@@ -30,6 +32,8 @@ def environment(
     ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` (the caller decides: only when
     every linked model is in place).
     """
+    from .naming import env_var_name
+
     env = {env_var_name(name): path for name, path in sorted(model_paths.items())}
     if hub_dir is not None:
         env["HF_HUB_CACHE"] = hub_dir
@@ -60,10 +64,14 @@ def render(env: Mapping[str, str], fmt: str) -> bytes:
     if fmt == "fish":
         return "".join(f"set -gx {k} {_escaped_single_quote(v)}\n" for k, v in env.items()).encode()
     if fmt == "json":
+        import json
+
         return (json.dumps(dict(env), indent=2, ensure_ascii=False) + "\n").encode()
     if fmt == "dotenv":
         return "".join(f"{k}={_escaped_single_quote(v)}\n" for k, v in env.items()).encode()
     if fmt == "devenv":
+        import base64
+
         return b"".join(
             k.encode() + b"\0" + base64.b64encode(v.encode()) + b"\0" for k, v in env.items()
         )

@@ -19,8 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .hubfs import Blocked, HubFS
-from .naming import COMMIT_RE
+from .hubfs import TEMP_PREFIX, Blocked, Entry, HubFS
 from .state import Record
 
 
@@ -105,242 +104,248 @@ def plan(
         if rec.kind != "dir":
             others_want[(rec.path, rec.value)] = profile
     for folder in sorted(set(by_folder) | set(old_by_folder)):
-        _plan_folder(
-            fs, folder, by_folder.get(folder, []), old_by_folder.get(folder, {}),
-            others_want, store_exists, result,
-        )
+        _FolderPlan(fs, folder, old_by_folder.get(folder, {}), others_want, store_exists,
+                    result).run(by_folder.get(folder, []))
     return result
 
 
-def _plan_folder(
-    fs: HubFS,
-    folder: str,
-    wants: list[Want],
-    old: dict[str, Record],
-    others_want: Mapping[tuple[str, str | None], str],
-    store_exists: Callable[[str], bool],
-    out: Plan,
-) -> None:
-    actions: list[Action] = []
-    records: dict[str, Record] = {}
-    problems: list[Problem] = []
-    hub = fs.hub_dir
+class _FolderPlan:
+    """The decisions for one repo folder (``models--org--name``): its snapshots, refs,
+    the prune of what this profile no longer wants, and its empty folders."""
 
-    def block(names: Iterable[str], rel: str, reason: str, fix: str) -> None:
-        problems.append(Problem(sorted(set(names)), os.path.join(hub, rel), reason, fix))
+    def __init__(self, fs: HubFS, folder: str, old: dict[str, Record],
+                 others_want: Mapping[tuple[str, str | None], str],
+                 store_exists: Callable[[str], bool], out: Plan) -> None:
+        self.fs = fs
+        self.folder = folder
+        self.old = old
+        self.others_want = others_want
+        self.store_exists = store_exists
+        self.out = out
+        self.actions: list[Action] = []
+        self.records: dict[str, Record] = {}
+        self.problems: list[Problem] = []
+        self.disk_refs: dict[str, str] = {}
 
-    def ensure_dir(rel: str, names: Iterable[str]) -> bool:
-        entry = fs.lstat(rel)
+    def full(self, rel: str) -> str:
+        return os.path.join(self.fs.hub_dir, rel)
+
+    def block(self, names: Iterable[str], rel: str, reason: str, fix: str) -> None:
+        self.problems.append(Problem(sorted(set(names)), self.full(rel), reason, fix))
+
+    def run(self, wants: list[Want]) -> None:
+        folder = self.folder
+        names = [w.name for w in wants]
+        try:
+            if self.fs.lstat(folder).kind == "dir":
+                # Leftovers of an interrupted run are ours by name: remove them first.
+                for name in self.fs.list_dir(folder):
+                    rel = f"{folder}/{name}"
+                    if name.startswith(TEMP_PREFIX) and self.fs.lstat(rel).kind in ("link", "file"):
+                        self.actions.append(Action("unlink", rel))
+                        self.out.notes.append(f"removing leftover {self.full(rel)}")
+                for rel, kind in self.fs.walk_files(f"{folder}/refs"):
+                    if kind == "file":
+                        self.disk_refs[rel] = _read_ref(self.fs, rel)
+            if wants and self.ensure_dir(folder, names) and self.ensure_dir(f"{folder}/snapshots", names):
+                self.link(wants)
+            self.prune()
+        except Blocked as exc:
+            self.block(names, exc.path, f"{exc.found}; model-repo does not follow links it "
+                       "did not create", f"move {self.full(exc.path)} away and activate again")
+            # Keep what we knew: records we could not check stay for a later run.
+            for rel, rec in self.old.items():
+                self.records.setdefault(rel, rec)
+        self.out.actions.extend(self.actions)
+        self.out.problems.extend(self.problems)
+        self.out.records.extend(self.records.values())
+        # If the run stops half-way, the state must still own everything it may have
+        # created and everything it has not yet undone.
+        merged = dict(self.old)
+        for rel, rec in self.records.items():
+            before = self.old.get(rel)
+            if before and before.created and rec.created and before.value != rec.value:
+                rec = replace(rec, former=before.value)
+            merged[rel] = rec
+        self.out.intent.extend(merged.values())
+
+    def ensure_dir(self, rel: str, names: Iterable[str]) -> bool:
+        entry = self.fs.lstat(rel)
         if entry.kind == "dir":
-            rec = old.get(rel)
-            records[rel] = Record(rel, "dir", created=bool(rec and rec.created))
+            rec = self.old.get(rel)
+            self.records[rel] = Record(rel, "dir", created=bool(rec and rec.created))
             return True
         if entry.kind == "missing":
-            actions.append(Action("mkdir", rel))
-            records[rel] = Record(rel, "dir", created=True)
+            self.actions.append(Action("mkdir", rel))
+            self.records[rel] = Record(rel, "dir", created=True)
             return True
-        found = f"a symlink to {entry.target!r}" if entry.kind == "link" else f"a {entry.kind}"
-        block(names, rel, f"{found} is where a directory belongs; model-repo did not create it",
-              f"move it away (mv {os.path.join(hub, rel)} ~/) and activate again")
+        self.block(names, rel, f"{_what(entry)} is where a directory belongs; model-repo did "
+                   "not create it", f"move it away (mv {self.full(rel)} ~/) and activate again")
         return False
 
-    all_names = [w.name for w in wants]
-    try:
-        # Leftovers of an interrupted run are ours by name: remove them first.
-        for name in fs.list_dir(folder) if fs.lstat(folder).kind == "dir" else []:
-            if name.startswith(".model-repo-tmp-"):
-                kind = fs.lstat(f"{folder}/{name}").kind
-                if kind in ("link", "file"):
-                    actions.append(Action("unlink", f"{folder}/{name}"))
-                    out.notes.append(f"removing leftover {os.path.join(hub, folder, name)}")
+    def link(self, wants: list[Want]) -> None:
+        folder = self.folder
+        targets: dict[str, tuple[str, list[str]]] = {}
+        for w in wants:
+            targets.setdefault(w.revision, (w.path, []))[1].append(w.name)
+        snapshot_ok = {
+            commit: self.snapshot(commit, target, names)
+            for commit, (target, names) in sorted(targets.items())
+        }
+        ref_targets: dict[str, tuple[str, list[str]]] = {}
+        for w in wants:
+            if snapshot_ok[w.revision]:
+                for ref in w.refs:
+                    ref_targets.setdefault(ref, (w.revision, []))[1].append(w.name)
+        if not ref_targets or not self.ensure_dir(f"{folder}/refs", [w.name for w in wants]):
+            return
+        for ref, (commit, names) in sorted(ref_targets.items()):
+            parts = ref.split("/")
+            if all(self.ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
+                   for i in range(1, len(parts))):
+                self.ref(f"{folder}/refs/{ref}", commit, names)
 
-        snapshot_ok: dict[str, bool] = {}
-        if wants and ensure_dir(folder, all_names) and ensure_dir(f"{folder}/snapshots", all_names):
-            targets: dict[str, tuple[str, list[str]]] = {}
-            for w in wants:
-                targets.setdefault(w.revision, (w.path, []))[1].append(w.name)
-            for commit, (target, names) in sorted(targets.items()):
-                snapshot_ok[commit] = _plan_snapshot(
-                    fs, f"{folder}/snapshots/{commit}", target, names, old, store_exists,
-                    actions, records, block, out, folder,
-                )
-            ref_targets: dict[str, tuple[str, list[str]]] = {}
-            for w in wants:
-                if snapshot_ok.get(w.revision):
-                    for ref in w.refs:
-                        ref_targets.setdefault(ref, (w.revision, []))[1].append(w.name)
-            if ref_targets and ensure_dir(f"{folder}/refs", all_names):
-                for ref, (commit, names) in sorted(ref_targets.items()):
-                    parts = ref.split("/")
-                    ok = all(
-                        ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
-                        for i in range(1, len(parts))
-                    )
-                    if ok:
-                        _plan_ref(fs, f"{folder}/refs/{ref}", commit, names, old,
-                                  actions, records, block)
-        _plan_prune(fs, folder, old, records, others_want, actions, out)
-    except Blocked as exc:
-        block(all_names, exc.path, f"{exc.found}; model-repo does not follow links it did "
-              "not create", f"move {os.path.join(hub, exc.path)} away and activate again")
-        # Keep what we knew: records we could not check stay for a later run.
-        for rel, rec in old.items():
-            records.setdefault(rel, rec)
-    out.actions.extend(actions)
-    out.problems.extend(problems)
-    out.records.extend(records.values())
-    # If the run stops half-way, the state must still own everything it may have
-    # created and everything it has not yet undone.
-    merged = dict(old)
-    for rel, rec in records.items():
-        before = old.get(rel)
-        if before and before.created and rec.created and before.value != rec.value:
-            rec = replace(rec, former=before.value)
-        merged[rel] = rec
-    out.intent.extend(merged.values())
+    def snapshot(self, commit: str, target: str, names: list[str]) -> bool:
+        """Plan ``snapshots/<commit>`` -> ``target``; True when it is (or will be) there."""
+        rel = f"{self.folder}/snapshots/{commit}"
+        entry = self.fs.lstat(rel)
+        rec = self.old.get(rel) if rel in self.old and self.old[rel].kind == "snapshot" else None
+        ours = rec is not None and rec.owns(entry.target)
+        missing = f"the store path {target} is missing (garbage-collected?)"
+        restore = (f"rebuild it (nix-store --realise {target}, or run your home-manager "
+                   "switch / devenv shell / nixos-rebuild again), then activate again")
+        if entry.kind == "dir":
+            # A real snapshot directory for the same commit (a user's download) satisfies us.
+            self.records[rel] = Record(rel, "snapshot", target, created=False)
+            return True
+        if entry.kind == "link" and entry.target == target:
+            self.records[rel] = Record(rel, "snapshot", target, created=ours,
+                                       named_before=rec.named_before if ours else [])  # type: ignore[union-attr]
+            if not self.store_exists(target):
+                self.out.dangling.append(self.full(rel))
+                self.block(names, rel, missing, restore)
+                return False
+            return True
+        if entry.kind == "missing" or (entry.kind == "link" and ours):
+            if not self.store_exists(target):
+                self.block(names, rel, missing, restore)
+                if rec:
+                    self.records[rel] = rec  # keep our old link; it is pruned or replaced later
+                return False
+            self.actions.append(Action("link", rel, target, temp=self.folder))
+            # Refs that already named this commit (pointing at nothing) do not hold our
+            # link once we no longer want it: the cache goes back to what it was.
+            before = rec.named_before if ours else sorted(  # type: ignore[union-attr]
+                p for p, c in self.disk_refs.items() if c == commit)
+            self.records[rel] = Record(rel, "snapshot", target, created=True, named_before=before)
+            return True
+        self.block(names, rel, f"{_what(entry)} that model-repo did not create holds this "
+                   f"revision", f"if it is stale, remove it (rm {self.full(rel)}); otherwise "
+                   "set link = false for this model")
+        return False
 
+    def ref(self, rel: str, commit: str, names: list[str]) -> None:
+        """Plan ref file ``rel`` holding exactly ``commit``."""
+        entry = self.fs.lstat(rel)
+        rec = self.old.get(rel) if rel in self.old and self.old[rel].kind == "ref" else None
+        if entry.kind == "missing":
+            self.actions.append(Action("ref", rel, commit, temp=self.folder))
+            self.records[rel] = Record(rel, "ref", commit, created=True)
+            return
+        if entry.kind != "file":
+            self.block(names, rel, f"{_what(entry)} is where the ref file belongs; model-repo "
+                       "did not create it", f"move it away (mv {self.full(rel)} ~/) and "
+                       "activate again")
+            return
+        content = self.disk_refs.get(rel)
+        if content is None:
+            content = _read_ref(self.fs, rel)
+        if len(content) > _REF_MAX:
+            self.block(names, rel, "a file too large to be a ref is where the ref belongs; "
+                       "model-repo did not create it", f"move it away (mv {self.full(rel)} ~/) "
+                       "and activate again")
+            return
+        ours = rec is not None and rec.owns(content)
+        if content == commit:
+            self.records[rel] = Record(rel, "ref", commit, created=ours,
+                                       previous=rec.previous if ours else None)  # type: ignore[union-attr]
+            return
+        # Whatever it held (even bytes that are no commit) comes back when we let go.
+        previous = rec.previous if ours else content  # type: ignore[union-attr]
+        self.actions.append(Action("ref", rel, commit, temp=self.folder))
+        self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous)
 
-def _plan_snapshot(
-    fs: HubFS,
-    rel: str,
-    target: str,
-    names: list[str],
-    old: dict[str, Record],
-    store_exists: Callable[[str], bool],
-    actions: list[Action],
-    records: dict[str, Record],
-    block: Callable[..., None],
-    out: Plan,
-    folder: str,
-) -> bool:
-    entry = fs.lstat(rel)
-    rec = old.get(rel)
-    ours = bool(rec and rec.kind == "snapshot" and rec.owns(entry.target))
-    full = os.path.join(fs.hub_dir, rel)
-    restore = (
-        f"rebuild it (nix-store --realise {target}, or run your home-manager switch / "
-        "devenv shell / nixos-rebuild again), then activate again"
-    )
-    if entry.kind == "dir":
-        # A real snapshot directory for the same commit (a user's download) satisfies us.
-        records[rel] = Record(rel, "snapshot", target, created=False)
-        return True
-    if entry.kind == "link" and entry.target == target:
-        records[rel] = Record(rel, "snapshot", target, created=ours)
-        if not store_exists(target):
-            out.dangling.append(full)
-            block(names, full, f"the store path {target} is missing (garbage-collected?)", restore)
-            return False
-        return True
-    if entry.kind == "missing" or (entry.kind == "link" and ours):
-        if not store_exists(target):
-            block(names, full, f"the store path {target} is missing (garbage-collected?)", restore)
-            if rec:
-                records[rel] = rec  # keep our old link; it is pruned or replaced later
-            return False
-        actions.append(Action("link", rel, target, temp=folder))
-        records[rel] = Record(rel, "snapshot", target, created=True)
-        return True
-    what = f"a symlink to {entry.target!r}" if entry.kind == "link" else f"a {entry.kind}"
-    block(names, full, f"{what} that model-repo did not create holds this revision",
-          f"if it is stale, remove it (rm {full}); otherwise set link = false for this model")
-    return False
-
-
-def _plan_ref(
-    fs: HubFS,
-    rel: str,
-    commit: str,
-    names: list[str],
-    old: dict[str, Record],
-    actions: list[Action],
-    records: dict[str, Record],
-    block: Callable[..., None],
-) -> None:
-    entry = fs.lstat(rel)
-    rec = old.get(rel) if rel in old and old[rel].kind == "ref" else None
-    full = os.path.join(fs.hub_dir, rel)
-    if entry.kind == "missing":
-        actions.append(Action("ref", rel, commit, temp=rel.split("/", 1)[0]))
-        records[rel] = Record(rel, "ref", commit, created=True)
-        return
-    if entry.kind != "file":
-        what = f"a symlink to {entry.target!r}" if entry.kind == "link" else f"a {entry.kind}"
-        block(names, full, f"{what} is where the ref file belongs; model-repo did not create it",
-              f"move it away (mv {full} ~/) and activate again")
-        return
-    content = fs.read_file(rel).decode("utf-8", "replace")
-    ours = rec is not None and rec.owns(content)
-    if content == commit:
-        records[rel] = Record(rel, "ref", commit, created=ours,
-                              previous=rec.previous if ours else None)  # type: ignore[union-attr]
-        return
-    if ours:
-        previous = rec.previous  # type: ignore[union-attr]  # our older value: keep the original
-    else:
-        previous = content if COMMIT_RE.match(content) else None
-    actions.append(Action("ref", rel, commit, temp=rel.split("/", 1)[0]))
-    records[rel] = Record(rel, "ref", commit, created=True, previous=previous)
-
-
-def _plan_prune(
-    fs: HubFS,
-    folder: str,
-    old: dict[str, Record],
-    records: dict[str, Record],
-    others_want: Mapping[tuple[str, str | None], str],
-    actions: list[Action],
-    out: Plan,
-) -> None:
-    gone = [r for rel, r in old.items() if rel not in records and r.created]
-    # Refs first, so no ref ever names a snapshot that is already gone.
-    final_refs: dict[str, str] = {}
-    for rel, kind in fs.walk_files(f"{folder}/refs"):
-        if kind == "file":
-            final_refs[rel] = fs.read_file(rel).decode("utf-8", "replace")
-    for act in actions:
-        if act.op == "ref" and act.value:
-            final_refs[act.path] = act.value
-    for rec in sorted((r for r in gone if r.kind == "ref"), key=lambda r: r.path):
-        owner = others_want.get((rec.path, rec.value))
-        if owner:
-            out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
-            continue
-        if fs.lstat(rec.path).kind == "file" and rec.owns(final_refs.get(rec.path)):
-            if rec.previous:
-                actions.append(Action("ref", rec.path, rec.previous, temp=folder))
-                final_refs[rec.path] = rec.previous
+    def prune(self) -> None:
+        """Undo what ``old`` created and nobody wants any more: refs first (restoring
+        replaced values), then snapshots no remaining ref names, then empty folders."""
+        records, actions, notes = self.records, self.actions, self.out.notes
+        gone = [r for rel, r in self.old.items() if rel not in records and r.created]
+        final_refs = dict(self.disk_refs)
+        for act in actions:
+            if act.op == "ref" and act.value:
+                final_refs[act.path] = act.value
+        restored: set[str] = set()  # back to a value from before us: it holds no link of ours
+        for rec in sorted((r for r in gone if r.kind == "ref"), key=lambda r: r.path):
+            owner = self.others_want.get((rec.path, rec.value))
+            if owner:
+                notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
+            elif self.fs.lstat(rec.path).kind == "file" and rec.owns(final_refs.get(rec.path)):
+                if rec.previous:
+                    actions.append(Action("ref", rec.path, rec.previous, temp=self.folder))
+                    final_refs[rec.path] = rec.previous
+                    restored.add(rec.path)
+                else:
+                    actions.append(Action("unlink", rec.path))
+                    final_refs.pop(rec.path, None)
+            else:
+                notes.append(f"not touching {rec.path}: it changed since model-repo wrote it")
+        # A ref given back its value from before us names what it named then: it must not
+        # keep a link of ours alive later either.
+        for rel, rec in list(records.items()):
+            if rec.kind == "snapshot" and rec.created:
+                commit = rel.rsplit("/", 1)[1]
+                extra = [p for p in restored if final_refs.get(p) == commit
+                         and p not in rec.named_before]
+                if extra:
+                    records[rel] = replace(rec, named_before=sorted(rec.named_before + extra))
+        for rec in sorted((r for r in gone if r.kind == "snapshot"), key=lambda r: r.path):
+            owner = self.others_want.get((rec.path, rec.value))
+            entry = self.fs.lstat(rec.path)
+            commit = rec.path.rsplit("/", 1)[1]
+            holders = [p for p, c in final_refs.items()
+                       if c == commit and p not in rec.named_before and p not in restored]
+            if owner:
+                notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
+            elif entry.kind != "link" or not rec.owns(entry.target):
+                if entry.kind != "missing":
+                    notes.append(f"not touching {rec.path}: it changed since model-repo made it")
+            elif holders:
+                notes.append(f"keeping {rec.path}: {holders[0]} (not model-repo's) names it")
+                records[rec.path] = rec
             else:
                 actions.append(Action("unlink", rec.path))
-                final_refs.pop(rec.path, None)
-        else:
-            out.notes.append(f"not touching {rec.path}: it changed since model-repo wrote it")
-    named = set(final_refs.values())
-    for rec in sorted((r for r in gone if r.kind == "snapshot"), key=lambda r: r.path):
-        owner = others_want.get((rec.path, rec.value))
-        entry = fs.lstat(rec.path)
-        if owner:
-            out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
-        elif entry.kind != "link" or not rec.owns(entry.target):
-            if entry.kind != "missing":
-                out.notes.append(f"not touching {rec.path}: it changed since model-repo made it")
-        elif rec.path.rsplit("/", 1)[1] in named:
-            out.notes.append(f"keeping {rec.path}: a ref model-repo does not own names it")
-            records[rec.path] = rec
-        else:
-            actions.append(Action("unlink", rec.path))
-    # Folders we created go when empty, deepest first; the others are never removed.
-    for rec in sorted((r for r in old.values() if r.kind == "dir" and r.created),
-                      key=lambda r: r.path.count("/"), reverse=True):
-        keep_dir = any(p != rec.path and p.startswith(rec.path + "/") for p in records)
-        if keep_dir:
-            records.setdefault(rec.path, rec)
-            continue
-        if fs.lstat(rec.path).kind == "dir":
-            actions.append(Action("rmdir", rec.path))
+        # Folders we created go when empty, deepest first; the others are never removed.
+        for rec in sorted((r for r in self.old.values() if r.kind == "dir" and r.created),
+                          key=lambda r: r.path.count("/"), reverse=True):
+            if any(p != rec.path and p.startswith(rec.path + "/") for p in records):
+                records.setdefault(rec.path, rec)
+                continue
+            if self.fs.lstat(rec.path).kind == "dir":
+                actions.append(Action("rmdir", rec.path))
             records.pop(rec.path, None)
-        else:
-            records.pop(rec.path, None)
+
+
+#: Largest ref file we replace (and keep to restore); a ref is 40 bytes.
+_REF_MAX = 4096
+
+
+def _read_ref(fs: HubFS, rel: str) -> str:
+    """A ref file's content, byte-exact (undecodable bytes kept as surrogates)."""
+    return fs.read_file(rel, _REF_MAX + 1).decode("utf-8", "surrogateescape")
+
+
+def _what(entry: Entry) -> str:
+    return f"a symlink to {entry.target!r}" if entry.kind == "link" else f"a {entry.kind}"
 
 
 def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
@@ -361,7 +366,8 @@ def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
             elif act.op == "link":
                 fs.replace_symlink(act.path, act.value or "", act.temp or folder)
             elif act.op == "ref":
-                fs.replace_file(act.path, (act.value or "").encode(), act.temp or folder)
+                fs.replace_file(act.path, (act.value or "").encode("utf-8", "surrogateescape"),
+                                act.temp or folder)
             elif act.op == "unlink":
                 fs.unlink(act.path)
             elif act.op == "rmdir":

@@ -1,40 +1,20 @@
 """The profile's own state: which cache entries it created, outside the hub dir.
 
-One JSON file per (hub dir, profile) in the state dir: ``--state-dir`` >
-``$MODEL_REPO_STATE_DIR`` > platformdirs' ``user_state_dir("model-repo")``
-(``$XDG_STATE_HOME/model-repo`` or ``~/.local/state/model-repo`` on Linux). System
-services set ``MODEL_REPO_STATE_DIR`` (the NixOS module uses ``/var/lib/model-repo``).
-
-Standard library only, apart from platformdirs when no override is given.
+Where state files live and how they are read raw is in :mod:`activate.statefile` (the
+no-op path needs only that); this module gives them their typed form.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-STATE_VERSION = 1
+from .statefile import STATE_VERSION, load_raw, state_dir, state_file
 
-
-def state_dir(flag: str | None, environ: Mapping[str, str]) -> str:
-    """The directory holding profile states (see the module docstring for precedence)."""
-    if flag:
-        return os.path.abspath(flag)
-    override = environ.get("MODEL_REPO_STATE_DIR")
-    if override:
-        return os.path.abspath(override)
-    import platformdirs  # only here: it costs ~15 ms of the no-op path's budget
-
-    return platformdirs.user_state_dir("model-repo", appauthor=False)
-
-
-def state_file(directory: str, hub_dir: str, profile: str) -> str:
-    """Path of the state of ``profile`` for ``hub_dir``: ``<dir>/<sha256[:32]>.json``."""
-    key = hashlib.sha256(f"{hub_dir}\0{profile}".encode()).hexdigest()[:32]
-    return os.path.join(directory, f"{key}.json")
+__all__ = ["Record", "State", "load", "load_others", "list_states", "save", "delete",
+           "load_raw", "state_dir", "state_file"]
 
 
 @dataclass
@@ -46,7 +26,9 @@ class Record:
     ``created``: we made it (or replaced it), so we may undo it. ``previous``: for a
     ref we replaced, the commit it held before. ``former``: only while a change is under
     way (the state saved before applying it), the value we had put there before, so a
-    run stopped half-way still recognises either value as ours.
+    run stopped half-way still recognises either value as ours. ``named_before``: for a
+    snapshot we linked, the refs that already named its commit (pointing at nothing);
+    they do not keep the link once we drop it.
     """
 
     path: str
@@ -55,6 +37,7 @@ class Record:
     created: bool = False
     previous: str | None = None
     former: str | None = None
+    named_before: list[str] = field(default_factory=list)
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
@@ -68,6 +51,8 @@ class Record:
             out["previous"] = self.previous
         if self.former is not None:
             out["former"] = self.former
+        if self.named_before:
+            out["namedBefore"] = list(self.named_before)
         return out
 
     @classmethod
@@ -79,6 +64,7 @@ class Record:
             created=bool(raw.get("created", False)),
             previous=_opt_str(raw.get("previous")),
             former=_opt_str(raw.get("former")),
+            named_before=[str(p) for p in raw.get("namedBefore") or []],  # type: ignore[attr-defined]
         )
 
 
@@ -125,18 +111,6 @@ class State:
             env={str(k): str(v) for k, v in env.items()},  # type: ignore[union-attr]
             problems=[str(p) for p in problems],  # type: ignore[union-attr]
         )
-
-
-def load_raw(path: str) -> dict[str, object] | None:
-    """The decoded state file, or None when it does not exist or is unreadable JSON."""
-    try:
-        with open(path, "rb") as fh:
-            raw = json.loads(fh.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None
 
 
 def load(path: str, profile: str, hub_dir: str) -> State:

@@ -104,7 +104,7 @@ def test_state_dir_from_environment(ws: Workspace, tiny_bert_store_path: str) ->
     env = {"HOME": str(ws.root / "home"), "MODEL_REPO_STATE_DIR": str(ws.root / "st")}
     res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub), environ=env)
     assert res.code == 0
-    assert len(list((ws.root / "st").iterdir())) == 1
+    assert len(list((ws.root / "st").glob("*.json"))) == 1
 
 
 def test_status_reports_profiles(ws: Workspace, tiny_bert_store_path: str) -> None:
