@@ -1,0 +1,447 @@
+"""A small Hugging Face Hub on loopback, for ``model-repo prefetch``/``ls`` tests.
+
+Two ``http.server`` servers in threads on 127.0.0.1 (ephemeral ports):
+
+- the *Hub* (``MockHub.url``, what ``HF_ENDPOINT`` points at) answers the endpoints
+  huggingface_hub 2.4 uses (read from its source: ``hf_api.py`` ``model_info`` /
+  ``dataset_info`` / ``list_repo_tree``, ``utils/_pagination.py``,
+  ``file_download.py`` ``get_hf_file_metadata`` / ``http_get``,
+  ``utils/_http.py`` ``hf_raise_for_status``):
+
+  ``GET /api/{models,datasets}/{repo}[/revision/{rev}]``  repo info with ``sha``
+  ``GET /api/{models,datasets}/{repo}/tree/{rev}[/{path}]?recursive=…``  the listing,
+      paginated with a ``Link: <…>; rel="next"`` header (``page_size`` entries a page)
+  ``HEAD|GET /[datasets/]{repo}/resolve/{rev}/{path}``  a small file: 200 with
+      ``X-Repo-Commit``, ``ETag`` (git blob sha1) and ``Content-Length``; an LFS file:
+      302 to the CDN with ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``
+
+- the *CDN* (another port, so another origin: huggingface_hub does not forward the
+  token there) serves LFS contents by sha256, with HTTP ranges.
+
+Errors carry ``X-Error-Code``/``X-Error-Message`` as the real Hub's do: an unknown repo
+is 401 ``RepoNotFound`` without a token and 404 with one; an unknown revision 404
+``RevisionNotFound``; a gated repo's metadata and listing are public but its files
+answer 401 ``GatedRepo`` without a token and 403 with a token that has no access.
+
+File contents are ``bytes`` or a ``Path`` (streamed from disk, hashed once).
+Every request is recorded in ``MockHub.requests``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".h5", ".msgpack", ".gguf")
+LFS_MIN_SIZE = 10 << 20
+CHUNK = 1 << 20
+
+_hash_cache: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+
+@dataclass
+class Blob:
+    """One file's contents and the ids the Hub reports for it."""
+
+    source: bytes | Path
+    size: int
+    sha1: str  # git blob id of the contents
+    sha256: str
+    lfs: bool
+
+    @property
+    def pointer(self) -> bytes:
+        return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\n"
+                f"size {self.size}\n").encode()
+
+    @property
+    def oid(self) -> str:
+        """The git blob id in the repo: of the LFS pointer for LFS files."""
+        if not self.lfs:
+            return self.sha1
+        p = self.pointer
+        return hashlib.sha1(b"blob %d\0" % len(p) + p).hexdigest()
+
+    def chunks(self, start: int = 0, end: int | None = None):
+        end = self.size if end is None else end
+        if isinstance(self.source, bytes):
+            yield self.source[start:end]
+            return
+        with open(self.source, "rb") as fh:
+            fh.seek(start)
+            left = end - start
+            while left > 0:
+                data = fh.read(min(CHUNK, left))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+
+
+def make_blob(path: str, source: bytes | Path) -> Blob:
+    if isinstance(source, Path):
+        st = source.stat()
+        key = (str(source), st.st_size, st.st_mtime_ns)
+        if key not in _hash_cache:
+            s1 = hashlib.sha1(b"blob %d\0" % st.st_size)
+            s256 = hashlib.sha256()
+            with open(source, "rb") as fh:
+                while data := fh.read(CHUNK):
+                    s1.update(data)
+                    s256.update(data)
+            _hash_cache[key] = (s1.hexdigest(), s256.hexdigest())
+        sha1, sha256 = _hash_cache[key]
+        size = st.st_size
+    else:
+        size = len(source)
+        sha1 = hashlib.sha1(b"blob %d\0" % size + source).hexdigest()
+        sha256 = hashlib.sha256(source).hexdigest()
+    lfs = path.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
+    return Blob(source, size, sha1, sha256, lfs)
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    repo_type: str
+    gated: bool = False
+    private: bool = False
+    token: str | None = None  # the token that has access (gated or private)
+    commits: dict[str, dict[str, Blob]] = field(default_factory=dict)
+    dates: dict[str, str] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
+    fail_api: int | None = None  # answer every API call with this status
+    gated_label: str | bool | None = None  # "gated" in the metadata (None: from gated)
+
+
+class MockHub:
+    """The mock Hub and CDN; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, page_size: int = 5):
+        self.page_size = page_size
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.requests: list[dict] = []
+        self.corrupt: dict[str, bytes] = {}  # sha256 -> bytes the CDN serves instead
+        self._lock = threading.Lock()
+        self._counter = 0
+        self._hub = self._serve(_HubHandler)
+        self._cdn = self._serve(_CdnHandler)
+        self.url = f"http://127.0.0.1:{self._hub.server_address[1]}"
+        self.cdn_url = f"http://127.0.0.1:{self._cdn.server_address[1]}"
+
+    def _serve(self, handler: type) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        server.mock = self  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def close(self) -> None:
+        for s in (self._hub, self._cdn):
+            s.shutdown()
+            s.server_close()
+
+    def __enter__(self) -> "MockHub":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- repos
+
+    def add_repo(self, repo_id: str, files: dict[str, bytes | Path], *,
+                 repo_type: str = "model", gated: bool = False, private: bool = False,
+                 token: str | None = None, ref: str = "main") -> str:
+        """Create a repo whose ``ref`` points at a first commit of ``files``; returns
+        that commit."""
+        self.repos[(repo_type, repo_id)] = Repo(repo_id, repo_type, gated, private, token)
+        return self.commit(repo_id, files, repo_type=repo_type, ref=ref)
+
+    def commit(self, repo_id: str, files: dict[str, bytes | Path], *,
+               repo_type: str = "model", ref: str = "main") -> str:
+        """Add a commit holding exactly ``files`` and move ``ref`` to it; returns it."""
+        repo = self.repos[(repo_type, repo_id)]
+        blobs = {p: make_blob(p, src) for p, src in files.items()}
+        with self._lock:
+            self._counter += 1
+            h = hashlib.sha1(f"{repo_type}/{repo_id}#{self._counter}".encode())
+            for p in sorted(blobs):
+                h.update(f"{p}\0{blobs[p].oid}\n".encode())
+            commit = h.hexdigest()
+            repo.commits[commit] = blobs
+            repo.dates[commit] = f"2024-0{1 + self._counter % 9}-15T10:20:30.000Z"
+            repo.refs[ref] = commit
+        return commit
+
+    def set_ref(self, repo_id: str, ref: str, commit: str, *, repo_type: str = "model") -> None:
+        self.repos[(repo_type, repo_id)].refs[ref] = commit
+
+    def seen(self, server: str, method: str | None = None) -> list[dict]:
+        """Recorded requests to ``"hub"`` or ``"cdn"`` (optionally one method)."""
+        return [r for r in self.requests
+                if r["server"] == server and (method is None or r["method"] == method)]
+
+
+# ----------------------------------------------------------------------- handlers
+
+
+class _Base(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_kind = ""
+
+    @property
+    def mock(self) -> MockHub:
+        return self.server.mock  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def _record(self) -> None:
+        self.mock.requests.append({
+            "server": self.server_kind, "method": self.command, "path": self.path,
+            "authorization": self.headers.get("Authorization"),
+            "range": self.headers.get("Range"),
+        })
+
+    def send(self, status: int, headers: dict[str, str] | None = None,
+             body: bytes = b"") -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def send_json(self, data: object, headers: dict[str, str] | None = None) -> None:
+        self.send(200, {"Content-Type": "application/json", **(headers or {})},
+                  json.dumps(data).encode())
+
+    def error(self, status: int, code: str | None, message: str,
+              extra: dict[str, str] | None = None) -> None:
+        headers = {"Content-Type": "application/json", "X-Error-Message": message,
+                   **(extra or {})}
+        if code:
+            headers["X-Error-Code"] = code
+        self.send(status, headers, json.dumps({"error": message}).encode())
+
+    def send_blob(self, blob: Blob, headers: dict[str, str], data: bytes | None = None) -> None:
+        """200 or 206 (``Range: bytes=a-b``) with the blob's contents (or ``data``)."""
+        size = blob.size if data is None else len(data)
+        start, end, status = 0, size, 200
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            a, _, b = rng[6:].partition("-")
+            start = int(a) if a else max(size - int(b), 0)
+            end = min(int(b) + 1, size) if a and b else size
+            status = 206
+            headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{size}"}
+        self.send_response(status)
+        for k, v in {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+                     **headers}.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if data is not None:
+            self.wfile.write(data[start:end])
+        else:
+            for chunk in blob.chunks(start, end):
+                self.wfile.write(chunk)
+
+
+class _HubHandler(_Base):
+    server_kind = "hub"
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._record()
+        self.route()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._record()
+        self.route()
+
+    # -- helpers
+
+    def token(self) -> str | None:
+        auth = self.headers.get("Authorization") or ""
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+    def find_repo(self, repo_type: str, repo_id: str) -> Repo | None:
+        repo = self.mock.repos.get((repo_type, repo_id))
+        if repo is None:
+            self.repo_not_found()
+            return None
+        if repo.private and self.token() != repo.token:
+            self.repo_not_found()
+            return None
+        return repo
+
+    def repo_not_found(self) -> None:
+        if self.token() is None:
+            self.error(401, "RepoNotFound", "Invalid username or password.")
+        else:
+            self.error(404, "RepoNotFound", "Repository not found")
+
+    def commit_of(self, repo: Repo, rev: str) -> str | None:
+        if rev in repo.refs:
+            return repo.refs[rev]
+        if rev in repo.commits:
+            return rev
+        self.error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return None
+
+    # -- routing
+
+    def route(self) -> None:
+        parts = urlsplit(self.path)
+        segs = [unquote(s) for s in parts.path.strip("/").split("/")]
+        query = parse_qs(parts.query)
+        if segs == ["api", "agent-harnesses"]:  # huggingface_hub's user-agent registry
+            return self.send_json({"standardEnvVars": [], "harnesses": {}})
+        if segs[0] == "api" and len(segs) >= 3 and segs[1] in ("models", "datasets"):
+            return self.api(segs[1][:-1], segs[2:], query, parts.path)
+        repo_type = "model"
+        if segs[0] == "datasets":
+            repo_type, segs = "dataset", segs[1:]
+        for k in (2, 1):
+            if len(segs) > k + 2 and segs[k] == "resolve":
+                if (repo_type, "/".join(segs[:k])) in self.mock.repos or k == 1:
+                    return self.resolve(repo_type, "/".join(segs[:k]), segs[k + 1],
+                                        "/".join(segs[k + 2:]))
+        self.error(404, None, "Not Found")
+
+    def api(self, repo_type: str, rest: list[str], query: dict, raw_path: str) -> None:
+        # rest = repo id parts, then optionally "revision"/rev or "tree"/rev/path...
+        for k in (2, 1):
+            head, tail = rest[:k], rest[k:]
+            if (repo_type, "/".join(head)) in self.mock.repos or k == 1:
+                break
+        repo = self.find_repo(repo_type, "/".join(head))
+        if repo is None:
+            return
+        if repo.fail_api:
+            return self.error(repo.fail_api, None, "Service Unavailable")
+        if not tail:
+            return self.info(repo, "main", query)
+        if tail[0] == "revision" and len(tail) == 2:
+            return self.info(repo, tail[1], query)
+        if tail[0] == "tree" and len(tail) >= 2:
+            return self.tree(repo, tail[1], "/".join(tail[2:]), query, raw_path)
+        self.error(404, None, "Not Found")
+
+    def info(self, repo: Repo, rev: str, query: dict) -> None:
+        commit = self.commit_of(repo, rev)
+        if commit is None:
+            return
+        blobs = repo.commits[commit]
+        siblings = []
+        for p in sorted(blobs):
+            s: dict = {"rfilename": p}
+            if query.get("blobs", [""])[0].lower() == "true":
+                b = blobs[p]
+                s.update(size=b.size, blobId=b.oid)
+                if b.lfs:
+                    s["lfs"] = {"sha256": b.sha256, "size": b.size,
+                                "pointerSize": len(b.pointer)}
+            siblings.append(s)
+        org = repo.repo_id.split("/")[0] if "/" in repo.repo_id else None
+        self.send_json({
+            "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
+            "id": repo.repo_id, "author": org, "sha": commit,
+            "lastModified": repo.dates[commit], "createdAt": "2021-08-30T00:00:00.000Z",
+            "private": repo.private,
+            "gated": (("manual" if repo.gated else False) if repo.gated_label is None
+                      else repo.gated_label),
+            "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+            "siblings": siblings,
+        })
+
+    def tree(self, repo: Repo, rev: str, sub: str, query: dict, raw_path: str) -> None:
+        commit = self.commit_of(repo, rev)
+        if commit is None:
+            return
+        recursive = query.get("recursive", ["false"])[0].lower() in ("true", "1")
+        blobs = repo.commits[commit]
+        entries: dict[str, dict] = {}
+        prefix = sub + "/" if sub else ""
+        for p, b in blobs.items():
+            if not p.startswith(prefix):
+                continue
+            rel = p[len(prefix):].split("/")
+            depth = len(rel) if recursive else 1
+            for i in range(1, min(len(rel), depth + 1)):
+                d = prefix + "/".join(rel[:i])
+                entries[d] = {"type": "directory", "size": 0, "path": d,
+                              "oid": hashlib.sha1(d.encode()).hexdigest()}
+            if len(rel) <= depth:
+                e = {"type": "file", "oid": b.oid, "size": b.size, "path": p}
+                if b.lfs:
+                    e["lfs"] = {"oid": b.sha256, "size": b.size, "pointerSize": len(b.pointer)}
+                entries[p] = e
+        if sub and not entries:
+            return self.error(404, "EntryNotFound", f"{sub} does not exist on {rev}")
+        items = [entries[k] for k in sorted(entries)]
+        cursor = int(query.get("cursor", ["0"])[0])
+        page = items[cursor:cursor + self.mock.page_size]
+        headers = {}
+        if cursor + self.mock.page_size < len(items):
+            nxt = (f"{self.mock.url}{raw_path}?recursive={str(recursive).lower()}"
+                   f"&expand=false&cursor={cursor + self.mock.page_size}")
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        self.send_json(page, headers)
+
+    def resolve(self, repo_type: str, repo_id: str, rev: str, path: str) -> None:
+        repo = self.find_repo(repo_type, repo_id)
+        if repo is None:
+            return
+        if repo.gated and self.token() != repo.token:
+            kind = "dataset" if repo_type == "dataset" else "model"
+            if self.token() is None:
+                return self.error(401, "GatedRepo", f"Access to {kind} {repo_id} is "
+                                  "restricted. You must have access to it and be "
+                                  "authenticated to access it. Please log in.")
+            return self.error(403, "GatedRepo", f"Access to {kind} {repo_id} is restricted "
+                              "and you are not in the authorized list. Visit "
+                              f"{self.mock.url}/{repo_id} to ask for access.")
+        commit = self.commit_of(repo, rev)
+        if commit is None:
+            return
+        blob = repo.commits[commit].get(path)
+        if blob is None:
+            return self.error(404, "EntryNotFound", f"{path} does not exist on {rev}",
+                              {"X-Repo-Commit": commit})
+        common = {"X-Repo-Commit": commit}
+        if blob.lfs:
+            location = f"{self.mock.cdn_url}/{blob.sha256}?name={quote(path)}"
+            return self.send(302, {**common, "Location": location,
+                                   "ETag": f'"{blob.oid}"',
+                                   "X-Linked-Etag": f'"{blob.sha256}"',
+                                   "X-Linked-Size": str(blob.size)})
+        self.send_blob(blob, {**common, "ETag": f'"{blob.sha1}"'},
+                       self.mock.corrupt.get(blob.sha256))
+
+
+class _CdnHandler(_Base):
+    server_kind = "cdn"
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.command == "GET":
+            self._record()
+        sha = urlsplit(self.path).path.strip("/")
+        for repo in list(self.mock.repos.values()):
+            for blobs in list(repo.commits.values()):
+                for blob in blobs.values():
+                    if blob.lfs and blob.sha256 == sha:
+                        return self.send_blob(blob, {"ETag": f'"{sha}"'},
+                                              self.mock.corrupt.get(sha))
+        self.error(404, None, "NoSuchKey")
