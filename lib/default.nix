@@ -15,9 +15,13 @@ in
   inherit (fetch) fetchModel fetchDataset fetchModelConfig;
   inherit (cache) buildCache;
 
-  # Helpers named as in the user documentation.
+  # Helpers named as in the user documentation (docs/nix.md).
   integration = {
+    # { org; model; repoType ? "model"; } -> "models--ORG--NAME"
     mkCacheName = { org, model, repoType ? "model" }: naming.hubFolderName { repoId = "${org}/${model}"; inherit repoType; };
-    getModelPath = drv: "${drv}";
+    # { model | models; cacheDir ? <huggingface_hub's choice>; } -> POSIX shell text
+    inherit (cache) mkLinkScript;
+    # model -> its store path (a flat directory that from_pretrained loads)
+    inherit (cache) getModelPath;
   };
 }

@@ -20,20 +20,41 @@ let
       A branch or tag name moves when upstream pushes, which would break the
       fixed-output hash, so only a full commit is accepted.'';
 
-  checkRevision =
-    { model, repo, repoType ? "model", ref ? "main", revision }:
+  # Same, for a git repository anywhere (source.git-lfs).
+  gitPinHint =
+    { url }:
+    ''
+      Get the commit of a branch or tag with
+          git ls-remote ${url} <branch or tag>
+      A branch or tag name moves when upstream pushes, which would break the
+      fixed-output hash, so only a full commit is accepted.'';
+
+  # A commit, or an evaluation error naming the option and how to pin it.
+  #   option: "source.huggingface.revision" or "source.git-lfs.rev"
+  #   hint: the text of pinHint / gitPinHint
+  checkCommit =
+    { model, option, hint, revision }:
     if naming.isCommit revision then
       revision
     else
       throw ''
-        model-repo: model "${model}": source.huggingface.revision must be a pinned 40-character lowercase hex commit, ${
+        model-repo: model "${model}": ${option} must be a pinned 40-character lowercase hex commit, ${
           if revision == null then "but none is set" else "got \"${toString revision}\""
         }.
-        ${pinHint { inherit repo repoType ref; }}'';
+        ${hint}'';
 
+  checkRevision =
+    { model, repo, repoType ? "model", ref ? "main", revision }:
+    checkCommit {
+      inherit model revision;
+      option = "source.huggingface.revision";
+      hint = pinHint { inherit repo repoType ref; };
+    };
+
+  # `how`: the sentence telling where the hash comes from, per source.
   checkHash =
-    { model, hash, repo ? null }:
-    if naming.isSriHash hash then
+    { model, hash, how ? null, allowNull ? false }:
+    if naming.isSriHash hash || (allowNull && hash == null) then
       hash
     else
       throw ''
@@ -41,7 +62,7 @@ let
           if hash == null then "but none is set" else "got \"${toString hash}\""
         }.
         ${
-          if repo != null then "Run `model-repo prefetch ${repo}` to print it, or set" else "Set"
+          if how != null then how + " Or set" else "Set"
         } hash = lib.fakeHash; build once, and copy the "got:" value of the hash mismatch error.'';
 
   checkRepo =
@@ -100,43 +121,202 @@ let
             default = "model";
             description = "Repo type on the Hub.";
           };
-          files = mkOption {
-            type = types.listOf types.str;
-            default = [ ];
-            example = [
-              "config.json"
-              "model.safetensors"
-            ];
-            description = "Exact file paths to fetch. Empty means every file (subject to {option}`include`/{option}`exclude`).";
-          };
-          include = mkOption {
-            type = types.listOf types.str;
-            default = [ ];
-            example = [ "*.safetensors" ];
-            description = "Git sparse-checkout patterns of files to fetch, in addition to {option}`files`.";
-          };
-          exclude = mkOption {
-            type = types.listOf types.str;
-            default = [ ];
-            example = [
-              "*.bin"
-              "onnx/*"
-            ];
-            description = "Git sparse-checkout patterns of files to leave out.";
-          };
-        };
+        }
+        // sparseOptions "repo";
       }
     );
 
-  # Sources another issue will implement: accepted as written (freeform) so
-  # that a configuration parses, then refused by the fetcher with a message.
-  futureSource =
-    description:
-    mkOption {
-      type = types.nullOr (types.submodule { freeformType = types.attrsOf types.anything; });
-      default = null;
-      description = "${description} Not supported yet: evaluation fails with a message when it is used.";
+  sparseOptions = what: {
+    files = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "config.json"
+        "model.safetensors"
+      ];
+      description = "Exact file paths to fetch from the ${what}. Empty means every file (subject to {option}`include`/{option}`exclude`).";
     };
+    include = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "*.safetensors" ];
+      description = "Git sparse-checkout patterns of files to fetch, in addition to {option}`files`.";
+    };
+    exclude = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "*.bin"
+        "onnx/*"
+      ];
+      description = "Git sparse-checkout patterns of files to leave out.";
+    };
+  };
+
+  # One file of source.url. Its name, hash and `main` are checked by the
+  # fetcher (lib/fetch.nix), which knows the other files.
+  urlFileModule = {
+    options = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://huggingface.co/ORG/NAME-GGUF/resolve/<commit>/model-Q4_K_M.gguf";
+        description = "Where to download the file. Use a URL that names a commit, not a branch.";
+      };
+      urls = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Several URLs of the same file (mirrors), tried in order; instead of {option}`url`.";
+      };
+      name = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "model.gguf";
+        description = ''
+          Path of the file in the model's directory. Default: the last path
+          segment of the (first) URL, without its query string. May contain
+          "/" (e.g. `1_Pooling/config.json`); no "." or ".." segments.
+        '';
+      };
+      hash = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        description = "SRI hash of the file's bytes (a flat hash, what `nix-prefetch-url` and `sha256sum` compute).";
+      };
+      sha256 = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "4a8b6a0f1c2e3d4c5b6a79881726354453627180918273645546372819a0b1c2";
+        description = ''
+          The file's SHA-256 as 64 hex characters, exactly as the Hugging Face
+          Hub shows it for LFS files ("SHA256:" on the file's page); instead of
+          {option}`hash`.
+        '';
+      };
+      main = mkOption {
+        type = types.bool;
+        default = false;
+        description = "This is the file `passthru.file` points at (default: the first file).";
+      };
+    };
+  };
+
+  urlSource = types.submodule {
+    options = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          One file: its URL. Its hash is the model's {option}`hash` (the hash
+          of the file itself). For several files use {option}`files`.
+        '';
+      };
+      urls = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "One file: several URLs of it (mirrors), tried in order; instead of {option}`url`.";
+      };
+      name = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "One file: its name in the model's directory (default: from the URL).";
+      };
+      files = mkOption {
+        type = types.listOf (types.submodule urlFileModule);
+        default = [ ];
+        example = literalExpression ''
+          [
+            { url = "https://huggingface.co/ORG/NAME-GGUF/resolve/<commit>/model-Q4_K_M.gguf";
+              sha256 = "<64 hex characters from the Hub>"; }
+            { url = "https://huggingface.co/ORG/NAME-GGUF/resolve/<commit>/mmproj.gguf";
+              hash = "sha256-…"; }
+          ]
+        '';
+        description = ''
+          Files to download, each with its own hash, laid out flat in one
+          directory under their names.
+        '';
+      };
+    };
+  };
+
+  gitLfsSource =
+    model:
+    types.submodule (
+      { config, ... }:
+      {
+        options = {
+          url = mkOption {
+            type = types.str;
+            example = "https://gitlab.com/org/model.git";
+            description = "URL of the git repository (https for authenticated fetches).";
+          };
+          rev = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            apply =
+              revision:
+              checkCommit {
+                inherit model revision;
+                option = "source.git-lfs.rev";
+                hint = gitPinHint { inherit (config) url; };
+              };
+            description = "The commit to fetch: exactly 40 lowercase hex characters.";
+          };
+        }
+        // sparseOptions "repository";
+      }
+    );
+
+  s3Source = types.submodule {
+    options = {
+      bucket = mkOption {
+        type = types.strMatching "[A-Za-z0-9][A-Za-z0-9._-]{0,254}";
+        example = "my-models";
+        description = "Bucket name.";
+      };
+      prefix = mkOption {
+        type = types.str;
+        default = "";
+        example = "models/llama/";
+        description = ''
+          The "folder" to fetch: every object whose key starts with
+          `<prefix>/` lands in the model's directory under the rest of its key.
+          A missing trailing "/" is added; empty means the whole bucket.
+        '';
+      };
+      region = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "us-east-1";
+        description = "Region of the bucket (default: the builder's AWS_REGION / AWS_DEFAULT_REGION / profile).";
+      };
+      endpoint = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://minio.example.org:9000";
+        description = "Endpoint URL of an S3-compatible store (MinIO, R2, Ceph, …).";
+      };
+      anonymous = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Public bucket: send unsigned requests (`--no-sign-request`), no credentials needed.";
+      };
+      include = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "*.json" "*.safetensors" ];
+        description = "Only keys matching one of these patterns (relative to the prefix; aws s3 filters).";
+      };
+      exclude = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "*.bin" ];
+        description = "Leave out keys matching these patterns (applied after {option}`include`).";
+      };
+    };
+  };
 
   validationModule = {
     options = {
@@ -161,15 +341,15 @@ let
         type = types.nullOr types.ints.positive;
         default = null;
         description = ''
-          Connection timeout in seconds, for the `url` and `s3` fetchers (not
-          implemented yet). The git-based Hugging Face fetcher does not use it;
-          setting it on such a model gives an evaluation warning.
+          Connection timeout in seconds, for the `url` (curl
+          `--connect-timeout`) and `s3` (`--cli-connect-timeout`) fetchers.
+          The git-based fetchers (huggingface, git-lfs) do not use it.
         '';
       };
       retries = mkOption {
         type = types.nullOr types.ints.unsigned;
         default = null;
-        description = "Retries, for the `url` and `s3` fetchers (not implemented yet); see {option}`timeout`.";
+        description = "Retries, for the `url` (curl `--retry`) and `s3` (`AWS_MAX_ATTEMPTS` = retries + 1) fetchers; see {option}`timeout`.";
       };
     };
   };
@@ -206,9 +386,48 @@ let
             '';
             description = "A repo on the Hugging Face Hub, fetched with git and git-lfs at a pinned commit.";
           };
-          url = futureSource "Files downloaded from URLs.";
-          git-lfs = futureSource "Any git repository with LFS files.";
-          s3 = futureSource "An S3 bucket prefix.";
+          url = mkOption {
+            type = types.nullOr urlSource;
+            default = null;
+            example = literalExpression ''
+              {
+                url = "https://huggingface.co/ORG/NAME-GGUF/resolve/<commit>/model-Q4_K_M.gguf";
+                # hash = "sha256-…";  (the model's hash is this file's hash)
+              }
+            '';
+            description = ''
+              Single files by URL (GGUF and other one-file weights), each pinned
+              by its own hash and laid out flat in one directory. Each file is
+              a `fetchurl`; `passthru.file` is the main file's path.
+            '';
+          };
+          git-lfs = mkOption {
+            type = types.nullOr (gitLfsSource config.name);
+            default = null;
+            example = literalExpression ''
+              {
+                url = "https://gitlab.com/org/model.git";
+                rev = "0123456789abcdef0123456789abcdef01234567";
+              }
+            '';
+            description = "Any git repository with LFS files, fetched at a pinned commit (`fetchgit` with `fetchLFS`).";
+          };
+          s3 = mkOption {
+            type = types.nullOr s3Source;
+            default = null;
+            example = literalExpression ''
+              {
+                bucket = "my-models";
+                prefix = "fine-tuned/llama/";
+                region = "eu-west-1";
+              }
+            '';
+            description = ''
+              An S3 (or S3-compatible) bucket prefix, copied by the AWS CLI in a
+              fixed-output derivation. Credentials come from the builder's
+              AWS_* environment (see the documentation).
+            '';
+          };
         };
 
         hash = mkOption {
@@ -217,14 +436,29 @@ let
           example = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
           apply =
             hash:
+            let
+              src = config.source;
+            in
             checkHash {
               model = config.name;
               inherit hash;
-              repo = if config.source.huggingface != null then config.source.huggingface.repo else null;
+              # source.url files carry their own hashes; checked by the fetcher.
+              allowNull = src.url != null;
+              how =
+                if src.huggingface != null then
+                  "Run `model-repo prefetch ${src.huggingface.repo}` to print it."
+                else if src.url != null then
+                  "For source.url.url this is the file's own hash: `nix-prefetch-url URL` prints it (`nix hash convert --hash-algo sha256 <it>` gives the sha256-… form), or give files = [ { url; sha256 = \"<64 hex from the Hub>\"; } ]."
+                else
+                  null;
             };
           description = ''
-            SRI hash of the fetched snapshot (the fixed-output derivation's
-            output). `model-repo prefetch ORG/NAME` prints it.
+            SRI hash of the fetched snapshot: the NAR hash of the fixed-output
+            derivation's output directory (huggingface, git-lfs, s3).
+            `model-repo prefetch ORG/NAME` prints it for Hub repos. For
+            `source.url` with one file given by {option}`source.url.url`, the
+            hash of that file; with {option}`source.url.files`, leave it unset
+            and give each file its hash.
           '';
         };
 
@@ -251,24 +485,45 @@ let
 
         auth = {
           tokenEnvVar = mkOption {
-            type = types.nullOr types.str;
+            type = types.nullOr (types.strMatching "[A-Za-z_][A-Za-z0-9_]*");
             default = null;
             example = "HF_TOKEN";
             description = ''
-              Environment variable holding a Hub token for gated repos. It is
-              read by the fetcher (an impure environment variable of the
-              fixed-output derivation), so it must be set where the build runs:
-              in the Nix daemon's environment on multi-user installs.
+              Environment variable holding a token for gated or private repos
+              (huggingface, url, git-lfs). It is an impure environment variable
+              of the fixed-output derivation, so it must be set where the build
+              runs: your shell with single-user Nix, the nix-daemon's
+              environment on multi-user installs (see the documentation).
             '';
           };
           tokenFile = mkOption {
-            type = types.nullOr types.str;
+            type = types.nullOr (types.strMatching "/.*");
             default = null;
             example = "/run/secrets/hf-token";
             description = ''
-              File holding a Hub token for gated repos, read by the fetcher at
-              build time. The builder must be able to read it (add it to
-              `extra-sandbox-paths` when the sandbox is on).
+              Absolute path of a file holding the token, read by the builder at
+              build time (a string, never copied into the store). The build
+              user must be able to read it, and it must be in
+              `extra-sandbox-paths` when the sandbox is on.
+            '';
+          };
+          user = mkOption {
+            type = types.strMatching "[^[:space:]]+";
+            default = "model-repo";
+            description = ''
+              Login sent with the token for git basic authentication
+              (huggingface, git-lfs). The Hub accepts any; some forges want the
+              account name or a fixed word such as `oauth2`.
+            '';
+          };
+          awsProfile = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "models";
+            description = ''
+              source.s3 only: the AWS CLI profile (`--profile`). Its config and
+              credentials files must be readable by the builder
+              (`AWS_CONFIG_FILE` / `AWS_SHARED_CREDENTIALS_FILE`).
             '';
           };
         };
@@ -369,7 +624,9 @@ in
     globalNetworkOption
     evalModel
     checkRevision
+    checkCommit
     checkHash
     pinHint
+    gitPinHint
     ;
 }

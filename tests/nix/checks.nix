@@ -86,6 +86,48 @@ let
     )).outPath true
   );
 
+  # The other sources, evaluated against the real fetchers (fetchurl, fetchgit,
+  # linkFarm, runCommand): argument names and derivation attributes.
+  urlModel = mr.fetchModel pkgs {
+    name = "gguf";
+    source.url.files = [
+      {
+        url = "https://huggingface.co/org/m-GGUF/resolve/${rev}/m-Q4_K_M.gguf";
+        inherit hash;
+      }
+      {
+        url = "https://huggingface.co/org/m-GGUF/resolve/${rev}/config.json";
+        sha256 = "0000000000000000000000000000000000000000000000000000000000000000";
+      }
+    ];
+    integration.huggingface = {
+      org = "org";
+      model = "m-gguf";
+    };
+    auth.tokenEnvVar = "HF_TOKEN";
+    network.timeout = 10;
+  };
+  urlFile = urlModel.files."m-Q4_K_M.gguf";
+  gitModel = mr.fetchModel pkgs {
+    name = "git";
+    source.git-lfs = {
+      url = "https://gitlab.com/org/m.git";
+      inherit rev;
+      include = [ "*.json" ];
+    };
+    inherit hash;
+    auth.tokenFile = "/run/secrets/forge-token";
+  };
+  s3Model = mr.fetchModel pkgs {
+    name = "s3";
+    source.s3 = {
+      bucket = "models";
+      prefix = "m";
+      region = "us-east-1";
+    };
+    inherit hash;
+  };
+
   tinyModel =
     pkgs.runCommand "tiny-model" { } ''
       mkdir -p $out
@@ -123,6 +165,18 @@ in
     folder = mr.hubFolderName { repoId = "a/b"; repoType = "dataset"; } == "datasets--a--b";
   };
   eval-rejects-branch-revision = expect "rejects-branch-revision" { fails = !badRevision.success; };
+  eval-sources = expect "sources" {
+    url-dir = builtins.isString urlModel.drvPath && lib.hasSuffix "/m-Q4_K_M.gguf" urlModel.file;
+    url-flat-hash = builtins.isString urlFile.drvPath && (urlFile.outputHashMode or "flat") == "flat";
+    url-token = builtins.elem "HF_TOKEN" (urlFile.impureEnvVars or urlFile.fetchArgs.netrcImpureEnvVars);
+    url-repo = urlModel.repoId == "org/m-gguf";
+    git-drv = builtins.isString gitModel.drvPath && gitModel.revision == rev;
+    git-lfs = gitModel.fetchLFS or gitModel.fetchArgs.fetchLFS;
+    # fetchgit runs netrcPhase as its postHook.
+    git-netrc = lib.hasInfix "gitlab.com model-repo" (gitModel.postHook or gitModel.fetchArgs.netrcPhase);
+    s3-fod = builtins.isString s3Model.drvPath && s3Model.outputHashMode == "recursive" && s3Model.outputHash == hash;
+    s3-env = builtins.elem "AWS_SECRET_ACCESS_KEY" s3Model.impureEnvVars;
+  };
 
   build-cache-loads-offline = pkgs.runCommand "model-repo-check-build-cache" { nativeBuildInputs = [ python ]; } ''
     test "$(cat ${cache}/models--model-repo-test--tiny/refs/main)" = ${rev}

@@ -1,9 +1,14 @@
 # A small stand-in for a nixpkgs package set: enough to evaluate the modules
 # (Home Manager's full module set included) without nixpkgs.
 #
-#   fetchResults: { "<git url>" = "<store path>"; } — what the stub fetchgit
-#   returns for a URL. Paths are turned into real store paths with
-#   builtins.storePath when `realStorePaths` is true (the path must exist).
+#   fetchResults: { "<url>" = "<store path>"; } — what the stub fetchgit
+#   (git URL), fetchFromHuggingFace and fetchurl (first URL) return. Paths are
+#   turned into real store paths with builtins.storePath when `realStorePaths`
+#   is true (the path must exist).
+#
+# Every stub fetcher records its arguments as `fetcher` and `fetchArgs`;
+# runCommand and linkFarm are real derivations over the host's /bin/sh that
+# record theirs as `runCommandArgs` / `linkFarmArgs`.
 {
   lib,
   system ? "x86_64-linux",
@@ -17,6 +22,8 @@
   # Point coreutils at the host's /usr (…/bin/readlink, …/bin/cat) so that
   # generated shell can be run by the tests.
   hostCoreutils ? false,
+  # A store path with bin/aws standing in for the AWS CLI (tests of source.s3).
+  awscliPath ? null,
 }:
 
 let
@@ -110,8 +117,22 @@ in
 
   fetchgit = args: fetched "fetchgit" args args.url;
 
+  fetchurl = args: fetched "fetchurl" args (args.url or (builtins.head args.urls));
+
+  awscli2 =
+    if awscliPath != null then
+      {
+        type = "derivation";
+        name = "awscli2-stub";
+        outPath = builtins.storePath awscliPath;
+      }
+    else
+      fakeDrv "awscli2-2.22.0" "awscli2" { meta.mainProgram = "aws"; };
+  cacert = fakeDrv "nss-cacert-3.107" "cacert" { };
+
   # Real runCommand over the host's /bin/sh (no stdenv): used to build
-  # lib.buildCache with Debian's nix-build.
+  # lib.buildCache, linkFarm and the s3 fetcher with Debian's nix-build.
+  # nativeBuildInputs are put on PATH as stdenv would.
   runCommand =
     name: env: script:
     derivation (
@@ -122,11 +143,55 @@ in
           "-c"
           script
         ];
-        PATH = "/bin:/usr/bin";
+        PATH = lib.concatMapStrings (p: "${p}/bin:") (env.nativeBuildInputs or [ ]) + "/bin:/usr/bin";
       }
       // builtins.removeAttrs env [ "passthru" ]
     )
-    // (env.passthru or { });
+    // (env.passthru or { })
+    // {
+      runCommandArgs = {
+        inherit name env script;
+      };
+    };
+
+  # Same layout as nixpkgs' linkFarm: <out>/<name> -> <path>, "/" in names
+  # makes directories. Takes a list of { name; path; } or an attrset.
+  linkFarm =
+    name: entries:
+    let
+      list =
+        if builtins.isList entries then
+          entries
+        else
+          lib.mapAttrsToList (n: p: {
+            name = n;
+            path = p;
+          }) entries;
+    in
+    (derivation {
+      inherit name system;
+      builder = "/bin/sh";
+      PATH = "/bin:/usr/bin";
+      args = [
+        "-c"
+        (
+          "set -eu; mkdir -p $out; cd $out\n"
+          + lib.concatMapStrings (e: ''
+            mkdir -p "$(dirname ${lib.escapeShellArg e.name})"
+            ln -s ${lib.escapeShellArg "${e.path}"} ${lib.escapeShellArg e.name}
+          '') list
+        )
+      ];
+    })
+    // {
+      linkFarmArgs = {
+        inherit name;
+        entries = map (e: {
+          inherit (e) name;
+          path = "${e.path}";
+        }) list;
+      };
+    };
 }
 // lib.optionalAttrs withHfFetcher {
   # Same arguments as the fetcher under review in nixpkgs; returns like fetchgit.
