@@ -66,7 +66,9 @@ let
   );
   statusScript = lib.concatStringsSep " &&\n" linkChecks + "\n";
 
-  activateCmd = "${lib.getExe cfg.package} activate --manifest ${escapeShellArg "${r.manifestFile}"} --quiet";
+  # The state dir is the project's own (and given explicitly, the no-op path skips
+  # platformdirs).
+  activateCmd = "${lib.getExe cfg.package} activate --manifest ${escapeShellArg "${r.manifestFile}"} --state-dir ${escapeShellArg "${config.devenv.state}/model-repo"} --quiet";
 
   fallbackShell = ''
     if ! { ${statusScript} }; then

@@ -115,7 +115,7 @@ in
         lib.hm.dag.entryAfter [ "linkGeneration" ] ''
           modelRepoStatus=0
           # stdout is the environment, already in home.sessionVariables; logs stay on stderr.
-          ${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} ''${DRY_RUN:+--dry-run} $VERBOSE_ARG >/dev/null || modelRepoStatus=$?
+          ${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} --state-dir ${escapeShellArg "${config.xdg.stateHome}/model-repo"} ''${DRY_RUN:+--dry-run} $VERBOSE_ARG >/dev/null || modelRepoStatus=$?
           case "$modelRepoStatus" in
             0) ;;
             1) warnEcho "model-repo: some models were not linked into the hub cache (see above); activation continues." ;;

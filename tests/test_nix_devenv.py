@@ -24,7 +24,9 @@ def test_task_env_and_manifest():
 
     task = r["task"]
     assert task["before"] == ["devenv:enterShell"]
-    assert task["exec"].endswith(f"/bin/model-repo activate --manifest {r['manifestFile']} --quiet")
+    assert task["exec"].endswith(
+        f"/bin/model-repo activate --manifest {r['manifestFile']} "
+        f"--state-dir {r['devenvState']}/model-repo --quiet")
     status = task["status"]
     snap = f"{hub}/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/{REV}"
     assert f'/bin/readlink {snap})" = {r["modelPaths"]["all.MiniLM"]} ]' in status

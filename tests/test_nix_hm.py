@@ -36,6 +36,9 @@ def test_activation_and_session_variables(system, shared):
     assert "/bin/model-repo activate --manifest " + r["manifestFile"] in data
     assert r["manifestFile"].endswith("-model-repo-manifest.json")
     assert "${DRY_RUN:+--dry-run}" in data and "$VERBOSE_ARG" in data
+    # Its own state under xdg.stateHome (same on darwin), given explicitly.
+    assert "--state-dir " in data and "/.local/state/model-repo" in data
+    assert ">/dev/null" in data  # the environment is in sessionVariables already
     # Exit 1 and 3 warn and continue; anything else stops activation.
     assert '1) warnEcho' in data and '3) errorEcho' in data
     assert 'exit "$modelRepoStatus"' in data
