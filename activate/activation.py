@@ -19,8 +19,8 @@ from .linking import Action, Plan, Problem, Want, apply, plan
 from .log import Log
 from .noop import manifest_fingerprint, remove_receipts, verify_records
 
-__all__ = ["EnvironmentProblem", "Outcome", "manifest_fingerprint", "run_activate",
-           "run_deactivate", "verify_records", "wants_of"]
+__all__ = ["EnvironmentProblem", "Outcome", "Request", "manifest_fingerprint",
+           "request_of", "run_activate", "run_deactivate", "verify_records"]
 
 #: Name of our lock file in the hub dir's ``.locks/`` (huggingface_hub's own lock folder,
 #: skipped by ``scan_cache_dir``).
@@ -44,17 +44,37 @@ class Outcome:
     records: list[statemod.Record] = field(default_factory=list)
 
 
-def wants_of(manifest: object) -> list[Want]:
-    """The linked models of a validated :class:`~activate.manifest.Manifest`."""
-    return [
-        Want(name, m.folder, m.revision, tuple(m.refs), m.path)  # type: ignore[attr-defined]
-        for name, m in manifest.models.items()  # type: ignore[attr-defined]
-        if m.link
-    ]
+@dataclass(frozen=True)
+class Request:
+    """What one activation needs from a validated manifest, in plain objects: the
+    manifest's pydantic models can then be freed (megabytes at 10,000 models).
+
+    ``paths``: model name -> store path, every model; ``wants``: the linked ones;
+    ``unlinked``: names with ``link = false``.
+    """
+
+    profile: str
+    offline: bool
+    paths: dict[str, str]
+    wants: list[Want]
+    unlinked: tuple[str, ...]
+
+
+def request_of(manifest: object) -> Request:
+    """The :class:`Request` of a validated :class:`~activate.manifest.Manifest`."""
+    models = manifest.models  # type: ignore[attr-defined]
+    return Request(
+        profile=manifest.profile,  # type: ignore[attr-defined]
+        offline=manifest.offline,  # type: ignore[attr-defined]
+        paths={name: m.path for name, m in models.items()},
+        wants=[Want(name, m.folder, m.revision, tuple(m.refs), m.path)
+               for name, m in models.items() if m.link],
+        unlinked=tuple(name for name, m in models.items() if not m.link),
+    )
 
 
 def run_activate(
-    manifest: object,
+    request: Request,
     *,
     hub_dir: str,
     explicit_hub: bool,
@@ -66,14 +86,14 @@ def run_activate(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     before_write: Callable[[str], None] | None = None,
 ) -> Outcome:
-    """Link ``manifest`` (a validated Manifest) into ``hub_dir`` and return the outcome.
+    """Link ``request``'s models into ``hub_dir`` and return the outcome.
 
     ``dry_run``: plan and report, write nothing. ``read_only``: like dry_run, for
     ``model-repo env``. Raises :class:`EnvironmentProblem` when the hub dir or state dir
     cannot be used.
     """
-    profile: str = manifest.profile  # type: ignore[attr-defined]
-    models = manifest.models  # type: ignore[attr-defined]
+    profile = request.profile
+    wants = request.wants
     state_path = statemod.state_file(state_dir, hub_dir, profile)
     writing = not (dry_run or read_only)
     if writing:
@@ -82,17 +102,16 @@ def run_activate(
         old = statemod.load(state_path, profile, hub_dir)
         others = statemod.load_others(state_dir, hub_dir, profile)
         fs = HubFS(hub_dir, before_write)
-        wants = wants_of(manifest)
         result = plan(
             fs, wants, old.records,
             [(o.profile, r) for o in others for r in o.records],
             os.path.isdir,
         )
-        for name, m in models.items():
-            if not m.link and not os.path.isdir(m.path):
+        for name in request.unlinked:
+            if not os.path.isdir(request.paths[name]):
                 result.notes.append(
-                    f"{name}: store path {m.path} is missing; MODEL_REPO variable points "
-                    "nowhere until it is rebuilt"
+                    f"{name}: store path {request.paths[name]} is missing; its MODEL_REPO "
+                    "variable points nowhere until it is rebuilt"
                 )
         outcome = Outcome(result, {})
         records = result.records
@@ -118,14 +137,14 @@ def run_activate(
             touched = {a.path.split("/", 1)[0] for a in result.actions if a.op != "unlink"}
             in_place = in_place and not any(w.folder in touched for w in wants)
         outcome.complete = in_place
-        offline: bool = manifest.offline  # type: ignore[attr-defined]
+        offline = request.offline
         if offline and not in_place:
             log.warning(
                 "offline variables not exported: not every model is linked",
                 models=sorted(blocked) or None,
             )
         outcome.env = environment(
-            {name: m.path for name, m in models.items()},
+            request.paths,
             hub_dir=hub_dir if explicit_hub else None,
             offline=offline and in_place,
         )

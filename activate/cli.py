@@ -188,7 +188,7 @@ def _noop_request(argv: Sequence[str]) -> dict[str, str] | None:
 
 
 def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
-    from .activation import manifest_fingerprint, run_activate
+    from .activation import manifest_fingerprint, request_of, run_activate
     from .cachedir import resolve_hub_dir
     from .manifest import ManifestError, parse_manifest
     from .state import state_dir
@@ -204,9 +204,13 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
     except ManifestError as exc:
         log.error(f"{args.manifest}: {exc}")  # type: ignore[attr-defined]
         return EXIT_BAD_INPUT
+    del data  # the models hold what they need; this copy is megabytes at 10,000 models
     hub_dir, explicit = resolve_hub_dir(args.cache_dir, manifest.cache_dir, environ)
+    request = request_of(manifest)
+    model_count = len(manifest.models)
+    del manifest
     outcome = run_activate(
-        manifest,
+        request,
         hub_dir=hub_dir,
         explicit_hub=explicit,
         state_dir=state_dir(args.state_dir, environ),
@@ -226,15 +230,15 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
     for problem in result.problems:
         log.error(problem.message())  # type: ignore[attr-defined]
     if args.command == "activate" and not args.dry_run:
-        log.info("activated", profile=manifest.profile, hub_dir=hub_dir,  # type: ignore[attr-defined]
-                 models=len(manifest.models), changes=len(outcome.done),
+        log.info("activated", profile=request.profile, hub_dir=hub_dir,  # type: ignore[attr-defined]
+                 models=model_count, changes=len(outcome.done),
                  problems=len(result.problems))
     if args.command == "activate" and not args.dry_run:
         from .noop import remove_receipt, write_receipt
 
         directory = state_dir(args.state_dir, environ)
         if outcome.complete and not result.problems:
-            write_receipt(directory, args.manifest, args.cache_dir, environ, manifest.profile,
+            write_receipt(directory, args.manifest, args.cache_dir, environ, request.profile,
                           hub_dir, [(r.kind, r.path, r.value or "", r.created)
                                     for r in outcome.records], outcome.env)
         else:

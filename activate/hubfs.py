@@ -14,7 +14,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 #: Prefix of the temporary names the activator creates in a repo folder; anything so
@@ -36,7 +35,7 @@ class Blocked(Exception):
         self.found = found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """What one path in the cache is, without following it.
 
@@ -56,6 +55,10 @@ class HubFS:
         self.hub_dir = hub_dir
         self.before_write = before_write
         self.writes = 0
+        self._fds: dict[str, int] = {}
+        self._missing: set[str] = set()
+        self._temp_prefix = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-"
+        self._temp_count = 0
 
     # -- reading ----------------------------------------------------------------
 
@@ -64,36 +67,36 @@ class HubFS:
         raises :class:`Blocked`."""
         parent, name = _split(rel)
         try:
-            with self.open_dir(parent) as dfd:
-                try:
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    return Entry("missing")
-                if stat.S_ISLNK(st.st_mode):
-                    return Entry("link", os.readlink(name, dir_fd=dfd))
-                if stat.S_ISDIR(st.st_mode):
-                    return Entry("dir")
-                if stat.S_ISREG(st.st_mode):
-                    return Entry("file")
-                return Entry("other")
+            dfd = self.dir_fd(parent)
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return Entry("missing")
+            if stat.S_ISLNK(st.st_mode):
+                return Entry("link", os.readlink(name, dir_fd=dfd))
+            if stat.S_ISDIR(st.st_mode):
+                return Entry("dir")
+            if stat.S_ISREG(st.st_mode):
+                return Entry("file")
+            return Entry("other")
         except _Missing:
             return Entry("missing")
 
     def read_file(self, rel: str, limit: int = 4096) -> bytes:
         """The first ``limit`` bytes of regular file ``rel`` (not following links)."""
         parent, name = _split(rel)
-        with self.open_dir(parent) as dfd:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-            try:
-                return os.read(fd, limit)
-            finally:
-                os.close(fd)
+        dfd = self.dir_fd(parent)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            return os.read(fd, limit)
+        finally:
+            os.close(fd)
 
     def list_dir(self, rel: str) -> list[str]:
         """Names in directory ``rel`` ([] when it is missing)."""
         try:
-            with self.open_dir(rel) as dfd:
-                return os.listdir(dfd)
+            dfd = self.dir_fd(rel)
+            return os.listdir(dfd)
         except _Missing:
             return []
 
@@ -107,34 +110,55 @@ class HubFS:
             else:
                 yield child, entry.kind
 
-    @contextmanager
-    def open_dir(self, rel: str) -> Iterator[int]:
+    def dir_fd(self, rel: str) -> int:
         """A descriptor of directory ``rel``, every component opened with O_NOFOLLOW.
 
         Raises :class:`Blocked` when a component exists but is not a real directory,
-        ``_Missing`` when one does not exist.
+        ``_Missing`` when one does not exist. Descriptors are kept (owned by this
+        object) until :meth:`forget`; the planner and :func:`~activate.linking.apply`
+        call it after each repo folder, so a folder's entries cost one open per
+        directory.
         """
+        fd = self._fds.get(rel)
+        if fd is not None:
+            return fd
+        for missing in self._missing:
+            if rel == missing or rel.startswith(missing + "/"):
+                raise _Missing(missing)
+        if not rel:
+            try:
+                fd = os.open(self.hub_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)
+            except FileNotFoundError:
+                self._missing.add("")
+                raise _Missing("") from None  # a dry run before the hub dir exists
+            self._fds[""] = fd
+            return fd
+        parent, name = _split(rel)
+        pfd = self.dir_fd(parent)
         try:
-            fd = os.open(self.hub_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
         except FileNotFoundError:
-            raise _Missing("") from None  # a dry run before the hub dir exists
-        try:
-            walked = ""
-            for part in rel.split("/") if rel else ():
-                walked = f"{walked}/{part}" if walked else part
-                try:
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    raise _Missing(walked) from None
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise Blocked(walked, _describe(fd, part)) from None
-                    raise
-                os.close(fd)
-                fd = nfd
-            yield fd
-        finally:
+            self._missing.add(rel)
+            raise _Missing(rel) from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise Blocked(rel, _describe(pfd, name)) from None
+            raise
+        self._fds[rel] = fd
+        return fd
+
+    def forget(self) -> None:
+        """Close every kept descriptor and forget what was missing."""
+        for fd in self._fds.values():
             os.close(fd)
+        self._fds.clear()
+        self._missing.clear()
+
+    def __enter__(self) -> HubFS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.forget()
 
     # -- writing ----------------------------------------------------------------
 
@@ -146,9 +170,10 @@ class HubFS:
     def mkdir(self, rel: str, mode: int = 0o777) -> None:
         """Create directory ``rel`` (its parent must exist); mode is masked by umask."""
         parent, name = _split(rel)
-        with self.open_dir(parent) as dfd:
-            self._hook(f"mkdir {rel}")
-            os.mkdir(name, mode, dir_fd=dfd)
+        dfd = self.dir_fd(parent)
+        self._hook(f"mkdir {rel}")
+        os.mkdir(name, mode, dir_fd=dfd)
+        self._missing.discard(rel)
 
     def rmdir_if_empty(self, rel: str) -> bool:
         """Remove directory ``rel`` if it is empty; never recursive. True if removed."""
@@ -159,16 +184,27 @@ class HubFS:
             return False
         parent, name = _split(rel)
         try:
-            with self.open_dir(parent) as dfd:
-                self._hook(f"rmdir {rel}")
-                os.rmdir(name, dir_fd=dfd)
-                return True
+            dfd = self.dir_fd(parent)
+            self._hook(f"rmdir {rel}")
+            fd = self._fds.pop(rel, None)
+            if fd is not None:
+                os.close(fd)
+            os.rmdir(name, dir_fd=dfd)
+            return True
         except (FileNotFoundError, _Missing):
             return False
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 return False
             raise
+
+    def create_symlink(self, rel: str, target: str) -> None:
+        """Create symlink ``rel`` -> ``target`` where nothing is (one ``symlinkat``:
+        atomic by itself); FileExistsError if something appeared meanwhile."""
+        parent, name = _split(rel)
+        dfd = self.dir_fd(parent)
+        self._hook(f"symlink {rel}")
+        os.symlink(target, name, dir_fd=dfd)
 
     def replace_symlink(self, rel: str, target: str, temp_dir: str) -> None:
         """Atomically make ``rel`` a symlink to ``target`` via a temporary name in
@@ -198,37 +234,28 @@ class HubFS:
 
     def _atomic(self, rel: str, temp_dir: str, make: Callable[[int, str], None]) -> None:
         parent, name = _split(rel)
-        tmp = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
-        with self.open_dir(temp_dir) as tfd, self.open_dir(parent) as pfd:
-            self._hook(f"create {temp_dir}/{tmp}")
-            make(tfd, tmp)
+        self._temp_count += 1
+        tmp = f"{self._temp_prefix}{self._temp_count}"
+        tfd = self.dir_fd(temp_dir)
+        pfd = self.dir_fd(parent)
+        self._hook(f"create {temp_dir}/{tmp}")
+        make(tfd, tmp)
+        try:
+            self._hook(f"rename onto {rel}")
+            os.rename(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd)
+        except BaseException:
             try:
-                self._hook(f"rename onto {rel}")
-                os.rename(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd)
-            except BaseException:
-                try:
-                    os.unlink(tmp, dir_fd=tfd)
-                except OSError:
-                    pass
-                raise
+                os.unlink(tmp, dir_fd=tfd)
+            except OSError:
+                pass
+            raise
 
     def unlink(self, rel: str) -> None:
         """Remove the non-directory ``rel`` (a link is removed, never followed)."""
         parent, name = _split(rel)
-        with self.open_dir(parent) as dfd:
-            self._hook(f"unlink {rel}")
-            os.unlink(name, dir_fd=dfd)
-
-    def remove_temps(self, rel: str) -> list[str]:
-        """Remove leftovers of an interrupted run (our temporary names) in ``rel``."""
-        removed = []
-        for name in self.list_dir(rel):
-            if name.startswith(TEMP_PREFIX):
-                child = f"{rel}/{name}"
-                if self.lstat(child).kind in ("link", "file"):
-                    self.unlink(child)
-                    removed.append(child)
-        return removed
+        dfd = self.dir_fd(parent)
+        self._hook(f"unlink {rel}")
+        os.unlink(name, dir_fd=dfd)
 
 
 class _Missing(Exception):

@@ -23,7 +23,7 @@ from .hubfs import TEMP_PREFIX, Blocked, Entry, HubFS
 from .state import Record
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Want:
     """One linked model as the planner needs it (built from the manifest)."""
 
@@ -47,7 +47,7 @@ class Problem:
         return f"{', '.join(self.models)}: {self.path}: {self.reason}; fix: {self.fix}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One change: ``mkdir``, ``link`` (snapshot symlink to ``value``), ``ref`` (write
     ``value``), ``unlink``, ``rmdir`` (if empty). ``temp`` is the folder holding the
@@ -156,6 +156,8 @@ class _FolderPlan:
             # Keep what we knew: records we could not check stay for a later run.
             for rel, rec in self.old.items():
                 self.records.setdefault(rel, rec)
+        finally:
+            self.fs.forget()
         self.out.actions.extend(self.actions)
         self.out.problems.extend(self.problems)
         self.out.records.extend(self.records.values())
@@ -220,7 +222,7 @@ class _FolderPlan:
             return True
         if entry.kind == "link" and entry.target == target:
             self.records[rel] = Record(rel, "snapshot", target, created=ours,
-                                       named_before=rec.named_before if ours else [])  # type: ignore[union-attr]
+                                       named_before=rec.named_before if ours else ())  # type: ignore[union-attr]
             if not self.store_exists(target):
                 self.out.dangling.append(self.full(rel))
                 self.block(names, rel, missing, restore)
@@ -232,11 +234,12 @@ class _FolderPlan:
                 if rec:
                     self.records[rel] = rec  # keep our old link; it is pruned or replaced later
                 return False
-            self.actions.append(Action("link", rel, target, temp=self.folder))
+            # A new link is one symlinkat (atomic by itself); ours is replaced by rename.
+            self.actions.append(Action("link", rel, target, temp=self.folder if ours else None))
             # Refs that already named this commit (pointing at nothing) do not hold our
             # link once we no longer want it: the cache goes back to what it was.
-            before = rec.named_before if ours else sorted(  # type: ignore[union-attr]
-                p for p, c in self.disk_refs.items() if c == commit)
+            before = rec.named_before if ours else tuple(sorted(  # type: ignore[union-attr]
+                p for p, c in self.disk_refs.items() if c == commit))
             self.records[rel] = Record(rel, "snapshot", target, created=True, named_before=before)
             return True
         self.block(names, rel, f"{_what(entry)} that model-repo did not create holds this "
@@ -307,7 +310,7 @@ class _FolderPlan:
                 extra = [p for p in restored if final_refs.get(p) == commit
                          and p not in rec.named_before]
                 if extra:
-                    records[rel] = replace(rec, named_before=sorted(rec.named_before + extra))
+                    records[rel] = replace(rec, named_before=tuple(sorted((*rec.named_before, *extra))))
         for rec in sorted((r for r in gone if r.kind == "snapshot"), key=lambda r: r.path):
             owner = self.others_want.get((rec.path, rec.value))
             entry = self.fs.lstat(rec.path)
@@ -356,27 +359,36 @@ def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
     """
     failed: list[tuple[Action, OSError]] = []
     broken: set[str] = set()
-    for act in actions:
-        folder = act.path.split("/", 1)[0]
-        if folder in broken:
-            continue
-        try:
-            if act.op == "mkdir":
-                fs.mkdir(act.path)
-            elif act.op == "link":
-                fs.replace_symlink(act.path, act.value or "", act.temp or folder)
-            elif act.op == "ref":
-                fs.replace_file(act.path, (act.value or "").encode("utf-8", "surrogateescape"),
-                                act.temp or folder)
-            elif act.op == "unlink":
-                fs.unlink(act.path)
-            elif act.op == "rmdir":
-                if not fs.rmdir_if_empty(act.path):
-                    continue
-            else:  # pragma: no cover - the planner makes no other ops
-                raise ValueError(f"unknown action {act.op}")
-        except (OSError, Blocked) as exc:
-            err = exc if isinstance(exc, OSError) else OSError(str(exc))
-            failed.append((act, err))
-            broken.add(folder)
+    current = None
+    try:
+        for act in actions:
+            folder = act.path.split("/", 1)[0]
+            if folder != current:
+                fs.forget()  # keep descriptors of one repo folder at a time
+                current = folder
+            if folder in broken:
+                continue
+            try:
+                if act.op == "mkdir":
+                    fs.mkdir(act.path)
+                elif act.op == "link" and act.temp is None:
+                    fs.create_symlink(act.path, act.value or "")
+                elif act.op == "link":
+                    fs.replace_symlink(act.path, act.value or "", act.temp)
+                elif act.op == "ref":
+                    fs.replace_file(act.path, (act.value or "").encode("utf-8", "surrogateescape"),
+                                    act.temp or folder)
+                elif act.op == "unlink":
+                    fs.unlink(act.path)
+                elif act.op == "rmdir":
+                    if not fs.rmdir_if_empty(act.path):
+                        continue
+                else:  # pragma: no cover - the planner makes no other ops
+                    raise ValueError(f"unknown action {act.op}")
+            except (OSError, Blocked) as exc:
+                err = exc if isinstance(exc, OSError) else OSError(str(exc))
+                failed.append((act, err))
+                broken.add(folder)
+    finally:
+        fs.forget()
     return failed

@@ -107,27 +107,47 @@ def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
     profile and hub dir (earlier generations' manifests).
 
     ``records``: ``(kind, path relative to hub, value, created)`` as in the state.
-    Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``.
+    Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``;
+    written a record at a time, and not replaced when unchanged.
     """
-    fields = _receipt_key(manifest_path, cache_flag, environ) + [profile, hub_dir, str(len(records))]
-    for kind, path, value, created in records:
-        fields += [kind, path, value, "1" if created else ""]
-    fields.append(str(len(env)))
-    for name, value in env.items():
-        fields += [name, value]
+    import hashlib
+
     target = receipt_file(directory, manifest_path, cache_flag)
     remove_receipts(directory, profile, hub_dir, keep=target)
-    data = "\0".join(fields).encode("utf-8", "surrogateescape")
-    try:
-        with open(target, "rb") as fh:
-            if fh.read() == data:
-                return  # a repeat run writes nothing
-    except OSError:
-        pass
     tmp = f"{target}.tmp-{os.getpid()}"
+    digest = hashlib.sha256()
+
+    def put(fields: list[str], fh: object, first: bool = False) -> None:
+        chunk = ("" if first else "\0") + "\0".join(fields)
+        data = chunk.encode("utf-8", "surrogateescape")
+        digest.update(data)
+        fh.write(data)  # type: ignore[attr-defined]
+
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        put(_receipt_key(manifest_path, cache_flag, environ) + [profile, hub_dir, str(len(records))],
+            fh, first=True)
+        for kind, path, value, created in records:
+            put([kind, path, value, "1" if created else ""], fh)
+        put([str(len(env))], fh)
+        for name, value in env.items():
+            put([name, value], fh)
+    if _digest_of(target) == digest.digest():
+        os.unlink(tmp)  # a repeat run writes nothing
+        return
     os.replace(tmp, target)
+
+
+def _digest_of(path: str) -> bytes | None:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.digest()
 
 
 def remove_receipt(directory: str, manifest_path: str, cache_flag: str | None) -> None:
@@ -144,9 +164,9 @@ def remove_receipts(directory: str, profile: str, hub_dir: str, keep: str | None
         return
     for name in names:
         path = os.path.join(directory, name)
-        if name.startswith("receipt-") and path != keep and not name.endswith(".tmp"):
-            fields = _read_fields(path)
-            if fields is None or fields[5:7] == [profile, hub_dir]:
+        if name.startswith("receipt-") and path != keep and ".tmp-" not in name:
+            head = _read_fields(path, head_only=True)
+            if head is None or head[5:7] == [profile, hub_dir]:
                 _remove(path)
 
 
@@ -157,12 +177,17 @@ def _remove(path: str) -> None:
         pass
 
 
-def _read_fields(path: str) -> list[str] | None:
+def _read_fields(path: str, head_only: bool = False) -> list[str] | None:
+    """The receipt's fields; with ``head_only``, at least its first 7 (key, profile,
+    hub dir) without reading a large receipt whole."""
     try:
         with open(path, "rb") as fh:
-            fields = fh.read().decode("utf-8", "surrogateescape").split("\0")
+            raw = fh.read(1 << 16) if head_only else fh.read()
+            if head_only and raw.count(b"\0") < 7:
+                raw += fh.read()
     except OSError:
         return None
+    fields = raw.decode("utf-8", "surrogateescape").split("\0")
     return fields if fields and fields[0] == _MAGIC else None
 
 

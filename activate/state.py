@@ -1,34 +1,36 @@
 """The profile's own state: which cache entries it created, outside the hub dir.
 
-Where state files live and how they are read raw is in :mod:`activate.statefile` (the
-no-op path needs only that); this module gives them their typed form.
+Where state files live is decided in :mod:`activate.statefile`. A state file is JSON
+lines: a header object (version, profile, hub dir, manifest fingerprint, environment,
+problems), then one array per record, so 10,000 models are written and read one line at
+a time instead of as one large document.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .statefile import STATE_VERSION, load_raw, state_dir, state_file
+from .statefile import STATE_VERSION, state_dir, state_file
 
 __all__ = ["Record", "State", "load", "load_others", "list_states", "save", "delete",
-           "load_raw", "state_dir", "state_file"]
+           "state_dir", "state_file"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One cache entry a profile wants or created, relative to the hub dir.
 
     ``kind``: ``dir`` (a folder we may remove when empty), ``snapshot`` (link to
     ``value``, a store path), ``ref`` (file holding ``value``, a commit).
     ``created``: we made it (or replaced it), so we may undo it. ``previous``: for a
-    ref we replaced, the commit it held before. ``former``: only while a change is under
-    way (the state saved before applying it), the value we had put there before, so a
-    run stopped half-way still recognises either value as ours. ``named_before``: for a
-    snapshot we linked, the refs that already named its commit (pointing at nothing);
-    they do not keep the link once we drop it.
+    ref we replaced, what it held before (byte-exact, restored when we let go).
+    ``former``: only while a change is under way (the state saved before applying it),
+    the value we had put there before, so a run stopped half-way still recognises either
+    value as ours. ``named_before``: for a snapshot we linked, the refs that already
+    named its commit (pointing at nothing); they do not keep the link once we drop it.
     """
 
     path: str
@@ -37,35 +39,31 @@ class Record:
     created: bool = False
     previous: str | None = None
     former: str | None = None
-    named_before: list[str] = field(default_factory=list)
+    named_before: tuple[str, ...] = ()
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
         return self.created and value is not None and value in (self.value, self.former)
 
     def to_json(self) -> dict[str, object]:
+        """A readable object (``model-repo status --json``)."""
         out: dict[str, object] = {"path": self.path, "kind": self.kind, "created": self.created}
         if self.value is not None:
             out["value"] = self.value
         if self.previous is not None:
             out["previous"] = self.previous
-        if self.former is not None:
-            out["former"] = self.former
-        if self.named_before:
-            out["namedBefore"] = list(self.named_before)
         return out
 
+    def to_row(self) -> list[object]:
+        """The state file's line for this record."""
+        return [self.path, self.kind, self.value, self.created, self.previous, self.former,
+                list(self.named_before)]
+
     @classmethod
-    def from_json(cls, raw: Mapping[str, object]) -> Record:
-        return cls(
-            path=str(raw["path"]),
-            kind=str(raw["kind"]),
-            value=_opt_str(raw.get("value")),
-            created=bool(raw.get("created", False)),
-            previous=_opt_str(raw.get("previous")),
-            former=_opt_str(raw.get("former")),
-            named_before=[str(p) for p in raw.get("namedBefore") or []],  # type: ignore[attr-defined]
-        )
+    def from_row(cls, row: list[object]) -> Record:
+        path, kind, value, created, previous, former, named = row
+        return cls(str(path), str(kind), _opt_str(value), bool(created), _opt_str(previous),
+                   _opt_str(former), tuple(str(p) for p in named))  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -73,8 +71,8 @@ class State:
     """A profile's state for one hub dir.
 
     ``manifest`` fingerprints the manifest of the last run that completed with every
-    model in place (None otherwise): the no-op path compares it. ``env`` is that run's
-    environment.
+    model in place (None otherwise; ``status`` shows it as up to date). ``env`` is that
+    run's environment, ``problems`` what blocked models in the last run.
     """
 
     profile: str
@@ -84,45 +82,41 @@ class State:
     env: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "version": STATE_VERSION,
-            "profile": self.profile,
-            "hubDir": self.hub_dir,
-            "manifest": self.manifest,
-            "env": self.env,
-            "problems": self.problems,
-            "records": [r.to_json() for r in self.records],
-        }
+    def header(self) -> dict[str, object]:
+        return {"version": STATE_VERSION, "profile": self.profile, "hubDir": self.hub_dir,
+                "manifest": self.manifest, "env": self.env, "problems": self.problems}
 
-    @classmethod
-    def from_json(cls, raw: Mapping[str, object]) -> State:
-        if raw.get("version") != STATE_VERSION:
-            raise ValueError(f"state version {raw.get('version')!r} is not {STATE_VERSION}")
-        records = raw.get("records") or []
-        env = raw.get("env") or {}
-        manifest = raw.get("manifest")
-        problems = raw.get("problems") or []
-        return cls(
-            profile=str(raw["profile"]),
-            hub_dir=str(raw["hubDir"]),
-            records=[Record.from_json(r) for r in records],  # type: ignore[union-attr]
+
+def read(path: str) -> State | None:
+    """The state at ``path``; None when it does not exist or is not a state file."""
+    try:
+        with open(path, "rb") as fh:
+            head = json.loads(fh.readline())
+            if not isinstance(head, dict) or head.get("version") != STATE_VERSION:
+                return None
+            records = [Record.from_row(json.loads(line)) for line in fh if line.strip()]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    manifest = head.get("manifest")
+    try:
+        return State(
+            profile=str(head["profile"]),
+            hub_dir=str(head["hubDir"]),
+            records=records,
             manifest=manifest if isinstance(manifest, dict) else None,
-            env={str(k): str(v) for k, v in env.items()},  # type: ignore[union-attr]
-            problems=[str(p) for p in problems],  # type: ignore[union-attr]
+            env={str(k): str(v) for k, v in (head.get("env") or {}).items()},
+            problems=[str(p) for p in head.get("problems") or []],
         )
+    except (KeyError, TypeError, AttributeError):
+        return None
 
 
 def load(path: str, profile: str, hub_dir: str) -> State:
-    """The state at ``path``, or an empty one when absent or unusable."""
-    raw = load_raw(path)
-    if raw is not None:
-        try:
-            state = State.from_json(raw)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            state = None
-        if state is not None and state.profile == profile and state.hub_dir == hub_dir:
-            return state
+    """The state at ``path``, or an empty one when absent, unusable or not this
+    profile's (the file name is a hash of hub dir and profile)."""
+    state = read(path)
+    if state is not None and state.profile == profile and state.hub_dir == hub_dir:
+        return state
     return State(profile=profile, hub_dir=hub_dir)
 
 
@@ -143,39 +137,60 @@ def list_states(directory: str) -> list[tuple[str, State]]:
         return []
     out = []
     for name in names:
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(directory, name)
-        raw = load_raw(path)
-        if raw is None:
-            continue
-        try:
-            out.append((path, State.from_json(raw)))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
+        if name.endswith(".json"):
+            path = os.path.join(directory, name)
+            state = read(path)
+            if state is not None:
+                out.append((path, state))
     return out
 
 
 def save(path: str, state: State) -> bool:
-    """Write ``state`` atomically (temp file, fsync, rename); False if unchanged."""
-    data = json.dumps(state.to_json(), indent=1, sort_keys=True).encode() + b"\n"
+    """Write ``state`` atomically (temp file, fsync, rename), a line at a time; False
+    (and nothing replaced) when the file already holds exactly this."""
+    import hashlib
+
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as fh:
+            for row in _lines(state):
+                line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
+                digest.update(line)
+                fh.write(line)
+            fh.flush()
+            if _digest_of(path) == digest.digest():
+                os.unlink(tmp)
+                return False
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def _lines(state: State) -> Iterator[object]:
+    yield state.header()
+    for rec in state.records:
+        yield rec.to_row()
+
+
+def _digest_of(path: str) -> bytes | None:
+    import hashlib
+
+    digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
-            if fh.read() == data:
-                return False
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
     except OSError:
-        pass
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return True
+        return None
+    return digest.digest()
 
 
 def delete(path: str) -> None:

@@ -1,5 +1,5 @@
-"""Where profile states live, and reading one raw (standard library only: the no-op
-path uses this without paying for the typed records of :mod:`activate.state`).
+"""Where profile states live (standard library only: the no-op path uses this without
+paying for the typed records of :mod:`activate.state`).
 
 One JSON file per (hub dir, profile) in the state dir: ``--state-dir`` >
 ``$MODEL_REPO_STATE_DIR`` > platformdirs' ``user_state_dir("model-repo")``
@@ -39,17 +39,3 @@ def state_file(directory: str, hub_dir: str, profile: str) -> str:
 
     key = hashlib.sha256(f"{hub_dir}\0{profile}".encode()).hexdigest()[:32]
     return os.path.join(directory, f"{key}.json")
-
-
-def load_raw(path: str) -> dict[str, object] | None:
-    """The decoded state file, or None when it does not exist or is unreadable JSON."""
-    import json
-
-    try:
-        with open(path, "rb") as fh:
-            raw = json.loads(fh.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) else None

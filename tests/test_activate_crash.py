@@ -10,7 +10,7 @@ import pytest
 from conftest import COMMIT_A, COMMIT_B, manifest, model, shape
 
 from activate import activation, hubfs
-from activate.activation import manifest_fingerprint, run_activate
+from activate.activation import manifest_fingerprint, request_of, run_activate
 from activate.log import Log
 from activate.manifest import validate_manifest
 
@@ -64,7 +64,7 @@ def _run(root: Path, data: dict, fault_at: int | None = None) -> int:
     activation._save_state = save  # type: ignore[assignment]
     try:
         run_activate(
-            validate_manifest(data), hub_dir=str(root / "hub"), explicit_hub=True,
+            request_of(validate_manifest(data)), hub_dir=str(root / "hub"), explicit_hub=True,
             state_dir=str(root / "state"), fingerprint=manifest_fingerprint(str(path), True),
             log=Log("error"), before_write=before,
         )
