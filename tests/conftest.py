@@ -27,7 +27,7 @@ def need_nix() -> str:
     """Path of nix-store, or skip saying how to get it."""
     exe = shutil.which("nix-store")
     if not exe:
-        pytest.skip(NIX_MISSING)
+        pytest.skip(reason=NIX_MISSING)
     return exe
 
 

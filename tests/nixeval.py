@@ -57,10 +57,10 @@ HASH = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 def require_nix() -> str:
     exe = shutil.which("nix-instantiate")
     if exe is None:
-        pytest.skip(
+        pytest.skip(reason=(
             "nix-instantiate not found: install Debian's nix-bin "
             "(apt-get install -y nix-bin) or any Nix >= 2.8"
-        )
+        ))
     return exe
 
 
@@ -70,7 +70,7 @@ def require_input(name: str) -> Path:
     path = Path(raw).expanduser() if raw else CACHE / name
     if not (path / marker).is_file():
         where = f"${var}={raw}" if raw else f"{path} (default; set ${var} to use another)"
-        pytest.skip(f"{name} source tree missing at {where}: {how}")
+        pytest.skip(reason=f"{name} source tree missing at {where}: {how}")
     return path
 
 

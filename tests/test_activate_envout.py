@@ -27,7 +27,7 @@ envs = st.lists(values, min_size=1, max_size=6).map(
 def shell(name: str, apt: str) -> str:
     exe = shutil.which(name)
     if not exe:
-        pytest.skip(f"{name} is not installed: apt-get install -y {apt}")
+        pytest.skip(reason=f"{name} is not installed: apt-get install -y {apt}")
     return exe
 
 

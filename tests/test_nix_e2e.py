@@ -22,7 +22,7 @@ URL = f"https://huggingface.co/{REPO_ID}"
 @pytest.fixture(scope="module")
 def store_model(tmp_path_factory) -> str:
     if shutil.which("nix-store") is None:
-        pytest.skip("nix-store not found: install Debian's nix-bin")
+        pytest.skip(reason="nix-store not found: install Debian's nix-bin")
     d = tmp_path_factory.mktemp("model") / "tiny-bert"
     (d / "1_Pooling").mkdir(parents=True)
     (d / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')

@@ -185,7 +185,7 @@ def test_build_cache_is_a_read_only_hub_cache(tmp_path: Path):
     real store path; huggingface_hub loads from it by repo id, offline."""
     hub = pytest.importorskip("huggingface_hub")
     if shutil.which("nix-build") is None or shutil.which("nix-store") is None:
-        pytest.skip("nix-build/nix-store not found: install Debian's nix-bin")
+        pytest.skip(reason="nix-build/nix-store not found: install Debian's nix-bin")
     model = tmp_path / "tiny"
     (model / "sub").mkdir(parents=True)
     (model / "config.json").write_text('{"model_type": "bert"}')
@@ -537,7 +537,7 @@ def test_netrc_phases_run(tmp_path: Path):
 
 def need_nix_build() -> None:
     if shutil.which("nix-build") is None or shutil.which("nix-store") is None:
-        pytest.skip("nix-build/nix-store not found: install Debian's nix-bin")
+        pytest.skip(reason="nix-build/nix-store not found: install Debian's nix-bin")
 
 
 def store_add(path: Path) -> str:

