@@ -49,6 +49,8 @@
       packages = forAllSystems (
         system: pkgs: rec {
           model-repo = pkgs.callPackage ./lib/package.nix { };
+          # With huggingface_hub, for `model-repo prefetch` and `model-repo ls`.
+          model-repo-full = pkgs.callPackage ./lib/package.nix { withHub = true; };
           default = model-repo;
         }
       );

@@ -1,8 +1,11 @@
 # The activator (`model-repo` command), built from this repository's
-# pyproject.toml with nixpkgs' Python tooling.
+# pyproject.toml with nixpkgs' Python tooling. `withHub = true` adds
+# huggingface_hub for `model-repo prefetch` / `model-repo ls` (the `hub` extra);
+# the activator itself never imports it.
 {
   lib,
   python3Packages,
+  withHub ? false,
 }:
 
 let
@@ -27,12 +30,15 @@ python3Packages.buildPythonApplication {
 
   build-system = [ python3Packages.setuptools ];
 
-  dependencies = with python3Packages; [
-    pydantic
-    platformdirs
-    filelock
-    structlog
-  ];
+  dependencies =
+    with python3Packages;
+    [
+      pydantic
+      platformdirs
+      filelock
+      structlog
+    ]
+    ++ lib.optional withHub huggingface-hub;
 
   pythonImportsCheck = [ "activate" ];
 

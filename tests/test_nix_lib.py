@@ -287,7 +287,7 @@ def test_flake_outputs_with_stub_inputs():
     assert {"fetchModel", "fetchDataset", "buildCache", "envVarName", "hubFolderName", "naming"} <= set(r["lib"])
     assert r["integration"] == ["getModelPath", "mkCacheName", "mkLinkScript"]
     assert r["modules"] == [True, True, True]
-    assert r["packages"] == ["default", "model-repo"]
+    assert r["packages"] == ["default", "model-repo", "model-repo-full"]
     assert r["overlay"] is True
     assert set(r["checks"]) >= {"eval-home-manager-linux", "eval-home-manager-darwin-shared", "eval-devenv",
                                 "eval-nixos", "eval-naming", "eval-rejects-branch-revision",
