@@ -15,13 +15,13 @@ import errno
 import os
 import stat
 
-from .statefile import state_dir
+from .statefile import state_dir, write_if_changed
 
 # The no-op path must not import typing or collections (~10 ms): annotations are
 # strings (PEP 563) and these names exist only for type checkers.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 
 def manifest_fingerprint(path: str, explicit_hub: bool) -> dict[str, object]:
@@ -110,44 +110,24 @@ def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
     Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``;
     written a record at a time, and not replaced when unchanged.
     """
-    import hashlib
-
     target = receipt_file(directory, manifest_path, cache_flag)
     remove_receipts(directory, profile, hub_dir, keep=target)
-    tmp = f"{target}.tmp-{os.getpid()}"
-    digest = hashlib.sha256()
 
-    def put(fields: list[str], fh: object, first: bool = False) -> None:
-        chunk = ("" if first else "\0") + "\0".join(fields)
-        data = chunk.encode("utf-8", "surrogateescape")
-        digest.update(data)
-        fh.write(data)  # type: ignore[attr-defined]
-
-    with open(tmp, "wb") as fh:
-        put(_receipt_key(manifest_path, cache_flag, environ) + [profile, hub_dir, str(len(records))],
-            fh, first=True)
+    def chunks() -> Iterator[bytes]:
+        head = _receipt_key(manifest_path, cache_flag, environ) + [profile, hub_dir,
+                                                                    str(len(records))]
+        yield _encode(head, first=True)
         for kind, path, value, created in records:
-            put([kind, path, value, "1" if created else ""], fh)
-        put([str(len(env))], fh)
+            yield _encode([kind, path, value, "1" if created else ""])
+        yield _encode([str(len(env))])
         for name, value in env.items():
-            put([name, value], fh)
-    if _digest_of(target) == digest.digest():
-        os.unlink(tmp)  # a repeat run writes nothing
-        return
-    os.replace(tmp, target)
+            yield _encode([name, value])
+
+    write_if_changed(target, chunks())  # a repeat run writes nothing
 
 
-def _digest_of(path: str) -> bytes | None:
-    import hashlib
-
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.digest()
+def _encode(fields: list[str], first: bool = False) -> bytes:
+    return (("" if first else "\0") + "\0".join(fields)).encode("utf-8", "surrogateescape")
 
 
 def remove_receipt(directory: str, manifest_path: str, cache_flag: str | None) -> None:

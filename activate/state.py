@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from .statefile import STATE_VERSION, state_dir, state_file
+from .statefile import STATE_VERSION, state_dir, state_file, write_if_changed
 
 __all__ = ["Record", "State", "load", "load_others", "list_states", "save", "delete",
            "state_dir", "state_file"]
@@ -146,51 +146,20 @@ def list_states(directory: str) -> list[tuple[str, State]]:
 
 
 def save(path: str, state: State) -> bool:
-    """Write ``state`` atomically (temp file, fsync, rename), a line at a time; False
-    (and nothing replaced) when the file already holds exactly this."""
-    import hashlib
-
+    """Write ``state`` atomically and durably, a line at a time; False (nothing
+    replaced) when the file already holds exactly this."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as fh:
-            for row in _lines(state):
-                line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
-                digest.update(line)
-                fh.write(line)
-            fh.flush()
-            if _digest_of(path) == digest.digest():
-                os.unlink(tmp)
-                return False
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return True
+    return write_if_changed(path, _lines(state), durable=True)
 
 
-def _lines(state: State) -> Iterator[object]:
-    yield state.header()
+def _lines(state: State) -> Iterator[bytes]:
+    yield _line(state.header())
     for rec in state.records:
-        yield rec.to_row()
+        yield _line(rec.to_row())
 
 
-def _digest_of(path: str) -> bytes | None:
-    import hashlib
-
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.digest()
+def _line(row: object) -> bytes:
+    return json.dumps(row, separators=(",", ":")).encode() + b"\n"
 
 
 def delete(path: str) -> None:

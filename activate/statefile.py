@@ -16,7 +16,7 @@ import os
 # strings (PEP 563) and these names exist only for type checkers.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 STATE_VERSION = 1
 
@@ -39,3 +39,49 @@ def state_file(directory: str, hub_dir: str, profile: str) -> str:
 
     key = hashlib.sha256(f"{hub_dir}\0{profile}".encode()).hexdigest()[:32]
     return os.path.join(directory, f"{key}.json")
+
+
+def write_if_changed(path: str, chunks: Iterable[bytes], *, durable: bool = False) -> bool:
+    """Write ``chunks`` to ``path`` atomically (a temporary name beside it, then
+    rename), mode 0600, streaming; when the file already holds exactly these bytes
+    (same SHA-256) it is left alone and False is returned. ``durable``: fsync before the
+    rename (the state, which remembers what we own).
+    """
+    import hashlib
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    digest = hashlib.sha256()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as fh:
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
+            fh.flush()
+            if file_digest(path) == digest.digest():
+                os.unlink(tmp)
+                return False
+            if durable:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def file_digest(path: str) -> bytes | None:
+    """SHA-256 of the file at ``path``, read in 1 MiB chunks; None if unreadable."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.digest()
