@@ -245,7 +245,10 @@ let
     hf: "hf-" + builtins.replaceStrings [ "/" ] [ "--" ] hf.repo + "-" + builtins.substring 0 12 hf.revision;
 
   # Use nixpkgs' own fetchFromHuggingFace when it exists and takes the
-  # arguments we need; otherwise fetchgit with LFS.
+  # arguments we need (a `name`, so `model-repo prefetch --add-to-store` gives the
+  # same store path); otherwise fetchgit with LFS. Sparse patterns always go through
+  # fetchgit: our include/exclude are non-cone patterns ("!x" excludes), which
+  # fetchFromHuggingFace's checkout mode may read differently.
   canUseHfFetcher =
     pkgs: cfg:
     let
@@ -259,7 +262,8 @@ let
     && has "rev"
     && has "hash"
     && (cfg.source.huggingface.repoType == "model" || has "repoType")
-    && (sparsePatterns cfg.source.huggingface == [ ] || has "sparseCheckout")
+    && has "name"
+    && sparsePatterns cfg.source.huggingface == [ ]
     && !(hasToken cfg)
     && cfg.validation.requiredFiles == [ ];
 
@@ -276,10 +280,10 @@ let
           owner = builtins.elemAt parts 0;
           repo = builtins.elemAt parts 1;
           rev = hf.revision;
+          name = hfStoreName hf;
           inherit (cfg) hash;
         }
         // lib.optionalAttrs (hf.repoType != "model") { inherit (hf) repoType; }
-        // lib.optionalAttrs (sparse != [ ]) { sparseCheckout = sparse; }
       )
     else
       pkgs.fetchgit (

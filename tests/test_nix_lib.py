@@ -84,10 +84,16 @@ def test_fetch_dataset_and_sparse_checkout():
 
 
 def test_uses_nixpkgs_fetch_from_hugging_face_when_present():
-    r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; include = [ "*.json" ]; }}; hash = "{HASH}"; }}""",
+    r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; }}; hash = "{HASH}"; }}""",
               withHfFetcher=True)
     assert r["fetcher"] == "fetchFromHuggingFace"
-    assert r["fetchArgs"] == {"owner": "org", "repo": "m", "rev": REV, "hash": HASH, "sparseCheckout": ["*.json"]}
+    # Our store name, so `model-repo prefetch --add-to-store` gives the same path.
+    assert r["fetchArgs"] == {"owner": "org", "repo": "m", "rev": REV, "hash": HASH,
+                              "name": "hf-org--m-" + REV[:12]}
+    # Sparse patterns are ours (non-cone, "!" excludes): always the git fetcher.
+    r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; include = [ "*.json" ]; }}; hash = "{HASH}"; }}""",
+              withHfFetcher=True)
+    assert r["fetcher"] == "fetchgit"
     # Auth needs the git fetcher's netrc support.
     r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; }}; hash = "{HASH}"; auth.tokenEnvVar = "HF_TOKEN"; }}""",
               withHfFetcher=True)

@@ -203,6 +203,7 @@ in
       hash,
       repoType ? "model",
       sparseCheckout ? [ ],
+      name ? "source",
     }@args:
     fetched "fetchFromHuggingFace" args "https://huggingface.co/${
       if repoType == "dataset" then "datasets/" else ""
