@@ -12,7 +12,7 @@ in
 {
   inherit naming options manifest;
   inherit (naming) envVarName hubFolderName isValidModelName;
-  inherit (fetch) fetchModel fetchDataset fetchModelConfig;
+  inherit (fetch) fetchModel fetchDataset fetchModelConfig derivedRevision;
   inherit (cache) buildCache;
 
   # Helpers named as in the user documentation (docs/nix.md).

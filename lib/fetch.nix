@@ -40,10 +40,18 @@ let
 
   storeSafe = lib.strings.sanitizeDerivationName;
 
-  # The revision a model without a commit of its own is linked under: the
-  # first 40 hex characters of sha1(<store path basename>). Same rule as
-  # lib/manifest.nix's derivedRevision (a test compares them).
-  derivedRevision = path: builtins.hashString "sha1" (builtins.baseNameOf (toString path));
+  # The revision a model without a commit of its own (url, s3) is linked under:
+  # sha1 of what pins its content, the model's SRI hash or, for url sources, each
+  # file's name and hash. It changes when the content does, never with nixpkgs
+  # (a url model's directory is a linkFarm whose store path follows stdenv).
+  derivedRevision =
+    cfg:
+    builtins.hashString "sha1" (
+      if cfg.source.url != null then
+        lib.concatMapStringsSep "\n" (f: "${f.name} ${builtins.toJSON f.hashArgs}") (urlFiles cfg).files
+      else
+        toString cfg.hash
+    );
 
   # Sparse-checkout patterns (non-cone mode) from files/include/exclude.
   sparsePatterns =
@@ -221,7 +229,7 @@ let
           else if s == "git-lfs" then
             cfg.source.git-lfs.rev
           else
-            derivedRevision drv;
+            derivedRevision cfg;
         ref = if s == "huggingface" then cfg.source.huggingface.ref else "main";
         sourceType = s;
         hfCachePath =

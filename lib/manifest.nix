@@ -6,12 +6,6 @@ let
   naming = import ./naming.nix { inherit lib; };
   fetch = import ./fetch.nix { inherit lib; };
 
-  # Models from sources other than the Hub have no commit of their own unless
-  # the source has one. They are linked under a revision derived from the store
-  # path: the first 40 hex characters of sha1(<store path basename>). It is
-  # stable for as long as the content (hence the fixed-output path) is.
-  derivedRevision = path: builtins.hashString "sha1" (builtins.baseNameOf (toString path));
-
   # One model -> its manifest entry.
   #   cfg: evaluated model options, drv: what fetchModelConfig returned,
   #   linkEnabled: the module-wide switch (integration enabled / linkToHuggingFace).
@@ -37,12 +31,13 @@ let
       otherEntry =
         let
           named = hfInt.enable && hfInt.org != null && hfInt.model != null;
-          rev = cfg.source.${s}.rev or null;
         in
         {
           repoId = if named then "${hfInt.org}/${hfInt.model}" else "model-repo-local/${cfg.name}";
           repoType = "model";
-          revision = if naming.isCommit rev then rev else derivedRevision path;
+          # The source's commit (git-lfs), else derived from its content pins
+          # (lib/fetch.nix derivedRevision).
+          inherit (drv) revision;
           refs = [ "main" ];
           link = linkEnabled && named;
         };
@@ -68,5 +63,5 @@ let
     };
 in
 {
-  inherit derivedRevision mkEntry mkManifest;
+  inherit mkEntry mkManifest;
 }

@@ -320,7 +320,7 @@ def other_source(args: str, extra: str = "", **pkgs_args) -> dict:
         path = "${{m}}";
         passthru = pt;
         same = builtins.all (k: m.${{k}} == pt.${{k}}) (builtins.attrNames pt);
-        derived = mr.manifest.derivedRevision m;
+        derived = mr.derivedRevision (mr.options.evalModel args);
         entry = builtins.removeAttrs entry [ "path" ];
         entryPath = entry.path;
         {extra}
@@ -377,6 +377,13 @@ def test_url_single_file_takes_the_model_hash():
     assert pt["repoId"] is None and pt["hfCachePath"] is None and pt["org"] is None
     assert r["entry"]["link"] is False and r["entry"]["repoId"] == "model-repo-local/m"
     assert r["entry"]["revision"] == pt["revision"] == r["derived"]
+    # Derived from what pins the content (file name and hash), not from the store
+    # path (a linkFarm's path moves with nixpkgs' stdenv).
+    import hashlib
+
+    pin = 'm-Q4_K_M.gguf {"hash":"%s"}' % HASH
+    assert pt["revision"] == hashlib.sha1(pin.encode()).hexdigest()
+    assert pt["revision"] != hashlib.sha1(os.path.basename(r["path"]).encode()).hexdigest()
 
     r = other_source(f'source.url = {{ urls = [ "https://a.example/w.bin" "https://b.example/w.bin" ]; name = "weights.bin"; }}; hash = "{HASH}";',
                      extra="fetchArgs = (builtins.head (builtins.attrValues m.files)).fetchArgs;")
