@@ -189,7 +189,7 @@ def test_branch_revision_error_shows_how_to_pin():
 def test_build_cache_is_a_read_only_hub_cache(tmp_path: Path):
     """lib.buildCache built by Debian's nix-build (stub runCommand over /bin/sh) over a
     real store path; huggingface_hub loads from it by repo id, offline."""
-    hub = pytest.importorskip("huggingface_hub")
+    pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub (test extra)")
     if shutil.which("nix-build") is None or shutil.which("nix-store") is None:
         pytest.skip(reason="nix-build/nix-store not found: install Debian's nix-bin")
     model = tmp_path / "tiny"
@@ -220,18 +220,18 @@ def test_build_cache_is_a_read_only_hub_cache(tmp_path: Path):
     assert (repo / "refs" / "v2").read_bytes() == REV2.encode()
     assert not (root / "blobs").exists() and not (repo / "blobs").exists()
 
-    code = f"""
+    code = """
 import json, sys
 from huggingface_hub import hf_hub_download, snapshot_download, try_to_load_from_cache
 c = sys.argv[1]
-out = {{
+out = {
   "main": hf_hub_download("model-repo-test/tiny", "config.json", cache_dir=c),
   "nested": hf_hub_download("model-repo-test/tiny", "sub/nested.txt", cache_dir=c),
   "v2": hf_hub_download("model-repo-test/tiny", "config.json", revision="v2", cache_dir=c),
   "snap": snapshot_download("model-repo-test/tiny", cache_dir=c, local_files_only=True),
   "try": try_to_load_from_cache("model-repo-test/tiny", "config.json", cache_dir=c),
   "data": hf_hub_download("model-repo-test/data", "config.json", repo_type="dataset", cache_dir=c),
-}}
+}
 print(json.dumps(out))
 """
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
