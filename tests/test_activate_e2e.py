@@ -501,3 +501,76 @@ def test_status_reports_links_ok(activated: Activated) -> None:
         f"{FOLDER}/snapshots/{COMMIT}": ("snapshot", activated.store_path, "ok"),
         **{f"{FOLDER}/refs/{r}": ("ref", COMMIT, "ok") for r in REFS},
     }
+
+
+SHARE_GROUP = "model-repo-share"
+
+
+def test_two_users_share_a_group_cache(e2e_root: Path, minilm_store: str, loader_user: User) -> None:
+    """A system cache shared through a group (mode 2775, umask 002, as the NixOS module
+    sets it up): root's profile and an unprivileged user's profile both activate into
+    it, each taking the one lock file, neither touching the other's links."""
+    import grp
+
+    try:
+        grp.getgrnam(SHARE_GROUP)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", SHARE_GROUP], check=True, capture_output=True)
+    group = grp.getgrnam(SHARE_GROUP)
+    if loader_user.name not in group.gr_mem:
+        subprocess.run(["usermod", "-a", "-G", SHARE_GROUP, loader_user.name], check=True,
+                       capture_output=True)
+    root_dir = e2e_root / "shared"
+    hub = root_dir / "hub"
+    hub.mkdir(parents=True)
+    os.chown(hub, 0, group.gr_gid)
+    hub.chmod(0o2775)
+
+    # root: the system profile links the model.
+    system = Workspace(root_dir)
+    with umask(0o002):
+        res = system.activate(manifest({NAME: model(minilm_store, REPO_ID, COMMIT, refs=REFS)},
+                                       profile="nixos"))
+    assert res.code == 0, res.stderr
+    lock = hub / ".locks" / "model-repo.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o664 and lock.stat().st_gid == group.gr_gid
+
+    # The user: its own profile and state dir, the shared model plus one of its own.
+    user_manifest = loader_user.home / "m.json"
+    user_manifest.write_text(json.dumps(manifest({
+        NAME: model(minilm_store, REPO_ID, COMMIT, refs=REFS),
+        "own": model(minilm_store, "org/own", COMMIT_OLD),
+    }, profile="user")))
+    os.chown(user_manifest, loader_user.uid, loader_user.gid)
+
+    def as_user() -> subprocess.CompletedProcess[str]:
+        code = ("import os, sys; os.umask(0o002); from activate.cli import main; "
+                "sys.exit(main(sys.argv[1:]))")
+        return subprocess.run(
+            ["runuser", "-u", loader_user.name, "--", "env", "-i", "PATH=/usr/bin:/bin",
+             f"HOME={loader_user.home}", f"PYTHONPATH={Path(__file__).resolve().parent.parent}",
+             loader_user.python, "-c", code, "activate", "--manifest", str(user_manifest),
+             "--cache-dir", str(hub), "--state-dir", str(loader_user.home / "state"),
+             "--format", "json"],
+            capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+
+    done = as_user()
+    assert done.returncode == 0, done.stderr
+    own = hub / "models--org--own"
+    assert os.readlink(own / "snapshots" / COMMIT_OLD) == minilm_store
+    st = own.stat()
+    assert (st.st_uid, st.st_gid) == (loader_user.uid, group.gr_gid)  # setgid group
+    assert stat.S_IMODE(st.st_mode) & 0o070 == 0o070  # the group may prune it later
+    # The shared model is root's link, adopted: the user's run wrote nothing there.
+    assert os.lstat(hub / FOLDER / "snapshots" / COMMIT).st_uid == 0
+    assert json.loads(done.stdout)["HF_HUB_OFFLINE"] == "1"
+
+    # root drops its profile: its link goes; the user's next activation puts the
+    # model back (group-writable folders), and leaves root's state alone.
+    assert system.run("deactivate", "--profile", "nixos", "--state-dir", str(system.state)).code == 0
+    assert not os.path.lexists(hub / FOLDER / "snapshots" / COMMIT)
+    again = as_user()
+    assert again.returncode == 0, again.stderr
+    link = hub / FOLDER / "snapshots" / COMMIT
+    assert os.readlink(link) == minilm_store and os.lstat(link).st_uid == loader_user.uid
+    assert (hub / FOLDER / "refs" / "main").read_bytes() == COMMIT.encode()
