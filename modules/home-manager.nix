@@ -32,6 +32,11 @@ let
   };
 
   exe = lib.getExe cfg.package;
+
+  sessionVars =
+    r.envVars
+    // lib.optionalAttrs (hf.enable && hf.offlineMode) common.offlineVars
+    // lib.optionalAttrs (hf.enable && hf.cacheDir != null) { HF_HUB_CACHE = hf.cacheDir; };
 in
 {
   meta.maintainers = [ ];
@@ -104,10 +109,10 @@ in
       ];
       warnings = r.warnings;
 
-      home.sessionVariables =
-        r.envVars
-        // lib.optionalAttrs (hf.enable && hf.offlineMode) common.offlineVars
-        // lib.optionalAttrs (hf.enable && hf.cacheDir != null) { HF_HUB_CACHE = hf.cacheDir; };
+      home.sessionVariables = sessionVars;
+      # systemd user services (an inference server run as a user unit) do not read
+      # hm-session-vars.sh; on Linux they get the same variables. Not on darwin.
+      systemd.user.sessionVariables = mkIf pkgs.stdenv.hostPlatform.isLinux sessionVars;
 
       # Runs after linkGeneration; the manifest's store path in this script keeps
       # every model alive for as long as the generation exists.

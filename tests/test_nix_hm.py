@@ -51,6 +51,11 @@ def test_activation_and_session_variables(system, shared):
     assert "HF_HOME" not in env
     assert r["failedAssertions"] == [] and r["warnings"] == []
     assert r["systemdUserUnits"] == []
+    # systemd user services get the same variables on Linux; darwin has no systemd.
+    if system.endswith("linux"):
+        assert r["systemdSessionVariables"] == r["sessionVariables"]
+    else:
+        assert r["systemdSessionVariables"] == {}
 
     m = r["manifest"]
     assert m["profile"] == "home-manager" and m["cacheDir"] is None and m["offline"] is True

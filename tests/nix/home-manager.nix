@@ -98,5 +98,8 @@ in
     _: p: builtins.removeAttrs (p.fetchArgs or { }) [ "passthru" ]
   ) cfg.programs.model-repo.modelPaths;
   systemdUserUnits = builtins.attrNames (cfg.systemd.user.services or { });
+  systemdSessionVariables = lib.filterAttrs (
+    n: _: lib.hasPrefix "MODEL_REPO_" n || lib.hasPrefix "HF_" n || n == "TRANSFORMERS_OFFLINE"
+  ) (cfg.systemd.user.sessionVariables or { });
   hostPlatform = pkgs.stdenv.hostPlatform.system;
 }
