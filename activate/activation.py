@@ -17,10 +17,10 @@ from .envout import environment
 from .hubfs import HubFS
 from .linking import Action, Plan, Problem, Want, apply, plan
 from .log import Log
-from .noop import manifest_fingerprint, remove_receipts, verify_records
+from .noop import remove_receipts
 
-__all__ = ["EnvironmentProblem", "Outcome", "Request", "manifest_fingerprint",
-           "request_of", "run_activate", "run_deactivate", "verify_records"]
+__all__ = ["EnvironmentProblem", "Outcome", "Request", "request_of", "run_activate",
+           "run_deactivate"]
 
 #: Name of our lock file in the hub dir's ``.locks/`` (huggingface_hub's own lock folder,
 #: skipped by ``scan_cache_dir``).
@@ -79,7 +79,6 @@ def run_activate(
     hub_dir: str,
     explicit_hub: bool,
     state_dir: str,
-    fingerprint: dict[str, object] | None,
     log: Log,
     dry_run: bool = False,
     read_only: bool = False,
@@ -129,8 +128,6 @@ def run_activate(
                 )
             if failed:
                 records = result.intent
-        elif not writing:
-            outcome.done = []
         blocked = result.blocked_models
         in_place = all(w.name not in blocked for w in wants)
         if read_only:
@@ -152,8 +149,7 @@ def run_activate(
         if writing:
             new = statemod.State(
                 profile, hub_dir, records,
-                manifest=fingerprint if in_place and not result.problems else None,
-                env=outcome.env,
+                complete=in_place and not result.problems,
                 problems=[p.message() for p in result.problems],
             )
             _save_state(state_path, new)

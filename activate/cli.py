@@ -188,7 +188,7 @@ def _noop_request(argv: Sequence[str]) -> dict[str, str] | None:
 
 
 def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
-    from .activation import manifest_fingerprint, request_of, run_activate
+    from .activation import request_of, run_activate
     from .cachedir import resolve_hub_dir
     from .manifest import ManifestError, parse_manifest
     from .state import state_dir
@@ -214,7 +214,6 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         hub_dir=hub_dir,
         explicit_hub=explicit,
         state_dir=state_dir(args.state_dir, environ),
-        fingerprint=manifest_fingerprint(args.manifest, explicit),
         log=log,  # type: ignore[arg-type]
         dry_run=getattr(args, "dry_run", False),
         read_only=args.command == "env",
@@ -263,7 +262,7 @@ def _emit(env: Mapping[str, str], fmt: str, env_file: str | None) -> None:
 def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import json
 
-    from .activation import verify_records
+    from .noop import verify_records
     from .state import list_states, state_dir
 
     from .cachedir import flag_hub_dir
@@ -293,7 +292,7 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             entries.append({"path": os.path.join(st.hub_dir, rec.path), "kind": rec.kind,
                             "value": rec.value, "created": rec.created, "status": state})
         report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
-                       "upToDate": st.manifest is not None, "entries": entries,
+                       "upToDate": st.complete, "entries": entries,
                        "blocked": st.problems})
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")

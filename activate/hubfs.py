@@ -54,7 +54,6 @@ class HubFS:
     def __init__(self, hub_dir: str, before_write: Callable[[str], None] | None = None):
         self.hub_dir = hub_dir
         self.before_write = before_write
-        self.writes = 0
         self._fds: dict[str, int] = {}
         self._missing: set[str] = set()
         self._temp_prefix = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-"
@@ -154,18 +153,11 @@ class HubFS:
         self._fds.clear()
         self._missing.clear()
 
-    def __enter__(self) -> HubFS:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.forget()
-
     # -- writing ----------------------------------------------------------------
 
     def _hook(self, what: str) -> None:
         if self.before_write is not None:
             self.before_write(what)
-        self.writes += 1
 
     def mkdir(self, rel: str, mode: int = 0o777) -> None:
         """Create directory ``rel`` (its parent must exist); mode is masked by umask."""

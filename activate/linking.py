@@ -73,7 +73,6 @@ class Plan:
     intent: list[Record] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    dangling: list[str] = field(default_factory=list)
 
     @property
     def blocked_models(self) -> set[str]:
@@ -224,7 +223,6 @@ class _FolderPlan:
             self.records[rel] = Record(rel, "snapshot", target, created=ours,
                                        named_before=rec.named_before if ours else ())  # type: ignore[union-attr]
             if not self.store_exists(target):
-                self.out.dangling.append(self.full(rel))
                 self.block(names, rel, missing, restore)
                 return False
             return True

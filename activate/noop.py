@@ -24,22 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 
-def manifest_fingerprint(path: str, explicit_hub: bool) -> dict[str, object]:
-    """Identity of the manifest file as the no-op path compares it: device, inode, size,
-    mtime and ctime in ns (a store path never changes; an edited file changes these),
-    and whether the hub dir was chosen explicitly (it changes the environment)."""
-    st = os.stat(path)
-    return {
-        "path": os.path.abspath(path),
-        "dev": st.st_dev,
-        "ino": st.st_ino,
-        "size": st.st_size,
-        "mtimeNs": st.st_mtime_ns,
-        "ctimeNs": st.st_ctime_ns,
-        "explicitHub": explicit_hub,
-    }
-
-
 def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
     """True when every record still holds on disk (the no-op check; standard library
     only, a few syscalls per record)."""

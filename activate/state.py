@@ -1,8 +1,8 @@
 """The profile's own state: which cache entries it created, outside the hub dir.
 
 Where state files live is decided in :mod:`activate.statefile`. A state file is JSON
-lines: a header object (version, profile, hub dir, manifest fingerprint, environment,
-problems), then one array per record, so 10,000 models are written and read one line at
+lines: a header object (version, profile, hub dir, whether the last run was complete,
+its problems), then one array per record, so 10,000 models are written and read one line at
 a time instead of as one large document.
 """
 
@@ -70,21 +70,20 @@ class Record:
 class State:
     """A profile's state for one hub dir.
 
-    ``manifest`` fingerprints the manifest of the last run that completed with every
-    model in place (None otherwise; ``status`` shows it as up to date). ``env`` is that
-    run's environment, ``problems`` what blocked models in the last run.
+    ``complete``: the last run put every model in place (``status`` shows it as up to
+    date); ``problems``: what blocked models in the last run. The environment of a
+    complete run lives in its receipt (:mod:`activate.noop`), not here.
     """
 
     profile: str
     hub_dir: str
     records: list[Record] = field(default_factory=list)
-    manifest: dict[str, object] | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    complete: bool = False
     problems: list[str] = field(default_factory=list)
 
     def header(self) -> dict[str, object]:
         return {"version": STATE_VERSION, "profile": self.profile, "hubDir": self.hub_dir,
-                "manifest": self.manifest, "env": self.env, "problems": self.problems}
+                "complete": self.complete, "problems": self.problems}
 
 
 def read(path: str) -> State | None:
@@ -97,14 +96,12 @@ def read(path: str) -> State | None:
             records = [Record.from_row(json.loads(line)) for line in fh if line.strip()]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    manifest = head.get("manifest")
     try:
         return State(
             profile=str(head["profile"]),
             hub_dir=str(head["hubDir"]),
             records=records,
-            manifest=manifest if isinstance(manifest, dict) else None,
-            env={str(k): str(v) for k, v in (head.get("env") or {}).items()},
+            complete=head.get("complete") is True,
             problems=[str(p) for p in head.get("problems") or []],
         )
     except (KeyError, TypeError, AttributeError):
