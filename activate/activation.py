@@ -98,14 +98,8 @@ def run_activate(
     if writing:
         _ensure_hub_dir(hub_dir)
     with _hub_lock(hub_dir, lock_timeout, writing, log):
-        old = statemod.load(state_path, profile, hub_dir)
-        others = statemod.load_others(state_dir, hub_dir, profile)
-        fs = HubFS(hub_dir, before_write)
-        result = plan(
-            fs, wants, old.records,
-            [(o.profile, r) for o in others for r in o.records],
-            os.path.isdir,
-        )
+        result, failed, records = _converge(state_dir, state_path, profile, hub_dir, wants,
+                                            writing=writing, before_write=before_write)
         for name in request.unlinked:
             if not os.path.isdir(request.paths[name]):
                 result.notes.append(
@@ -113,21 +107,16 @@ def run_activate(
                     "variable points nowhere until it is rebuilt"
                 )
         outcome = Outcome(result, {})
-        records = result.records
-        if writing and result.actions:
-            _save_state(state_path, statemod.State(profile, hub_dir, result.intent))
-            failed = apply(fs, result.actions)
+        if writing:
             failed_actions = {id(a) for a, _ in failed}
             outcome.done = [a for a in result.actions if id(a) not in failed_actions]
-            for act, err in failed:
-                names = sorted({w.name for w in wants if w.folder == act.path.split("/", 1)[0]})
-                result.problems.append(
-                    Problem(names, os.path.join(hub_dir, act.path),
-                            f"could not {act.op}: {err.strerror or err}",
-                            "check the permissions of the cache (ls -ld), then activate again")
-                )
-            if failed:
-                records = result.intent
+        for act, err in failed:
+            names = sorted({w.name for w in wants if w.folder == act.path.split("/", 1)[0]})
+            result.problems.append(
+                Problem(names, os.path.join(hub_dir, act.path),
+                        f"could not {act.op}: {err.strerror or err}",
+                        "check the permissions of the cache (ls -ld), then activate again")
+            )
         blocked = result.blocked_models
         in_place = all(w.name not in blocked for w in wants)
         if read_only:
@@ -180,16 +169,9 @@ def run_deactivate(
                 statemod.delete(path)
             continue
         with _hub_lock(st.hub_dir, lock_timeout, not dry_run, log):
-            st = statemod.load(path, profile, st.hub_dir)
-            others = statemod.load_others(state_dir, st.hub_dir, profile)
-            fs = HubFS(st.hub_dir)
-            result = plan(fs, [], st.records, [(o.profile, r) for o in others for r in o.records],
-                          os.path.isdir)
+            result, _, remaining = _converge(state_dir, path, profile, st.hub_dir, [],
+                                             writing=not dry_run)
             if not dry_run:
-                if result.actions:
-                    _save_state(path, statemod.State(profile, st.hub_dir, result.intent))
-                failed = apply(fs, result.actions)
-                remaining = result.intent if failed else result.records
                 if remaining:
                     _save_state(path, statemod.State(profile, st.hub_dir, remaining))
                 else:
@@ -197,6 +179,26 @@ def run_deactivate(
                 remove_receipts(state_dir, profile, st.hub_dir)
         results.append((st.hub_dir, result))
     return results
+
+
+def _converge(
+    state_dir: str, state_path: str, profile: str, hub_dir: str, wants: list[Want], *,
+    writing: bool, before_write: Callable[[str], None] | None = None,
+) -> tuple[Plan, list[tuple[Action, OSError]], list[statemod.Record]]:
+    """Under the hub lock: plan ``wants`` against the profile's records (keeping what
+    other profiles in ``state_dir`` want), save the intent, apply when ``writing``.
+    Returns the plan, the failed actions, and the records the state must keep (the
+    intent when something failed, so a later run can finish)."""
+    old = statemod.load(state_path, profile, hub_dir)
+    others = statemod.load_others(state_dir, hub_dir, profile)
+    fs = HubFS(hub_dir, before_write)
+    result = plan(fs, wants, old.records, [(o.profile, r) for o in others for r in o.records],
+                  os.path.isdir)
+    failed: list[tuple[Action, OSError]] = []
+    if writing and result.actions:
+        _save_state(state_path, statemod.State(profile, hub_dir, result.intent))
+        failed = apply(fs, result.actions)
+    return result, failed, result.intent if failed else result.records
 
 
 def _save_state(path: str, st: statemod.State) -> None:
