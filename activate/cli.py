@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     common(deact)
 
     sub.add_parser("schema", help="print the manifest's JSON Schema")
-    from .prefetch import add_parsers  # cheap: huggingface_hub is imported only when run
+    from .hub.prefetch import add_parsers  # cheap: huggingface_hub is imported only when run
 
     add_parsers(sub)
     return parser
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return EXIT_OK
     args = _parser().parse_args(argv)
     if args.command in ("prefetch", "ls"):
-        from .prefetch import run
+        from .hub.prefetch import run
 
         return run(args, environ)
     if args.command == "schema":

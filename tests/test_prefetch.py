@@ -25,8 +25,8 @@ import pytest
 
 from mockhub import MockHub
 
-from activate.nar import NarError, nar_hash_sri, write_nar
-from activate.prefetch import render_nix, sparse_patterns, sparse_select, store_name
+from activate.hub.nar import NarError, nar_hash_sri, write_nar
+from activate.hub.prefetch import render_nix, sparse_patterns, sparse_select, store_name
 
 ROOT = Path(__file__).resolve().parent.parent
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

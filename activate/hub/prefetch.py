@@ -527,7 +527,7 @@ def render_nix(*, repo_id: str, repo_type: str, commit: str, ref: str | None, da
     ``ref`` None (a commit was given) prints no comment; a ref other than ``main`` that
     the activator accepts (:func:`activate.naming.ref_error`) is printed as ``ref``.
     """
-    from .naming import ref_error
+    from ..naming import ref_error
 
     lines = ["{", "  source.huggingface = {", f"    repo = {nix_string(repo_id)};"]
     rev = f"    revision = {nix_string(commit)};"
@@ -588,7 +588,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     token), ``HF_HUB_OFFLINE`` (ignored, with a note), ``TMPDIR`` and ``PATH`` (for
     ``nix-store``). Output goes to stdout, logs to stderr.
     """
-    from .log import Log
+    from ..log import Log
 
     default = "info" if args.command == "prefetch" else "warning"
     level = "debug" if args.verbose else "error" if args.quiet else default
@@ -611,7 +611,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
     """Validate the input, check for nix-store when needed (before any network), resolve
     and list, then print the listing (``ls``) or prefetch. Raises :class:`Failure`."""
-    from .naming import repo_id_error
+    from ..naming import repo_id_error
 
     repo_id: str = args.repo
     err = repo_id_error(repo_id)
