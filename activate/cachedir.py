@@ -67,12 +67,27 @@ def flag_hub_dir(flag: str, environ: Mapping[str, str]) -> str:
 
 
 def _expanduser(path: str, environ: Mapping[str, str]) -> str:
-    """``os.path.expanduser`` reading ``HOME`` from ``environ`` (posixpath's rules)."""
+    """``os.path.expanduser`` with ``environ`` standing in for ``os.environ``.
+
+    posixpath's rules, which huggingface_hub's constants go through: ``~`` and ``~/...``
+    take ``HOME`` from ``environ`` when it is set (even to ``""``); when it is not set,
+    the home directory of the current uid in the password database (never this
+    process's own ``HOME``); when that uid has no entry, the path is returned unchanged.
+    ``~user`` always reads the password database; a path without a leading ``~`` is
+    returned as is. A trailing ``/`` of the home is dropped; an empty result is ``/``.
+    """
     if path != "~" and not path.startswith("~/"):
         return os.path.expanduser(path)  # no "~", or "~user": the password database
     home = environ.get("HOME")
     if home is None:
-        return os.path.expanduser(path)
+        try:
+            import pwd
+        except ImportError:  # pragma: no cover - not on POSIX
+            return path
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:  # a uid without a passwd entry: unchanged, as posixpath does
+            return path
     return (home.rstrip("/") + path[1:]) or "/"
 
 

@@ -9,6 +9,7 @@ import string
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from conftest import COMMIT_A, ROOT
@@ -154,18 +155,25 @@ def test_repo_id_rule_agrees_with_huggingface_hub(repo_id: str) -> None:
 
 # -- hub dir resolution ---------------------------------------------------------------
 
-_path_parts = st.sampled_from(["/a", "/b/c", "~", "~/x", "$HOME/y", "${XDG_CACHE_HOME}/z", "", "rel", "/", "$NOPE/q"])
+_path_parts = st.sampled_from(["/a", "/b/c", "~", "~/x", "$HOME/y", "${XDG_CACHE_HOME}/z", "", "rel",
+                                "/", "$NOPE/q", "~root/w", "~no-such-user-xyz/v", "~x"])
 _env = st.fixed_dictionaries({}, optional={
     "HF_HUB_CACHE": _path_parts, "HUGGINGFACE_HUB_CACHE": _path_parts, "HF_HOME": _path_parts,
-    "XDG_CACHE_HOME": _path_parts, "HOME": st.sampled_from(["/home/u", "/", "/home/u/"]),
+    "XDG_CACHE_HOME": _path_parts, "HOME": st.sampled_from(["/home/u", "/", "/home/u/", ""]),
 })
+#: This process's own HOME while our side runs: neither the passwd home nor any generated
+#: value, so an environment without HOME shows whether ``~`` comes from the passwd entry
+#: (huggingface_hub: os.path.expanduser in a process without HOME) or leaks from here.
+_PROCESS_HOME = "/process-home-not-in-passwd"
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_env, min_size=20, max_size=20))
 def test_hub_dir_matches_huggingface_hub_constants(envs: list[dict[str, str]]) -> None:
     """Each environment is given to a fresh interpreter importing huggingface_hub; its
-    constants.HF_HUB_CACHE must equal ours (20 environments per interpreter)."""
+    constants.HF_HUB_CACHE must equal ours (20 environments per interpreter). Ours runs
+    with this process's HOME set to a value no environment uses, so an environment
+    without HOME must resolve ``~`` from the password database, as huggingface_hub does."""
     script = (
         "import json, os, sys, importlib\n"
         "out = []\n"
@@ -179,8 +187,21 @@ def test_hub_dir_matches_huggingface_hub_constants(envs: list[dict[str, str]]) -
     done = subprocess.run([sys.executable, "-c", script], input=json.dumps(envs), text=True,
                           capture_output=True, check=True, env={"PATH": os.environ.get("PATH", "")})
     theirs = json.loads(done.stdout)
-    ours = [default_hub_cache(env) for env in envs]
+    with mock.patch.dict(os.environ, {"HOME": _PROCESS_HOME}):
+        ours = [default_hub_cache(env) for env in envs]
     assert ours == theirs
+
+
+def test_tilde_without_home_is_the_passwd_home() -> None:
+    """``~`` in an environment without HOME: the current uid's passwd entry, whatever
+    this process's HOME says (the suite must pass when $HOME differs from it)."""
+    import pwd
+
+    passwd_home = pwd.getpwuid(os.getuid()).pw_dir.rstrip("/") or ""
+    with mock.patch.dict(os.environ, {"HOME": _PROCESS_HOME}):
+        assert default_hub_cache({}) == f"{passwd_home}/.cache/huggingface/hub"
+        assert default_hub_cache({"HOME": ""}) == "/.cache/huggingface/hub"
+        assert default_hub_cache({"HF_HOME": "~/hf"}) == f"{passwd_home}/hf/hub"
 
 
 def test_cache_dir_flag_beats_manifest_and_environment(tmp_path: Path) -> None:
