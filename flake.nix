@@ -42,9 +42,9 @@
 
       # Each module's `package` defaults to pkgs.model-repo when the overlay is
       # applied, else to a build of ./lib/package.nix with the user's pkgs.
-      homeManagerModules.default = ./modules/home-manager.nix;
-      devenvModules.default = ./modules/devenv.nix;
-      nixosModules.default = ./modules/nixos.nix;
+      homeManagerModules.default = ./modules/home-manager;
+      devenvModules.default = ./modules/devenv;
+      nixosModules.default = ./modules/nixos;
 
       packages = forAllSystems (
         system: pkgs: rec {

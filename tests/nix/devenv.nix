@@ -40,7 +40,7 @@ let
         devenv.warnOnNewVersion = false;
         devenv.tmpdir = "/tmp";
       }
-      ../../modules/devenv.nix
+      ../../modules/devenv
       userModule
     ];
   };

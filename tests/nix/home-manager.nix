@@ -25,7 +25,7 @@ let
       pkgsPath
       ;
   };
-  hmModule = import ../../modules/home-manager.nix;
+  hmModule = import ../../modules/home-manager;
   isDarwin = pkgs.stdenv.hostPlatform.isDarwin;
   home = if isDarwin then "/Users/alice" else "/home/alice";
 

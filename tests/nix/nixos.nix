@@ -87,7 +87,7 @@ let
     modules = [
       nixosStubs
       { _module.args.pkgs = pkgs; }
-      ../../modules/nixos.nix
+      ../../modules/nixos
       userModule
     ];
   };

@@ -9,7 +9,7 @@
 }:
 
 let
-  common = import ./common.nix { inherit lib; };
+  common = import ../common.nix { inherit lib; };
   inherit (lib)
     mkEnableOption
     mkOption

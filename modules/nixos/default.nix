@@ -8,7 +8,7 @@
 }:
 
 let
-  common = import ./common.nix { inherit lib; };
+  common = import ../common.nix { inherit lib; };
   inherit (lib)
     mkEnableOption
     mkOption
