@@ -14,7 +14,8 @@ LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 class Log:
     """A leveled logger. ``level``: a key of :data:`LEVELS`; ``fmt``: ``console``
-    (readable, coloured on a terminal) or ``json`` (one object per line)."""
+    (``[level] event key=value``, coloured on a terminal, no timestamp) or ``json`` (one
+    object per line with ``event``, ``level`` and an ISO 8601 UTC ``timestamp``)."""
 
     def __init__(self, level: str = "warning", fmt: str = "console", stream: TextIO | None = None):
         self.threshold = LEVELS[level]
@@ -29,20 +30,20 @@ class Log:
         if self._logger is None:
             import structlog
 
-            renderer: Any
+            processors: list[Any] = [structlog.processors.add_log_level]
             if self.fmt == "json":
-                renderer = structlog.processors.JSONRenderer()
+                # Records for tools keep the time (ISO 8601, UTC, key "timestamp").
+                processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+                processors.append(structlog.processors.JSONRenderer())
             else:
-                renderer = structlog.dev.ConsoleRenderer(
+                # A terminal, journald and Home Manager's activation output add their own
+                # times; the console line is "[level] event key=value ...".
+                processors.append(structlog.dev.ConsoleRenderer(
                     colors=self.stream.isatty(), pad_event_to=0
-                )
+                ))
             self._logger = structlog.wrap_logger(
                 structlog.PrintLogger(file=self.stream),
-                processors=[
-                    structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    renderer,
-                ],
+                processors=processors,
                 wrapper_class=structlog.make_filtering_bound_logger(self.threshold),
             )
         return self._logger

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,16 @@ def test_json_logs(ws: Workspace, tiny_bert_store_path: str) -> None:
     lines = [json.loads(line) for line in res.stderr.splitlines()]
     assert any(rec["event"] == "activated" and rec["level"] == "info" for rec in lines)
     assert all("timestamp" in rec for rec in lines)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", rec["timestamp"])
+               for rec in lines)
+
+
+def test_console_logs_have_no_timestamp(ws: Workspace, tiny_bert_store_path: str) -> None:
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}), "--verbose")
+    lines = res.stderr.splitlines()
+    assert any(line.startswith("[info") and "activated" in line for line in lines), res.stderr
+    assert all(line.startswith("[") for line in lines), res.stderr
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", res.stderr), res.stderr
 
 
 def test_schema_command(ws: Workspace) -> None:
