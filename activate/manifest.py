@@ -289,14 +289,20 @@ def parse_manifest(data: bytes | str) -> Manifest:
     """Parse and validate manifest JSON text.
 
     Raises :class:`ManifestError` whose message names every bad field (as a dotted path
-    such as ``models.bert.revision``) with the fix.
+    such as ``models.bert.revision``), one per line, each with its fix: all mistakes at
+    once, including the checks across models that pydantic skips once a field is
+    invalid (see :func:`_problems`). An unsupported ``version`` is reported alone.
     """
     # Validated straight from the JSON text (pydantic-core parses it): no intermediate
     # dict of the whole manifest, which matters at 10,000 models.
     try:
         return Manifest.model_validate_json(data)
     except ValidationError as exc:
-        raise ManifestError(_describe(exc)) from None
+        try:
+            raw: object = json.loads(data)
+        except ValueError:
+            raw = None
+        raise ManifestError(_describe(exc, raw)) from None
 
 
 def validate_manifest(raw: object) -> Manifest:
@@ -304,19 +310,39 @@ def validate_manifest(raw: object) -> Manifest:
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestError(_describe(exc)) from None
+        raise ManifestError(_describe(exc, raw)) from None
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
+def _describe(exc: ValidationError, raw: object = None) -> str:
+    """The message of a :class:`ManifestError`: ``invalid manifest:`` then one line per
+    problem, ``<dotted field>: <what is wrong and the fix>``; or, for an unsupported
+    ``version``, that alone (the rest of a newer manifest is expected not to fit this
+    version's rules)."""
     for err in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["loc"] == ("version",) and err["type"] == "literal_error":
+        if tuple(err["loc"]) == ("version",) and err["type"] == "literal_error":
             return (
                 f"version: {err['input']!r} is not supported; this activator reads version "
                 f"{MANIFEST_VERSION} (upgrade model-repo, or regenerate the manifest)"
             )
+    return "invalid manifest:\n  " + "\n  ".join(_problems(exc, raw))
+
+
+def _problems(exc: ValidationError, raw: object) -> list[str]:
+    """Every problem of a manifest that failed validation, one ``field: message`` each.
+
+    pydantic reports every invalid field, but runs a model's after-validators (here: the
+    rules across fields and across models) only when all its fields are valid. So a
+    manifest with a bad revision in one model and a bad name or store path in another
+    would show one mistake per run. When field errors hid those checks, they are run
+    again on stand-ins built from ``raw`` (the decoded input) with the invalid fields
+    left out (see :func:`_hidden_problems`).
+    """
+    lines: list[str] = []
+    ran_manifest_checks = False
+    field_errors: dict[tuple[str | int, ...], str] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        msg = err["msg"]
         if err["type"] == "json_invalid":
             msg = f"the manifest is not valid JSON: {msg}"
         elif err["type"] == "extra_forbidden":
@@ -325,8 +351,100 @@ def _describe(exc: ValidationError) -> str:
             msg = "required field is missing"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        lines.append(f"{where}: {msg}")
-    return "invalid manifest:\n  " + "\n  ".join(lines)
+        field_errors[loc] = err["type"]
+        if not loc:
+            # The manifest's own after-validator ran: its problems are joined by "; ",
+            # each starting with the field it names.
+            ran_manifest_checks = True
+            lines.extend(_split_problems(msg))
+            continue
+        lines.append(f"{'.'.join(str(part) for part in loc)}: {msg}")
+    if not ran_manifest_checks and isinstance(raw, dict):
+        for line in _hidden_problems(raw, field_errors):
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+def _split_problems(msg: str) -> list[str]:
+    """``"models.'a': x; models.'b'.path: y"`` -> one line per problem."""
+    import re
+
+    return [part for part in re.split(r"; (?=models\.)", msg) if part]
+
+
+def _after_validators(cls: type[BaseModel]) -> list[str]:
+    """Names of the ``mode="after"`` model validators of ``cls``."""
+    decorators = cls.__pydantic_decorators__.model_validators
+    return [d.cls_var_name for d in decorators.values() if d.info.mode == "after"]
+
+
+def _valid_fields(cls: type[BaseModel], raw: dict, bad: set[str]) -> dict[str, object]:
+    """The fields of ``raw`` (keyed by alias) that validated, keyed by attribute name."""
+    out: dict[str, object] = {}
+    for name, info in cls.model_fields.items():
+        key = info.alias or name
+        if key in raw and key not in bad:
+            out[name] = raw[key]
+    return out
+
+
+def _run_checks(stand_in: BaseModel, prefix: str) -> list[str]:
+    """Run the after-validators of ``stand_in``'s class on it; their ``ValueError``
+    messages as problem lines. A check that trips over a left-out field (anything but
+    ``ValueError``) cannot judge the stand-in and says nothing."""
+    out: list[str] = []
+    for name in _after_validators(type(stand_in)):
+        try:
+            getattr(stand_in, name)()
+        except ValueError as exc:
+            if prefix:
+                out.append(f"{prefix}: {exc}")
+            else:
+                out.extend(_split_problems(str(exc)))
+        except Exception:  # noqa: BLE001 - the stand-in lacks what this check reads
+            continue
+    return out
+
+
+def _hidden_problems(raw: dict, field_errors: dict[tuple[str | int, ...], str]) -> list[str]:
+    """The after-validator problems that pydantic skipped because of field errors.
+
+    Stand-ins are built without validation (``model_construct``) from the fields that
+    did validate. A model with invalid fields gets its own after-validators run on such
+    a stand-in, and takes part in the manifest's checks with ``link = false`` (so only
+    its name and store path are judged) and, when its ``path`` is invalid or the
+    ``storeDir`` is, a placeholder path that passes.
+    """
+    top_bad = {str(loc[0]) for loc in field_errors if loc}
+    models_raw = raw.get("models", {})
+    if not isinstance(models_raw, dict):
+        return []  # ``models`` itself is not an object (reported): nothing to look into
+    store_ok = "storeDir" not in top_bad
+    store_dir = raw.get("storeDir", DEFAULT_STORE_DIR) if store_ok else DEFAULT_STORE_DIR
+    placeholder = f"{store_dir}/{'0' * 32}-placeholder"
+    out: list[str] = []
+    stand_ins: dict[str, Model] = {}
+    for name, model_raw in models_raw.items():
+        model_errors = {loc for loc in field_errors if loc[:2] == ("models", name)}
+        if not model_errors:
+            try:
+                stand_ins[name] = Model.model_validate(model_raw)
+            except ValidationError:  # pragma: no cover - valid in JSON mode, not here
+                pass
+            continue
+        bad = {str(loc[2]) for loc in model_errors if len(loc) > 2}
+        fields = _valid_fields(Model, model_raw, bad) if isinstance(model_raw, dict) else {}
+        if bad:  # field errors hid this model's own after-validators
+            out.extend(_run_checks(Model.model_construct(**fields), f"models.{name}"))
+        if "path" not in fields or not store_ok:
+            fields["path"] = placeholder
+        fields["link"] = False
+        stand_ins[name] = Model.model_construct(**fields)
+    top = _valid_fields(Manifest, raw, top_bad | {"models", "storeDir"})
+    manifest = Manifest.model_construct(**top, store_dir=store_dir, models=stand_ins)
+    out.extend(_run_checks(manifest, ""))
+    return out
 
 
 def json_schema() -> dict[str, object]:

@@ -102,6 +102,64 @@ def test_invalid_model_name() -> None:
     assert "model name" in error_of(good(**{"has space": base}))
 
 
+def test_several_mistakes_are_reported_at_once() -> None:
+    """Field errors (checked by pydantic) and the rules across fields and models (which
+    pydantic skips once a field is invalid) come in one message, one line each."""
+    other = "/nix/store/" + "1" * 32 + "-other"
+    raw = {**good(), "offline": "yes", "extra": 1, "models": {
+        "a": {"repoId": "org/a", "revision": "main", "path": STORE},
+        "bad name": {"repoId": "org/b", "revision": COMMIT_A, "path": STORE},
+        "c": {"repoId": "org/c", "revision": COMMIT_A, "path": "/tmp/x"},
+        "d": {"repoId": "org/d", "revision": "zz", "refs": [], "path": "/tmp/y"},
+        "e": 5,
+        "f": {"repoId": "org/f", "revision": COMMIT_A, "path": STORE},
+        "g": {"repoId": "org/f", "revision": "b" * 40, "path": other},
+    }}
+    for msg in (error_of(raw), _parse_error(json.dumps(raw))):
+        lines = msg.splitlines()
+        assert lines[0] == "invalid manifest:"
+        expected = [
+            ("offline:", "boolean"),
+            ("extra:", "unknown field"),
+            ("models.a.revision:", "prefetch"),
+            ("models.d.revision:", "not a commit"),
+            ("models.d:", "refs is empty"),
+            ("models.e:", ""),
+            ("models.'bad name':", "model name must match"),
+            ("models.'c'.path:", "directly under"),
+            ("models.'d'.path:", "directly under"),
+            ("models.'g' and models.'f'", "different revisions"),
+        ]
+        for field, words in expected:
+            assert any(line.strip().startswith(field) and words in line for line in lines), (
+                field, msg)
+        assert len(lines) == 1 + len(expected), msg
+        assert "(top level)" not in msg
+
+
+def test_cross_model_rules_alone_are_one_line_each() -> None:
+    base = {"repoId": "org/name", "revision": COMMIT_A, "path": "/tmp/x"}
+    msg = error_of(good(**{"a b": {**base, "path": STORE}, "m": base}))
+    assert msg.splitlines()[1:] == [
+        "  models.'a b': a model name must match ^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$ "
+        "(letters, digits, '_', '.', '+', '-'; at most 100 characters)",
+        "  models.'m'.path: '/tmp/x' must be a store path directly under '/nix/store' "
+        "(like /nix/store/<hash>-<name>, no sub-directory, no '..' or trailing '/')",
+    ]
+
+
+def test_unsupported_version_is_reported_alone() -> None:
+    msg = error_of({**good(), "version": 2, "offline": "yes", "extra": 1})
+    assert msg == ("version: 2 is not supported; this activator reads version 1 (upgrade "
+                   "model-repo, or regenerate the manifest)")
+
+
+def _parse_error(text: str) -> str:
+    with pytest.raises(ManifestError) as exc:
+        parse_manifest(text)
+    return str(exc.value)
+
+
 def test_not_json() -> None:
     with pytest.raises(ManifestError, match="not valid JSON"):
         parse_manifest(b"{nope")
