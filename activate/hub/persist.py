@@ -1,0 +1,878 @@
+"""Models that survive garbage collection: ``model-repo export``, ``import``, ``store ls``,
+``store path``.
+
+The persist folder (:func:`activate.persistdir.persist_dir`: ``--persist-dir`` >
+``MODEL_REPO_PERSIST_DIR`` > ``NIX_HUG_PERSIST_DIR`` > ``persist_dir=`` in the config file
+> ``$XDG_DATA_HOME/model-repo/persist``) is a Nix binary cache: ``nix copy --to
+file://DIR?compression=none`` writes ``nix-cache-info``, ``<hash>.narinfo`` and
+``nar/<file hash>.nar`` for a store path, and ``nix copy --from file://DIR`` puts it back
+with no network. Beside them, :data:`MANIFEST` records what each path is::
+
+    {"version": 1, "entries": [{"repoId": "org/name", "repoType": "model",
+      "revision": "<commit: 40 hex, or its first 12 when only the store name tells it>",
+      "ref": "main" | null, "storePath": "/nix/store/…-hf-org--name-<12 hex>",
+      "narHash": "sha256-…", "narSize": <bytes>, "exportedAt": "<ISO 8601 UTC>",
+      "include": [...], "exclude": [...]}]}
+
+Compression defaults to ``none``: measured on this project's machines (Nix 2.8, two
+cores) an 87 MB model took 81 s to export with Nix's default xz, 0.6 s uncompressed and
+0.84 s with zstd for 7 % less space (weights barely compress). ``--compression zstd``
+or ``xz`` choose otherwise.
+
+Trust on import. A fixed-output path (what the Nix fetchers and ``prefetch
+--add-to-store`` produce) is content-addressed: its narinfo carries ``CA:``, and Nix
+accepts it without a signature because the store path itself is computed from the
+content (checked by Nix on import). Any other path is unsigned input-addressed data,
+which Nix refuses unless ``--no-check-sigs``: ``import`` asks for a confirmation on a
+terminal, and without one (stdin not a terminal) fails with exit 2 unless ``--yes``
+(aliases ``-y``, ``--no-check-sigs``, nix-hug's flags) is given.
+
+A failed import never leaves anything behind: Nix can leave an unregistered, partly
+written directory at the store path (a truncated NAR: "coroutine has finished", a hash
+mismatch); it is removed with ``nix-store --delete`` and the error says so.
+
+Exit codes: 0 ok; 1 partial (``import --all`` with some entries not imported, or the
+confirmation declined); 2 bad input (bad repo argument or setting, nothing recorded or
+found for it, an unsigned import without a terminal or ``--yes``); 3 environment (Nix
+missing, a corrupt persist folder, ``nix copy`` failing, folder not writable); 70
+internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..persistdir import ConfigError, narinfo_path
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERNAL = 70
+
+MANIFEST = "model-repo-persist.json"
+LOCK = ".model-repo-persist.lock"
+MANIFEST_VERSION = 1
+COMPRESSIONS = ("none", "zstd", "xz")
+DEFAULT_STORE_DIR = "/nix/store"
+NIX_MISSING = ("needs Nix (nix and nix-store on PATH): install it (https://nixos.org/download; "
+               "on Debian `apt-get install nix-bin`)")
+_NIX_FLAGS = ("--extra-experimental-features", "nix-command")
+#: Store path base names: 32 characters of Nix's base-32, "-", a name.
+_STORE_BASE = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+")
+#: The fetcher's store name for a Hub repo (``hfStoreName`` in ``lib/fetch.nix``,
+#: ``store_name`` in :mod:`activate.hub.prefetch`): ``hf-<id, "/" as "--">-<commit[:12]>``.
+#: Repo ids never hold "--" (``validate_repo_id``), so the split is unambiguous.
+_HF_NAME = re.compile(r"hf-(.+)-([0-9a-f]{12})")
+_HEX = re.compile(r"[0-9a-f]{7,40}")
+
+
+class Failure(Exception):
+    """Ends the command with ``code`` after logging ``message``."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ------------------------------------------------------------------ the manifest
+
+
+@dataclass
+class Entry:
+    """One persisted store path (a manifest entry; field meanings in the module docstring)."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    store_path: str
+    nar_hash: str
+    nar_size: int
+    exported_at: str
+    ref: str | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repoId": self.repo_id, "repoType": self.repo_type,
+                "revision": self.revision, "ref": self.ref, "storePath": self.store_path,
+                "narHash": self.nar_hash, "narSize": self.nar_size,
+                "exportedAt": self.exported_at, "include": list(self.include),
+                "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> Entry:
+        """Parse one entry; raises :class:`Failure` (exit 3) naming ``where`` and the field."""
+        if not isinstance(obj, dict):
+            raise Failure(EXIT_ENVIRONMENT, f"{where}: expected an object, got {obj!r:.60}")
+        try:
+            entry = cls(str(obj["repoId"]), str(obj.get("repoType", "model")),
+                        str(obj["revision"]), str(obj["storePath"]), str(obj["narHash"]),
+                        int(obj["narSize"]), str(obj.get("exportedAt", "")),
+                        obj.get("ref"), list(obj.get("include") or []),
+                        list(obj.get("exclude") or []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Failure(EXIT_ENVIRONMENT, f"{where}: missing or malformed field {exc}; "
+                          "export the model again to rewrite it") from exc
+        return entry
+
+    def label(self) -> str:
+        return f"{self.repo_id}@{self.revision[:12]}"
+
+
+def manifest_path(directory: str) -> str:
+    return os.path.join(directory, MANIFEST)
+
+
+def read_manifest(directory: str) -> list[Entry]:
+    """The entries of ``directory``'s manifest (``[]`` when there is none). Raises
+    :class:`Failure` (exit 3) when it is unreadable, not JSON, or of another version."""
+    path = manifest_path(directory)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"{path} is not valid JSON ({exc}): the persist "
+                      "folder's manifest is corrupt; restore it from a backup, or remove "
+                      "it and export the models again") from exc
+    if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION or not isinstance(
+            doc.get("entries"), list):
+        raise Failure(EXIT_ENVIRONMENT, f"{path}: expected {{\"version\": 1, \"entries\": "
+                      "[...]}; written by another model-repo version? update model-repo")
+    return [Entry.from_json(e, f"{path}: entries[{i}]") for i, e in enumerate(doc["entries"])]
+
+
+def _write_manifest(directory: str, entries: Sequence[Entry]) -> None:
+    path = manifest_path(directory)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    doc = {"version": MANIFEST_VERSION, "entries": [e.to_json() for e in entries]}
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(doc, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(directory: str) -> Iterator[None]:
+    """Hold the persist folder's lock (``flock`` on :data:`LOCK`): one export at a time."""
+    import fcntl
+
+    fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------ Nix
+
+
+@dataclass
+class Nix:
+    """The Nix commands this module runs: ``nix`` (with ``nix-command`` enabled per call)
+    and ``nix-store``, found on ``PATH``."""
+
+    nix: str
+    nix_store: str
+
+    @classmethod
+    def find(cls, environ: Mapping[str, str]) -> Nix:
+        """Locate both on ``environ["PATH"]``; raises :class:`Failure` (exit 3) when absent."""
+        path = environ.get("PATH", os.defpath)
+        nix, nix_store = shutil.which("nix", path=path), shutil.which("nix-store", path=path)
+        if nix is None or nix_store is None:
+            raise Failure(EXIT_ENVIRONMENT, f"export and import {NIX_MISSING}")
+        return cls(nix, nix_store)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+
+    def valid(self, paths: Sequence[str]) -> set[str]:
+        """Which of ``paths`` are valid (registered) store paths."""
+        if not paths:
+            return set()
+        proc = self.run(self.nix_store, "--check-validity", "--print-invalid", *paths)
+        if proc.returncode != 0:
+            raise Failure(EXIT_ENVIRONMENT, "nix-store --check-validity failed: "
+                          + _last_line(proc.stderr))
+        invalid = set(proc.stdout.split())
+        return {p for p in paths if p not in invalid}
+
+    def path_info(self, store_path: str) -> dict[str, Any]:
+        """``nix path-info --json`` of a valid path: ``narHash`` (SRI), ``narSize``, ``ca``…"""
+        proc = self.run(self.nix, *_NIX_FLAGS, "path-info", "--json", store_path)
+        if proc.returncode != 0:
+            raise Failure(EXIT_ENVIRONMENT, f"nix path-info {store_path} failed: "
+                          + _last_line(proc.stderr))
+        info = json.loads(proc.stdout)
+        return info[0] if isinstance(info, list) else info[store_path]
+
+    def delete(self, store_path: str) -> bool:
+        """``nix-store --delete`` one path (ours, never a GC); True when it is gone."""
+        self.run(self.nix_store, "--delete", store_path)
+        return not os.path.lexists(store_path)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or ["(no output)"])[-1]
+
+
+def store_dir_of(store_path: str) -> str:
+    return os.path.dirname(store_path.rstrip("/"))
+
+
+def check_store_path(value: str, what: str) -> str:
+    """``value`` as a canonical store path (``<store dir>/<32-char hash>-<name>``, no
+    trailing ``/``); raises :class:`Failure` (exit 2) naming ``what``."""
+    path = os.path.normpath(value)
+    if not os.path.isabs(path) or not _STORE_BASE.fullmatch(os.path.basename(path)):
+        raise Failure(EXIT_BAD_INPUT, f"{what}: {value!r} is not a store path "
+                      "(/nix/store/<32-character hash>-<name>)")
+    return path
+
+
+def parse_hf_name(store_path: str) -> tuple[str, str] | None:
+    """``(repo id, commit[:12])`` from a store path named as the fetcher names a Hub repo
+    (``…-hf-org--name-<12 hex>``), else None."""
+    name = os.path.basename(store_path).split("-", 1)[1]
+    m = _HF_NAME.fullmatch(name)
+    if not m:
+        return None
+    return m.group(1).replace("--", "/"), m.group(2)
+
+
+# --------------------------------------------------------------- binary cache
+
+
+def parse_narinfo(text: str) -> dict[str, str]:
+    """A narinfo's ``Key: value`` lines as a dict (Nix's ``NarInfo`` format)."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            out[key] = value
+    return out
+
+
+def check_cached(directory: str, store_path: str) -> tuple[dict[str, str] | None, str | None]:
+    """Check the binary cache entry of ``store_path`` without reading the NAR through:
+    the narinfo exists and names this path, the NAR file it points to exists with the
+    recorded size. Returns ``(narinfo, None)`` or ``(narinfo or None, what is wrong)``."""
+    path = narinfo_path(directory, store_path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = parse_narinfo(fh.read())
+    except FileNotFoundError:
+        return None, f"{os.path.basename(path)} is missing from {directory}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read {path}: {exc}"
+    if info.get("StorePath") != store_path:
+        return None, (f"{path} is corrupt: it describes {info.get('StorePath')!r}, not "
+                      f"{store_path}")
+    url = info.get("URL", "")
+    if not url or url.startswith("/") or ".." in url.split("/"):
+        return info, f"{path} is corrupt: no usable URL line"
+    nar = os.path.join(directory, url)
+    try:
+        size = os.stat(nar).st_size
+    except FileNotFoundError:
+        return info, f"the NAR {nar} is missing"
+    want = info.get("FileSize")
+    if want is not None and want.isdigit() and int(want) != size:
+        return info, f"the NAR {nar} has {size} bytes, its narinfo says {want} (truncated?)"
+    return info, None
+
+
+def persist_url(directory: str, compression: str | None = None) -> str:
+    return f"file://{directory}" + (f"?compression={compression}" if compression else "")
+
+
+# ------------------------------------------------------------------ export
+
+
+@dataclass
+class Candidate:
+    """A store path that may hold ``repo_id``: its commit (40 hex, else the 12 of the
+    store name), the refs the profiles' states give it, and its repo type."""
+
+    store_path: str
+    repo_id: str
+    repo_type: str
+    commit: str
+    refs: set[str] = field(default_factory=set)
+
+
+def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> list[Candidate]:
+    """What the profiles in ``state_dir`` linked for ``repo_id``: snapshot links give the
+    store path and the full commit, ref records name commits."""
+    from ..naming import repo_folder_name
+    from ..state import list_states
+
+    types = [repo_type] if repo_type else ["model", "dataset"]
+    folders = {repo_folder_name(repo_id, t): t for t in types}
+    found: dict[str, Candidate] = {}
+    refs: dict[str, set[str]] = {}
+    for _path, st in list_states(state_dir):
+        for rec in st.records:
+            folder, _, rest = rec.path.partition("/")
+            if folder not in folders or not rec.value:
+                continue
+            if rec.kind == "snapshot" and rest.startswith("snapshots/"):
+                commit = rest[len("snapshots/"):]
+                found.setdefault(rec.value, Candidate(rec.value, repo_id, folders[folder],
+                                                      commit))
+            elif rec.kind == "ref" and rest.startswith("refs/"):
+                refs.setdefault(rec.value, set()).add(rest[len("refs/"):])
+    for cand in found.values():
+        cand.refs |= refs.get(cand.commit, set())
+    return list(found.values())
+
+
+def _store_candidates(repo_id: str, store_dir: str) -> list[str]:
+    """Store paths (valid or not) named as the fetcher names ``repo_id``."""
+    prefix = "hf-" + repo_id.replace("/", "--") + "-"
+    try:
+        names = os.listdir(store_dir)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if len(name) == 32 + 1 + len(prefix) + 12 and name[33:].startswith(prefix) and \
+                _STORE_BASE.fullmatch(name):
+            path = os.path.join(store_dir, name)
+            parsed = parse_hf_name(path)
+            if parsed and parsed[0] == repo_id:
+                out.append(path)
+    return sorted(out)
+
+
+def _matches_revision(cand: Candidate, revision: str) -> bool:
+    if revision in cand.refs:
+        return True
+    if _HEX.fullmatch(revision):
+        n = min(len(revision), len(cand.commit))
+        return cand.commit[:n] == revision[:n]
+    return False
+
+
+def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | None,
+           state_dir: str, store_dir: str) -> Candidate:
+    """The one valid store path holding ``repo_id`` at ``revision`` (a commit or a prefix
+    of at least 7 hex digits, or a ref a profile's state records; None: the only one,
+    else the one ``main`` names). Looks at what the profiles in ``state_dir`` linked,
+    then at store paths named as the fetcher names the repo. Raises :class:`Failure`:
+    exit 2 when none or several match (the message lists them and how to choose)."""
+    cands = {c.store_path: c for c in _state_candidates(repo_id, repo_type, state_dir)}
+    for path in _store_candidates(repo_id, store_dir):
+        if path not in cands:
+            parsed = parse_hf_name(path)
+            assert parsed is not None
+            cands[path] = Candidate(path, repo_id, repo_type or "model", parsed[1])
+    valid = nix.valid(sorted(cands))
+    pool = [cands[p] for p in sorted(valid)]
+    if revision is not None:
+        pool = [c for c in pool if _matches_revision(c, revision)]
+    elif len(pool) > 1:
+        main = [c for c in pool if "main" in c.refs]
+        pool = main if len(main) == 1 else pool
+    at = f" at {revision}" if revision else ""
+    if not pool:
+        gone = sorted(set(cands) - valid)
+        raise Failure(EXIT_BAD_INPUT, f"no store path of {repo_id}{at} is in the store"
+                      + (f" (garbage-collected: {', '.join(gone)})" if gone else "")
+                      + f": build it, or `model-repo prefetch {repo_id} --add-to-store"
+                      + (f" --revision {revision}" if revision else "") + "`, then export; "
+                      "or give the path with --store-path")
+    if len(pool) > 1:
+        listing = "; ".join(f"{c.store_path} (commit {c.commit[:12]}"
+                            + (f", refs {', '.join(sorted(c.refs))}" if c.refs else "") + ")"
+                            for c in pool)
+        raise Failure(EXIT_BAD_INPUT, f"several store paths hold {repo_id}{at}: {listing}; "
+                      "choose one with --revision COMMIT or --store-path PATH")
+    return pool[0]
+
+
+def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo_type: str,
+                revision: str, ref: str | None = None, include: Sequence[str] = (),
+                exclude: Sequence[str] = (), compression: str = "none",
+                log: Any = None) -> Entry:
+    """Copy the valid ``store_path`` into the persist folder ``directory`` (created when
+    missing) and record it in the manifest, replacing an older entry for the same path.
+    Returns the entry. Raises :class:`Failure` (exit 3) when ``nix copy`` fails or the
+    folder cannot be written."""
+    if compression not in COMPRESSIONS:
+        raise Failure(EXIT_BAD_INPUT, f"--compression: {compression!r} is not one of "
+                      f"{', '.join(COMPRESSIONS)}")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot create the persist folder {directory}: "
+                      f"{exc.strerror}; set another one (--persist-dir, "
+                      "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)") from exc
+    info = nix.path_info(store_path)
+    with _locked(directory):
+        _, problem = check_cached(directory, store_path)
+        if problem is None:
+            if log:
+                log.info("already in the persist folder", path=store_path, dir=directory)
+        else:
+            if log:
+                log.info("exporting", path=store_path, dir=directory, compression=compression)
+            proc = nix.run(nix.nix, *_NIX_FLAGS, "copy", "--to",
+                           persist_url(directory, compression), store_path)
+            if proc.returncode != 0:
+                raise Failure(EXIT_ENVIRONMENT, f"nix copy {store_path} to {directory} "
+                              "failed: " + _last_line(proc.stderr))
+            _, problem = check_cached(directory, store_path)
+            if problem is not None:
+                raise Failure(EXIT_ENVIRONMENT, f"nix copy reported success but {problem}")
+        entry = Entry(repo_id, repo_type, revision, store_path, str(info["narHash"]),
+                      int(info["narSize"]),
+                      datetime.datetime.now(datetime.timezone.utc).isoformat(
+                          timespec="seconds").replace("+00:00", "Z"),
+                      ref, list(include), list(exclude))
+        entries = [e for e in read_manifest(directory) if e.store_path != store_path]
+        _write_manifest(directory, entries + [entry])
+    return entry
+
+
+# ------------------------------------------------------------------ import
+
+
+def status_of(nix: Nix, directory: str, entries: Sequence[Entry]) -> list[tuple[str, str]]:
+    """For each entry: ``("valid", "")`` in the store, ``("persisted", "")`` only in the
+    persist folder (importable), or ``("broken", why)`` (neither usable)."""
+    valid = nix.valid([e.store_path for e in entries])
+    out = []
+    for e in entries:
+        if e.store_path in valid:
+            out.append(("valid", ""))
+            continue
+        _, problem = check_cached(directory, e.store_path)
+        out.append(("broken", problem) if problem else ("persisted", ""))
+    return out
+
+
+def needs_trust(directory: str, store_path: str) -> bool:
+    """True when Nix would refuse ``store_path`` without ``--no-check-sigs``: its narinfo
+    has neither a content address (``CA:``) nor a signature (``Sig:``)."""
+    info, _ = check_cached(directory, store_path)
+    return not (info and (info.get("CA") or info.get("Sig")))
+
+
+def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool,
+                log: Any = None) -> bool:
+    """Restore ``store_path`` from the persist folder into the store with no network;
+    False when it was valid already. ``no_check_sigs``: pass ``--no-check-sigs`` (the
+    caller has the user's confirmation for an unsigned path). Raises :class:`Failure`
+    (exit 3) when the cache entry is broken or ``nix copy`` fails; a partly written
+    directory Nix left at the store path is removed first, so nothing is half-imported."""
+    if nix.valid([store_path]):
+        return False
+    _, problem = check_cached(directory, store_path)
+    if problem is not None:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: {problem}; nothing "
+                      "was imported (export it again while it is in the store, or rebuild it)")
+    if log:
+        log.info("importing", path=store_path, dir=directory)
+    argv = [nix.nix, *_NIX_FLAGS, "copy", "--from", persist_url(directory)]
+    if no_check_sigs:
+        argv.append("--no-check-sigs")
+    proc = nix.run(*argv, store_path)
+    if proc.returncode == 0 and nix.valid([store_path]):
+        return True
+    leftover = ""
+    if os.path.lexists(store_path) and not nix.valid([store_path]):
+        leftover = (" (removed the partial copy Nix left in the store)"
+                    if nix.delete(store_path) else
+                    f" and the partial copy Nix left at {store_path} could not be removed: "
+                    f"run nix-store --delete {store_path}")
+    reason = _last_line(proc.stderr) if proc.returncode != 0 else "the path is not valid after it"
+    raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path} from {directory}: {reason}; "
+                  f"nothing was imported{leftover}; the persist folder's copy is damaged: "
+                  "export it again while it is in the store, or rebuild it")
+
+
+def confirm(paths: Sequence[str], directory: str, *, stdin: TextIO, stderr: TextIO) -> bool:
+    """Ask on the terminal whether to import the unsigned ``paths`` without a signature
+    check. Raises :class:`Failure` (exit 2) when stdin is not a terminal."""
+    if not stdin.isatty():
+        raise Failure(EXIT_BAD_INPUT, f"{len(paths)} path(s) in {directory} are neither "
+                      "signed nor content-addressed, so Nix imports them only without a "
+                      "signature check (--no-check-sigs); this is not a terminal to ask "
+                      "on: pass --yes to trust the persist folder")
+    stderr.write(f"Not signed and not content-addressed (the persist folder {directory} "
+                 "must not have been tampered with):\n")
+    for p in paths:
+        stderr.write(f"  {p}\n")
+    stderr.write("Import without a signature check (--no-check-sigs)? [y/N] ")
+    stderr.flush()
+    answer = stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+def select_entries(entries: Sequence[Entry], *, repo_id: str | None, repo_type: str | None,
+                   revision: str | None, store_path: str | None) -> list[Entry]:
+    """The entries an ``import`` argument names: by store path, or by repo id (and type
+    when given) and revision (a commit or its prefix, or the recorded ref); several
+    exports of one repo without ``revision``: the newest one."""
+    if store_path is not None:
+        return [e for e in entries if e.store_path == store_path]
+    pool = [e for e in entries if e.repo_id == repo_id
+            and (repo_type is None or e.repo_type == repo_type)]
+    if revision is not None:
+        pool = [e for e in pool if e.ref == revision or (
+            _HEX.fullmatch(revision) is not None
+            and e.revision[:min(len(revision), len(e.revision))]
+            == revision[:min(len(revision), len(e.revision))])]
+    if revision is None and len({(e.repo_type, e.revision) for e in pool}) > 1:
+        pool = [max(pool, key=lambda e: e.exported_at)]
+    return pool
+
+
+# ------------------------------------------------------------------ auto-persist
+
+
+def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
+                         repo_type: str, commit: str, include: Sequence[str],
+                         exclude: Sequence[str]) -> Entry | None:
+    """With ``auto_persist`` on: the persisted entry for exactly this pin (repo, type,
+    commit, include, exclude), made valid in the store (imported when it was
+    garbage-collected; auto-persist is the user's opt-in to trust their own persist
+    folder, as nix-hug does), so ``prefetch --add-to-store`` need not download. None
+    when auto-persist is off, nothing matches, or the import fails (logged as a
+    warning: the caller downloads instead)."""
+    from .config import load_config
+
+    try:
+        cfg = load_config(environ)
+    except ConfigError as exc:
+        log.warning(f"auto-persist skipped: {exc}")
+        return None
+    if not cfg.auto_persist:
+        return None
+    try:
+        entries = read_manifest(cfg.persist_dir)
+        for e in reversed(entries):
+            if (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type, commit) and \
+                    e.include == list(include) and e.exclude == list(exclude):
+                nix = Nix.find(environ)
+                if import_path(nix, cfg.persist_dir, e.store_path, no_check_sigs=True, log=log):
+                    log.info("restored from the persist folder", path=e.store_path,
+                             dir=cfg.persist_dir)
+                return e
+    except Failure as f:
+        log.warning(f"auto-persist: {f.message}; downloading instead")
+    return None
+
+
+def export_after_prefetch(environ: Mapping[str, str], log: Any, *, store_path: str,
+                          repo_id: str, repo_type: str, commit: str, ref: str | None,
+                          include: Sequence[str], exclude: Sequence[str]) -> Entry | None:
+    """With ``auto_persist`` on: export what ``prefetch --add-to-store`` just added. None
+    when auto-persist is off. Raises :class:`Failure` (exit 2 bad setting, 3 export
+    failed)."""
+    from .config import load_config
+
+    try:
+        cfg = load_config(environ)
+    except ConfigError as exc:
+        raise Failure(EXIT_BAD_INPUT, str(exc)) from exc
+    if not cfg.auto_persist:
+        return None
+    entry = export_path(Nix.find(environ), cfg.persist_dir, store_path, repo_id=repo_id,
+                        repo_type=repo_type, revision=commit, ref=ref, include=include,
+                        exclude=exclude, log=log)
+    log.info("exported to the persist folder (auto_persist)", path=store_path,
+             dir=cfg.persist_dir)
+    return entry
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``export``, ``import`` and ``store`` (``ls``, ``path``) on ``sub``
+    (argparse only)."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--persist-dir", metavar="DIR",
+                       help="the persist folder (default: $MODEL_REPO_PERSIST_DIR, "
+                       "$NIX_HUG_PERSIST_DIR, persist_dir= in $XDG_CONFIG_HOME/model-repo/"
+                       "config, else ~/.local/share/model-repo/persist)")
+        level = p.add_mutually_exclusive_group()
+        level.add_argument("-v", "--verbose", "--debug", action="store_true",
+                           help="log more (stderr)")
+        level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+        p.add_argument("--log-format", choices=("console", "json"), default="console",
+                       help="stderr log format (default: console)")
+
+    def repo_args(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("repo", metavar="REPO", nargs=None if required else "?",
+                       help="ORG/NAME (also hf:…, datasets/…, a Hub URL) or a store path")
+        p.add_argument("-r", "--revision", "--ref", metavar="REF",
+                       help="commit (or a prefix of 7+ hex digits), or a ref the "
+                       "activated profiles record (e.g. main)")
+        p.add_argument("--dataset", action="store_true", help="the repo is a dataset")
+
+    epilog = ("Exit codes: 0 ok, 1 partial (import --all: some not imported; "
+              "confirmation declined), 2 bad input, 3 environment (Nix missing, corrupt "
+              "persist folder, nix copy failed), 70 internal error.")
+    exp = sub.add_parser(
+        "export", epilog=epilog,
+        help="copy a model's store path into the persist folder (a Nix binary cache)",
+        description="Copy the store path of REPO (fetched by Nix, or added by `prefetch "
+        "--add-to-store`) into the persist folder, a Nix binary cache, and record it there, "
+        "so `model-repo import` restores it after garbage collection without a download.")
+    repo_args(exp, True)
+    exp.add_argument("--store-path", metavar="PATH",
+                     help="export this store path (when several hold the repo)")
+    exp.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                     help="the include patterns the model was fetched with (recorded, "
+                     "so auto-persist finds it for the same prefetch)")
+    exp.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                     help="the exclude patterns it was fetched with (recorded)")
+    exp.add_argument("--compression", choices=COMPRESSIONS, default="none",
+                     help="NAR compression in the binary cache (default: none; weights "
+                     "barely compress and xz is ~100x slower)")
+    exp.add_argument("--state-dir", metavar="DIR",
+                     help="profile states to find linked models in (default: "
+                     "$MODEL_REPO_STATE_DIR, else ~/.local/state/model-repo)")
+    exp.add_argument("--json", action="store_true", help="print the manifest entry as JSON")
+    common(exp)
+
+    imp = sub.add_parser(
+        "import", epilog=epilog,
+        help="restore persisted models into the Nix store, without network",
+        description="Restore REPO (or every entry with --all) from the persist folder "
+        "into the Nix store. Content-addressed paths (fixed-output fetches) are verified by "
+        "Nix; others are unsigned and need a confirmation, or --yes.")
+    repo_args(imp, False)
+    imp.add_argument("--all", action="store_true", help="every entry of the persist folder")
+    imp.add_argument("-y", "--yes", "--no-check-sigs", dest="yes", action="store_true",
+                     help="import unsigned paths without asking (required without a terminal)")
+    common(imp)
+
+    store = sub.add_parser("store", help="the persist folder: ls, path",
+                           description="Inspect the persist folder.", epilog=epilog)
+    ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken")
+    sls.add_argument("--json", action="store_true", help="machine-readable output")
+    common(sls)
+    spath = ssub.add_parser("path", help="print the persist folder")
+    common(spath)
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str], *,
+        stdin: TextIO | None = None) -> int:
+    """Run ``export``, ``import`` or ``store`` (``args.command``); returns the exit status.
+    ``environ`` supplies ``PATH`` (Nix), the persist settings, ``MODEL_REPO_STATE_DIR``,
+    ``NIX_STORE_DIR``. Output on stdout, logs on stderr."""
+    from ..log import Log
+
+    level = "debug" if args.verbose else "error" if args.quiet else "info"
+    log = Log(level, args.log_format)
+    try:
+        return _run(args, environ, log, stdin if stdin is not None else sys.stdin)
+    except Failure as f:
+        log.error(f.message)
+        return f.code
+    except ConfigError as exc:
+        log.error(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_ENVIRONMENT
+    except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
+        import traceback
+
+        log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
+        return EXIT_INTERNAL
+
+
+def _repo(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str | None,
+                                                                         str | None, str | None]:
+    """``(repo id, repo type or None, revision or None, store path or None)`` of REPO."""
+    arg: str = args.repo
+    revision = args.revision
+    if arg.startswith("/"):
+        path = check_store_path(arg, "REPO")
+        return None, "dataset" if args.dataset else None, revision, path
+    from .repoarg import RepoArgError, parse_repo
+
+    try:
+        ref = parse_repo(arg, endpoint=environ.get("HF_ENDPOINT") or None)
+    except RepoArgError as exc:
+        raise Failure(EXIT_BAD_INPUT, str(exc)) from exc
+    if ref.file is not None:
+        raise Failure(EXIT_BAD_INPUT, f"{arg!r} names one file; export and import work on "
+                      "a repo's store path: give the repo (ORG/NAME)")
+    repo_type = "dataset" if args.dataset else ref.repo_type
+    return ref.repo_id, repo_type, revision or ref.revision, None
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any, stdin: TextIO) -> int:
+    from ..persistdir import persist_dir
+
+    directory, source = persist_dir(args.persist_dir, environ)
+    if args.command == "store":
+        if args.store_command == "path":
+            log.debug("persist folder", dir=directory, source=source)
+            sys.stdout.write(directory + "\n")
+            return EXIT_OK
+        return _store_ls(args, environ, directory)
+    nix = Nix.find(environ)
+    if args.command == "export":
+        return _export(args, environ, log, nix, directory)
+    return _import(args, environ, log, nix, directory, stdin)
+
+
+def _export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
+            directory: str) -> int:
+    from ..statefile import state_dir
+
+    repo_id, repo_type, revision, path = _repo(args, environ)
+    if args.store_path:
+        path = check_store_path(args.store_path, "--store-path")
+    if path is not None:
+        if not nix.valid([path]):
+            raise Failure(EXIT_BAD_INPUT, f"{path} is not a valid store path (garbage-"
+                          "collected, or never built): build it first")
+        parsed = parse_hf_name(path)
+        if repo_id is None:
+            if parsed is None:
+                raise Failure(EXIT_BAD_INPUT, f"{path} is not named as the fetcher names a "
+                              "Hub repo (hf-ORG--NAME-<commit>): give the repo too "
+                              "(model-repo export ORG/NAME --store-path PATH --revision COMMIT)")
+            repo_id = parsed[0]
+        commit = revision if revision and re.fullmatch(r"[0-9a-f]{40}", revision) else (
+            parsed[1] if parsed else revision)
+        if not commit:
+            raise Failure(EXIT_BAD_INPUT, "--revision COMMIT: the commit of this store path "
+                          "(its name does not tell it)")
+        cand = Candidate(path, repo_id, repo_type or "model", commit)
+    else:
+        assert repo_id is not None
+        store_dir = environ.get("NIX_STORE_DIR") or DEFAULT_STORE_DIR
+        cand = locate(nix, repo_id=repo_id, repo_type=repo_type, revision=revision,
+                      state_dir=state_dir(args.state_dir, environ), store_dir=store_dir)
+        if revision and re.fullmatch(r"[0-9a-f]{40}", revision) and len(cand.commit) < 40:
+            cand.commit = revision
+    ref = revision if revision and revision in cand.refs else (
+        "main" if "main" in cand.refs else None)
+    entry = export_path(nix, directory, cand.store_path, repo_id=cand.repo_id,
+                        repo_type=repo_type or cand.repo_type, revision=cand.commit, ref=ref,
+                        include=args.include, exclude=args.exclude,
+                        compression=args.compression, log=log)
+    if args.json:
+        sys.stdout.write(json.dumps(entry.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(f"{entry.store_path}\n")
+    log.info("exported", repo=entry.repo_id, revision=entry.revision, dir=directory,
+             size=entry.nar_size)
+    return EXIT_OK
+
+
+def _import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
+            directory: str, stdin: TextIO) -> int:
+    entries = read_manifest(directory)
+    if args.all:
+        if args.repo:
+            raise Failure(EXIT_BAD_INPUT, "give REPO or --all, not both")
+        chosen = list({e.store_path: e for e in entries}.values())
+        if not chosen:
+            log.warning("nothing to import: the persist folder records no model",
+                        dir=directory)
+            return EXIT_OK
+    else:
+        if not args.repo:
+            raise Failure(EXIT_BAD_INPUT, "give REPO (ORG/NAME or a store path), or --all")
+        repo_id, repo_type, revision, path = _repo(args, environ)
+        chosen = select_entries(entries, repo_id=repo_id, repo_type=repo_type,
+                                revision=revision, store_path=path)
+        if not chosen and path is not None and os.path.isfile(narinfo_path(directory, path)):
+            # In the binary cache without a manifest entry (copied there by hand).
+            chosen = [Entry("", "model", "", path, "", 0, "")]
+        if not chosen:
+            what = path or repo_id + (f" at {revision}" if revision else "")
+            raise Failure(EXIT_BAD_INPUT, f"the persist folder {directory} records no "
+                          f"{what}: `model-repo store ls` lists what it holds")
+    states = dict(zip([e.store_path for e in chosen], status_of(nix, directory, chosen)))
+    todo = [e for e in chosen if states[e.store_path][0] != "valid"]
+    for e in chosen:
+        if states[e.store_path][0] == "valid":
+            log.info("already in the store", path=e.store_path)
+            sys.stdout.write(f"{e.store_path}\n")
+    unsigned = [e.store_path for e in todo if states[e.store_path][0] == "persisted"
+                and needs_trust(directory, e.store_path)]
+    trusted = bool(args.yes)
+    declined = False
+    if unsigned and not trusted:
+        trusted = confirm(unsigned, directory, stdin=stdin, stderr=sys.stderr)
+        declined = not trusted
+    failed = 0
+    for e in todo:
+        if e.store_path in unsigned and not trusted:
+            log.warning("not imported (not confirmed)", path=e.store_path)
+            failed += 1
+            continue
+        try:
+            import_path(nix, directory, e.store_path,
+                        no_check_sigs=e.store_path in unsigned, log=log)
+        except Failure as f:
+            if not args.all:
+                raise
+            log.error(f.message)
+            failed += 1
+            continue
+        log.info("imported", path=e.store_path)
+        sys.stdout.write(f"{e.store_path}\n")
+    if declined and failed == len(todo):
+        log.error("nothing imported: the confirmation was declined")
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _store_ls(args: argparse.Namespace, environ: Mapping[str, str], directory: str) -> int:
+    entries = read_manifest(directory)
+    nix = Nix.find(environ)
+    states = status_of(nix, directory, entries)
+    rows = [{**e.to_json(), "status": st, "problem": why or None}
+            for e, (st, why) in zip(entries, states)]
+    if args.json:
+        sys.stdout.write(json.dumps({"persistDir": directory, "entries": rows}, indent=2) + "\n")
+    elif not rows:
+        sys.stdout.write(f"# {directory}: nothing persisted (model-repo export ORG/NAME)\n")
+    else:
+        from .prefetch import human_size
+
+        lines = [f"# {directory}"]
+        width = max(len(e.repo_id) + 1 + 12 for e in entries) if entries else 0
+        for e, (st, why) in zip(entries, states):
+            lines.append(f"{st:<9} {(e.repo_id + '@' + e.revision[:12]):<{width}}  "
+                         f"{e.repo_type:<7} {human_size(e.nar_size):>10}  {e.store_path}"
+                         + (f"  ({why})" if why else ""))
+        sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_PARTIAL if any(st == "broken" for st, _ in states) else EXIT_OK
