@@ -1,0 +1,104 @@
+"""The argument parsers of ``model-repo export``, ``import`` and ``store`` (``ls``,
+``path``): argparse only, because ``activate.cli`` builds the whole parser for every
+command but the no-op activation; :func:`run` imports :mod:`activate.hub.persist`, which
+does the work, only when one of them runs.
+
+Each parser sets ``persist_command=True``; :func:`activate.hub.cli.run` hands those to
+:func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+# The no-op path must not import typing or collections: annotations are strings.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+COMMANDS = ("export", "import", "store")
+#: NAR compressions offered for the binary cache; see :mod:`activate.hub.persist` for
+#: the measurements behind the default.
+COMPRESSIONS = ("none", "zstd", "xz")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``export``, ``import`` and ``store`` (``ls``, ``path``) on ``sub``
+    (argparse only)."""
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.set_defaults(persist_command=True)
+        p.add_argument("--persist-dir", metavar="DIR",
+                       help="the persist folder (default: $MODEL_REPO_PERSIST_DIR, "
+                       "$NIX_HUG_PERSIST_DIR, persist_dir= in $XDG_CONFIG_HOME/model-repo/"
+                       "config, else ~/.local/share/model-repo/persist)")
+        level = p.add_mutually_exclusive_group()
+        level.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
+                           help="log more (stderr)")
+        level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+        p.add_argument("--log-format", choices=("console", "json"), default="console",
+                       help="stderr log format (default: console)")
+
+    def repo_args(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("repo", metavar="REPO", nargs=None if required else "?",
+                       help="ORG/NAME (also hf:…, datasets/…, a Hub URL) or a store path")
+        p.add_argument("-r", "--revision", "--ref", dest="revision", metavar="REF",
+                       help="commit (or a prefix of 7+ hex digits), or a ref the "
+                       "activated profiles record (e.g. main)")
+        p.add_argument("--dataset", action="store_true", help="the repo is a dataset")
+
+    epilog = ("Exit codes: 0 ok, 1 partial (import --all: some not imported; "
+              "confirmation declined), 2 bad input, 3 environment (Nix missing, corrupt "
+              "persist folder, nix copy failed), 70 internal error.")
+    exp = sub.add_parser(
+        "export", epilog=epilog,
+        help="copy a model's store path into the persist folder (a Nix binary cache)",
+        description="Copy the store path of REPO (fetched by Nix, or added by `prefetch "
+        "--add-to-store`) into the persist folder, a Nix binary cache, and record it there, "
+        "so `model-repo import` restores it after garbage collection without a download.")
+    repo_args(exp, True)
+    exp.add_argument("--store-path", metavar="PATH",
+                     help="export this store path (when several hold the repo)")
+    exp.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                     help="the include patterns the model was fetched with (recorded, "
+                     "so auto-persist finds it for the same prefetch)")
+    exp.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                     help="the exclude patterns it was fetched with (recorded)")
+    exp.add_argument("--compression", choices=COMPRESSIONS, default="none",
+                     help="NAR compression in the binary cache (default: none; weights "
+                     "barely compress and xz is ~100x slower)")
+    exp.add_argument("--state-dir", metavar="DIR",
+                     help="profile states to find linked models in (default: "
+                     "$MODEL_REPO_STATE_DIR, else ~/.local/state/model-repo)")
+    exp.add_argument("--json", action="store_true", help="print the manifest entry as JSON")
+    common(exp)
+
+    imp = sub.add_parser(
+        "import", epilog=epilog,
+        help="restore persisted models into the Nix store, without network",
+        description="Restore REPO (or every entry with --all) from the persist folder "
+        "into the Nix store. Content-addressed paths (fixed-output fetches) are verified by "
+        "Nix; others are unsigned and need a confirmation, or --yes.")
+    repo_args(imp, False)
+    imp.add_argument("--all", action="store_true", help="every entry of the persist folder")
+    imp.add_argument("-y", "--yes", "--no-check-sigs", dest="yes", action="store_true",
+                     help="import unsigned paths without asking (required without a terminal)")
+    common(imp)
+
+    store = sub.add_parser("store", help="the persist folder: ls, path",
+                           description="Inspect the persist folder.", epilog=epilog)
+    store.set_defaults(persist_command=True)
+    ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken")
+    sls.add_argument("--json", action="store_true", help="machine-readable output")
+    common(sls)
+    spath = ssub.add_parser("path", help="print the persist folder")
+    common(spath)
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run ``export``, ``import`` or ``store``; returns the exit status
+    (:func:`activate.hub.persist.run`)."""
+    from .persist import run as run_persist
+
+    return run_persist(args, environ)
