@@ -557,7 +557,15 @@ let
   # `models` option with global defaults merged (per key, lower priority than
   # what a model sets itself).
   modelsOption =
-    { globalValidation ? { }, globalNetwork ? { }, example ? null }:
+    {
+      globalValidation ? { },
+      globalNetwork ? { },
+      # A module-wide token file (NixOS: services.model-repo.auth.tokenFile, seed
+      # 000): the default auth.tokenFile of every source.huggingface model that sets
+      # neither auth.tokenFile nor auth.tokenEnvVar. null: no default.
+      defaultTokenFile ? null,
+      example ? null,
+    }:
     mkOption {
       type = types.attrsOf (
         types.submodule [
@@ -566,6 +574,14 @@ let
             validation = lib.mapAttrs (_: lib.mkDefault) globalValidation;
             network = lib.mapAttrs (_: lib.mkDefault) globalNetwork;
           }
+          (
+            { config, ... }:
+            {
+              auth.tokenFile = lib.mkIf (
+                defaultTokenFile != null && config.source.huggingface != null && config.auth.tokenEnvVar == null
+              ) (lib.mkDefault defaultTokenFile);
+            }
+          )
         ]
       );
       default = { };

@@ -22,12 +22,14 @@ rec {
     };
 
   # Options all three modules share, under their own prefix.
+  #   cfg: the module's config; defaultTokenFile: see lib/options.nix modelsOption.
   sharedOptions =
     cfg:
     {
       models = mr.options.modelsOption {
         globalValidation = cfg.globalValidation;
         globalNetwork = cfg.globalNetwork;
+        defaultTokenFile = cfg.auth.tokenFile or null;
       };
       globalValidation = mr.options.globalValidationOption;
       globalNetwork = mr.options.globalNetworkOption;
@@ -160,4 +162,37 @@ rec {
     HF_HUB_OFFLINE = "1";
     TRANSFORMERS_OFFLINE = "1";
   };
+
+  # One meaning of `cacheDir` in every module (seeds 000 and 001): an HF_HOME-like
+  # folder whose `hub` subfolder is the hub cache (huggingface_hub's
+  # constants.HF_HUB_CACHE = HF_HOME/hub). Trailing slashes are dropped.
+  #   "/data/models/" -> "/data/models"
+  stripTrailingSlashes =
+    p:
+    let
+      s = lib.removeSuffix "/" p;
+    in
+    if s == p || s == "" then p else stripTrailingSlashes s;
+  # cacheDir (HF_HOME-like, no trailing slash) -> the hub cache, exported as HF_HUB_CACHE.
+  hubOf = cacheDir: "${cacheDir}/hub";
+  # A warning when a cacheDir value already names a hub folder: the old meaning of
+  # cacheDir in the Home Manager and devenv modules, which now gives .../hub/hub.
+  hubSuffixWarning =
+    option: cacheDir:
+    lib.optional (lib.last (lib.splitString "/" cacheDir) == "hub")
+      "${option} = \"${cacheDir}\" ends in \"hub\": cacheDir is HF_HOME-like and the hub cache is its hub subfolder, so models go to ${cacheDir}/hub (exported as HF_HUB_CACHE). Did you mean its parent, \"${lib.removeSuffix "/hub" cacheDir}\"?";
+
+  # Option: put the `model-repo` command (every subcommand, shell completions) on PATH.
+  installCommandOption =
+    where:
+    mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Whether to install the `model-repo` command ({option}`package`: every
+        subcommand, with bash, zsh and fish completions) into ${where}, so that
+        `model-repo prefetch`, `model-repo status` and `model-repo deactivate` are at hand.
+        Set to false to keep it off PATH; the module still calls it by its store path.
+      '';
+    };
 }

@@ -24,15 +24,17 @@ def test_task_env_and_manifest():
 
     task = r["task"]
     assert task["before"] == ["devenv:enterShell"]
-    assert task["exec"].endswith(
-        f"/bin/model-repo activate --manifest {r['manifestFile']} "
-        f"--state-dir {r['devenvState']}/model-repo --quiet")
+    assert (f"/bin/model-repo activate --manifest {r['manifestFile']} "
+            f"--state-dir {r['devenvState']}/model-repo --quiet || modelRepoStatus=$?") in task["exec"]
+    assert r["packages"] and task["exec"].startswith(f"modelRepoStatus=0\n{r['packages'][0]}/bin/model-repo")
     status = task["status"]
+    # First: was the last complete run's manifest this one (dropping a model reruns it)?
+    assert status.startswith(f'[ "$(/') and f"{r['devenvState']}/model-repo/devenv-task-manifest 2>/dev/null)\" = {r['manifestFile']} ]" in status
     snap = f"{hub}/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/{REV}"
     assert f'/bin/readlink {snap})" = {r["modelPaths"]["all.MiniLM"]} ]' in status
     assert f"{hub}/models--google-bert--bert-base-uncased/refs/main" in status
     assert f"= {REV}x ]" in status  # exact content: a trailing newline would not match
-    assert "model-repo activate" not in status and "python" not in status
+    assert "model-repo" + " activate" not in status and "python" not in status
     assert r["linkVia"] == "task"  # CLI 2.x: the task, not enterShell
 
     env = r["env"]
@@ -49,8 +51,9 @@ def test_task_env_and_manifest():
 
 
 def test_relative_cache_dir_resolves_against_root():
-    r = devenv_eval(f"""{{ services.model-repo = {{ enable = true; cacheDir = "./.cache/hf/hub"; {MODELS} }}; }}""")
-    assert r["hubDir"] == "/home/alice/project/.cache/hf/hub"
+    r = devenv_eval(f"""{{ services.model-repo = {{ enable = true; cacheDir = "./.cache/hf/"; {MODELS} }}; }}""")
+    # HF_HOME-like, relative to the project root, trailing slash accepted.
+    assert r["hubDir"] == "/home/alice/project/.cache/hf/hub" and r["warnings"] == []
     assert r["env"]["HF_HUB_CACHE"] == "/home/alice/project/.cache/hf/hub"
     assert r["manifest"]["cacheDir"] == "/home/alice/project/.cache/hf/hub"
     assert "/home/alice/project/.cache/hf/hub/models--" in r["task"]["status"]
@@ -73,7 +76,9 @@ def test_flakes_integration_falls_back_to_enter_shell():
 
 def test_link_to_hugging_face_off():
     r = devenv_eval(f"""{{ services.model-repo = {{ enable = true; linkToHuggingFace = false; {MODELS} }}; }}""")
-    assert r["task"] is None and r["linkVia"] == "none"
+    # The task still runs (it prunes what was linked before), with every model unlinked.
+    assert "model-repo activate --manifest" in r["task"]["exec"] and r["linkVia"] == "task"
+    assert all(not m["link"] for m in r["manifest"]["models"].values())
     assert set(r["env"]) == {"MODEL_REPO_ALL_MINILM", "MODEL_REPO_BERT"}
 
 
@@ -82,17 +87,20 @@ def test_status_script_runs(tmp_path: Path):
     model = tmp_path / "model"
     model.mkdir()
     r = devenv_eval(
-        f"""{{ services.model-repo = {{ enable = true; cacheDir = {str(tmp_path / 'hub')!r}; models.m = {hf_model()}; }}; }}""".replace("'", '"'),
-        host_coreutils=True,
+        f"""{{ services.model-repo = {{ enable = true; cacheDir = {str(tmp_path / 'hf')!r}; models.m = {hf_model()}; }}; }}""".replace("'", '"'),
+        root=str(tmp_path / "project"), host_coreutils=True,
     )
+    stamp = Path(r["devenvState"]) / "model-repo" / "devenv-task-manifest"
     status = r["task"]["status"]
     path = r["modelPaths"]["m"]
 
     def run() -> int:
         return subprocess.run(["bash", "-c", status], env={"PATH": os.environ["PATH"]}).returncode
 
-    repo = tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    repo = tmp_path / "hf" / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
     assert run() != 0
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(r["manifestFile"])
     (repo / "snapshots").mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(REV)
@@ -103,9 +111,47 @@ def test_status_script_runs(tmp_path: Path):
         os.symlink(model, repo / "snapshots" / REV)
         status = status.replace(path, str(model))
     assert run() == 0
+    stamp.write_text(r["manifestFile"] + "x")  # another manifest ran last
+    assert run() != 0
+    stamp.write_text(r["manifestFile"])
     (repo / "refs" / "main").write_text(REV + "\n")
     assert run() != 0
     (repo / "refs" / "main").write_text(REV)
     os.unlink(repo / "snapshots" / REV)
     os.symlink(tmp_path, repo / "snapshots" / REV)
     assert run() != 0
+
+
+def test_home_manager_spelling_is_an_alias():
+    """integration.huggingface.{enable,cacheDir,offlineMode}, as in the Home Manager
+    and NixOS modules, set linkToHuggingFace, cacheDir and offlineMode."""
+    r = devenv_eval(f"""{{ services.model-repo = {{ enable = true; {MODELS}
+      integration.huggingface = {{ cacheDir = "/data/hf"; offlineMode = false; }}; }}; }}""")
+    assert r["hubDir"] == "/data/hf/hub" and r["env"]["HF_HUB_CACHE"] == "/data/hf/hub"
+    assert "HF_HUB_OFFLINE" not in r["env"] and r["manifest"]["offline"] is False
+    r = devenv_eval(f"""{{ services.model-repo = {{ enable = true; {MODELS} integration.huggingface.enable = false; }}; }}""")
+    assert set(r["env"]) == {"MODEL_REPO_ALL_MINILM", "MODEL_REPO_BERT"}
+    assert all(not m["link"] for m in r["manifest"]["models"].values())
+
+
+def test_cache_dir_ending_in_hub_warns():
+    r = devenv_eval(f"""{{ services.model-repo = {{ enable = true; cacheDir = ".cache/huggingface/hub"; {MODELS} }}; }}""")
+    assert r["hubDir"] == "/home/alice/project/.cache/huggingface/hub/hub"
+    (w,) = r["warnings"]
+    assert 'services.model-repo.cacheDir = "/home/alice/project/.cache/huggingface/hub" ends in "hub"' in w
+    assert 'Did you mean its parent, "/home/alice/project/.cache/huggingface"?' in w
+
+
+def test_install_command_opt_out():
+    r = devenv_eval(f"{{ services.model-repo = {{ enable = true; installCommand = false; {MODELS} }}; }}")
+    assert r["packages"] == [] and "activate --manifest" in r["task"]["exec"]
+
+
+def test_disabled_module_task_only_deactivates():
+    r = devenv_eval(f"{{ services.model-repo = {{ {MODELS} }}; }}")
+    assert r["env"] == {} and r["packages"] == []
+    task = r["task"]
+    assert "/bin/model-repo deactivate --profile devenv:/home/alice/project --state-dir /home/alice/project/.devenv/state/model-repo --quiet" in task["exec"]
+    assert "activate --manifest" not in task["exec"]
+    assert task["status"] == ("! { [ -e /home/alice/project/.devenv/state/model-repo/devenv-task-manifest ] || "
+                              "compgen -G '/home/alice/project/.devenv/state/model-repo/*.json' >/dev/null; }\n")

@@ -4,6 +4,8 @@ home-manager.sharedModules as nix-darwin does."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from nixeval import HASH, REV, hf_model, hm_eval, nix_eval_error
@@ -35,7 +37,8 @@ def test_activation_and_session_variables(system, shared):
     # The activator by its full store path, with HM's dry-run and verbosity.
     assert "/bin/model-repo activate --manifest " + r["manifestFile"] in data
     assert r["manifestFile"].endswith("-model-repo-manifest.json")
-    assert "${DRY_RUN:+--dry-run}" in data and "$VERBOSE_ARG" in data
+    # DRY_RUN as Home Manager reads it: set (even empty) = dry run.
+    assert "${DRY_RUN+--dry-run}" in data and "$VERBOSE_ARG" in data
     # Its own state under xdg.stateHome (same on darwin), given explicitly.
     assert "--state-dir " in data and "/.local/state/model-repo" in data
     assert ">/dev/null" in data  # the environment is in sessionVariables already
@@ -51,6 +54,8 @@ def test_activation_and_session_variables(system, shared):
     assert "HF_HOME" not in env
     assert r["failedAssertions"] == [] and r["warnings"] == []
     assert r["systemdUserUnits"] == []
+    # The command on PATH (every subcommand), the same package the entry calls.
+    assert len(r["packages"]) == 1 and data.startswith("modelRepoStatus=0") and r["packages"][0] + "/bin/model-repo activate" in data
     # systemd user services get the same variables on Linux; darwin has no systemd.
     if system.endswith("linux"):
         assert r["systemdSessionVariables"] == r["sessionVariables"]
@@ -82,15 +87,17 @@ def test_cache_dir_offline_off_and_per_model_link():
     r = hm_eval(f"""{{
       programs.model-repo = {{
         enable = true;
-        integration.huggingface = {{ cacheDir = "/home/alice/hub"; offlineMode = false; }};
+        integration.huggingface = {{ cacheDir = "/home/alice/hf/"; offlineMode = false; }};
         models.a = {hf_model()};
         models.b = {hf_model("google-bert/bert-base-uncased")} // {{ integration.huggingface.enable = false; }};
       }};
     }}""")
     env = r["sessionVariables"]
-    assert env["HF_HUB_CACHE"] == "/home/alice/hub"
+    # cacheDir is HF_HOME-like (a trailing slash accepted): the hub is its hub folder.
+    assert env["HF_HUB_CACHE"] == "/home/alice/hf/hub" and "HF_HOME" not in env
     assert "HF_HUB_OFFLINE" not in env and "TRANSFORMERS_OFFLINE" not in env
-    assert r["manifest"]["cacheDir"] == "/home/alice/hub"
+    assert r["manifest"]["cacheDir"] == "/home/alice/hf/hub"
+    assert r["warnings"] == []
     assert r["manifest"]["offline"] is False
     assert r["manifest"]["models"]["a"]["link"] is True
     assert r["manifest"]["models"]["b"]["link"] is False
@@ -105,7 +112,8 @@ def test_integration_disabled_keeps_only_model_variables():
         models.a = {hf_model()};
       }};
     }}""")
-    assert r["activation"] is None
+    # The entry still runs: it prunes what an earlier generation linked.
+    assert "/bin/model-repo activate --manifest " + r["manifestFile"] in r["activation"]["data"]
     assert set(r["sessionVariables"]) == {"MODEL_REPO_A"}
     assert r["manifest"]["models"]["a"]["link"] is False
 
@@ -122,9 +130,29 @@ def test_setup_on_activation_off():
     assert r["sessionVariables"]["HF_HUB_OFFLINE"] == "1"
 
 
-def test_disabled_module_sets_nothing():
+def test_disabled_module_sets_nothing_but_the_deactivate_entry():
     r = hm_eval(f"""{{ programs.model-repo.models.a = {hf_model()}; }}""")
-    assert r["activation"] is None and r["sessionVariables"] == {}
+    assert r["sessionVariables"] == {} and r["packages"] == [] and r["failedAssertions"] == []
+    data = r["activation"]["data"]
+    assert r["activation"]["after"] == ["linkGeneration"]
+    # One glob on the state dir; Python only when a state file is there.
+    assert f"for modelRepoState in {shlex.quote(r['stateHome'] + '/model-repo')}/*.json; do" in data
+    assert "/bin/model-repo deactivate --profile home-manager --state-dir " in data
+    assert "/bin/model-repo activate" not in data and "${DRY_RUN+--dry-run}" in data
+
+
+def test_install_command_opt_out():
+    r = hm_eval(f"""{{ programs.model-repo = {{ enable = true; installCommand = false; models.a = {hf_model()}; }}; }}""")
+    assert r["packages"] == [] and "/bin/model-repo activate" in r["activation"]["data"]
+
+
+@pytest.mark.parametrize("value", ["/home/alice/.cache/huggingface/hub", "/home/alice/.cache/huggingface/hub/"])
+def test_cache_dir_ending_in_hub_warns(value):
+    r = hm_eval(f"""{{ programs.model-repo = {{ enable = true; integration.huggingface.cacheDir = "{value}"; models.a = {hf_model()}; }}; }}""")
+    assert r["sessionVariables"]["HF_HUB_CACHE"] == "/home/alice/.cache/huggingface/hub/hub"
+    (w,) = r["warnings"]
+    assert 'programs.model-repo.integration.huggingface.cacheDir = "/home/alice/.cache/huggingface/hub" ends in "hub"' in w
+    assert 'Did you mean its parent, "/home/alice/.cache/huggingface"?' in w
 
 
 def test_assertions():

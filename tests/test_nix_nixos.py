@@ -74,11 +74,14 @@ def test_custom_cache_dir_user_group_token():
     assert r["services"]["model-repo"]["serviceConfig"]["Group"] == "inference"
 
 
-def test_integration_disabled_has_no_service():
+def test_integration_disabled_still_prunes():
     r = nixos_eval(f"""{{
       services.model-repo = {{ enable = true; integration.huggingface.enable = false; models.m = {hf_model()}; }};
     }}""")
-    assert "model-repo" not in r["services"]
+    # The unit runs with every model unlinked: it prunes what was linked before.
+    sc = r["services"]["model-repo"]["serviceConfig"]
+    assert sc["ExecStart"].endswith(f"/bin/model-repo activate --manifest {r['manifestFile']} --log-format json")
+    assert r["manifest"]["models"]["m"]["link"] is False
     assert r["tmpfiles"] == []
     assert set(r["environment"]) == {"MODEL_REPO_M"}
 

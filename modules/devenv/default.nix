@@ -24,15 +24,21 @@ let
   opt = "services.model-repo";
   cfg = config.services.model-repo;
   root = config.devenv.root;
+  profile = "devenv:${root}";
 
-  # Relative cache directories are taken relative to the project root.
+  # HF_HOME-like, as in the Home Manager and NixOS modules: the hub cache is
+  # <cacheDir>/hub. Relative values are taken relative to the project root.
   absolute = p: if lib.hasPrefix "/" p then p else "${root}/${lib.removePrefix "./" p}";
-  hubDir = absolute cfg.cacheDir;
+  cacheDir = common.stripTrailingSlashes (absolute cfg.cacheDir);
+  hubDir = common.hubOf cacheDir;
+  stateDir = "${config.devenv.state}/model-repo";
+  # The manifest of the last complete run of the task (written by the task, read
+  # by its status): a changed model set, an emptied one included, reruns the task.
+  stamp = "${stateDir}/devenv-task-manifest";
 
   r = common.resolve {
-    inherit pkgs cfg opt;
+    inherit pkgs cfg opt profile;
     linkEnabled = cfg.linkToHuggingFace;
-    profile = "devenv:${root}";
     cacheDir = hubDir;
     offline = cfg.linkToHuggingFace && cfg.offlineMode;
   };
@@ -42,42 +48,85 @@ let
 
   readlink = "${pkgs.coreutils}/bin/readlink";
   cat = "${pkgs.coreutils}/bin/cat";
+  exe = lib.getExe cfg.package;
+  q = escapeShellArg;
 
-  # Exit 0 only when every snapshot link points at its store path (and that
-  # path exists) and every ref file holds exactly its commit. Pure shell,
-  # generated here, so a repeat shell entry starts no Python.
-  linkChecks = lib.concatLists (
-    lib.mapAttrsToList (
-      _: e:
-      let
-        repoDir = "${hubDir}/${naming.hubFolderName { inherit (e) repoId repoType; }}";
-        snap = escapeShellArg "${repoDir}/snapshots/${e.revision}";
-      in
-      lib.optionals e.link (
-        [
-          ''[ -d ${snap} ] && [ "$(${readlink} ${snap})" = ${escapeShellArg e.path} ]''
-        ]
-        ++ map (
-          ref:
-          ''[ "$(${cat} ${escapeShellArg "${repoDir}/refs/${ref}"} 2>/dev/null; printf x)" = ${escapeShellArg "${e.revision}x"} ]''
-        ) e.refs
-      )
-    ) r.entries
-  );
+  # Exit 0 only when the last complete run had this very manifest, every snapshot
+  # link points at its store path (and that path exists) and every ref file holds
+  # exactly its commit. Pure shell, generated here, so a repeat shell entry starts
+  # no Python.
+  linkChecks =
+    [ ''[ "$(${cat} ${q stamp} 2>/dev/null)" = ${q "${r.manifestFile}"} ]'' ]
+    ++ lib.concatLists (
+      lib.mapAttrsToList (
+        _: e:
+        let
+          repoDir = "${hubDir}/${naming.hubFolderName { inherit (e) repoId repoType; }}";
+          snap = q "${repoDir}/snapshots/${e.revision}";
+        in
+        lib.optionals e.link (
+          [
+            ''[ -d ${snap} ] && [ "$(${readlink} ${snap})" = ${q e.path} ]''
+          ]
+          ++ map (
+            ref:
+            ''[ "$(${cat} ${q "${repoDir}/refs/${ref}"} 2>/dev/null; printf x)" = ${q "${e.revision}x"} ]''
+          ) e.refs
+        )
+      ) r.entries
+    );
   statusScript = lib.concatStringsSep " &&\n" linkChecks + "\n";
 
-  # The state dir is the project's own (and given explicitly, the no-op path skips
-  # platformdirs).
-  activateCmd = "${lib.getExe cfg.package} activate --manifest ${escapeShellArg "${r.manifestFile}"} --state-dir ${escapeShellArg "${config.devenv.state}/model-repo"} --quiet";
+  # Link, prune what the profile no longer lists, then record the manifest. The
+  # state dir is the project's own (given explicitly, the no-op path skips
+  # platformdirs). Exit 1 (partial: some model blocked, the others linked) is a
+  # warning and success, so the shell and tasks after this one go on; the stamp is
+  # not written, so the next shell entry tries again. 2, 3, 70 fail the task.
+  taskExec = ''
+    modelRepoStatus=0
+    ${exe} activate --manifest ${q "${r.manifestFile}"} --state-dir ${q stateDir} --quiet || modelRepoStatus=$?
+    case "$modelRepoStatus" in
+      0) printf '%s' ${q "${r.manifestFile}"} > ${q "${stamp}.tmp"} && mv -f ${q "${stamp}.tmp"} ${q stamp} ;;
+      1) echo "model-repo: some models could not be linked into ${hubDir} (see above); the others are linked, the shell opens" >&2 ;;
+      *)
+        echo "model-repo: linking models into ${hubDir} failed (exit $modelRepoStatus); loading by repo id may not find them" >&2
+        exit "$modelRepoStatus"
+        ;;
+    esac
+  '';
 
-  fallbackShell = ''
-    if ! { ${statusScript} }; then
-      ${activateCmd} || echo "model-repo: linking models into ${hubDir} failed (exit $?); loading by repo id may not find them" >&2
+  # Disabled module: remove the profile's links and restore refs, once. Runs only
+  # while the stamp or a state file exists (bash's compgen: no process started).
+  disabledStatus = ''! { [ -e ${q stamp} ] || compgen -G ${q "${stateDir}/*.json"} >/dev/null; }'' + "\n";
+  disabledExec = ''
+    modelRepoStatus=0
+    ${exe} deactivate --profile ${q profile} --state-dir ${q stateDir} --quiet || modelRepoStatus=$?
+    case "$modelRepoStatus" in
+      0) rm -f ${q stamp} ;;
+      *) echo "model-repo: removing the links of the disabled module from ${hubDir} failed (exit $modelRepoStatus, see above)" >&2; exit "$modelRepoStatus" ;;
+    esac
+  '';
+
+  # Older CLIs and the flakes integration: the same in enterShell, in a subshell so
+  # that nothing it does can end the user's shell.
+  fallback = status: exec: ''
+    if ! { ${status} }; then
+      ( ${exec} ) || true
     fi
   '';
-  linking = cfg.linkToHuggingFace && r.anyLinked;
+  fallbackShell = fallback statusScript taskExec;
+  disabledFallbackShell = fallback disabledStatus disabledExec;
+
+  # The Home Manager / NixOS spelling, so a block copied from one module works here.
+  alias = from: to: lib.mkAliasOptionModule [ "services" "model-repo" "integration" "huggingface" from ] [ "services" "model-repo" to ];
 in
 {
+  imports = [
+    (alias "enable" "linkToHuggingFace")
+    (alias "cacheDir" "cacheDir")
+    (alias "offlineMode" "offlineMode")
+  ];
+
   options.services.model-repo =
     {
       enable = mkEnableOption "declarative Hugging Face models in the Nix store, linked into a project hub cache";
@@ -86,13 +135,18 @@ in
 
       cacheDir = mkOption {
         type = types.str;
-        default = "${config.devenv.state}/model-repo/hub";
-        defaultText = literalExpression ''"''${config.devenv.state}/model-repo/hub"'';
-        example = ".cache/huggingface/hub";
+        default = "${config.devenv.state}/model-repo";
+        defaultText = literalExpression ''"''${config.devenv.state}/model-repo"'';
+        example = ".cache/huggingface";
         description = ''
-          The hub cache directory itself (exported as `HF_HUB_CACHE`, not
-          `HF_HOME`). A relative value is taken relative to the project root
-          ({option}`devenv.root`).
+          Like `HF_HOME` (the same meaning as in the Home Manager and NixOS
+          modules, seed 001): the hub cache is its `hub` subfolder
+          (`.devenv/state/model-repo/hub` by default), exported as
+          `HF_HUB_CACHE`, never `HF_HOME`. A relative value is taken relative
+          to the project root ({option}`devenv.root`); a trailing slash is
+          accepted; a last component `hub` gets a warning (models would go to
+          `…/hub/hub`). Also settable as
+          `services.model-repo.integration.huggingface.cacheDir`.
         '';
       };
 
@@ -102,15 +156,22 @@ in
         description = ''
           Whether to link the models into {option}`services.model-repo.cacheDir`
           and export `HF_HUB_CACHE`, so that loading by repo id works. When
-          false, only `MODEL_REPO_<NAME>` is set.
+          false, only `MODEL_REPO_<NAME>` is set (and what the project had
+          linked is removed on the next shell entry). Also settable as
+          `services.model-repo.integration.huggingface.enable`.
         '';
       };
 
       offlineMode = mkOption {
         type = types.bool;
         default = true;
-        description = "Whether to export `HF_HUB_OFFLINE=1` and `TRANSFORMERS_OFFLINE=1` in the shell.";
+        description = ''
+          Whether to export `HF_HUB_OFFLINE=1` and `TRANSFORMERS_OFFLINE=1` in the
+          shell. Also settable as `services.model-repo.integration.huggingface.offlineMode`.
+        '';
       };
+
+      installCommand = common.installCommandOption "the shell's `packages`";
     }
     // common.sharedOptions cfg
     // common.readOnlyOptions opt
@@ -125,17 +186,22 @@ in
         type = types.str;
         readOnly = true;
         internal = true;
-        description = "The shell that decides whether linking can be skipped.";
+        description = "The shell that decides whether the task can be skipped (exit 0: skip).";
+      };
+      linkExec = mkOption {
+        type = types.str;
+        readOnly = true;
+        internal = true;
+        description = "The task's command: link and prune (enabled) or deactivate (disabled).";
       };
       linkVia = mkOption {
         type = types.enum [
           "task"
           "enterShell"
-          "none"
         ];
         readOnly = true;
         internal = true;
-        description = "How linking runs: a task (CLI >= 2.0), enterShell (older CLIs, flakes) or not at all.";
+        description = "How the task runs: a devenv task (CLI >= 2.0) or enterShell (older CLIs, flakes).";
       };
       enterShellFallback = mkOption {
         type = types.str;
@@ -151,39 +217,38 @@ in
         modelPaths = r.drvs;
         inherit (r) manifest manifestFile;
         inherit hubDir;
-        linkStatus = statusScript;
-        linkVia =
-          if !(cfg.enable && linking) then
-            "none"
-          else if useTask then
-            "task"
-          else
-            "enterShell";
-        enterShellFallback = fallbackShell;
+        linkStatus = if cfg.enable then statusScript else disabledStatus;
+        linkExec = if cfg.enable then taskExec else disabledExec;
+        linkVia = if useTask then "task" else "enterShell";
+        enterShellFallback = if cfg.enable then fallbackShell else disabledFallbackShell;
       };
     }
-    (mkIf cfg.enable (mkMerge [
-      {
-        assertions = r.assertions;
-        warnings = r.warnings;
+    (mkIf cfg.enable {
+      assertions = r.assertions;
+      warnings = r.warnings ++ common.hubSuffixWarning "${opt}.cacheDir" cacheDir;
 
-        env =
-          lib.mapAttrs (_: lib.mkDefault) (
-            r.envVars
-            // lib.optionalAttrs cfg.linkToHuggingFace { HF_HUB_CACHE = hubDir; }
-            // lib.optionalAttrs (cfg.linkToHuggingFace && cfg.offlineMode) common.offlineVars
-          );
-      }
-      (mkIf (linking && useTask) {
-        tasks."model-repo:link" = {
-          description = "Link declared models into ${hubDir}";
-          exec = activateCmd;
-          status = statusScript;
-          before = [ "devenv:enterShell" ];
-        };
-      })
-      # devenv < 2.0 and the flakes integration (no CLI version): enterShell.
-      (mkIf (linking && !useTask) { enterShell = fallbackShell; })
-    ]))
+      packages = mkIf cfg.installCommand [ cfg.package ];
+
+      env = lib.mapAttrs (_: lib.mkDefault) (
+        r.envVars
+        // lib.optionalAttrs cfg.linkToHuggingFace { HF_HUB_CACHE = hubDir; }
+        // lib.optionalAttrs (cfg.linkToHuggingFace && cfg.offlineMode) common.offlineVars
+      );
+    })
+    # Enabled: the task runs on every shell entry unless its status says the last
+    # complete run had this manifest and every link is in place; with no model
+    # left it prunes. Disabled: the same task name removes the project's links
+    # once, then its status (a file test) skips it.
+    (mkIf useTask {
+      tasks."model-repo:link" = {
+        description =
+          if cfg.enable then "Link declared models into ${hubDir}" else "Remove the links of the disabled model-repo module from ${hubDir}";
+        exec = config.services.model-repo.linkExec;
+        status = config.services.model-repo.linkStatus;
+        before = [ "devenv:enterShell" ];
+      };
+    })
+    # devenv < 2.0 and the flakes integration (no CLI version): enterShell.
+    (mkIf (!useTask) { enterShell = config.services.model-repo.enterShellFallback; })
   ];
 }

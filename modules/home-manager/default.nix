@@ -23,11 +23,16 @@ let
   cfg = config.programs.model-repo;
   hf = cfg.integration.huggingface;
 
+  # HF_HOME-like, as in the NixOS and devenv modules: the hub cache is <cacheDir>/hub.
+  cacheDir = if hf.cacheDir == null then null else common.stripTrailingSlashes hf.cacheDir;
+  hubDir = if cacheDir == null then null else common.hubOf cacheDir;
+  stateDir = "${config.xdg.stateHome}/model-repo";
+  profile = "home-manager";
+
   r = common.resolve {
-    inherit pkgs cfg opt;
+    inherit pkgs cfg opt profile;
     linkEnabled = hf.enable;
-    profile = "home-manager";
-    cacheDir = hf.cacheDir;
+    cacheDir = hubDir;
     offline = hf.enable && hf.offlineMode;
   };
 
@@ -36,7 +41,51 @@ let
   sessionVars =
     r.envVars
     // lib.optionalAttrs (hf.enable && hf.offlineMode) common.offlineVars
-    // lib.optionalAttrs (hf.enable && hf.cacheDir != null) { HF_HUB_CACHE = hf.cacheDir; };
+    // lib.optionalAttrs (hf.enable && hubDir != null) { HF_HUB_CACHE = hubDir; };
+
+  # Home Manager's own test (modules/lib-bash/activation-init.sh: `[[ -v DRY_RUN ]]`):
+  # DRY_RUN set, even to the empty string, means a dry run.
+  dryRunArg = "\${DRY_RUN+--dry-run}";
+
+  # Enabled: link what the manifest lists and prune what this profile linked before
+  # and no longer lists (an empty model set prunes everything), on every switch.
+  activateEntry = ''
+    modelRepoStatus=0
+    # stdout is the environment, already in home.sessionVariables; logs stay on stderr.
+    ${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} --state-dir ${escapeShellArg stateDir} ${dryRunArg} $VERBOSE_ARG >/dev/null || modelRepoStatus=$?
+    case "$modelRepoStatus" in
+      0) ;;
+      1) warnEcho "model-repo: some models were not linked into the hub cache (see above); activation continues." ;;
+      3) errorEcho "model-repo: the hub cache could not be updated (lock timeout or unwritable directory, see above); activation continues, models are not linked." ;;
+      *)
+        errorEcho "model-repo: the activator rejected its manifest (exit $modelRepoStatus); stopping activation."
+        exit "$modelRepoStatus"
+        ;;
+    esac
+    unset modelRepoStatus
+  '';
+
+  # Disabled (or never enabled): remove the links and restore the refs of the
+  # profile when a state file exists in its state dir. Without one this costs one
+  # glob and starts nothing. Any state file in the dir counts (the cheap test);
+  # `deactivate` then acts only on this profile's own state.
+  deactivateEntry = ''
+    for modelRepoState in ${escapeShellArg stateDir}/*.json; do
+      if [ -e "$modelRepoState" ]; then
+        modelRepoStatus=0
+        if [ -n "$VERBOSE_ARG" ] || [ -n "''${DRY_RUN+x}" ]; then modelRepoLevel=$VERBOSE_ARG; else modelRepoLevel=--quiet; fi
+        ${exe} deactivate --profile ${profile} --state-dir ${escapeShellArg stateDir} ${dryRunArg} $modelRepoLevel || modelRepoStatus=$?
+        case "$modelRepoStatus" in
+          0) ;;
+          1) warnEcho "model-repo: some links of the disabled module could not be removed (see above); activation continues." ;;
+          *) errorEcho "model-repo: removing the links of the disabled module failed (exit $modelRepoStatus, see above); activation continues." ;;
+        esac
+        unset modelRepoStatus modelRepoLevel
+      fi
+      break
+    done
+    unset modelRepoState
+  '';
 in
 {
   meta.maintainers = [ ];
@@ -60,14 +109,18 @@ in
         cacheDir = mkOption {
           type = types.nullOr types.str;
           default = null;
-          example = literalExpression ''"''${config.xdg.cacheHome}/huggingface/hub"'';
+          example = literalExpression ''"''${config.xdg.cacheHome}/huggingface"'';
           description = ''
-            The hub cache directory itself (what `HF_HUB_CACHE` names, not
-            `HF_HOME`). When null, the activator uses the directory
-            huggingface_hub would use (`HF_HUB_CACHE`, `HF_HOME/hub`,
-            `XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`,
-            on macOS too) and no variable is exported. When set, it must be an
-            absolute path and `HF_HUB_CACHE` is exported with it.
+            Like `HF_HOME` (the same meaning as in the NixOS and devenv modules,
+            seed 000): the hub cache is its `hub` subfolder, exported as
+            `HF_HUB_CACHE` (never `HF_HOME`, so the token and the rest of
+            huggingface_hub's state stay where they are). An absolute path; a
+            trailing slash is accepted. A value whose last component is `hub`
+            gets a warning, since models would go to `…/hub/hub`.
+
+            When null, the activator uses the hub cache huggingface_hub would
+            use (`HF_HUB_CACHE`, `HF_HOME/hub`, `XDG_CACHE_HOME/huggingface/hub`,
+            else `~/.cache/huggingface/hub`, on macOS too) and nothing is exported.
           '';
         };
         offlineMode = mkOption {
@@ -83,11 +136,14 @@ in
           type = types.bool;
           default = true;
           description = ''
-            Whether to link the models during Home Manager activation. When
-            false, run `model-repo activate --manifest <manifest>` yourself.
+            Whether to link the models during Home Manager activation (and
+            prune what the profile no longer lists). When false, run
+            `model-repo activate --manifest <manifest>` yourself.
           '';
         };
       };
+
+      installCommand = common.installCommandOption "`home.packages`";
     }
     // common.sharedOptions cfg
     // common.readOnlyOptions opt;
@@ -104,35 +160,30 @@ in
         {
           assertion = hf.cacheDir == null || lib.hasPrefix "/" hf.cacheDir;
           message = ''
-            ${opt}.integration.huggingface.cacheDir must be an absolute path (got "${toString hf.cacheDir}"); e.g. "''${config.xdg.cacheHome}/huggingface/hub".'';
+            ${opt}.integration.huggingface.cacheDir must be an absolute path (got "${toString hf.cacheDir}"); e.g. "''${config.xdg.cacheHome}/huggingface" (HF_HOME-like: the hub cache is its hub subfolder).'';
         }
       ];
-      warnings = r.warnings;
+      warnings = r.warnings ++ lib.optionals (cacheDir != null) (common.hubSuffixWarning "${opt}.integration.huggingface.cacheDir" cacheDir);
+
+      home.packages = mkIf cfg.installCommand [ cfg.package ];
 
       home.sessionVariables = sessionVars;
       # systemd user services (an inference server run as a user unit) do not read
       # hm-session-vars.sh; on Linux they get the same variables. Not on darwin.
       systemd.user.sessionVariables = mkIf pkgs.stdenv.hostPlatform.isLinux sessionVars;
 
-      # Runs after linkGeneration; the manifest's store path in this script keeps
-      # every model alive for as long as the generation exists.
-      home.activation.model-repo = mkIf (hf.enable && hf.setupOnActivation && r.anyLinked) (
-        lib.hm.dag.entryAfter [ "linkGeneration" ] ''
-          modelRepoStatus=0
-          # stdout is the environment, already in home.sessionVariables; logs stay on stderr.
-          ${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} --state-dir ${escapeShellArg "${config.xdg.stateHome}/model-repo"} ''${DRY_RUN:+--dry-run} $VERBOSE_ARG >/dev/null || modelRepoStatus=$?
-          case "$modelRepoStatus" in
-            0) ;;
-            1) warnEcho "model-repo: some models were not linked into the hub cache (see above); activation continues." ;;
-            3) errorEcho "model-repo: the hub cache could not be updated (lock timeout or unwritable directory, see above); activation continues, models are not linked." ;;
-            *)
-              errorEcho "model-repo: the activator rejected its manifest (exit $modelRepoStatus); stopping activation."
-              exit "$modelRepoStatus"
-              ;;
-          esac
-          unset modelRepoStatus
-        ''
+      # Runs after linkGeneration, whenever the module is enabled, even with no
+      # model to link: dropping the last model or switching integration off
+      # prunes. The manifest's store path in this script keeps every model alive
+      # for as long as the generation exists.
+      home.activation.model-repo = mkIf hf.setupOnActivation (
+        lib.hm.dag.entryAfter [ "linkGeneration" ] activateEntry
       );
+    })
+    # The module disabled after having been enabled: the next switch removes the
+    # profile's links and gives back the refs it had taken over.
+    (mkIf (!cfg.enable) {
+      home.activation.model-repo = lib.hm.dag.entryAfter [ "linkGeneration" ] deactivateEntry;
     })
   ];
 }

@@ -22,8 +22,11 @@ let
   opt = "services.model-repo";
   cfg = config.services.model-repo;
   hf = cfg.integration.huggingface;
-  hubDir = "${hf.cacheDir}/hub";
+  # HF_HOME-like (seed 000), as in the Home Manager and devenv modules.
+  cacheDir = common.stripTrailingSlashes hf.cacheDir;
+  hubDir = common.hubOf cacheDir;
   stateDir = "/var/lib/model-repo";
+  exe = lib.getExe cfg.package;
 
   r = common.resolve {
     inherit pkgs cfg opt;
@@ -60,16 +63,18 @@ in
           '';
         };
         cacheDir = mkOption {
-          type = types.strMatching "/.*[^/]";
+          type = types.strMatching "/.*";
           default = "/var/cache/huggingface";
           example = "/data/models";
           description = ''
-            Like `HF_HOME`: the hub cache is the `hub` directory inside it
+            Like `HF_HOME` (the same meaning in the Home Manager and devenv
+            modules, seed 000): the hub cache is the `hub` directory inside it
             (`/var/cache/huggingface/hub` by default), and that is what
             {option}`services.model-repo.environment` sets `HF_HUB_CACHE` to.
-            Setting `HF_HOME` to this directory works too, but
-            `HF_HUB_CACHE` leaves the rest of a service's Hugging Face state
-            (token, xet cache) where it was.
+            An absolute path; a trailing slash is accepted; a last component
+            `hub` gets a warning (models would go to `…/hub/hub`). Setting
+            `HF_HOME` to this directory works too, but `HF_HUB_CACHE` leaves the
+            rest of a service's Hugging Face state (token, xet cache) where it was.
           '';
         };
         offlineMode = mkOption {
@@ -104,14 +109,31 @@ in
       };
 
       auth.tokenFile = mkOption {
-        type = types.nullOr types.str;
+        type = types.nullOr (types.strMatching "/.*");
         default = null;
         example = "/run/secrets/hf-token";
         description = ''
-          File with a Hub token. The models themselves are fetched at build
-          time (see each model's `auth`); this path is exported as
-          `HF_TOKEN_PATH` in {option}`services.model-repo.environment`, for
-          services that talk to the Hub at run time.
+          File with a Hub token (seed 000). It is the default
+          `auth.tokenFile` of every model with a `source.huggingface` that sets
+          neither `auth.tokenFile` nor `auth.tokenEnvVar`, so gated and private
+          repos fetch at build time (the build users must be able to read it,
+          and with the sandbox on it must be in `nix.settings.extra-sandbox-paths`).
+          It is also exported as `HF_TOKEN_PATH` in
+          {option}`services.model-repo.environment`, for services that talk to
+          the Hub at run time.
+        '';
+      };
+
+      installCommand = common.installCommandOption "`environment.systemPackages`";
+
+      setSessionVariables = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether to export {option}`services.model-repo.environment`
+          (`HF_HUB_CACHE`, the offline pair, `MODEL_REPO_<NAME>`, `HF_TOKEN_PATH`)
+          to interactive users' sessions through `environment.sessionVariables`,
+          as the services that merge it into their `environment` get it.
         '';
       };
 
@@ -140,20 +162,26 @@ in
     (mkIf cfg.enable {
       assertions = r.assertions ++ [
         {
-          assertion = !lib.hasPrefix "${builtins.storeDir}/" hf.cacheDir;
+          assertion = !lib.hasPrefix "${builtins.storeDir}/" cacheDir;
           message = "${opt}.integration.huggingface.cacheDir must be a writable directory outside the Nix store (got ${hf.cacheDir}).";
         }
       ];
-      warnings = r.warnings;
+      warnings = r.warnings ++ common.hubSuffixWarning "${opt}.integration.huggingface.cacheDir" cacheDir;
 
       users.groups = mkIf cfg.createGroup { ${cfg.group} = { }; };
 
+      environment.systemPackages = mkIf cfg.installCommand [ cfg.package ];
+      environment.sessionVariables = mkIf cfg.setSessionVariables serviceEnvironment;
+
       systemd.tmpfiles.rules = mkIf hf.enable [
-        "d ${hf.cacheDir} 2775 ${cfg.user} ${cfg.group} - -"
+        "d ${cacheDir} 2775 ${cfg.user} ${cfg.group} - -"
         "d ${hubDir} 2775 ${cfg.user} ${cfg.group} - -"
       ];
 
-      systemd.services.model-repo = mkIf (hf.enable && r.anyLinked) {
+      # Whenever the module is enabled, even with no model left to link: a new
+      # manifest changes the unit, so `nixos-rebuild switch` reruns it and it
+      # prunes what the profile no longer lists.
+      systemd.services.model-repo = {
         description = "Link declared Hugging Face models into ${hubDir}";
         wantedBy = [ "multi-user.target" ];
         after = [
@@ -168,7 +196,32 @@ in
           Group = cfg.group;
           UMask = "0002";
           StateDirectory = "model-repo";
-          ExecStart = "${lib.getExe cfg.package} activate --manifest ${escapeShellArg "${r.manifestFile}"} --log-format json";
+          ExecStart = "${exe} activate --manifest ${escapeShellArg "${r.manifestFile}"} --log-format json";
+          # Exit 1 (partial: a model blocked by something in its place, reported
+          # in the journal; the others linked) counts as success, so services
+          # that require this unit but not the blocked model still start.
+          SuccessExitStatus = "1";
+        };
+      };
+    })
+    # The module disabled after having been enabled: the next switch starts this
+    # unit (the same name, changed), which removes the profile's links and
+    # restores the refs it had taken over. systemd tests for a state file first:
+    # without one nothing is started.
+    (mkIf (!cfg.enable) {
+      systemd.services.model-repo = {
+        description = "Remove the links of the disabled model-repo module";
+        wantedBy = [ "multi-user.target" ];
+        after = [ "local-fs.target" ];
+        unitConfig.ConditionPathExistsGlob = "${stateDir}/*.json";
+        environment.MODEL_REPO_STATE_DIR = stateDir;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          User = cfg.user;
+          StateDirectory = "model-repo";
+          ExecStart = "${exe} deactivate --profile nixos --log-format json";
+          SuccessExitStatus = "1";
         };
       };
     })

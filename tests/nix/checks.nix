@@ -51,7 +51,7 @@ let
     r: {
       after-linkGeneration = r.activation.after == [ "linkGeneration" ];
       calls-activator = lib.hasInfix "activate --manifest" r.activation.data;
-      dry-run = lib.hasInfix "\${DRY_RUN:+--dry-run}" r.activation.data;
+      dry-run = lib.hasInfix "\${DRY_RUN+--dry-run}" r.activation.data;
       env-var = r.sessionVariables ? MODEL_REPO_ALL_MINILM;
       offline = r.sessionVariables.HF_HUB_OFFLINE or null == "1";
       no-hf-home = !(r.sessionVariables ? HF_HOME);
@@ -63,7 +63,7 @@ let
     inherit nixpkgsLib devenv system;
     userModule.services.model-repo = {
       enable = true;
-      cacheDir = ".cache/hub";
+      cacheDir = ".cache/huggingface";
       models.all-MiniLM = model;
     };
   };
@@ -149,7 +149,7 @@ in
   eval-devenv = expect "devenv" {
     task-before-shell = dv.task.before == [ "devenv:enterShell" ];
     status-checks-link = lib.hasInfix "readlink" dv.task.status;
-    relative-cache-dir = dv.env.HF_HUB_CACHE == "/home/alice/project/.cache/hub";
+    relative-cache-dir = dv.env.HF_HUB_CACHE == "/home/alice/project/.cache/huggingface/hub";
     env-var = dv.env ? MODEL_REPO_ALL_MINILM;
   };
   eval-nixos = expect "nixos" {

@@ -70,6 +70,15 @@ in
   # profile), so report how linking runs and what the module would add.
   linkVia = cfg.services.model-repo.linkVia;
   enterShellFallback = cfg.services.model-repo.enterShellFallback;
+  linkExec = cfg.services.model-repo.linkExec;
+  linkStatus = cfg.services.model-repo.linkStatus;
+  # What our module adds to `packages` (devenv's own entries need a real nixpkgs:
+  # read only the definitions our module file made).
+  packages = map toString (
+    lib.concatMap (d: d.value) (
+      builtins.filter (d: lib.hasInfix "/modules/devenv" (toString d.file)) eval.options.packages.definitionsWithLocations
+    )
+  );
   failedAssertions = map (a: a.message) (
     builtins.filter (a: !a.assertion && lib.hasInfix "model-repo" a.message) cfg.assertions
   );

@@ -102,4 +102,22 @@ in
     n: _: lib.hasPrefix "MODEL_REPO_" n || lib.hasPrefix "HF_" n || n == "TRANSFORMERS_OFFLINE"
   ) (cfg.systemd.user.sessionVariables or { });
   hostPlatform = pkgs.stdenv.hostPlatform.system;
+  # What the module puts into home.packages (store paths of model-repo packages).
+  # What our module defines for home.packages, read from the module's own
+  # mkMerge/mkIf definitions (Home Manager's own entries need a real nixpkgs).
+  packages =
+    let
+      unwrap =
+        v:
+        if v._type or "" == "merge" then
+          lib.concatMap unwrap v.contents
+        else if v._type or "" == "if" then
+          (if v.condition then unwrap v.content else [ ])
+        else
+          [ v ];
+      ours = (import ../../modules/home-manager { inherit (eval) config; inherit lib pkgs; }).config;
+      defs = lib.concatMap (v: unwrap (v.home.packages or [ ])) (unwrap ours);
+    in
+    map toString (lib.concatLists defs);
+  stateHome = cfg.xdg.stateHome;
 }

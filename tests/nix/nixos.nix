@@ -44,6 +44,14 @@ let
         type = types.attrsOf freeform;
         default = { };
       };
+      environment.systemPackages = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+      };
+      environment.sessionVariables = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+      };
       systemd.tmpfiles.rules = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -103,7 +111,10 @@ in
       wantedBy
       ;
     description = s.description or null;
+    unitConfig = s.unitConfig or { };
   }) cfg.systemd.services;
+  systemPackages = map toString cfg.environment.systemPackages;
+  sessionVariables = cfg.environment.sessionVariables;
   groups = builtins.attrNames cfg.users.groups;
   users = lib.mapAttrs (_: u: { extraGroups = u.extraGroups or [ ]; group = u.group or null; }) cfg.users.users;
   tmpfiles = cfg.systemd.tmpfiles.rules;
@@ -113,4 +124,6 @@ in
   manifest = cfg.services.model-repo.manifest;
   manifestFile = "${cfg.services.model-repo.manifestFile}";
   modelPaths = lib.mapAttrs (_: p: "${p}") cfg.services.model-repo.modelPaths;
+  # The auth.tokenFile each model ends up with (the module-wide default or its own).
+  tokenFiles = lib.mapAttrs (_: m: m.auth.tokenFile) cfg.services.model-repo.models;
 }
