@@ -12,7 +12,10 @@ with no network. Beside them, :data:`MANIFEST` records what each path is::
       "revision": "<commit: 40 hex, or its first 12 when only the store name tells it>",
       "ref": "main" | null, "storePath": "/nix/store/…-hf-org--name-<12 hex>",
       "narHash": "sha256-…", "narSize": <bytes>, "exportedAt": "<ISO 8601 UTC>",
-      "include": [...], "exclude": [...]}]}
+      "files": [...], "include": [...], "exclude": [...]}]}
+
+(``files``/``include``/``exclude``: the selection the path was fetched with, the Nix
+options of the same names; auto-persist matches a prefetch on them.)
 
 Compression defaults to ``none``: measured on this project's machines (Nix 2.8, two
 cores) an 87 MB model took 81 s to export with Nix's default xz, 0.6 s uncompressed and
@@ -106,13 +109,14 @@ class Entry:
     ref: str | None = None
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"repoId": self.repo_id, "repoType": self.repo_type,
                 "revision": self.revision, "ref": self.ref, "storePath": self.store_path,
                 "narHash": self.nar_hash, "narSize": self.nar_size,
-                "exportedAt": self.exported_at, "include": list(self.include),
-                "exclude": list(self.exclude)}
+                "exportedAt": self.exported_at, "files": list(self.files),
+                "include": list(self.include), "exclude": list(self.exclude)}
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Entry:
@@ -124,7 +128,7 @@ class Entry:
                         str(obj["revision"]), str(obj["storePath"]), str(obj["narHash"]),
                         int(obj["narSize"]), str(obj.get("exportedAt", "")),
                         obj.get("ref"), list(obj.get("include") or []),
-                        list(obj.get("exclude") or []))
+                        list(obj.get("exclude") or []), list(obj.get("files") or []))
         except (KeyError, TypeError, ValueError) as exc:
             raise Failure(EXIT_ENVIRONMENT, f"{where}: missing or malformed field {exc}; "
                           "export the model again to rewrite it") from exc
@@ -418,8 +422,9 @@ def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | Non
 
 
 def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo_type: str,
-                revision: str, ref: str | None = None, include: Sequence[str] = (),
-                exclude: Sequence[str] = (), compression: str = "none",
+                revision: str, ref: str | None = None, files: Sequence[str] = (),
+                include: Sequence[str] = (), exclude: Sequence[str] = (),
+                compression: str = "none",
                 log: Any = None) -> Entry:
     """Copy the valid ``store_path`` into the persist folder ``directory`` (created when
     missing) and record it in the manifest, replacing an older entry for the same path.
@@ -455,7 +460,7 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                       int(info["narSize"]),
                       datetime.datetime.now(datetime.timezone.utc).isoformat(
                           timespec="seconds").replace("+00:00", "Z"),
-                      ref, list(include), list(exclude))
+                      ref, list(include), list(exclude), list(files))
         entries = [e for e in read_manifest(directory) if e.store_path != store_path]
         _write_manifest(directory, entries + [entry])
     return entry
@@ -559,10 +564,10 @@ def select_entries(entries: Sequence[Entry], *, repo_id: str | None, repo_type: 
 
 
 def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
-                         repo_type: str, commit: str, include: Sequence[str],
-                         exclude: Sequence[str]) -> Entry | None:
+                         repo_type: str, commit: str, files: Sequence[str],
+                         include: Sequence[str], exclude: Sequence[str]) -> Entry | None:
     """With ``auto_persist`` on: the persisted entry for exactly this pin (repo, type,
-    commit, include, exclude), made valid in the store (imported when it was
+    commit, files, include, exclude), made valid in the store (imported when it was
     garbage-collected; auto-persist is the user's opt-in to trust their own persist
     folder, as nix-hug does), so ``prefetch --add-to-store`` need not download. None
     when auto-persist is off, nothing matches, or the import fails (logged as a
@@ -580,7 +585,8 @@ def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
         entries = read_manifest(cfg.persist_dir)
         for e in reversed(entries):
             if (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type, commit) and \
-                    e.include == list(include) and e.exclude == list(exclude):
+                    (e.files, e.include, e.exclude) == (list(files), list(include),
+                                                        list(exclude)):
                 nix = Nix.find(environ)
                 if import_path(nix, cfg.persist_dir, e.store_path, no_check_sigs=True, log=log):
                     log.info("restored from the persist folder", path=e.store_path,
@@ -593,7 +599,8 @@ def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
 
 def export_after_prefetch(environ: Mapping[str, str], log: Any, *, store_path: str,
                           repo_id: str, repo_type: str, commit: str, ref: str | None,
-                          include: Sequence[str], exclude: Sequence[str]) -> Entry | None:
+                          files: Sequence[str], include: Sequence[str],
+                          exclude: Sequence[str]) -> Entry | None:
     """With ``auto_persist`` on: export what ``prefetch --add-to-store`` just added. None
     when auto-persist is off. Raises :class:`Failure` (exit 2 bad setting, 3 export
     failed)."""
@@ -606,8 +613,8 @@ def export_after_prefetch(environ: Mapping[str, str], log: Any, *, store_path: s
     if not cfg.auto_persist:
         return None
     entry = export_path(Nix.find(environ), cfg.persist_dir, store_path, repo_id=repo_id,
-                        repo_type=repo_type, revision=commit, ref=ref, include=include,
-                        exclude=exclude, log=log)
+                        repo_type=repo_type, revision=commit, ref=ref, files=files,
+                        include=include, exclude=exclude, log=log)
     log.info("exported to the persist folder (auto_persist)", path=store_path,
              dir=cfg.persist_dir)
     return entry
@@ -715,7 +722,7 @@ def _export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
         "main" if "main" in cand.refs else None)
     entry = export_path(nix, directory, cand.store_path, repo_id=cand.repo_id,
                         repo_type=repo_type or cand.repo_type, revision=cand.commit, ref=ref,
-                        include=args.include, exclude=args.exclude,
+                        files=args.files, include=args.include, exclude=args.exclude,
                         compression=args.compression, log=log)
     if args.json:
         sys.stdout.write(json.dumps(entry.to_json(), indent=2) + "\n")

@@ -59,6 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     repo_args(exp, True)
     exp.add_argument("--store-path", metavar="PATH",
                      help="export this store path (when several hold the repo)")
+    exp.add_argument("--file", dest="files", action="append", default=[], metavar="PATH",
+                     help="the exact files the model was fetched with (recorded)")
     exp.add_argument("--include", action="append", default=[], metavar="PATTERN",
                      help="the include patterns the model was fetched with (recorded, "
                      "so auto-persist finds it for the same prefetch)")
