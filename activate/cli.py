@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 partial, 2 bad input, 3 environment (lock timeout, "
         "unwritable cache), 70 internal error.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"model-repo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -97,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     common(deact)
 
     sub.add_parser("schema", help="print the manifest's JSON Schema")
-    from .hub.prefetch import add_parsers  # cheap: huggingface_hub is imported only when run
+    from .hub.cli import add_parsers  # cheap: huggingface_hub is imported only when run
 
     add_parsers(sub)
     return parser
@@ -117,8 +120,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             _emit(env, quick.get("--format", "sh"), quick.get("--env-file"))
             return EXIT_OK
     args = _parser().parse_args(argv)
-    if args.command in ("prefetch", "ls"):
-        from .hub.prefetch import run
+    if getattr(args, "hub_command", False):  # prefetch, ls: activate/hub/
+        from .hub.cli import run
 
         return run(args, environ)
     if args.command == "schema":

@@ -26,7 +26,8 @@ import pytest
 from mockhub import MockHub
 
 from activate.hub.nar import NarError, nar_hash_sri, write_nar
-from activate.hub.prefetch import render_nix, sparse_patterns, sparse_select, store_name
+from activate.hub.prefetch import render_nix, store_name
+from activate.hub.sparse import sparse_patterns, sparse_select
 
 ROOT = Path(__file__).resolve().parent.parent
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -81,7 +82,8 @@ def cli_env(hub: MockHub | None, tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "HUGGING_FACE_", "TRANSFORMERS_"))}
     env.update(HF_HOME=str(tmp / "hf-home"), TMPDIR=str(tmp), HF_HUB_DISABLE_TELEMETRY="1",
-               PYTHONPATH=str(ROOT))
+               XDG_CACHE_HOME=str(tmp / "cache"), PYTHONPATH=str(ROOT))
+    env.pop("MODEL_REPO_PREFETCH_DIR", None)
     if hub is not None:
         env["HF_ENDPOINT"] = hub.url
     env.update(extra)
@@ -440,8 +442,8 @@ def test_nix_output_carries_options(hub: MockHub, tmp_path: Path):
     assert v["hash"] == nix_hash(materialize({"data/train.jsonl": files["data/train.jsonl"]},
                                              tmp_path / "t"))
     assert "# v1.0 on " in proc.stdout
-    # Without --dataset the model repo does not exist: exit 2 with the hint.
-    miss = cli(hub, tmp_path, "prefetch", repo, "-r", "v1.0")
+    # Named as a model (hf:), the model repo does not exist: exit 2 with the hint.
+    miss = cli(hub, tmp_path, "prefetch", "hf:" + repo, "-r", "v1.0")
     assert miss.returncode == 2 and "for a dataset add --dataset" in miss.stderr
     # Escaping in the rendered Nix.
     text = render_nix(repo_id="o/n", repo_type="model", commit="c" * 40, ref="main",
@@ -543,8 +545,9 @@ def test_exit_codes_and_messages(hub: MockHub, tmp_path: Path):
     cases = [
         (["prefetch", "bad--id/x"], 2, "invalid repo id 'bad--id/x': may not contain '--'"),
         (["ls", "a/b/c"], 2, "at most one '/'"),
-        (["prefetch", "gpt2"], 2, "full repo id ORG/NAME"),
-        (["prefetch", "nobody/nothing"], 2, "model repo nobody/nothing not found on"),
+        (["prefetch", "gpt2"], 2, "no model or dataset repo gpt2 on"),
+        (["prefetch", "nobody/nothing"], 2, "no model or dataset repo nobody/nothing on"),
+        (["prefetch", "hf:nobody/nothing"], 2, "model repo nobody/nothing not found on"),
         (["prefetch", "model-repo-test/ok", "-r", "nope"], 2, "revision 'nope' not found"),
         (["prefetch", "model-repo-test/ok", "--include", "*.bin"], 2, "no file of"),
         (["prefetch", "model-repo-test/broken"], 3, "answered HTTP 503"),

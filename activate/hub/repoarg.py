@@ -64,7 +64,8 @@ class RepoRef:
 def _check_id(repo_id: str, arg: str) -> str:
     err = repo_id_error(repo_id)
     if err is not None:
-        raise RepoArgError(f"invalid repo id {repo_id!r} in {arg!r}: {err}")
+        where = "" if repo_id == arg else f" in {arg!r}"
+        raise RepoArgError(f"invalid repo id {repo_id!r}{where}: {err}")
     return repo_id
 
 

@@ -1,0 +1,194 @@
+"""Running ``prefetch`` and ``ls``: parse the repo argument, resolve it on the Hub, select
+the files, then list them or hand them to :mod:`activate.hub.prefetch`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .api import (DEFAULT_REF, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK,
+                  GATED_NO_TOKEN, Failure, HubSession, RemoteFile, Resolved)
+from .prefetch import human_size
+from .sparse import sparse_patterns, sparse_select
+
+
+def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run ``prefetch`` or ``ls`` (``args.command``); returns the exit status.
+
+    ``environ`` supplies ``HF_ENDPOINT``, ``HF_TOKEN`` (else huggingface_hub's stored
+    token), ``HF_HUB_OFFLINE`` (ignored, with a note), ``MODEL_REPO_PREFETCH_DIR`` /
+    ``XDG_CACHE_HOME`` (the resumable download folder) and ``PATH`` (for ``nix-store``).
+    Output goes to stdout, logs to stderr.
+    """
+    from ..log import Log
+
+    default = "info" if args.command == "prefetch" else "warning"
+    level = "debug" if args.verbose else "error" if args.quiet else default
+    log = Log(level, args.log_format)
+    from .signals import on_interrupt
+
+    on_interrupt.install()  # SIGINT/SIGTERM: one line, temporary folders removed, exit now
+    try:
+        return _run(args, environ, log)
+    except Failure as f:
+        log.error(f.message)
+        return f.code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_ENVIRONMENT
+    except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
+        import traceback
+
+        log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
+    """Validate the input, check for nix-store when needed (before any network), resolve
+    and list, then print the listing (``ls``) or prefetch. Raises :class:`Failure`."""
+    sel = selection(args, environ)
+    nix_store = None
+    if getattr(args, "add_to_store", False):
+        nix_store = shutil.which("nix-store", path=environ.get("PATH", os.defpath))
+        if nix_store is None:
+            raise Failure(EXIT_ENVIRONMENT, "--add-to-store needs nix-store, which is not "
+                          "on PATH: install Nix (https://nixos.org/download; on Debian "
+                          "`apt-get install nix-bin`), or leave out --add-to-store")
+    session = HubSession(environ, log)
+    res = session.resolve(sel.repo_id, sel.repo_type, sel.revision)
+    log.info("resolved", repo=res.repo_id, repoType=res.repo_type, revision=sel.revision,
+             commit=res.commit)
+    if args.command == "prefetch" and "/" not in res.repo_id:
+        raise Failure(EXIT_BAD_INPUT, f"invalid repo id {res.repo_id!r}: the Nix options "
+                      "take a full repo id ORG/NAME, and the Hub gave no other name for it")
+    chosen = select_files(res, sel)
+    if args.command == "ls":
+        _print_ls(args, res, sel, chosen)
+        return EXIT_OK
+    if not chosen:
+        raise Failure(EXIT_BAD_INPUT, f"no file of {res.repo_id} at {res.commit} matches "
+                      f"--include {sel.include} --exclude {sel.exclude} "
+                      f"(`model-repo ls {res.repo_id}` lists them)")
+    if any(f.path == ".cache/huggingface" or f.path.startswith(".cache/huggingface/")
+           for f in chosen):
+        raise Failure(EXIT_BAD_INPUT, f"{res.repo_id} has files under .cache/huggingface/, "
+                      "the folder huggingface_hub keeps its download state in: leave them "
+                      "out with --exclude /.cache/huggingface/")
+    if res.gated and not session.has_token:
+        raise Failure(EXIT_BAD_INPUT, f"{GATED_NO_TOKEN}; then accept its conditions on "
+                      f"{session.page(res.repo_id, res.repo_type)}")
+    from .prefetch import prefetch
+
+    return prefetch(args, sel, environ, log, session, res, chosen, nix_store)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a Hub command's arguments ask for: ``repo_type`` None means "ask the Hub"
+    (a bare id); ``revision`` the ref or commit to resolve; ``files`` exact paths;
+    ``include``/``exclude`` git sparse-checkout patterns; ``patterns`` the pattern list
+    the Nix fetcher will use for them (:func:`activate.hub.sparse.sparse_patterns`)."""
+
+    repo_id: str
+    repo_type: str | None
+    revision: str
+    files: tuple[str, ...]
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    @property
+    def patterns(self) -> list[str]:
+        return sparse_patterns(self.include, self.exclude, self.files)
+
+
+def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection:
+    """The :class:`Selection` of parsed arguments (``repo``, ``revision``, ``files``,
+    ``include``, ``exclude``, ``dataset``; :func:`activate.hub.cli.add_repo_arguments`).
+
+    A URL's ``/tree/REV`` or ``/blob/REV/FILE`` gives the revision (and file) unless
+    ``--revision`` names another one (exit 2: they disagree); ``--dataset`` with a form
+    that says "model" is an error. Raises :class:`Failure` (exit 2) naming the argument.
+    """
+    from .repoarg import RepoArgError, parse_repo
+
+    try:
+        ref = parse_repo(args.repo, endpoint=environ.get("HF_ENDPOINT"))
+    except RepoArgError as exc:
+        raise Failure(EXIT_BAD_INPUT, str(exc)) from None
+    repo_type = ref.repo_type
+    if args.dataset:
+        if repo_type == "model":
+            raise Failure(EXIT_BAD_INPUT, f"--dataset, but {args.repo!r} names a model repo: "
+                          "write datasets/ORG/NAME (or drop --dataset)")
+        repo_type = "dataset"
+    revision = args.revision
+    if revision is not None and ref.revision is not None and revision != ref.revision:
+        raise Failure(EXIT_BAD_INPUT, f"--revision {revision!r} and the URL's revision "
+                      f"{ref.revision!r} disagree: give one of them")
+    revision = revision if revision is not None else ref.revision or DEFAULT_REF
+    if not revision:
+        raise Failure(EXIT_BAD_INPUT, "--revision must not be empty (e.g. main)")
+    files = list(args.files or [])
+    if ref.file is not None and ref.file not in files:
+        files.append(ref.file)
+    for f in files:
+        bad = (not f or f.startswith("/") or f.endswith("/")
+               or any(seg in ("", ".", "..") for seg in f.split("/")))
+        if bad:
+            raise Failure(EXIT_BAD_INPUT, f"--file {f!r}: give a file's path from the repo "
+                          "root, such as config.json or onnx/model.onnx (no leading or "
+                          "trailing '/', no '.' or '..')")
+    return Selection(ref.repo_id, repo_type, revision, tuple(files),
+                     tuple(args.include or ()), tuple(args.exclude or ()))
+
+
+def select_files(res: Resolved, sel: Selection) -> list[RemoteFile]:
+    """The files of ``res`` that ``sel`` selects (git sparse-checkout rules); raises
+    :class:`Failure` (exit 2) when a ``--file`` is not in the repo at that commit."""
+    paths = {f.path for f in res.files}
+    missing = [f for f in sel.files if f not in paths]
+    if missing:
+        raise Failure(EXIT_BAD_INPUT, f"--file {', '.join(missing)}: not in {res.repo_id} at "
+                      f"{res.commit} (`model-repo ls {res.repo_id}` lists its files)")
+    selected = set(sparse_select([f.path for f in res.files], sel.patterns))
+    return [f for f in res.files if f.path in selected]
+
+
+def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,
+              chosen: list[RemoteFile]) -> None:
+    """Print the selected files with their sizes (bytes) and a total, or JSON."""
+    total = sum(f.size for f in chosen)
+    if args.json:
+        import json
+
+        doc = {
+            "repo": res.repo_id, "repoType": res.repo_type, "revision": res.commit,
+            "ref": res.ref, "gated": bool(res.gated),
+            "include": list(sel.include), "exclude": list(sel.exclude),
+            "exactFiles": list(sel.files),
+            "files": [{"path": f.path, "size": f.size, "lfs": f.lfs_sha256 is not None}
+                      for f in chosen],
+            "totalSize": total,
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    at = f"{res.ref} = {res.commit}" if res.ref else res.commit
+    lines = [f"# {res.repo_id} ({res.repo_type}) at {at}"]
+    if res.gated:
+        lines.append("# gated: downloading needs HF_TOKEN (or `hf auth login`) with access")
+    width = max([len(str(f.size)) for f in chosen] + [4])
+    for f in chosen:
+        lines.append(f"{f.size:>{width}}  {f.path}" + ("  (lfs)" if f.lfs_sha256 else ""))
+    summary = f"{len(chosen)} files, {total} bytes ({human_size(total)})"
+    if len(chosen) != len(res.files):
+        all_total = sum(f.size for f in res.files)
+        summary += f" selected of {len(res.files)} files, {all_total} bytes"
+    lines.append(summary)
+    sys.stdout.write("\n".join(lines) + "\n")
+
+

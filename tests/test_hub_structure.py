@@ -1,0 +1,108 @@
+"""The activation path imports nothing of the Hub-facing side (``activate/hub/``).
+
+Two checks: the import statements of the activation path's modules (static, every
+branch), and ``sys.modules`` after real runs of activate (full path and no-op path),
+env, status and deactivate on a real store path, in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import COMMIT_A, ROOT, manifest, model
+
+ACTIVATION_PATH = ["cli", "activation", "linking", "state", "hubfs", "noop", "envout",
+                   "cachedir", "naming", "manifest", "statefile", "log", "__init__",
+                   "__main__"]
+
+#: The only imports of activate.hub the activation path may hold: the parser
+#: registration (argparse only) and the hand-over of the Hub commands.
+ALLOWED = {("cli", "_parser", "activate.hub.cli", "add_parsers"),
+           ("cli", "main", "activate.hub.cli", "run")}
+
+
+def _imports(module: str) -> list[tuple[str, str, str]]:
+    """(enclosing top-level function or "", imported module, imported name) of every
+    import statement in activate/<module>.py."""
+    tree = ast.parse((ROOT / "activate" / f"{module}.py").read_text())
+    out = []
+    for top in tree.body:
+        func = top.name if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef)) else ""
+        for node in ast.walk(top):
+            if isinstance(node, ast.Import):
+                out += [(func, a.name, "") for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = "activate" if module != "__init__" or node.level == 1 else ""
+                    mod = base + ("." + node.module if node.module else "")
+                else:
+                    mod = node.module or ""
+                out += [(func, mod, a.name) for a in node.names]
+    return out
+
+
+def test_activation_path_modules_import_nothing_of_the_hub_side():
+    found = []
+    for module in ACTIVATION_PATH:
+        for func, mod, name in _imports(module):
+            hubby = (mod in ("activate.hub", "huggingface_hub")
+                     or mod.startswith(("activate.hub.", "huggingface_hub."))
+                     or (mod == "activate" and name == "hub"))
+            if hubby and (module, func, mod, name) not in ALLOWED:
+                found.append(f"activate/{module}.py: {func or '<module>'}: {mod} {name}")
+    assert found == []
+    # The allowed ones exist (the check above would pass vacuously otherwise).
+    cli = _imports("cli")
+    for _, func, mod, name in ALLOWED:
+        assert (func, mod, name) in cli
+
+
+def test_hub_parser_registration_imports_argparse_only():
+    code = ("import sys, activate.hub.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('activate', 'huggingface_hub'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True).stdout
+    assert out.strip() == "['activate', 'activate.hub', 'activate.hub.cli']"
+
+
+_RUN = """
+import json, sys
+from activate.cli import main
+rc = main(sys.argv[2:], environ={"HOME": sys.argv[1]})
+sys.stdout.flush()
+mods = sorted(m for m in sys.modules if m.split(".")[:2] == ["activate", "hub"]
+              or m.split(".")[0] == "huggingface_hub")
+sys.stderr.write("\\nMODULES " + json.dumps([rc, mods]) + "\\n")
+"""
+
+
+def _run(tmp: Path, *args: str) -> tuple[int, list[str]]:
+    proc = subprocess.run([sys.executable, "-c", _RUN, str(tmp / "home"), *args], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES ")]
+    assert line, proc.stderr
+    rc, mods = json.loads(line[-1][len("MODULES "):])
+    return rc, mods
+
+
+def test_activation_runs_load_no_hub_module(tmp_path: Path, tiny_bert_store_path: str):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest({"m": model(tiny_bert_store_path, revision=COMMIT_A)})))
+    common = ["--cache-dir", str(tmp_path / "hub"), "--state-dir", str(tmp_path / "state")]
+    parser_only = ["activate.hub", "activate.hub.cli"]  # the lazy parser registration
+    # First activation: the full path (argparse parser built, hub parsers registered).
+    assert _run(tmp_path, "activate", "--manifest", str(path), *common, "-v") == (0, parser_only)
+    assert (tmp_path / "hub" / "models--model-repo-example--tiny-bert" / "snapshots"
+            / COMMIT_A).is_symlink()
+    # Second: the no-op path builds no parser at all.
+    assert _run(tmp_path, "activate", "--manifest", str(path), *common) == (0, [])
+    assert _run(tmp_path, "env", "--manifest", str(path), *common) == (0, parser_only)
+    assert _run(tmp_path, "status", *common) == (0, parser_only)
+    assert _run(tmp_path, "deactivate", "--profile", "test", *common) == (0, parser_only)
+    assert not (tmp_path / "hub" / "models--model-repo-example--tiny-bert").exists()
