@@ -60,10 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="where profile states live (default: $MODEL_REPO_STATE_DIR, "
                        "else the platform's user state dir, ~/.local/state/model-repo)")
 
-    def hub(p: argparse.ArgumentParser) -> None:
+    def hub(p: argparse.ArgumentParser, what: str = "hub cache to use, overriding the "
+            "manifest's cacheDir and HF_HUB_CACHE/HF_HOME") -> None:
         p.add_argument("--cache-dir", metavar="DIR",
-                       help="hub cache to use, overriding the manifest's cacheDir and "
-                       "HF_HUB_CACHE/HF_HOME")
+                       help=f"{what} (~ is the HOME of the environment)")
 
     def env_output(p: argparse.ArgumentParser) -> None:
         p.add_argument("--manifest", required=True, metavar="FILE",
@@ -73,7 +73,17 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--env-file", metavar="PATH",
                        help="write the environment to PATH (atomically) instead of stdout")
 
-    act = sub.add_parser("activate", help="link the manifest's models and print the environment")
+    act = sub.add_parser(
+        "activate", help="link the manifest's models and print the environment",
+        description="Link every model of the manifest into the hub cache (a snapshot link "
+        "to its store path, plus its refs), remove what this profile linked before and no "
+        "longer wants, restoring refs it had taken over, and print the environment "
+        "(MODEL_REPO_<NAME>, HF_HUB_CACHE when the hub dir was chosen, and "
+        "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE when every model is in place). A repeat run "
+        "with the same manifest writes nothing.",
+        epilog="Exit codes: 0 ok, 1 partial (the models that could not be linked are "
+        "reported with the path and a fix; the others are linked), 2 bad input, 3 "
+        "environment (lock timeout, unwritable cache or state dir), 70 internal error.")
     env_output(act)
     hub(act)
     act.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
@@ -81,25 +91,52 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long to wait for another activator (default: 60)")
     common(act)
 
-    env = sub.add_parser("env", help="print the environment only; change nothing")
+    env = sub.add_parser(
+        "env", help="print the environment only; change nothing",
+        description="Print the environment activate would print for this manifest, "
+        "judging from what is in the hub cache now; write nothing (no link, no ref, no "
+        "state). The offline pair appears only when every model is already linked.",
+        epilog="Exit codes: 0 ok, 2 bad input, 3 environment, 70 internal error.")
     env_output(env)
     hub(env)
     common(env)
 
-    status = sub.add_parser("status", help="what is linked, for which profile, dangling, blocked")
-    hub(status)
-    status.add_argument("--profile", help="only this profile")
+    status = sub.add_parser(
+        "status", help="what is linked, for which profile, dangling, blocked",
+        description="For each profile with a state in the state dir: its hub dir, each "
+        "snapshot link and ref it created with its status (ok, dangling: the store path is "
+        "gone; missing: someone removed it; changed: it now holds something else), and "
+        "what its last activation could not link.",
+        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed or "
+        "blocked, 2 bad input (--profile names no profile with a state: the profiles "
+        "that have one are listed), 70 internal error.")
+    hub(status, "only the profiles linking into this hub cache")
+    status.add_argument("--profile", metavar="PROFILE",
+                        help="only this profile (e.g. home-manager, nixos, devenv:/path)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     common(status)
 
-    deact = sub.add_parser("deactivate", help="remove every link and ref a profile created")
-    deact.add_argument("--profile", required=True, help="e.g. home-manager, nixos, devenv:/path")
-    hub(deact)
+    deact = sub.add_parser(
+        "deactivate", help="remove every link and ref a profile created",
+        description="Remove every snapshot link and ref PROFILE created (in every hub "
+        "cache it linked into, or only DIR with --cache-dir), give back the refs it had "
+        "taken over, remove the repo folders it created once empty, and drop its state. "
+        "Links another profile sharing the state dir still wants are kept.",
+        epilog="Exit codes: 0 ok, 1 partial (what could not be undone stays in the "
+        "state for a later run), 3 environment, 70 internal error.")
+    deact.add_argument("--profile", required=True, metavar="PROFILE",
+                       help="e.g. home-manager, nixos, devenv:/path")
+    hub(deact, "only this hub cache")
     deact.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
-    deact.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS")
+    deact.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="how long to wait for another activator (default: 60)")
     common(deact)
 
-    sub.add_parser("schema", help="print the manifest's JSON Schema")
+    sub.add_parser(
+        "schema", help="print the manifest's JSON Schema",
+        description="Print the JSON Schema (draft 2020-12) of the manifest, version 1, "
+        "generated from the activator's own models (schemas/manifest.schema.json holds "
+        "the same text).")
     from .hub.cli import add_parsers  # cheap: huggingface_hub is imported only when run
 
     add_parsers(sub)
@@ -139,7 +176,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command in ("activate", "env"):
             return _activate(args, environ, log)
         if args.command == "status":
-            return _status(args, environ)
+            return _status(args, environ, log)
         if args.command == "deactivate":
             return _deactivate(args, environ, log)
     except KeyboardInterrupt:
@@ -262,7 +299,12 @@ def _emit(env: Mapping[str, str], fmt: str, env_file: str | None) -> None:
     os.replace(tmp, env_file)
 
 
-def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
+    """``model-repo status``: the report on stdout (text, or a JSON list with --json).
+
+    Exit 0 when every entry is ok, 1 when one is dangling/missing/changed or a model is
+    blocked, 2 when ``--profile`` names a profile without a state (under ``--cache-dir``
+    if given): stdout stays empty and the error lists the profiles that have one."""
     import json
 
     from .noop import verify_records
@@ -271,8 +313,11 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .cachedir import flag_hub_dir
 
     hub_filter = flag_hub_dir(args.cache_dir, environ) if args.cache_dir else None
+    directory = state_dir(args.state_dir, environ)
     report = []
-    for path, st in list_states(state_dir(args.state_dir, environ)):
+    existing: list[tuple[str, str]] = []  # (profile, hub dir) of every state
+    for path, st in list_states(directory):
+        existing.append((st.profile, st.hub_dir))
         if hub_filter and st.hub_dir != hub_filter:
             continue
         if args.profile and st.profile != args.profile:
@@ -297,6 +342,9 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
                        "upToDate": st.complete, "entries": entries,
                        "blocked": st.problems})
+    if args.profile and not report:
+        log.error(_unknown_profile(args.profile, hub_filter, directory, existing))  # type: ignore[attr-defined]
+        return EXIT_BAD_INPUT
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
@@ -312,6 +360,19 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     bad = any(e["status"] != "ok" for p in report for e in p["entries"]) or any(
         p["blocked"] for p in report)
     return EXIT_PARTIAL if bad else EXIT_OK
+
+
+def _unknown_profile(profile: str, hub_filter: str | None, directory: str,
+                     existing: list[tuple[str, str]]) -> str:
+    """The error of ``status --profile PROFILE`` when no state matches: which profiles
+    have one (with their hub dirs), or that none has."""
+    where = f" for the hub cache {hub_filter}" if hub_filter else ""
+    head = f"profile {profile!r} has no state in {directory}{where}"
+    if not existing:
+        return f"{head}; no profile has one yet (nothing was activated with this state dir)"
+    listed = ", ".join(f"{p!r} (hub cache {h})" for p, h in sorted(set(existing)))
+    return (f"{head}; profiles with a state: {listed}. Give one of them to --profile, "
+            "or leave --profile out to see all")
 
 
 def _deactivate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:

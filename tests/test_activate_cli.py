@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import COMMIT_A, ROOT, Workspace, manifest, model, tree
 
 
@@ -198,3 +199,110 @@ def test_tilde_in_cache_dir_means_the_same_dir_for_every_command(
     assert len(json.loads(status.stdout)) == 1
     assert ws.run("deactivate", "--profile", "p", *common, environ=env).code == 0
     assert sorted(os.listdir(ws.root / "home" / "hub")) == [".locks"]
+
+
+# -- the command line reads like its docs ----------------------------------------------
+
+
+def _subparsers() -> dict:
+    import argparse
+
+    from activate.cli import _parser
+
+    (sub,) = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def test_every_command_has_a_description_in_help() -> None:
+    for name, sub in _subparsers().items():
+        assert sub.description and len(sub.description) > 60, name
+        text = sub.format_help()
+        first_words = " ".join(sub.description.split()[:4])
+        assert first_words in " ".join(text.split()), (name, text)
+
+
+_SYNOPSIS = re.compile(r"^model-repo ([a-z]+)\b(.*)$")
+_OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z0-9-]*)")
+_CHOICES = re.compile(r"(--[a-z][a-z0-9-]*) ([a-z0-9]+(?:\|[a-z0-9]+)+)")
+
+
+def _readme_synopses() -> dict[str, str]:
+    """Every ``model-repo COMMAND ...`` line (with its indented continuation lines) in
+    README's fenced blocks without a language: command -> the rest of the synopsis."""
+    out: dict[str, str] = {}
+    fence: str | None = None  # the opening line of the fenced block we are in
+    current: str | None = None
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            fence = line if fence is None else None
+            current = None
+            continue
+        if fence != "```":
+            continue
+        m = _SYNOPSIS.match(line)
+        if m:
+            current = m.group(1)
+            assert current not in out, f"README gives two synopses of {current}"
+            out[current] = m.group(2)
+        elif current and line[:1].isspace():
+            out[current] += " " + line.strip()
+        else:
+            current = None
+    return out
+
+
+#: Every command of ``model-repo``; a test below holds this list to the parser.
+COMMANDS = ("activate", "env", "status", "deactivate", "schema", "prefetch", "ls")
+
+
+def test_readme_has_one_synopsis_per_command() -> None:
+    assert sorted(_subparsers()) == sorted(COMMANDS)
+    assert sorted(_readme_synopses()) == sorted(COMMANDS), (
+        "README needs one synopsis line `model-repo COMMAND ...` per command, in a fenced "
+        "block without a language")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_readme_flag_list_matches_the_parser(name: str) -> None:
+    """README's synopsis of the command names exactly the options argparse accepts
+    (each option by one of its spellings), with the same choices; README's command table
+    names only options the command accepts."""
+    sub = _subparsers()[name]
+    synopsis = _readme_synopses().get(name)
+    assert synopsis is not None, f"README has no synopsis `model-repo {name} ...`"
+    actions = [a for a in sub._actions if a.option_strings and "-h" not in a.option_strings]
+    spelled = set(_OPTION.findall(synopsis))
+    known = {opt for a in actions for opt in a.option_strings}
+    assert spelled <= known, f"README lists {sorted(spelled - known)} for {name}: remove them"
+    missing = [a.option_strings[-1] for a in actions if not spelled & set(a.option_strings)]
+    assert not missing, f"README's synopsis of {name} lacks {missing}: add them"
+    for opt, choices in _CHOICES.findall(synopsis):
+        (action,) = [a for a in actions if opt in a.option_strings]
+        assert choices.split("|") == list(action.choices), (name, opt, action.choices)
+    section = (ROOT / "README.md").read_text().split("## Command line", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `model-repo ([a-z]+)([^`]*)` \|", section, re.M)
+    assert name in [n for n, _ in rows], f"README's command table lacks {name}"
+    for row_name, rest in rows:
+        if row_name == name:
+            assert set(_OPTION.findall(rest)) <= known, (name, rest)
+
+
+def test_status_for_an_unknown_profile_lists_the_profiles(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    empty = ws.run("status", "--profile", "nixos", "--state-dir", str(ws.state))
+    assert empty.code == 2 and empty.stdout == ""
+    assert "no profile has one yet" in empty.stderr, empty.stderr
+    data = manifest({"m": model(tiny_bert_store_path)}, profile="home-manager")
+    assert ws.activate(data).code == 0
+    assert ws.activate({**data, "profile": "devenv:/p"}, name="other.json").code == 0
+    for extra in ((), ("--json",), ("--cache-dir", str(ws.hub))):
+        res = ws.run("status", "--profile", "nixos", "--state-dir", str(ws.state), *extra)
+        assert res.code == 2 and res.stdout == "", res
+        assert "profile 'nixos' has no state" in res.stderr
+        assert f"'devenv:/p' (hub cache {ws.hub})" in res.stderr, res.stderr
+        assert f"'home-manager' (hub cache {ws.hub})" in res.stderr
+    elsewhere = ws.run("status", "--profile", "home-manager", "--state-dir", str(ws.state),
+                       "--cache-dir", str(ws.root / "other-hub"))
+    assert elsewhere.code == 2 and f"for the hub cache {ws.root / 'other-hub'}" in elsewhere.stderr
+    known = ws.run("status", "--profile", "home-manager", "--json", "--state-dir", str(ws.state))
+    assert known.code == 0 and [p["profile"] for p in json.loads(known.stdout)] == ["home-manager"]
