@@ -195,18 +195,22 @@ def _locked(directory: str) -> Iterator[None]:
 
 @dataclass
 class Nix:
-    """The Nix commands this module runs: ``nix`` (with ``nix-command`` enabled per call)
-    and ``nix-store``, found on ``PATH``."""
+    """The Nix commands this module runs, found on ``PATH``: ``nix-store`` (required) and
+    ``nix`` (``nix copy``, ``nix path-info``, with ``nix-command`` enabled per call).
+    Without ``nix``, or when its ``copy`` is unusable (Nix before 2.4 rejects the
+    experimental-features flag), :func:`dump_to_cache` and :func:`import_stream` do the
+    same with ``nix-store --dump`` / ``--import``."""
 
-    nix: str
+    nix: str | None
     nix_store: str
 
     @classmethod
     def find(cls, environ: Mapping[str, str]) -> Nix:
-        """Locate both on ``environ["PATH"]``; raises :class:`Failure` (exit 3) when absent."""
+        """Locate them on ``environ["PATH"]``; raises :class:`Failure` (exit 3) without
+        ``nix-store``."""
         path = environ.get("PATH", os.defpath)
         nix, nix_store = shutil.which("nix", path=path), shutil.which("nix-store", path=path)
-        if nix is None or nix_store is None:
+        if nix_store is None:
             raise Failure(EXIT_ENVIRONMENT, f"export and import {NIX_MISSING}")
         return cls(nix, nix_store)
 
@@ -227,6 +231,7 @@ class Nix:
 
     def path_info(self, store_path: str) -> dict[str, Any]:
         """``nix path-info --json`` of a valid path: ``narHash`` (SRI), ``narSize``, ``ca``…"""
+        assert self.nix is not None
         proc = self.run(self.nix, *_NIX_FLAGS, "path-info", "--json", store_path)
         if proc.returncode != 0:
             raise Failure(EXIT_ENVIRONMENT, f"nix path-info {store_path} failed: "
@@ -439,31 +444,254 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
         raise Failure(EXIT_ENVIRONMENT, f"cannot create the persist folder {directory}: "
                       f"{exc.strerror}; set another one (--persist-dir, "
                       "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)") from exc
-    info = nix.path_info(store_path)
     with _locked(directory):
-        _, problem = check_cached(directory, store_path)
-        if problem is None:
+        info, problem = check_cached(directory, store_path)
+        if problem is None and info is not None:
             if log:
                 log.info("already in the persist folder", path=store_path, dir=directory)
-        else:
-            if log:
-                log.info("exporting", path=store_path, dir=directory, compression=compression)
-            proc = nix.run(nix.nix, *_NIX_FLAGS, "copy", "--to",
-                           persist_url(directory, compression), store_path)
+        elif nix.nix is not None and not _copy_unusable(proc := nix.run(
+                nix.nix, *_NIX_FLAGS, "copy", "--to", persist_url(directory, compression),
+                store_path)):
             if proc.returncode != 0:
                 raise Failure(EXIT_ENVIRONMENT, f"nix copy {store_path} to {directory} "
                               "failed: " + _last_line(proc.stderr))
-            _, problem = check_cached(directory, store_path)
-            if problem is not None:
+            info, problem = check_cached(directory, store_path)
+            if problem is not None or info is None:
                 raise Failure(EXIT_ENVIRONMENT, f"nix copy reported success but {problem}")
-        entry = Entry(repo_id, repo_type, revision, store_path, str(info["narHash"]),
-                      int(info["narSize"]),
+            if log:
+                log.info("exported", path=store_path, dir=directory, compression=compression)
+        else:
+            if compression != "none" and log:
+                log.warning(f"without nix copy the NAR is stored uncompressed, not "
+                            f"{compression}")
+            info = dump_to_cache(nix, directory, store_path)
+            if log:
+                log.info("exported with nix-store --dump", path=store_path, dir=directory)
+        nar_hash, nar_size = _narinfo_hash(info)
+        entry = Entry(repo_id, repo_type, revision, store_path, nar_hash, nar_size,
                       datetime.datetime.now(datetime.timezone.utc).isoformat(
                           timespec="seconds").replace("+00:00", "Z"),
                       ref, list(include), list(exclude), list(files))
         entries = [e for e in read_manifest(directory) if e.store_path != store_path]
         _write_manifest(directory, entries + [entry])
     return entry
+
+
+# ------------------------------------------- without nix copy: nix-store --dump/--import
+
+_B32 = "0123456789abcdfghijklmnpqrsvwxyz"
+_EXPORT_MAGIC = 0x4558494E
+
+
+def nix_base32(digest: bytes) -> str:
+    """Nix's base-32 of ``digest`` (libutil ``Hash::to_string(Base32)``: little-endian
+    bits, 5 at a time, most significant digit first, alphabet without e o u t)."""
+    value = int.from_bytes(digest, "little")
+    n = (len(digest) * 8 - 1) // 5 + 1
+    return "".join(_B32[(value >> (5 * i)) & 31] for i in range(n - 1, -1, -1))
+
+
+def nix_base32_decode(text: str, size: int = 32) -> bytes | None:
+    """The ``size`` bytes :func:`nix_base32` printed as ``text``, or None if malformed."""
+    if len(text) != (size * 8 - 1) // 5 + 1 or any(c not in _B32 for c in text):
+        return None
+    value = 0
+    for c in text:
+        value = (value << 5) | _B32.index(c)
+    try:
+        return value.to_bytes(size, "little")
+    except OverflowError:
+        return None
+
+
+def fixed_output_path(store_dir: str, name: str, nar_sha256: bytes) -> str:
+    """The store path of a recursive sha256 fixed-output path without references (what
+    ``nix-store --add-fixed --recursive sha256`` and the fetchers make): libstore
+    ``makeFixedOutputPath`` → ``makeStorePath("source", …)``: sha256 of
+    ``source:sha256:<hex>:<store dir>:<name>``, folded to 20 bytes by XOR, base-32."""
+    import hashlib
+
+    fingerprint = f"source:sha256:{nar_sha256.hex()}:{store_dir}:{name}".encode()
+    full = hashlib.sha256(fingerprint).digest()
+    folded = bytearray(20)
+    for i, b in enumerate(full):
+        folded[i % 20] ^= b
+    return f"{store_dir}/{nix_base32(bytes(folded))}-{name}"
+
+
+def _narinfo_hash(info: Mapping[str, str]) -> tuple[str, int]:
+    """``(SRI NAR hash, NAR size)`` of a narinfo; raises :class:`Failure` (exit 3)."""
+    import base64
+
+    algo, _, b32 = info.get("NarHash", "").partition(":")
+    digest = nix_base32_decode(b32) if algo == "sha256" else None
+    size = info.get("NarSize", "")
+    if digest is None or not size.isdigit():
+        raise Failure(EXIT_ENVIRONMENT, f"the narinfo of {info.get('StorePath')} has no "
+                      "usable NarHash/NarSize")
+    return "sha256-" + base64.b64encode(digest).decode(), int(size)
+
+
+def ca_verified(info: Mapping[str, str]) -> bool:
+    """True when the narinfo's content address is the one its store path is made of
+    (``CA: fixed:r:sha256:…`` equal to its NAR hash, no references, and
+    :func:`fixed_output_path` of it is the path): importing it needs no trust, as the
+    NAR is checked against that hash."""
+    path = info.get("StorePath", "")
+    algo, _, b32 = info.get("NarHash", "").partition(":")
+    digest = nix_base32_decode(b32) if algo == "sha256" else None
+    if digest is None or info.get("CA") != f"fixed:r:sha256:{b32}" or info.get("References"):
+        return False
+    name = os.path.basename(path).split("-", 1)[-1]
+    return fixed_output_path(store_dir_of(path), name, digest) == path
+
+
+def _copy_unusable(proc: subprocess.CompletedProcess[str]) -> bool:
+    """True when ``nix copy`` failed because this ``nix`` cannot run it at all (Nix
+    before 2.4: no ``--extra-experimental-features``, no ``copy``)."""
+    err = proc.stderr
+    return proc.returncode != 0 and ("unrecognised flag" in err or "unknown flag" in err
+                                     or "'copy' is not a recognised command" in err)
+
+
+def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
+    """Write ``store_path`` into the binary cache ``directory`` as ``nix copy`` would,
+    with ``nix-store --dump`` (uncompressed NAR, ``nar/<sha256 base-32>.nar``, then the
+    narinfo, then ``nix-cache-info`` when missing). Returns the narinfo's fields.
+    Raises :class:`Failure` (exit 3)."""
+    import hashlib
+
+    nar_dir = os.path.join(directory, "nar")
+    os.makedirs(nar_dir, exist_ok=True)
+    tmp = os.path.join(nar_dir, f".dump-{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with subprocess.Popen([nix.nix_store, "--dump", store_path], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc, \
+                open(tmp, "wb") as out:
+            assert proc.stdout is not None and proc.stderr is not None
+            while chunk := proc.stdout.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            err = proc.stderr.read().decode(errors="replace")
+        if proc.returncode != 0:
+            raise Failure(EXIT_ENVIRONMENT, f"nix-store --dump {store_path} failed: "
+                          + _last_line(err))
+        b32 = nix_base32(digest.digest())
+        nar = os.path.join(nar_dir, f"{b32}.nar")
+        os.replace(tmp, nar)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    refs = nix.run(nix.nix_store, "--query", "--references", store_path).stdout.split()
+    deriver = nix.run(nix.nix_store, "--query", "--deriver", store_path).stdout.strip()
+    info = {"StorePath": store_path, "URL": f"nar/{b32}.nar", "Compression": "none",
+            "FileHash": f"sha256:{b32}", "FileSize": str(size), "NarHash": f"sha256:{b32}",
+            "NarSize": str(size),
+            "References": " ".join(sorted(os.path.basename(r) for r in refs))}
+    if deriver.startswith("/"):
+        info["Deriver"] = os.path.basename(deriver)
+    name = os.path.basename(store_path).split("-", 1)[1]
+    if not refs and fixed_output_path(store_dir_of(store_path), name,
+                                      digest.digest()) == store_path:
+        info["CA"] = f"fixed:r:sha256:{b32}"
+    path = narinfo_path(directory, store_path)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write("".join(f"{k}: {v}\n" for k, v in info.items()))
+    os.replace(path + ".tmp", path)
+    cache_info = os.path.join(directory, "nix-cache-info")
+    if not os.path.exists(cache_info):
+        with open(cache_info, "w", encoding="utf-8") as fh:
+            fh.write(f"StoreDir: {store_dir_of(store_path)}\n")
+    return info
+
+
+def _wire_str(data: bytes) -> bytes:
+    """A string in Nix's serialisation: u64 length, bytes, zero padding to 8."""
+    import struct
+
+    return struct.pack("<Q", len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool) -> None:
+    """Restore ``store_path`` with ``nix-store --import`` from the binary cache's NAR (what
+    ``nix copy --from`` does, for a Nix without it). ``nix-store --import`` checks no
+    hash, so this does: the NAR is streamed while its sha256 and size are compared with
+    the narinfo, and the trailer that makes Nix register the path is sent only when
+    they match (otherwise Nix sees an unexpected end of file and registers nothing).
+    A path that is not :func:`ca_verified` needs ``no_check_sigs`` (the user's trust).
+    Raises :class:`Failure` (exit 3; a partly written directory is removed)."""
+    import hashlib
+    import struct
+
+    info, problem = check_cached(directory, store_path)
+    if problem is not None or info is None:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: {problem}")
+    if not no_check_sigs and not ca_verified(info):
+        raise Failure(EXIT_BAD_INPUT, f"{store_path} is neither signed nor content-"
+                      "addressed: pass --yes to trust the persist folder")
+    compression = info.get("Compression", "none")
+    nar = os.path.join(directory, info["URL"])
+    opener: Any
+    if compression == "none":
+        opener = open
+    elif compression == "xz":
+        import lzma
+
+        opener = lzma.open
+    else:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: its NAR is "
+                      f"{compression}-compressed, which needs `nix copy` (Nix 2.4 or later)")
+    want_hash, want_size = _narinfo_hash(info)
+    digest = hashlib.sha256()
+    size = 0
+    ok = False
+    got = ""
+    with subprocess.Popen([nix.nix_store, "--import"], stdin=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stderr is not None
+        try:
+            proc.stdin.write(struct.pack("<Q", 1))
+            with opener(nar, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    proc.stdin.write(chunk)
+            import base64
+
+            got = "sha256-" + base64.b64encode(digest.digest()).decode()
+            ok = (got, size) == (want_hash, want_size)
+            if ok:
+                refs = [os.path.join(store_dir_of(store_path), r)
+                        for r in info.get("References", "").split()]
+                deriver = info.get("Deriver", "")
+                trailer = struct.pack("<Q", _EXPORT_MAGIC) + _wire_str(store_path.encode())
+                trailer += struct.pack("<Q", len(refs)) + b"".join(
+                    _wire_str(r.encode()) for r in refs)
+                trailer += _wire_str((os.path.join(store_dir_of(store_path), deriver)
+                                      if deriver else "").encode())
+                trailer += struct.pack("<Q", 0) + struct.pack("<Q", 0)
+                proc.stdin.write(trailer)
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        err = proc.stderr.read().decode(errors="replace")
+    if ok and proc.returncode == 0 and nix.valid([store_path]):
+        return
+    leftover = ""
+    if os.path.lexists(store_path) and not nix.valid([store_path]):
+        leftover = (" (removed the partial copy left in the store)" if nix.delete(store_path)
+                    else f"; run nix-store --delete {store_path}")
+    reason = (problem or (_last_line(err) if proc.returncode != 0 else "")) if ok else (
+        f"the NAR does not match its narinfo (NarHash {want_hash}, {want_size} bytes; "
+        f"got {got or 'nothing'}, {size} bytes)")
+    raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path} from {directory}: {reason}; "
+                  f"nothing was imported{leftover}; export it again while it is in the "
+                  "store, or rebuild it")
 
 
 # ------------------------------------------------------------------ import
@@ -483,11 +711,17 @@ def status_of(nix: Nix, directory: str, entries: Sequence[Entry]) -> list[tuple[
     return out
 
 
-def needs_trust(directory: str, store_path: str) -> bool:
-    """True when Nix would refuse ``store_path`` without ``--no-check-sigs``: its narinfo
-    has neither a content address (``CA:``) nor a signature (``Sig:``)."""
+def needs_trust(directory: str, store_path: str, *, with_nix_copy: bool = True) -> bool:
+    """True when ``store_path`` can be imported only without a signature check: its
+    narinfo has no content address (``CA:``) nor, for ``nix copy``, a signature
+    (``Sig:``; Nix checks it against ``trusted-public-keys``). Without ``nix copy``
+    only a content address that :func:`ca_verified` confirms counts."""
     info, _ = check_cached(directory, store_path)
-    return not (info and (info.get("CA") or info.get("Sig")))
+    if info is None:
+        return True
+    if not with_nix_copy:
+        return not ca_verified(info)
+    return not (info.get("CA") or info.get("Sig"))
 
 
 def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool,
@@ -505,10 +739,16 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
                       "was imported (export it again while it is in the store, or rebuild it)")
     if log:
         log.info("importing", path=store_path, dir=directory)
+    if nix.nix is None:
+        import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
+        return True
     argv = [nix.nix, *_NIX_FLAGS, "copy", "--from", persist_url(directory)]
     if no_check_sigs:
         argv.append("--no-check-sigs")
     proc = nix.run(*argv, store_path)
+    if _copy_unusable(proc):
+        import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
+        return True
     if proc.returncode == 0 and nix.valid([store_path]):
         return True
     leftover = ""
@@ -764,7 +1004,7 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
             log.info("already in the store", path=e.store_path)
             sys.stdout.write(f"{e.store_path}\n")
     unsigned = [e.store_path for e in todo if states[e.store_path][0] == "persisted"
-                and needs_trust(directory, e.store_path)]
+                and needs_trust(directory, e.store_path, with_nix_copy=nix.nix is not None)]
     trusted = bool(args.yes)
     declined = False
     if unsigned and not trusted:
