@@ -1,7 +1,8 @@
 """Helpers for the Nix tests (tests/test_nix_*.py): find Nix and the test inputs,
 evaluate an expression in one nix-instantiate call.
 
-Inputs are found through environment variables, falling back to
+Inputs are found through environment variables (``scripts/test.sh`` sets them from the
+pinned archives in ``../shared/test-inputs``), falling back to
 ``~/.cache/model-repo-tests/<name>``:
 
 - ``MODEL_REPO_TEST_NIXPKGS_LIB``: a folder holding nixpkgs' ``lib/`` (e.g. a
@@ -10,7 +11,8 @@ Inputs are found through environment variables, falling back to
 - ``MODEL_REPO_TEST_DEVENV``: a devenv source tree.
 
 A test that lacks one of them skips with a reason naming the variable and how to get
-it; a test never skips for any other reason than a missing tool or input.
+it; with ``CI=true`` it fails with that reason instead (:func:`missing_input`). A test
+never skips for any other reason than a missing tool or input.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -54,23 +58,41 @@ REV2 = "1111111111111111111111111111111111111111"
 HASH = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when ``CI`` is set to ``true``/``1``/``yes`` (any case), as CI services do."""
+    return environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def missing_input(reason: str) -> NoReturn:
+    """Stop a test that lacks a Nix tool or test input: a skip saying ``reason`` (what to
+    provide), or with ``CI=true`` a failure, since CI must run every Nix test."""
+    if in_ci():
+        pytest.fail(f"CI=true and a Nix test input is missing: {reason}", pytrace=False)
+    pytest.skip(reason=reason)
+
+
 def require_nix() -> str:
     exe = shutil.which("nix-instantiate")
     if exe is None:
-        pytest.skip(reason=(
+        missing_input(
             "nix-instantiate not found: install Debian's nix-bin "
             "(apt-get install -y nix-bin) or any Nix >= 2.8"
-        ))
+        )
     return exe
 
 
 def require_input(name: str) -> Path:
+    """The folder of test input ``name`` (a key of :data:`INPUTS`): ``$<VAR>`` if set,
+    else ``~/.cache/model-repo-tests/<name>``; skips (CI: fails) when its marker file is
+    missing, saying what to provide."""
     var, how, marker = INPUTS[name]
     raw = os.environ.get(var)
     path = Path(raw).expanduser() if raw else CACHE / name
     if not (path / marker).is_file():
         where = f"${var}={raw}" if raw else f"{path} (default; set ${var} to use another)"
-        pytest.skip(reason=f"{name} source tree missing at {where}: {how}")
+        missing_input(f"{name} source tree missing at {where}: {how}; `bash scripts/test.sh` "
+                      "extracts the pinned archives of ../shared/test-inputs "
+                      "(or $MODEL_REPO_TEST_INPUTS) and sets the variables")
     return path
 
 
@@ -102,12 +124,16 @@ class NixError(Exception):
         self.stderr = stderr
 
 
-def nix_eval(expr: str, *, strict: bool = True) -> object:
-    """Evaluate ``expr`` (cwd: the repository root) and return it as JSON data."""
+def nix_eval(expr: str, *, strict: bool = True, read_write: bool = False) -> object:
+    """Evaluate ``expr`` (cwd: the repository root) and return it as JSON data.
+    ``read_write``: files the evaluation writes (``builtins.toFile``, the stub
+    ``writeText`` with real store paths) are really added to the store."""
     exe = require_nix()
     args = [exe, "--eval", "--json", "-E", expr]
     if strict:
         args.insert(2, "--strict")
+    if read_write:
+        args.insert(2, "--read-write-mode")
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise NixError(proc.stderr)
@@ -164,7 +190,7 @@ def hm_eval(user_module: str, *, system: str = "x86_64-linux", shared: bool = Fa
       realStorePaths = {nix_value(real_store_paths)};
       userModule = {user_module};
     }}"""
-    return nix_eval(expr)
+    return nix_eval(expr, read_write=real_store_paths)
 
 
 def devenv_eval(user_module: str, *, cli_version: str | None = "2.0.5",
@@ -180,7 +206,7 @@ def devenv_eval(user_module: str, *, cli_version: str | None = "2.0.5",
       hostCoreutils = {nix_value(host_coreutils)};
       userModule = {user_module};
     }}"""
-    return nix_eval(expr)
+    return nix_eval(expr, read_write=real_store_paths)
 
 
 def nixos_eval(user_module: str, *, fetch_results: dict | None = None,
@@ -191,4 +217,4 @@ def nixos_eval(user_module: str, *, fetch_results: dict | None = None,
       realStorePaths = {nix_value(real_store_paths)};
       userModule = {user_module};
     }}"""
-    return nix_eval(expr)
+    return nix_eval(expr, read_write=real_store_paths)

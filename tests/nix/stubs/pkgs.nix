@@ -104,9 +104,15 @@ in
 
   model-repo = fakeDrv "model-repo-0.1.0" "model-repo" { meta.mainProgram = "model-repo"; };
 
+  # With realStorePaths, a real store file (builtins.toFile), so that generated
+  # scripts naming it (the manifest) can be run by the tests; not when the text
+  # names a derivation's output (toFile cannot).
   writeText =
     name: text:
-    fakeDrv name text { inherit text; };
+    fakeDrv name text { inherit text; }
+    // lib.optionalAttrs (
+      realStorePaths && !lib.any (c: c ? outputs) (builtins.attrValues (builtins.getContext text))
+    ) { outPath = builtins.toFile name text; };
 
   writeScript = name: text: fakeDrv name text { inherit text; };
   writeShellScript = name: text: fakeDrv name text { inherit text; };
