@@ -3,7 +3,7 @@ declarations of the NixOS options it sets."""
 
 from __future__ import annotations
 
-from nixeval import hf_model, nixos_eval
+from nixeval import HASH, hf_model, nixos_eval
 
 
 def test_service_tmpfiles_group_and_environment():
@@ -91,3 +91,53 @@ def test_store_cache_dir_rejected():
       services.model-repo = {{ enable = true; integration.huggingface.cacheDir = "/nix/store/x"; models.m = {hf_model()}; }};
     }}""")
     assert any("outside the Nix store" in m for m in r["failedAssertions"])
+
+
+def test_module_token_file_is_every_hub_models_default():
+    """Seed 000's production example: the module-wide auth.tokenFile makes gated Hub
+    models fetch (netrc from the file); a model's own token settings win; non-Hub
+    sources are not given it."""
+    r = nixos_eval(f"""{{
+      services.model-repo = {{
+        enable = true;
+        auth.tokenFile = "/run/secrets/hf-token";
+        models.llama = {hf_model("meta-llama/Llama-3.2-1B")};
+        models.own = {hf_model("org/own")} // {{ auth.tokenFile = "/run/secrets/other"; }};
+        models.env = {hf_model("org/env")} // {{ auth.tokenEnvVar = "HF_TOKEN"; }};
+        models.gguf = {{ source.url.url = "https://example.org/m.gguf"; hash = "{HASH}"; }};
+      }};
+    }}""")
+    assert r["tokenFiles"] == {"llama": "/run/secrets/hf-token", "own": "/run/secrets/other",
+                               "env": None, "gguf": None}
+    assert "/run/secrets/hf-token" in r["fetchArgs"]["llama"]["netrcPhase"]
+    assert r["environment"]["HF_TOKEN_PATH"] == "/run/secrets/hf-token"
+    assert r["failedAssertions"] == []
+
+
+def test_session_variables_off_by_default_and_command_on_path():
+    r = nixos_eval(f"""{{ services.model-repo = {{ enable = true; models.m = {hf_model()}; }}; }}""")
+    assert r["sessionVariables"] == {}
+    assert len(r["systemPackages"]) == 1
+    assert r["services"]["model-repo"]["serviceConfig"]["ExecStart"].startswith(r["systemPackages"][0] + "/bin/model-repo ")
+    r = nixos_eval(f"""{{ services.model-repo = {{ enable = true; setSessionVariables = true; installCommand = false;
+      models.m = {hf_model()}; }}; }}""")
+    assert r["sessionVariables"] == r["environment"] and r["sessionVariables"]["HF_HUB_CACHE"] == "/var/cache/huggingface/hub"
+    assert r["systemPackages"] == []
+
+
+def test_cache_dir_trailing_slash_and_hub_warning():
+    r = nixos_eval(f"""{{ services.model-repo = {{ enable = true; integration.huggingface.cacheDir = "/data/models/"; models.m = {hf_model()}; }}; }}""")
+    assert r["environment"]["HF_HUB_CACHE"] == "/data/models/hub" and r["warnings"] == []
+    assert r["tmpfiles"][0] == "d /data/models 2775 root model-repo - -"
+    r = nixos_eval(f"""{{ services.model-repo = {{ enable = true; integration.huggingface.cacheDir = "/data/hub"; models.m = {hf_model()}; }}; }}""")
+    (w,) = r["warnings"]
+    assert 'services.model-repo.integration.huggingface.cacheDir = "/data/hub" ends in "hub"' in w and '"/data"?' in w
+
+
+def test_disabled_module_unit_deactivates_only_with_state():
+    r = nixos_eval(f"""{{ services.model-repo.models.m = {hf_model()}; }}""")
+    unit = r["services"]["model-repo"]
+    assert unit["unitConfig"] == {"ConditionPathExistsGlob": "/var/lib/model-repo/*.json"}
+    assert unit["serviceConfig"]["ExecStart"].endswith("/bin/model-repo deactivate --profile nixos --log-format json")
+    assert unit["environment"] == {"MODEL_REPO_STATE_DIR": "/var/lib/model-repo"}
+    assert r["systemPackages"] == [] and r["tmpfiles"] == [] and r["groups"] == []

@@ -126,4 +126,7 @@ in
   modelPaths = lib.mapAttrs (_: p: "${p}") cfg.services.model-repo.modelPaths;
   # The auth.tokenFile each model ends up with (the module-wide default or its own).
   tokenFiles = lib.mapAttrs (_: m: m.auth.tokenFile) cfg.services.model-repo.models;
+  fetchArgs = lib.mapAttrs (
+    _: p: builtins.removeAttrs (p.fetchArgs or { }) [ "passthru" ]
+  ) cfg.services.model-repo.modelPaths;
 }
