@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from nixeval import in_ci, missing_input
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_BERT = ROOT / "examples" / "tiny-bert"
@@ -24,11 +26,30 @@ NIX_MISSING = "Debian's nix-bin is not installed (apt-get install -y nix-bin): n
 
 
 def need_nix() -> str:
-    """Path of nix-store, or skip saying how to get it."""
+    """Path of nix-store, or skip saying how to get it (with CI=true: fail)."""
     exe = shutil.which("nix-store")
     if not exe:
-        pytest.skip(reason=NIX_MISSING)
+        missing_input(NIX_MISSING)
     return exe
+
+
+#: Skip reasons that say a Nix tool or Nix test input is missing, whichever test file
+#: wrote them (some call pytest.skip themselves rather than the helpers above).
+_NIX_SKIP = re.compile(r"nix-bin|nix-(store|build|instantiate)\b.*not found|source tree missing|"
+                       r"MODEL_REPO_TEST_(NIXPKGS_LIB|HOME_MANAGER|DEVENV)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """With CI=true, a test skipped for a missing Nix tool or Nix test input fails: CI
+    must run every Nix test (the project's rule); other skips stay skips."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        if _NIX_SKIP.search(reason):
+            report.outcome = "failed"
+            report.longrepr = f"CI=true and a Nix test input is missing: {reason}"
 
 
 _added: dict[str, str] = {}
