@@ -318,7 +318,8 @@ def test_sparse_patterns_equal_lib_fetch_nix():
     from nixeval import lib_expr, nix_eval, nix_value
 
     cases = [([], [], []), (["*.json"], [], []), ([], ["onnx/"], []),
-             (["*.json", "*.txt"], ["1_Pooling/"], []), ([], [], ["config.json", "/a/b"])]
+             (["*.json", "*.txt"], ["1_Pooling/"], []), ([], [], ["config.json", "/a/b"]),
+             ([], ["*.md"], ["a*b.json", "x/[1]?.txt", "back\\slash", "trailing "])]
     for include, exclude, files in cases:
         got = nix_eval(f"""(import ./lib/fetch.nix {{ lib = {lib_expr()}; }}).sparsePatterns
             {{ include = {nix_value(include)}; exclude = {nix_value(exclude)};
