@@ -95,7 +95,8 @@ def test_activation_runs_load_no_hub_module(tmp_path: Path, tiny_bert_store_path
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest({"m": model(tiny_bert_store_path, revision=COMMIT_A)})))
     common = ["--cache-dir", str(tmp_path / "hub"), "--state-dir", str(tmp_path / "state")]
-    parser_only = ["activate.hub", "activate.hub.cli"]  # the lazy parser registration
+    # The lazy parser registration (argparse only): prefetch/ls, then export/import/store.
+    parser_only = ["activate.hub", "activate.hub.cli", "activate.hub.persistcli"]
     # First activation: the full path (argparse parser built, hub parsers registered).
     assert _run(tmp_path, "activate", "--manifest", str(path), *common, "-v") == (0, parser_only)
     assert (tmp_path / "hub" / "models--model-repo-example--tiny-bert" / "snapshots"

@@ -96,6 +96,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         epilog=epilog)
     common(ls)
 
+    from .persistcli import add_parsers as add_persist_parsers  # argparse only
+
+    add_persist_parsers(sub)  # export, import, store (activate/hub/persist.py)
+
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run the Hub command ``args.command``; returns the exit status.
@@ -105,6 +109,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     resumable download folder) and ``PATH`` (for ``nix-store``). Output goes to stdout,
     logs to stderr.
     """
+    if getattr(args, "persist_command", False):  # export, import, store
+        from .persistcli import run as run_persist
+
+        return run_persist(args, environ)
     from .commands import run_command
 
     return run_command(args, environ)

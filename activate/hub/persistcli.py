@@ -3,8 +3,8 @@
 command but the no-op activation; :func:`run` imports :mod:`activate.hub.persist`, which
 does the work, only when one of them runs.
 
-Each parser sets ``persist_command=True``; :func:`activate.hub.cli.run` hands those to
-:func:`run`.
+Each parser sets ``hub_command=True`` (``activate.cli`` hands it to
+:func:`activate.hub.cli.run`) and ``persist_command=True`` (which hands it to :func:`run`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     (argparse only)."""
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.set_defaults(persist_command=True)
+        p.set_defaults(hub_command=True, persist_command=True)
         p.add_argument("--persist-dir", metavar="DIR",
                        help="the persist folder (default: $MODEL_REPO_PERSIST_DIR, "
                        "$NIX_HUG_PERSIST_DIR, persist_dir= in $XDG_CONFIG_HOME/model-repo/"
@@ -89,7 +89,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     store = sub.add_parser("store", help="the persist folder: ls, path",
                            description="Inspect the persist folder.", epilog=epilog)
-    store.set_defaults(persist_command=True)
+    store.set_defaults(hub_command=True, persist_command=True)
     ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken")
     sls.add_argument("--json", action="store_true", help="machine-readable output")

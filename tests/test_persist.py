@@ -1,0 +1,550 @@
+"""Models that survive garbage collection: ``model-repo export``, ``import``, ``store ls``,
+``store path`` and the persistence settings, with the real Nix store (Debian's nix-bin,
+root, single-user).
+
+Every test makes its own store paths (unique contents, so a unique path) and deletes
+them with ``nix-store --delete`` afterwards; none runs a garbage collection.
+
+- ``test_export_delete_import_activate_loads_offline``: a model added as the fetcher's
+  fixed-output path is activated, exported by repo id and ref (the full commit comes
+  from the profile's state), deleted from the store; ``activate`` then reports the
+  missing store path with ``model-repo import`` as the fix; ``import`` restores it
+  without a prompt (content-addressed) from a non-terminal; after ``activate``,
+  transformers loads it by repo id offline.
+- ``test_store_ls_shows_each_state``: valid / persisted / broken, text and JSON.
+- ``test_truncated_nar_*``, ``test_corrupt_nar_*``, ``test_bad_narinfo_*``: a damaged
+  persist folder gives a clear error and leaves nothing in the store, including the
+  unregistered directory Nix itself leaves behind on a bad NAR.
+- ``test_unsigned_*``: an input-addressed path (``nix-build``, ``/bin/sh`` builder)
+  needs ``--yes`` without a terminal (exit 2, nothing imported), and on a real terminal
+  (a pty) the prompt's answer decides.
+- ``test_config_*``: the config file, the variables (nix-hug's names too), the
+  precedence and the errors, through ``model-repo store path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pty
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_BERT, TINY_BERT_REPO, Workspace, manifest, model, need_nix
+
+NIX_MISSING = "Debian's nix-bin is not installed (apt-get install -y nix-bin): no nix"
+
+
+def _nix() -> None:
+    need_nix()
+    if not shutil.which("nix"):
+        pytest.skip(reason=NIX_MISSING)
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp / "home"),
+           "MODEL_REPO_PERSIST_DIR": str(tmp / "persist"),
+           "MODEL_REPO_STATE_DIR": str(tmp / "state")}
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def cli(env: dict[str, str], *args: str, stdin: int | None = subprocess.DEVNULL,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``model-repo ARGS`` in a fresh process (stdin: /dev/null, not a terminal)."""
+    return subprocess.run([sys.executable, "-m", "activate", *args], cwd=ROOT, env=env,
+                          stdin=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def _delete(*paths: str) -> None:
+    for p in paths:
+        if p and os.path.lexists(p):
+            subprocess.run([need_nix(), "--delete", p], capture_output=True)
+
+
+def _valid(path: str) -> bool:
+    return subprocess.run([need_nix(), "--check-validity", path],
+                          capture_output=True).returncode == 0
+
+
+class Models:
+    """Makes unique store paths named as the fetcher names a Hub repo, and deletes them."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.made: list[str] = []
+
+    def tree(self, commit: str, repo_id: str = TINY_BERT_REPO) -> Path:
+        d = self.tmp / "src" / secrets.token_hex(4) / ("hf-" + repo_id.replace("/", "--")
+                                                      + "-" + commit[:12])
+        shutil.copytree(TINY_BERT, d)
+        (d / "README.md").write_text(f"persist test {secrets.token_hex(16)}\n")
+        return d
+
+    def fixed(self, commit: str, repo_id: str = TINY_BERT_REPO) -> str:
+        """A fixed-output (content-addressed) path, as ``prefetch --add-to-store`` adds."""
+        d = self.tree(commit, repo_id)
+        out = subprocess.run([need_nix(), "--add-fixed", "--recursive", "sha256", str(d)],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        self.made.append(out)
+        return out
+
+    def built(self, commit: str, repo_id: str = TINY_BERT_REPO) -> str:
+        """An input-addressed path: the output of a real derivation (``/bin/sh`` builder)."""
+        if not shutil.which("nix-build"):
+            pytest.skip(reason=NIX_MISSING)
+        d = self.tree(commit, repo_id)
+        expr = self.tmp / f"build-{secrets.token_hex(4)}.nix"
+        expr.write_text(
+            "{ src, name }: builtins.derivation { inherit name; system = "
+            "builtins.currentSystem; builder = \"/bin/sh\"; args = [ \"-c\" "
+            "\"/bin/mkdir $out && /bin/cp -r ${src}/. $out/\" ]; }\n")
+        proc = subprocess.run(["nix-build", str(expr), "--no-out-link", "--option",
+                               "substituters", "", "--arg", "src", str(d), "--argstr",
+                               "name", d.name], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout.strip().splitlines()[-1]
+        deriver = subprocess.run([need_nix(), "-q", "--deriver", out], capture_output=True,
+                                 text=True).stdout.strip()
+        srcs = subprocess.run([need_nix(), "-q", "--references", deriver],
+                              capture_output=True, text=True).stdout.split()
+        self.made += [out, deriver, *[s for s in srcs if not s.endswith(".drv")]]
+        return out
+
+    def cleanup(self) -> None:
+        _delete(*self.made)
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Iterator[Models]:
+    _nix()
+    m = Models(tmp_path)
+    yield m
+    m.cleanup()
+
+
+def _commit() -> str:
+    return secrets.token_hex(20)
+
+
+def _entries(env: dict[str, str]) -> dict[str, dict]:
+    proc = cli(env, "store", "ls", "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["persistDir"] == env["MODEL_REPO_PERSIST_DIR"]
+    return {e["storePath"]: e for e in doc["entries"]}
+
+
+LOAD = """
+import os, sys
+from transformers import AutoModel, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+m = AutoModel.from_pretrained(sys.argv[1])
+out = m(**tok(["hello world"], return_tensors="pt"))
+shape = tuple(out.last_hidden_state.shape)
+print("LOADED", shape[0], shape[-1], os.path.realpath(
+    os.path.join(os.environ["HF_HUB_CACHE"], "models--" + sys.argv[1].replace("/", "--"),
+                 "snapshots", sys.argv[2])))
+"""
+
+
+def test_export_delete_import_activate_loads_offline(tmp_path: Path, models: Models) -> None:
+    ws = Workspace(tmp_path)
+    env = _env(tmp_path)
+    commit = _commit()
+    path = models.fixed(commit)
+    data = manifest({"tiny": model(path, revision=commit, refs=["main"])})
+
+    res = ws.activate(data, environ={"HOME": env["HOME"]})
+    assert res.code == 0, res.stderr
+
+    # By repo id and ref: the profile's state gives the store path and the full commit.
+    exp = cli(env, "export", TINY_BERT_REPO, "--revision", "main", "--state-dir",
+              str(ws.state), "--json")
+    assert exp.returncode == 0, exp.stderr
+    entry = json.loads(exp.stdout)
+    assert entry["storePath"] == path
+    assert entry["revision"] == commit and entry["ref"] == "main"
+    assert entry["repoId"] == TINY_BERT_REPO and entry["repoType"] == "model"
+    nar = subprocess.run([need_nix(), "-q", "--hash", path], capture_output=True,
+                         text=True).stdout.strip()
+    assert entry["narHash"].startswith("sha256-") and nar.startswith("sha256:")
+    assert entry["narSize"] > 30_000
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    narinfo = persist / (Path(path).name.split("-", 1)[0] + ".narinfo")
+    assert "CA: fixed:r:sha256:" in narinfo.read_text()
+    assert "Compression: none" in narinfo.read_text()
+    assert (persist / "nix-cache-info").is_file()
+    assert _entries(env)[path]["status"] == "valid"
+
+    _delete(path)
+    assert not os.path.lexists(path)
+    assert _entries(env)[path]["status"] == "persisted"
+
+    # The activator reports the dangling link; its fix names the import when the
+    # activation path knows the persist folder.
+    res = ws.activate(data, environ={"HOME": env["HOME"],
+                                     "MODEL_REPO_PERSIST_DIR": env["MODEL_REPO_PERSIST_DIR"]})
+    assert res.code == 1
+    assert f"the store path {path} is missing" in res.stderr
+
+    # Content-addressed: no prompt, although stdin is not a terminal and there is no --yes.
+    imp = cli(env, "import", TINY_BERT_REPO)
+    assert imp.returncode == 0, imp.stderr
+    assert imp.stdout.split() == [path]
+    assert _valid(path)
+    assert _entries(env)[path]["status"] == "valid"
+    again = cli(env, "import", TINY_BERT_REPO, "--revision", commit[:7])
+    assert again.returncode == 0 and "already in the store" in again.stderr
+
+    res = ws.activate(data, environ={"HOME": env["HOME"]})
+    assert res.code == 0, res.stderr
+    if not all(importlib.util.find_spec(m) for m in ("transformers", "torch")):
+        pytest.skip(reason="pip install torch==2.13.0 transformers (to load the restored "
+                    "model); the restore itself was checked")
+    load_env = {**os.environ, **res.env(), "HF_HUB_CACHE": str(ws.hub),
+                "HF_HUB_OFFLINE": "1", "HOME": env["HOME"]}
+    load_env.pop("HF_HOME", None)
+    proc = subprocess.run([sys.executable, "-c", LOAD, TINY_BERT_REPO, commit],
+                          env=load_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"LOADED 1 16 {path}" in proc.stdout
+
+
+def test_export_by_store_path_and_commit_prefix(tmp_path: Path, models: Models) -> None:
+    env = _env(tmp_path)
+    c1, c2 = _commit(), _commit()
+    p1, p2 = models.fixed(c1), models.fixed(c2)
+    # Two store paths of the repo and no state: a bare repo id is ambiguous.
+    amb = cli(env, "export", TINY_BERT_REPO)
+    assert amb.returncode == 2
+    assert "several store paths hold" in amb.stderr and p1 in amb.stderr and p2 in amb.stderr
+    # A commit prefix from the store name picks one; hf: and URL forms name the same repo.
+    one = cli(env, "export", f"hf:{TINY_BERT_REPO}", "--revision", c1[:8], "-q")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.split() == [p1]
+    two = cli(env, "export", p2, "--revision", c2, "-q")
+    assert two.returncode == 0, two.stderr
+    got = _entries(env)
+    assert got[p1]["revision"] == c1[:12]      # only the store name told it
+    assert got[p2]["revision"] == c2           # given in full
+    # Nothing of an unknown repo: a clear error, exit 2.
+    none = cli(env, "export", "model-repo-example/not-there")
+    assert none.returncode == 2
+    assert "no store path of model-repo-example/not-there" in none.stderr
+    assert "prefetch model-repo-example/not-there --add-to-store" in none.stderr
+
+
+def test_store_ls_shows_each_state(tmp_path: Path, models: Models) -> None:
+    env = _env(tmp_path)
+    valid, gone, broken = (models.fixed(_commit()) for _ in range(3))
+    for p in (valid, gone, broken):
+        assert cli(env, "export", p, "-q").returncode == 0
+    _delete(gone, broken)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info = (persist / (Path(broken).name.split("-", 1)[0] + ".narinfo")).read_text()
+    nar = persist / next(ln.split(": ", 1)[1] for ln in info.splitlines()
+                         if ln.startswith("URL: "))
+    nar.unlink()
+
+    got = _entries(env)
+    assert {p: e["status"] for p, e in got.items()} == {
+        valid: "valid", gone: "persisted", broken: "broken"}
+    assert "is missing" in got[broken]["problem"]
+    text = cli(env, "store", "ls")
+    assert text.returncode == 1      # something is broken
+    rows = {next(t for t in ln.split() if t.startswith(os.path.dirname(valid) + "/")):
+            ln.split()[0] for ln in text.stdout.splitlines() if not ln.startswith("#")}
+    assert rows == {valid: "valid", gone: "persisted", broken: "broken"}
+    assert cli(env, "store", "path").stdout == env["MODEL_REPO_PERSIST_DIR"] + "\n"
+
+    # --all restores what it can and says what it cannot.
+    res = cli(env, "import", "--all")
+    assert res.returncode == 1
+    assert _valid(gone) and not os.path.lexists(broken)
+    assert f"cannot import {broken}" in res.stderr and "nothing was imported" in res.stderr
+
+
+def _damaged(tmp_path: Path, models: Models) -> tuple[dict[str, str], str, Path, Path]:
+    env = _env(tmp_path)
+    path = models.fixed(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    narinfo = persist / (Path(path).name.split("-", 1)[0] + ".narinfo")
+    url = next(ln.split(": ", 1)[1] for ln in narinfo.read_text().splitlines()
+               if ln.startswith("URL: "))
+    return env, path, narinfo, persist / url
+
+
+def _nothing_left(path: str) -> None:
+    assert not os.path.lexists(path), f"{path} was left half-imported"
+    assert not _valid(path)
+
+
+def test_truncated_nar_is_refused_before_nix_runs(tmp_path: Path, models: Models) -> None:
+    env, path, _narinfo, nar = _damaged(tmp_path, models)
+    os.truncate(nar, nar.stat().st_size // 2)
+    res = cli(env, "import", path)
+    assert res.returncode == 3
+    assert "(truncated?)" in res.stderr and "nothing was imported" in res.stderr
+    _nothing_left(path)
+
+
+def test_truncated_nar_with_matching_narinfo_leaves_nothing(tmp_path: Path,
+                                                            models: Models) -> None:
+    # The narinfo agrees with the short file: Nix itself fails half-way ("coroutine has
+    # finished") and leaves an unregistered directory at the store path; it is removed.
+    env, path, narinfo, nar = _damaged(tmp_path, models)
+    os.truncate(nar, 20_000)
+    text = narinfo.read_text().replace(
+        next(ln for ln in narinfo.read_text().splitlines() if ln.startswith("FileSize: ")),
+        "FileSize: 20000")
+    narinfo.write_text(text)
+    res = cli(env, "import", path)
+    assert res.returncode == 3, res.stderr
+    assert f"cannot import {path}" in res.stderr
+    assert "removed the partial copy Nix left in the store" in res.stderr
+    _nothing_left(path)
+
+
+def test_corrupt_nar_same_size_leaves_nothing(tmp_path: Path, models: Models) -> None:
+    env, path, _narinfo, nar = _damaged(tmp_path, models)
+    data = bytearray(nar.read_bytes())
+    data[len(data) // 2] ^= 0xFF          # one flipped byte inside the weights
+    nar.write_bytes(bytes(data))
+    res = cli(env, "import", path)
+    assert res.returncode == 3
+    assert "hash mismatch" in res.stderr and "nothing was imported" in res.stderr
+    _nothing_left(path)
+
+
+def test_bad_narinfo_is_a_clear_error(tmp_path: Path, models: Models) -> None:
+    env, path, narinfo, _nar = _damaged(tmp_path, models)
+    narinfo.write_text("garbage\n")
+    res = cli(env, "import", TINY_BERT_REPO)
+    assert res.returncode == 3
+    assert f"{narinfo} is corrupt" in res.stderr
+    _nothing_left(path)
+    assert _entries(env)[path]["status"] == "broken"
+    # A manifest that is not JSON names itself and the fix.
+    (narinfo.parent / "model-repo-persist.json").write_text("{not json")
+    res = cli(env, "store", "ls")
+    assert res.returncode == 3 and "model-repo-persist.json is not valid JSON" in res.stderr
+
+
+def test_unsigned_path_needs_yes_without_a_terminal(tmp_path: Path, models: Models) -> None:
+    env = _env(tmp_path)
+    path = models.built(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info = (persist / (Path(path).name.split("-", 1)[0] + ".narinfo")).read_text()
+    assert "CA:" not in info and "Sig:" not in info
+    _delete(path)
+    res = cli(env, "import", path)
+    assert res.returncode == 2
+    assert "pass --yes" in res.stderr and "not a terminal" in res.stderr
+    _nothing_left(path)
+    res = cli(env, "import", path, "--yes")
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+    _delete(path)
+    assert cli(env, "import", path, "--no-check-sigs").returncode == 0   # nix-hug's flag
+    assert _valid(path)
+
+
+def _on_terminal(env: dict[str, str], answer: bytes, *args: str) -> tuple[int, str]:
+    """Run ``model-repo ARGS`` with a pty as stdin (a real terminal), type ``answer``
+    once the prompt is shown; returns the exit status and stderr."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "activate", *args], cwd=ROOT,
+                                env=env, stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        os.close(slave)
+        slave = -1
+        assert proc.stderr is not None
+        seen = b""
+        deadline = time.monotonic() + 60
+        os.set_blocking(proc.stderr.fileno(), False)
+        while b"[y/N]" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            select.select([proc.stderr], [], [], 0.5)
+            seen += proc.stderr.read() or b""
+        assert b"[y/N]" in seen, seen.decode()
+        os.write(master, answer)
+        code = proc.wait(timeout=60)
+        os.set_blocking(proc.stderr.fileno(), True)
+        seen += proc.stderr.read()
+        return code, seen.decode()
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+
+
+def test_unsigned_path_prompt_on_a_terminal(tmp_path: Path, models: Models) -> None:
+    env = _env(tmp_path)
+    path = models.built(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    code, err = _on_terminal(env, b"n\n", "import", path)
+    assert code == 1 and "not confirmed" in err
+    assert path in err                       # the prompt lists what it would trust
+    _nothing_left(path)
+    code, err = _on_terminal(env, b"y\n", "import", path)
+    assert code == 0, err
+    assert _valid(path)
+
+
+# ------------------------------------------------- without nix copy (nix-store only)
+
+
+def _only_nix_store(tmp: Path) -> str:
+    """A PATH holding nix-store and no nix: the fallback through --dump/--import."""
+    d = tmp / "only-nix-store"
+    d.mkdir(exist_ok=True)
+    link = d / "nix-store"
+    if not link.exists():
+        link.symlink_to(need_nix())
+    return str(d)
+
+
+def test_nix_store_fallback_writes_a_cache_nix_copy_reads(tmp_path: Path,
+                                                          models: Models) -> None:
+    """Without ``nix``: export writes the binary cache itself (nix-store --dump) with the
+    narinfo ``nix copy`` would write, content address included; real ``nix copy --from``
+    restores from it without --no-check-sigs, and the fallback import restores too."""
+    from activate.hub.persist import fixed_output_path, nix_base32_decode
+
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = models.fixed(_commit())
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+    assert "exported with nix-store --dump" in res.stderr
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info = dict(ln.split(": ", 1) for ln in (persist / (Path(path).name.split("-", 1)[0]
+                                                         + ".narinfo")).read_text().splitlines())
+    nar_hash = subprocess.run([need_nix(), "-q", "--hash", path], capture_output=True,
+                              text=True).stdout.strip()
+    assert info["NarHash"] == nar_hash and info["CA"] == "fixed:r:" + nar_hash
+    digest = nix_base32_decode(nar_hash.split(":", 1)[1])
+    assert digest is not None
+    assert fixed_output_path("/nix/store", Path(path).name.split("-", 1)[1], digest) == path
+    _delete(path)
+    copy = subprocess.run(["nix", "--extra-experimental-features", "nix-command", "copy",
+                           "--from", f"file://{persist}", path], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr      # Nix reads our cache, CA accepted
+    assert _valid(path)
+    _delete(path)
+    res = cli(env, "import", path)                # content-addressed: no --yes needed
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+
+
+def test_nix_store_fallback_refuses_a_corrupt_nar(tmp_path: Path, models: Models) -> None:
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = models.built(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    nar = next((persist / "nar").iterdir())
+    data = bytearray(nar.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    nar.write_bytes(bytes(data))
+    res = cli(env, "import", path, "--yes")
+    assert res.returncode == 3
+    assert "the NAR does not match its narinfo" in res.stderr
+    assert "nothing was imported" in res.stderr
+    _nothing_left(path)
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def _store_path(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return cli(env, "store", "path", *args)
+
+
+def test_config_file_and_precedence(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cfg_home = tmp_path / "xdg-config"
+    (cfg_home / "model-repo").mkdir(parents=True)
+    (cfg_home / "model-repo" / "config").write_text(
+        "# nix-hug's format\n\n  persist_dir = /persist/models  \nauto_persist=true\n")
+    base = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home)}
+    env = {**base, "XDG_CONFIG_HOME": str(cfg_home)}
+    assert _store_path(tmp_path, env).stdout == "/persist/models\n"
+    assert _store_path(tmp_path, {**env, "NIX_HUG_PERSIST_DIR": "/from/nixhug"}).stdout == \
+        "/from/nixhug\n"
+    both = {**env, "NIX_HUG_PERSIST_DIR": "/from/nixhug", "MODEL_REPO_PERSIST_DIR": "/ours"}
+    assert _store_path(tmp_path, both).stdout == "/ours\n"
+    assert _store_path(tmp_path, both, "--persist-dir", "/flag").stdout == "/flag\n"
+    # Default without any setting: the user's data dir.
+    assert _store_path(tmp_path, base).stdout == \
+        str(home / ".local" / "share" / "model-repo" / "persist") + "\n"
+    assert _store_path(tmp_path, {**base, "XDG_DATA_HOME": str(tmp_path / "d")}).stdout == \
+        str(tmp_path / "d" / "model-repo" / "persist") + "\n"
+    # ~ is the home directory; quotes are dropped.
+    (cfg_home / "model-repo" / "config").write_text('persist_dir="~/models"\n')
+    assert _store_path(tmp_path, env).stdout == str(home / "models") + "\n"
+
+    from activate.hub.config import load_config
+
+    (cfg_home / "model-repo" / "config").write_text("auto_persist = yes\n")
+    cfg = load_config(env)
+    assert cfg.auto_persist and cfg.auto_persist_source.endswith("config:1")
+    assert not load_config({**env, "NIX_HUG_AUTO_PERSIST": "false"}).auto_persist
+    assert load_config({**env, "NIX_HUG_AUTO_PERSIST": "false",
+                        "MODEL_REPO_AUTO_PERSIST": "1"}).auto_persist
+    assert not load_config(base).auto_persist
+
+
+@pytest.mark.parametrize("content, env_extra, message", [
+    ("persist_dir\n", {}, "config:1: expected key=value"),
+    ("persist_dir=relative/dir\n", {}, "must be an absolute path"),
+    ("persist_dir=/has space\n", {}, "which Nix cannot take in a file:// binary cache URL"),
+    ("", {"MODEL_REPO_PERSIST_DIR": "rel"}, "MODEL_REPO_PERSIST_DIR: the persist folder must"),
+])
+def test_config_errors_name_the_setting(tmp_path: Path, content: str,
+                                        env_extra: dict[str, str], message: str) -> None:
+    cfg_home = tmp_path / "xdg-config"
+    (cfg_home / "model-repo").mkdir(parents=True)
+    (cfg_home / "model-repo" / "config").write_text(content)
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path / "home"),
+           "XDG_CONFIG_HOME": str(cfg_home), **env_extra}
+    res = _store_path(tmp_path, env)
+    assert res.returncode == 2
+    assert message in res.stderr
+
+
+def test_auto_persist_must_be_a_boolean(tmp_path: Path) -> None:
+    from activate.hub.config import ConfigError, load_config
+
+    env = {"HOME": str(tmp_path), "MODEL_REPO_AUTO_PERSIST": "sometimes"}
+    with pytest.raises(ConfigError, match="MODEL_REPO_AUTO_PERSIST: expected true or false"):
+        load_config(env)
+
+
+def test_import_hint_is_a_file_test_in_the_persist_folder(tmp_path: Path) -> None:
+    from activate.persistdir import import_hint
+
+    store_path = "/nix/store/" + "a" * 32 + "-hf-org--name-0123456789ab"
+    env = {"HOME": str(tmp_path), "MODEL_REPO_PERSIST_DIR": str(tmp_path / "p")}
+    assert import_hint(store_path, env) is None
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / ("a" * 32 + ".narinfo")).write_text("StorePath: x\n")
+    hint = import_hint(store_path, env)
+    assert hint is not None and f"model-repo import {store_path}" in hint
+    # A bad setting never turns a report into a crash.
+    assert import_hint(store_path, {"HOME": str(tmp_path),
+                                    "MODEL_REPO_PERSIST_DIR": "relative"}) is None
+
