@@ -1,28 +1,12 @@
 {
   description = "model-repo: declarative Hugging Face models for Nix (Home Manager, nix-darwin, devenv, NixOS)";
 
-  inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
-    # Used only by `checks`: the tests evaluate our modules inside these
-    # module sets. Plain source trees, pinned by commit.
-    home-manager = {
-      url = "github:nix-community/home-manager/ec1a8fdf74ed3f276148ee106299a2ba0e65d51f";
-      flake = false;
-    };
-    devenv = {
-      url = "github:cachix/devenv/5844e78c960ab73bb92e131bc2902b39b9ee52dd";
-      flake = false;
-    };
-  };
+  # The only input a user's lock file gets. The checks, with their pinned Home
+  # Manager and devenv inputs, live in ./dev (a flake of their own).
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
 
   outputs =
-    {
-      self,
-      nixpkgs,
-      home-manager,
-      devenv,
-      ...
-    }:
+    { self, nixpkgs, ... }:
     let
       inherit (nixpkgs) lib;
       systems = [
@@ -48,23 +32,52 @@
 
       packages = forAllSystems (
         system: pkgs: rec {
+          # Every subcommand (prefetch and ls included) and the shell completions.
           model-repo = pkgs.callPackage ./lib/package.nix { };
-          # With huggingface_hub, for `model-repo prefetch` and `model-repo ls`.
-          model-repo-full = pkgs.callPackage ./lib/package.nix { withHub = true; };
+          # The name of the package with huggingface_hub before it was the only one.
+          model-repo-full = model-repo;
           default = model-repo;
         }
       );
 
-      # The evaluation tests of tests/nix, run against the pinned inputs.
-      checks = forAllSystems (
-        system: pkgs:
-        import ./tests/nix/checks.nix {
-          inherit pkgs system;
-          nixpkgsLib = nixpkgs + "/lib";
-          pkgsPath = nixpkgs.outPath;
-          homeManager = home-manager.outPath;
-          devenv = devenv.outPath;
-          activator = self.packages.${system}.default;
+      # `nix run github:OWNER/model-repo -- prefetch ORG/NAME`
+      apps = forAllSystems (
+        system: _pkgs: {
+          default = {
+            type = "app";
+            program = lib.getExe self.packages.${system}.default;
+            meta.description = "model-repo: prefetch, ls, activate, status, deactivate, …";
+          };
+        }
+      );
+
+      # `nix develop`: what the test suite needs (Nix, the shells the output
+      # formats are tested with, Python with the runtime and test dependencies).
+      devShells = forAllSystems (
+        system: pkgs: {
+          default = pkgs.mkShell {
+            packages = [
+              (pkgs.python3.withPackages (
+                ps: with ps; [
+                  pydantic
+                  platformdirs
+                  filelock
+                  structlog
+                  huggingface-hub
+                  pytest
+                  hypothesis
+                  jsonschema
+                  python-dotenv
+                  transformers
+                ]
+              ))
+              pkgs.nix
+              pkgs.git
+              pkgs.zsh
+              pkgs.fish
+              pkgs.dash
+            ];
+          };
         }
       );
 

@@ -87,9 +87,18 @@ def test_uses_nixpkgs_fetch_from_hugging_face_when_present():
     r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; }}; hash = "{HASH}"; }}""",
               withHfFetcher=True)
     assert r["fetcher"] == "fetchFromHuggingFace"
-    # Our store name, so `model-repo prefetch --add-to-store` gives the same path.
-    assert r["fetchArgs"] == {"owner": "org", "repo": "m", "rev": REV, "hash": HASH,
+    # nixpkgs' signature (repoId; backend "lfs", its "xet" default throws) and our store
+    # name, so `model-repo prefetch --add-to-store` gives the same path.
+    assert r["fetchArgs"] == {"repoId": "org/m", "rev": REV, "hash": HASH, "backend": "lfs",
                               "name": "hf-org--m-" + REV[:12]}
+    r = fetch(f"""{{ name = "d"; source.huggingface = {{ repo = "org/d"; revision = "{REV}"; repoType = "dataset"; }}; hash = "{HASH}"; }}""",
+              withHfFetcher=True)
+    assert (r["fetcher"], r["fetchArgs"]["repoType"]) == ("fetchFromHuggingFace", "dataset")
+    assert r["hfCachePath"] == "datasets--org--d"
+    # A fetcher of that name with another signature (owner/repo) is not called.
+    r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; }}; hash = "{HASH}"; }}""",
+              withHfFetcher="owner-repo")
+    assert r["fetcher"] == "fetchgit"
     # Sparse patterns are ours (non-cone, "!" excludes): always the git fetcher.
     r = fetch(f"""{{ name = "e"; source.huggingface = {{ repo = "org/m"; revision = "{REV}"; include = [ "*.json" ]; }}; hash = "{HASH}"; }}""",
               withHfFetcher=True)
@@ -254,46 +263,66 @@ def test_build_cache_rejects_two_commits_for_one_ref():
 
 
 def test_flake_outputs_with_stub_inputs():
-    """flake.nix's outputs evaluate with stub inputs, and its checks (the same
-    scenarios against the inputs they are given) pass at evaluation time."""
+    """flake.nix's outputs evaluate with stub inputs (nixpkgs is its only input), and
+    dev/flake.nix's checks (the same scenarios against the inputs they are given)
+    pass at evaluation time."""
     hm = require_input("home-manager")
     dv = require_input("devenv")
     expr = f"""
       let
         lib = {lib_expr()};
         flake = import ./flake.nix;
-        stubPkgs = system: import ./tests/nix/stubs/pkgs.nix {{ inherit lib system; pkgsPath = {nix_string(pkgs_path())}; }}
+        devFlake = import ./dev/flake.nix;
+        stub = system: (import ./tests/nix/stubs/pkgs.nix {{ inherit lib system; pkgsPath = {nix_string(pkgs_path())}; }});
+        stubPkgs = system: stub system
           // {{
-            callPackage = _: _: (stubPkgs system).model-repo;
-            python3.withPackages = _: (stubPkgs system).model-repo;
-            nixfmt-rfc-style = (stubPkgs system).model-repo;
+            callPackage = _: _: (stub system).model-repo;
+            python3.withPackages = f: (stub system).model-repo // {{ withPackages = f; }};
+            mkShell = args: (stub system).model-repo // {{ shellArgs = args; }};
+            nixfmt-rfc-style = (stub system).model-repo;
+            nix = (stub system).model-repo; git = (stub system).model-repo; zsh = (stub system).model-repo;
+            fish = (stub system).model-repo; dash = (stub system).model-repo;
           }};
         nixpkgs = {{
           inherit lib;
           outPath = {nix_string(pkgs_path())};
           legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ] stubPkgs;
         }};
-        inputs = {{
-          inherit self nixpkgs;
+        self = flake.outputs {{ inherit self nixpkgs; }};
+        dev = devFlake.outputs {{
+          model-repo = self // {{ outPath = ./.; }};
+          inherit nixpkgs;
           home-manager.outPath = {nix_string(hm)};
           devenv.outPath = {nix_string(dv)};
         }};
-        self = flake.outputs inputs;
-        checks = self.checks.x86_64-linux;
+        checks = dev.checks.x86_64-linux;
       in {{
+        inputs = builtins.attrNames flake.inputs;
+        devInputs = builtins.attrNames devFlake.inputs;
+        outputs = builtins.attrNames self;
         lib = builtins.attrNames self.lib;
         integration = builtins.attrNames self.lib.integration;
         modules = [ (builtins.isPath self.homeManagerModules.default) (builtins.isPath self.devenvModules.default) (builtins.isPath self.nixosModules.default) ];
         packages = builtins.attrNames self.packages.aarch64-darwin;
+        app = self.apps.x86_64-linux.default // {{ meta = null; }};
+        defaultPackage = "${{self.packages.x86_64-linux.default}}";
+        devShell = builtins.length self.devShells.x86_64-linux.default.shellArgs.packages;
+        devDevShell = dev.devShells.x86_64-linux.default == self.devShells.x86_64-linux.default;
         overlay = builtins.isFunction self.overlays.default;
         checks = lib.mapAttrs (n: c: if n == "build-cache-loads-offline" || n == "activator" then c.type else c.drvPath) checks;
       }}
     """
     r = nix_eval(expr)
+    assert r["inputs"] == ["nixpkgs"]  # what every user's lock file gets
+    assert set(r["devInputs"]) == {"model-repo", "nixpkgs", "home-manager", "devenv"}
+    assert set(r["outputs"]) == {"lib", "overlays", "homeManagerModules", "devenvModules", "nixosModules",
+                                 "packages", "apps", "devShells", "formatter"}
     assert {"fetchModel", "fetchDataset", "buildCache", "envVarName", "hubFolderName", "naming"} <= set(r["lib"])
     assert r["integration"] == ["getModelPath", "mkCacheName", "mkLinkScript"]
     assert r["modules"] == [True, True, True]
     assert r["packages"] == ["default", "model-repo", "model-repo-full"]
+    assert r["app"] == {"type": "app", "program": r["defaultPackage"] + "/bin/model-repo", "meta": None}
+    assert r["devShell"] == 6 and r["devDevShell"] is True
     assert r["overlay"] is True
     assert set(r["checks"]) >= {"eval-home-manager-linux", "eval-home-manager-darwin-shared", "eval-devenv",
                                 "eval-nixos", "eval-naming", "eval-rejects-branch-revision",
