@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import state as statemod
 from .envout import environment
-from .hubfs import HubFS
+from .hubfs import Changed, HubFS
 from .linking import Action, Plan, Problem, Want, apply, plan
 from .log import Log
 from .noop import remove_receipts
@@ -29,7 +29,8 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 class EnvironmentProblem(Exception):
-    """The cache or state cannot be used (lock timeout, unwritable directory)."""
+    """The cache or state cannot be used (lock timeout, unwritable directory, a hub dir
+    that vanished or is not the one the state was made in)."""
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Outcome:
     done: list[Action] = field(default_factory=list)
     complete: bool = True
     records: list[statemod.Record] = field(default_factory=list)
+    #: Set when the final state save failed: every link is in place and the state
+    #: saved before the changes still owns them all, but the run must say so (exit 3).
+    state_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def request_of(manifest: object) -> Request:
         profile=manifest.profile,  # type: ignore[attr-defined]
         offline=manifest.offline,  # type: ignore[attr-defined]
         paths={name: m.path for name, m in models.items()},
-        wants=[Want(name, m.folder, m.revision, tuple(m.refs), m.path)
+        wants=[Want(name, m.folder, m.revision, tuple(m.refs), m.path, m.partial)
                for name, m in models.items() if m.link],
         unlinked=tuple(name for name, m in models.items() if not m.link),
     )
@@ -93,13 +97,15 @@ def run_activate(
     """
     profile = request.profile
     wants = request.wants
-    state_path = statemod.state_file(state_dir, hub_dir, profile)
     writing = not (dry_run or read_only)
+    key = os.path.realpath(hub_dir)
+    state_path = statemod.state_file(state_dir, key, profile)
+    _check_hub(state_dir, state_path, profile, hub_dir, key, log, adopt=writing)
     if writing:
         _ensure_hub_dir(hub_dir)
     with _hub_lock(hub_dir, lock_timeout, writing, log):
-        result, failed, records = _converge(state_dir, state_path, profile, hub_dir, wants,
-                                            writing=writing, before_write=before_write)
+        result, failed, records = _converge(state_dir, state_path, profile, hub_dir, key, wants,
+                                            writing=writing, before_write=before_write, log=log)
         for name in request.unlinked:
             if not os.path.isdir(request.paths[name]):
                 result.notes.append(
@@ -110,13 +116,7 @@ def run_activate(
         if writing:
             failed_actions = {id(a) for a, _ in failed}
             outcome.done = [a for a in result.actions if id(a) not in failed_actions]
-        for act, err in failed:
-            names = sorted({w.name for w in wants if w.folder == act.path.split("/", 1)[0]})
-            result.problems.append(
-                Problem(names, os.path.join(hub_dir, act.path),
-                        f"could not {act.op}: {err.strerror or err}",
-                        "check the permissions of the cache (ls -ld), then activate again")
-            )
+        _report_failed(result, failed, wants, hub_dir)
         blocked = result.blocked_models
         in_place = all(w.name not in blocked for w in wants)
         if read_only:
@@ -137,12 +137,76 @@ def run_activate(
         outcome.records = records
         if writing:
             new = statemod.State(
-                profile, hub_dir, records,
+                profile, key, records,
                 complete=in_place and not result.problems,
                 problems=[p.message() for p in result.problems],
+                hub_id=statemod.hub_identity(hub_dir),
             )
-            _save_state(state_path, new)
+            try:
+                _save_state(state_path, new)
+            except EnvironmentProblem as exc:
+                outcome.state_error = str(exc)
     return outcome
+
+
+def _report_failed(result: Plan, failed: list[tuple[Action, OSError]], wants: list[Want],
+                   hub_dir: str) -> None:
+    for act, err in failed:
+        names = sorted({w.name for w in wants if w.folder == act.path.split("/", 1)[0]})
+        if isinstance(err, Changed):
+            reason, fix = str(err), "activate again; what the other program wrote is kept"
+        else:
+            reason = f"could not {act.op}: {err.strerror or err}"
+            fix = "check the permissions of the cache (ls -ld), then activate again"
+        result.problems.append(Problem(names or ["(pruning)"], os.path.join(hub_dir, act.path),
+                                       reason, fix))
+
+
+def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key: str,
+               log: Log, *, adopt: bool) -> None:
+    """Refuse a hub dir that is not the one this profile's state was made in.
+
+    A state with records whose hub dir is missing (an unmounted filesystem, a removed
+    cache) or has another identity (``(st_dev, st_ino)``: the mount point instead of the
+    mounted cache, a cache replaced by a new folder) raises :class:`EnvironmentProblem`:
+    working on would forget the values the state keeps to restore. When there is no
+    state for this path but one of this profile's states names another path with this
+    hub dir's identity (the cache was renamed or moved), it is adopted (``adopt``).
+    """
+    try:
+        state = statemod.read(state_path)
+    except statemod.CorruptState as exc:
+        log.warning(exc.message())
+        return
+    current = statemod.hub_identity(hub_dir)
+    if state is not None and state.records:
+        if current is None:
+            raise EnvironmentProblem(
+                f"the hub cache {hub_dir} is missing, but profile {profile!r} has links "
+                "and refs there (its state is kept): is its filesystem mounted? Mount it "
+                "and activate again; if you removed the cache on purpose, run "
+                f"`model-repo deactivate --profile '{profile}' --cache-dir {hub_dir} --forget`"
+            )
+        if state.hub_id is not None and tuple(state.hub_id) != current:
+            raise EnvironmentProblem(
+                f"the hub cache {hub_dir} is not the folder profile {profile!r} linked "
+                f"into (device:inode was {state.hub_id[0]}:{state.hub_id[1]}, now "
+                f"{current[0]}:{current[1]}): is its filesystem mounted? Mount it and "
+                "activate again; if it was replaced on purpose, run `model-repo deactivate "
+                f"--profile '{profile}' --cache-dir {hub_dir} --forget` first"
+            )
+        return
+    if state is None and adopt and current is not None:
+        for path, other in statemod.list_states(state_dir):
+            if (other.profile == profile and other.hub_dir != key and other.hub_id is not None
+                    and tuple(other.hub_id) == current):
+                log.warning("the hub cache was moved or renamed; taking over its state",
+                            was=other.hub_dir, now=key)
+                other.hub_dir = key
+                _save_state(state_path, other)
+                statemod.delete(path)
+                return
+
 
 
 def run_deactivate(
@@ -153,27 +217,55 @@ def run_deactivate(
     log: Log,
     dry_run: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    forget: bool = False,
 ) -> list[tuple[str, Plan]]:
     """Undo everything ``profile`` created (in ``hub_dir`` only, if given).
 
     Returns ``(hub dir, plan)`` per cache touched. Records that could not be undone
-    (changed by someone else, or blocked) stay in the state for a later run.
+    (changed by someone else, or blocked) stay in the state for a later run. A hub dir
+    that is missing or not the folder the state was made in raises
+    :class:`EnvironmentProblem` and keeps the state, unless ``forget``: then that state is
+    dropped without touching any cache (for a cache removed on purpose).
     """
     results = []
-    for path, st in statemod.list_states(state_dir):
-        if st.profile != profile or (hub_dir and st.hub_dir != hub_dir):
+    key = os.path.realpath(hub_dir) if hub_dir else None
+    corrupt: list[statemod.CorruptState] = []
+    states = statemod.list_states(state_dir, corrupt)
+    for exc in corrupt:
+        log.warning(exc.message())
+    for path, st in states:
+        if st.profile != profile or (key and st.hub_dir != key):
             continue
-        if not os.path.isdir(st.hub_dir):
-            log.warning("hub dir is gone; forgetting its state", hub_dir=st.hub_dir)
+        current = statemod.hub_identity(st.hub_dir)
+        gone = current is None or (st.hub_id is not None and tuple(st.hub_id) != current)
+        if forget:
+            if not gone:
+                raise EnvironmentProblem(
+                    f"the hub cache {st.hub_dir} is there: --forget only drops the state of a "
+                    "cache that is gone; run deactivate without it to undo the links"
+                )
+            log.warning("forgetting the state of a hub cache that is gone", hub_dir=st.hub_dir,
+                        state=path)
             if not dry_run:
                 statemod.delete(path)
+                remove_receipts(state_dir, profile, st.hub_dir)
+            results.append((st.hub_dir, Plan()))
             continue
+        if gone and st.records:
+            raise EnvironmentProblem(
+                f"the hub cache {st.hub_dir} is missing or is not the folder profile "
+                f"{profile!r} linked into: is its filesystem mounted? The state is kept; "
+                "mount it and run deactivate again, or add --forget if the cache was "
+                "removed on purpose"
+            )
         with _hub_lock(st.hub_dir, lock_timeout, not dry_run, log):
-            result, _, remaining = _converge(state_dir, path, profile, st.hub_dir, [],
-                                             writing=not dry_run)
+            result, failed, remaining = _converge(state_dir, path, profile, st.hub_dir,
+                                                  st.hub_dir, [], writing=not dry_run, log=log)
+            _report_failed(result, failed, [], st.hub_dir)
             if not dry_run:
                 if remaining:
-                    _save_state(path, statemod.State(profile, st.hub_dir, remaining))
+                    _save_state(path, statemod.State(profile, st.hub_dir, remaining,
+                                                     hub_id=current))
                 else:
                     statemod.delete(path)
                 remove_receipts(state_dir, profile, st.hub_dir)
@@ -182,23 +274,44 @@ def run_deactivate(
 
 
 def _converge(
-    state_dir: str, state_path: str, profile: str, hub_dir: str, wants: list[Want], *,
-    writing: bool, before_write: Callable[[str], None] | None = None,
+    state_dir: str, state_path: str, profile: str, hub_dir: str, key: str,
+    wants: list[Want], *, writing: bool, log: Log,
+    before_write: Callable[[str], None] | None = None,
 ) -> tuple[Plan, list[tuple[Action, OSError]], list[statemod.Record]]:
     """Under the hub lock: plan ``wants`` against the profile's records (keeping what
     other profiles in ``state_dir`` want), save the intent, apply when ``writing``.
+    ``key`` is the hub dir's real path (what states are filed under).
     Returns the plan, the failed actions, and the records the state must keep (the
     intent when something failed, so a later run can finish)."""
-    old = statemod.load(state_path, profile, hub_dir)
-    others = statemod.load_others(state_dir, hub_dir, profile)
+    try:
+        old = statemod.load(state_path, profile, key)
+    except statemod.CorruptState as exc:
+        log.warning(exc.message())
+        old = statemod.State(profile, key)
+    corrupt: list[statemod.CorruptState] = []
+    others = [st for _, st in statemod.list_states(state_dir, corrupt)
+              if st.hub_dir == key and st.profile != profile]
+    for exc in corrupt:
+        log.warning(exc.message())
     fs = HubFS(hub_dir, before_write)
     result = plan(fs, wants, old.records, [(o.profile, r) for o in others for r in o.records],
-                  os.path.isdir)
+                  _store_kind)
     failed: list[tuple[Action, OSError]] = []
     if writing and result.actions:
-        _save_state(state_path, statemod.State(profile, hub_dir, result.intent))
+        _save_state(state_path, statemod.State(profile, key, result.intent,
+                                               hub_id=statemod.hub_identity(hub_dir)))
         failed = apply(fs, result.actions)
     return result, failed, result.intent if failed else result.records
+
+
+def _store_kind(path: str) -> str:
+    """``dir``, ``missing`` or ``other``: what a model's store path is (followed)."""
+    try:
+        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "other"
 
 
 def _save_state(path: str, st: statemod.State) -> None:
@@ -227,6 +340,15 @@ def _ensure_hub_dir(hub_dir: str) -> None:
         )
 
 
+def _share_like_parent(path: str) -> None:
+    """Give a folder we created in a group-shared cache (group rwx on the hub dir, as the
+    NixOS module's 2775) the same group access, whatever this process's umask: every
+    user of the group must be able to create the lock there."""
+    parent = os.stat(os.path.dirname(path)).st_mode
+    if parent & 0o070 == 0o070:
+        os.chmod(path, (os.stat(path).st_mode & 0o7777) | 0o070 | (parent & stat.S_ISGID))
+
+
 class _hub_lock:
     """The per-cache lock: ``<hub>/.locks/model-repo.lock`` held with filelock, mode 0664
     so users sharing a cache through a group can all take it. ``enabled=False`` (dry
@@ -252,6 +374,7 @@ class _hub_lock:
                 if want_dir:
                     try:
                         os.mkdir(path)
+                        _share_like_parent(path)
                     except FileExistsError:
                         pass
                     except OSError as exc:

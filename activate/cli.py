@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="e.g. home-manager, nixos, devenv:/path")
     hub(deact, "only this hub cache")
     deact.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    deact.add_argument("--forget", action="store_true",
+                       help="only for a hub cache that is gone (removed on purpose): drop "
+                       "the profile's state for it without touching any cache")
     deact.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="how long to wait for another activator (default: 60)")
     common(deact)
@@ -154,7 +157,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         env = try_noop(quick["--manifest"], cache_flag=quick.get("--cache-dir"),
                        state_flag=quick.get("--state-dir"), environ=environ)
         if env is not None:
-            _emit(env, quick.get("--format", "sh"), quick.get("--env-file"))
+            try:
+                _emit(env, quick.get("--format", "sh"), quick.get("--env-file"))
+            except OutputError as exc:
+                sys.stderr.write(f"model-repo: error: {exc}\n")
+                return EXIT_ENVIRONMENT
             return EXIT_OK
     args = _parser().parse_args(argv)
     if getattr(args, "hub_command", False):  # prefetch, ls: activate/hub/
@@ -185,7 +192,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
         from .activation import EnvironmentProblem
 
-        if isinstance(exc, EnvironmentProblem):
+        if isinstance(exc, (EnvironmentProblem, OutputError)):
             log.error(str(exc))
             return EXIT_ENVIRONMENT
         import traceback
@@ -276,27 +283,48 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         from .noop import remove_receipt, write_receipt
 
         directory = state_dir(args.state_dir, environ)
-        if outcome.complete and not result.problems:
+        if outcome.complete and not result.problems and not outcome.state_error:
             write_receipt(directory, args.manifest, args.cache_dir, environ, request.profile,
-                          hub_dir, [(r.kind, r.path, r.value or "", r.created)
-                                    for r in outcome.records], outcome.env)
+                          os.path.realpath(hub_dir), [(r.kind, r.path, r.value or "", r.created)
+                                                      for r in outcome.records], outcome.env)
         else:
-            remove_receipt(directory, args.manifest, args.cache_dir)
+            remove_receipt(directory, args.manifest, args.cache_dir, environ)
     _emit(outcome.env, args.format, args.env_file)
+    if outcome.state_error:
+        # Every link is in place and the state saved before the changes owns them all;
+        # the environment is printed, but the run says the state is behind.
+        log.error(outcome.state_error)  # type: ignore[attr-defined]
+        return EXIT_ENVIRONMENT
     return EXIT_PARTIAL if result.problems else EXIT_OK
 
 
+class OutputError(Exception):
+    """The environment cannot be written where or as asked (exit 3, one line)."""
+
+
 def _emit(env: Mapping[str, str], fmt: str, env_file: str | None) -> None:
-    data = render(env, fmt)
+    """Write ``env`` as ``fmt`` to stdout, or to ``env_file`` atomically (a random
+    temporary name beside it, opened ``O_EXCL | O_NOFOLLOW``, then rename; left alone
+    when it already holds these bytes). Raises :class:`OutputError`."""
+    try:
+        data = render(env, fmt)
+    except ValueError as exc:
+        raise OutputError(str(exc)) from None
     if env_file is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    directory = os.path.dirname(os.path.abspath(env_file))
-    tmp = os.path.join(directory, f".{os.path.basename(env_file)}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, env_file)
+    from .statefile import write_if_changed
+
+    path = os.path.abspath(env_file)
+    if os.path.isdir(path):
+        raise OutputError(f"--env-file {env_file} is a directory; name a file in it")
+    try:
+        write_if_changed(path, [data], mode=0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot write the environment to {env_file}: "
+                          f"{exc.strerror or exc}; create its folder, or choose another "
+                          "--env-file") from None
 
 
 def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
@@ -387,6 +415,7 @@ def _deactivate(args: argparse.Namespace, environ: Mapping[str, str], log: objec
         log=log,  # type: ignore[arg-type]
         dry_run=args.dry_run,
         lock_timeout=args.lock_timeout,
+        forget=args.forget,
     )
     if not results:
         log.warning("nothing to deactivate: no state for this profile", profile=args.profile)  # type: ignore[attr-defined]

@@ -55,27 +55,39 @@ def render(env: Mapping[str, str], fmt: str) -> bytes:
       ``$DEVENV_TASK_EXPORTS_FILE`` (devenv CLI >= 2.0.4).
 
     Values may hold any character but NUL (no environment can carry it): ValueError.
+    Bytes that are not UTF-8 (a path huggingface_hub accepts, kept by Python as surrogate
+    escapes) are written back byte for byte, except in ``json``, which cannot carry them:
+    ValueError.
     """
     for name, value in env.items():
         if "\0" in value or "\0" in name:
             raise ValueError(f"{name}: environment values cannot contain NUL")
     if fmt == "sh":
-        return "".join(f"export {k}={_sh_quote(v)}\n" for k, v in env.items()).encode()
+        return _bytes("".join(f"export {k}={_sh_quote(v)}\n" for k, v in env.items()))
     if fmt == "fish":
-        return "".join(f"set -gx {k} {_escaped_single_quote(v)}\n" for k, v in env.items()).encode()
+        return _bytes("".join(f"set -gx {k} {_escaped_single_quote(v)}\n" for k, v in env.items()))
     if fmt == "json":
         import json
 
-        return (json.dumps(dict(env), indent=2, ensure_ascii=False) + "\n").encode()
+        try:
+            return (json.dumps(dict(env), indent=2, ensure_ascii=False) + "\n").encode()
+        except UnicodeEncodeError:
+            raise ValueError("a value holds bytes that are not UTF-8 (in a path?), which "
+                             "JSON cannot carry exactly; use --format sh, fish, dotenv or "
+                             "devenv") from None
     if fmt == "dotenv":
-        return "".join(f"{k}={_escaped_single_quote(v)}\n" for k, v in env.items()).encode()
+        return _bytes("".join(f"{k}={_escaped_single_quote(v)}\n" for k, v in env.items()))
     if fmt == "devenv":
         import base64
 
         return b"".join(
-            k.encode() + b"\0" + base64.b64encode(v.encode()) + b"\0" for k, v in env.items()
+            k.encode() + b"\0" + base64.b64encode(_bytes(v)) + b"\0" for k, v in env.items()
         )
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _sh_quote(value: str) -> str:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 #: named is ours by construction and removed by the next run.
 TEMP_PREFIX = ".model-repo-tmp-"
 
+#: errno values of ``link`` on filesystems that have no hard links.
+_NO_HARDLINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -31,6 +34,18 @@ class Blocked(Exception):
 
     def __init__(self, path: str, found: str) -> None:
         super().__init__(f"{path}: {found}")
+        self.path = path
+        self.found = found
+
+
+class Changed(OSError):
+    """A path no longer holds what the planner saw (another program wrote it meanwhile):
+    the write is skipped, nothing of theirs is replaced. ``path`` is relative to the hub
+    dir; ``found`` says what is there now."""
+
+    def __init__(self, path: str, found: str) -> None:
+        super().__init__(f"{path} changed while activating: it is now {found}; it was "
+                         "left alone")
         self.path = path
         self.found = found
 
@@ -198,17 +213,74 @@ class HubFS:
         self._hook(f"symlink {rel}")
         os.symlink(target, name, dir_fd=dfd)
 
-    def replace_symlink(self, rel: str, target: str, temp_dir: str) -> None:
+    def check(self, rel: str, expect: tuple[str, str | None] | None) -> None:
+        """Raise :class:`Changed` unless ``rel`` holds ``expect``: ``(kind, value)`` with
+        the link target for links and the (surrogate-escaped) content for files."""
+        if expect is None:
+            return
+        entry = self.lstat(rel)
+        value = entry.target
+        if entry.kind == "file" and expect[0] == "file":
+            value = self.read_file(rel, 4097).decode("utf-8", "surrogateescape")
+        if (entry.kind, value) != tuple(expect):
+            found = f"a symlink to {value!r}" if entry.kind == "link" else (
+                f"a file holding {value!r}" if entry.kind == "file" else f"{entry.kind}")
+            raise Changed(rel, found)
+
+    def replace_symlink(self, rel: str, target: str, temp_dir: str,
+                        expect: tuple[str, str | None] | None = None) -> None:
         """Atomically make ``rel`` a symlink to ``target`` via a temporary name in
-        ``temp_dir`` (same filesystem, not read by huggingface_hub)."""
+        ``temp_dir`` (same filesystem, not read by huggingface_hub); ``expect``: what
+        ``rel`` must hold right before the rename (else :class:`Changed`)."""
 
         def make(tfd: int, tmp: str) -> None:
             os.symlink(target, tmp, dir_fd=tfd)
 
-        self._atomic(rel, temp_dir, make)
+        self._atomic(rel, temp_dir, make, expect)
 
-    def replace_file(self, rel: str, content: bytes, temp_dir: str) -> None:
-        """Atomically make ``rel`` a regular file holding exactly ``content``."""
+    def create_file(self, rel: str, content: bytes, temp_dir: str) -> None:
+        """Make regular file ``rel`` holding exactly ``content`` where nothing is: written
+        under a temporary name, then hard-linked onto ``rel`` (``link`` never replaces:
+        something that appeared meanwhile raises :class:`Changed`)."""
+        parent, name = _split(rel)
+        tmp = self._temp_name()
+        tfd = self.dir_fd(temp_dir)
+        pfd = self.dir_fd(parent)
+        self._hook(f"create {temp_dir}/{tmp}")
+        self._write_new(tfd, tmp, content)
+        try:
+            self._hook(f"link onto {rel}")
+            try:
+                os.link(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+            except FileExistsError:
+                raise Changed(rel, "present (something created it meanwhile)") from None
+            except OSError as exc:
+                if exc.errno not in _NO_HARDLINKS:
+                    raise
+                # A filesystem without hard links: check, then rename (a narrow window).
+                self.check(rel, ("missing", None))
+                os.rename(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd)
+                return
+            self._hook(f"unlink {temp_dir}/{tmp}")
+        finally:
+            try:
+                os.unlink(tmp, dir_fd=tfd)
+            except FileNotFoundError:
+                pass
+
+    @staticmethod
+    def _write_new(dfd: int, name: str, content: bytes) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o666, dir_fd=dfd)
+        try:
+            os.write(fd, content)
+        finally:
+            os.close(fd)
+
+    def replace_file(self, rel: str, content: bytes, temp_dir: str,
+                     expect: tuple[str, str | None] | None = None) -> None:
+        """Atomically make ``rel`` a regular file holding exactly ``content``; ``expect``
+        as for :meth:`replace_symlink`."""
 
         def make(tfd: int, tmp: str) -> None:
             fd = os.open(
@@ -222,18 +294,23 @@ class HubFS:
             finally:
                 os.close(fd)
 
-        self._atomic(rel, temp_dir, make)
+        self._atomic(rel, temp_dir, make, expect)
 
-    def _atomic(self, rel: str, temp_dir: str, make: Callable[[int, str], None]) -> None:
-        parent, name = _split(rel)
+    def _temp_name(self) -> str:
         self._temp_count += 1
-        tmp = f"{self._temp_prefix}{self._temp_count}"
+        return f"{self._temp_prefix}{self._temp_count}"
+
+    def _atomic(self, rel: str, temp_dir: str, make: Callable[[int, str], None],
+                expect: tuple[str, str | None] | None = None) -> None:
+        parent, name = _split(rel)
+        tmp = self._temp_name()
         tfd = self.dir_fd(temp_dir)
         pfd = self.dir_fd(parent)
         self._hook(f"create {temp_dir}/{tmp}")
         make(tfd, tmp)
         try:
             self._hook(f"rename onto {rel}")
+            self.check(rel, expect)
             os.rename(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd)
         except BaseException:
             try:
@@ -242,11 +319,13 @@ class HubFS:
                 pass
             raise
 
-    def unlink(self, rel: str) -> None:
-        """Remove the non-directory ``rel`` (a link is removed, never followed)."""
+    def unlink(self, rel: str, expect: tuple[str, str | None] | None = None) -> None:
+        """Remove the non-directory ``rel`` (a link is removed, never followed), if it
+        still holds ``expect`` (else :class:`Changed`)."""
         parent, name = _split(rel)
         dfd = self.dir_fd(parent)
         self._hook(f"unlink {rel}")
+        self.check(rel, expect)
         os.unlink(name, dir_fd=dfd)
 
 

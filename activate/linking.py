@@ -9,7 +9,12 @@ actions; nothing is written until :func:`apply`. Rules:
 - only paths this profile created are removed or restored, and only while they still
   hold what we put there;
 - a snapshot is in place before any ref names it, and removed only after no ref names it;
-- a path in the way that we did not create blocks that model (with the fix), not the run.
+- a path in the way that we did not create blocks that model (with the fix), not the run;
+- a ref another profile holds at another commit is not taken: the later profile is blocked;
+- every write re-checks, right before it, that the path still holds what was planned
+  (compare, then rename): a concurrent writer's change is left alone and reported;
+- a partial store path (``partial``) is linked file by file (:mod:`activate.tree`), so
+  huggingface_hub never writes into the store through it.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .hubfs import TEMP_PREFIX, Blocked, Entry, HubFS
+from . import tree as treemod
+from .hubfs import TEMP_PREFIX, Blocked, Changed, Entry, HubFS
+from .naming import COMMIT_RE
 from .state import Record
+
+#: What a path must hold right before a write: ``(kind, value)`` as :class:`Entry`
+#: gives it (``("missing", None)``, ``("file", content)``, ``("link", target)``).
+Expect = tuple[str, "str | None"]
+MISSING: Expect = ("missing", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +44,7 @@ class Want:
     revision: str
     refs: tuple[str, ...]
     path: str
+    partial: bool = False
 
 
 @dataclass
@@ -50,13 +63,20 @@ class Problem:
 @dataclass(frozen=True, slots=True)
 class Action:
     """One change: ``mkdir``, ``link`` (snapshot symlink to ``value``), ``ref`` (write
-    ``value``), ``unlink``, ``rmdir`` (if empty). ``temp`` is the folder holding the
-    temporary name of an atomic write."""
+    ``value``), ``unlink``, ``rmdir`` (if empty), ``tree`` (make or complete the partial
+    snapshot of store path ``value``, dropping our links to the store paths in
+    ``stale``), ``untree`` (remove our links to the store paths ``value`` and ``stale``,
+    then the folders left empty). ``temp`` is the folder holding the temporary name of an
+    atomic write. ``expect``: what the path must still hold right before the write
+    (None: no check needed, e.g. ``mkdir``); otherwise the write is skipped and reported.
+    """
 
     op: str
     path: str
     value: str | None = None
     temp: str | None = None
+    expect: Expect | None = None
+    stale: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"{self.op} {self.path}" + (f" -> {self.value}" if self.value else "")
@@ -84,12 +104,14 @@ def plan(
     wants: Iterable[Want],
     old: Iterable[Record],
     others: Iterable[tuple[str, Record]],
-    store_exists: Callable[[str], bool],
+    store_kind: Callable[[str], str],
 ) -> Plan:
     """Decide the actions that link ``wants`` and undo what ``old`` no longer wants.
 
     ``old`` is this profile's records; ``others`` is ``(profile, record)`` of the other
-    profiles known for this hub dir (their links are never removed by us).
+    profiles known for this hub dir (what they want is never removed or taken by us, and
+    what they created and we want too becomes ours as well). ``store_kind(path)`` says
+    what a store path is: ``dir``, ``missing`` or ``other``.
     """
     result = Plan()
     by_folder: dict[str, list[Want]] = defaultdict(list)
@@ -98,14 +120,18 @@ def plan(
     old_by_folder: dict[str, dict[str, Record]] = defaultdict(dict)
     for rec in old:
         old_by_folder[rec.path.split("/", 1)[0]][rec.path] = rec
-    others_want: dict[tuple[str, str | None], str] = {}
+    others_at: dict[str, list[tuple[str, Record]]] = defaultdict(list)
     for profile, rec in others:
         if rec.kind != "dir":
-            others_want[(rec.path, rec.value)] = profile
+            others_at[rec.path].append((profile, rec))
     for folder in sorted(set(by_folder) | set(old_by_folder)):
-        _FolderPlan(fs, folder, old_by_folder.get(folder, {}), others_want, store_exists,
+        _FolderPlan(fs, folder, old_by_folder.get(folder, {}), others_at, store_kind,
                     result).run(by_folder.get(folder, []))
     return result
+
+
+def _entry_value(entry: Entry, content: str | None = None) -> Expect:
+    return (entry.kind, entry.target if entry.kind == "link" else content)
 
 
 class _FolderPlan:
@@ -113,24 +139,44 @@ class _FolderPlan:
     the prune of what this profile no longer wants, and its empty folders."""
 
     def __init__(self, fs: HubFS, folder: str, old: dict[str, Record],
-                 others_want: Mapping[tuple[str, str | None], str],
-                 store_exists: Callable[[str], bool], out: Plan) -> None:
+                 others_at: Mapping[str, list[tuple[str, Record]]],
+                 store_kind: Callable[[str], str], out: Plan) -> None:
         self.fs = fs
         self.folder = folder
         self.old = old
-        self.others_want = others_want
-        self.store_exists = store_exists
+        self.others_at = others_at
+        self.store_kind = store_kind
         self.out = out
         self.actions: list[Action] = []
         self.records: dict[str, Record] = {}
         self.problems: list[Problem] = []
         self.disk_refs: dict[str, str] = {}
+        self.wanted_dirs: set[str] = set()  # folders this run needs (never pruned)
 
     def full(self, rel: str) -> str:
         return os.path.join(self.fs.hub_dir, rel)
 
     def block(self, names: Iterable[str], rel: str, reason: str, fix: str) -> None:
         self.problems.append(Problem(sorted(set(names)), self.full(rel), reason, fix))
+
+    def wanted_by_other(self, rel: str, value: str | None) -> str | None:
+        """The other profile that wants ``rel`` to hold ``value``, if any."""
+        for profile, rec in self.others_at.get(rel, ()):
+            if rec.value == value:
+                return profile
+        return None
+
+    def co_own(self, rel: str, kind: str, value: str | None) -> Record | None:
+        """Another profile's record that created ``rel`` holding ``value``: wanting the
+        same, we own it too (so whichever profile lets go last undoes it)."""
+        for _profile, rec in self.others_at.get(rel, ()):
+            if rec.kind == kind and rec.owns(value):
+                return rec
+        return None
+
+    def mine(self, rel: str, kind: str) -> Record | None:
+        rec = self.old.get(rel)
+        return rec if rec is not None and rec.kind == kind else None
 
     def run(self, wants: list[Want]) -> None:
         folder = self.folder
@@ -160,17 +206,19 @@ class _FolderPlan:
         self.out.actions.extend(self.actions)
         self.out.problems.extend(self.problems)
         self.out.records.extend(self.records.values())
-        # If the run stops half-way, the state must still own everything it may have
-        # created and everything it has not yet undone.
+        # If the run stops half-way (even several runs in a row), the state must still
+        # own every value it may have put anywhere and everything it has not yet undone.
         merged = dict(self.old)
         for rel, rec in self.records.items():
             before = self.old.get(rel)
-            if before and before.created and rec.created and before.value != rec.value:
-                rec = replace(rec, former=before.value)
+            if before and before.created and rec.created:
+                owned = {before.value, *before.owned, *rec.owned} - {rec.value, None}
+                rec = replace(rec, owned=tuple(sorted(owned)))  # type: ignore[arg-type]
             merged[rel] = rec
         self.out.intent.extend(merged.values())
 
     def ensure_dir(self, rel: str, names: Iterable[str]) -> bool:
+        self.wanted_dirs.add(rel)
         entry = self.fs.lstat(rel)
         if entry.kind == "dir":
             rec = self.old.get(rel)
@@ -186,71 +234,130 @@ class _FolderPlan:
 
     def link(self, wants: list[Want]) -> None:
         folder = self.folder
-        targets: dict[str, tuple[str, list[str]]] = {}
+        targets: dict[str, tuple[str, bool, list[str]]] = {}
         for w in wants:
-            targets.setdefault(w.revision, (w.path, []))[1].append(w.name)
+            targets.setdefault(w.revision, (w.path, w.partial, []))[2].append(w.name)
         snapshot_ok = {
-            commit: self.snapshot(commit, target, names)
-            for commit, (target, names) in sorted(targets.items())
+            commit: self.snapshot(commit, target, partial, names)
+            for commit, (target, partial, names) in sorted(targets.items())
         }
-        ref_targets: dict[str, tuple[str, list[str]]] = {}
+        ref_targets: dict[str, tuple[str, str, list[str]]] = {}
         for w in wants:
             if snapshot_ok[w.revision]:
                 for ref in w.refs:
-                    ref_targets.setdefault(ref, (w.revision, []))[1].append(w.name)
+                    ref_targets.setdefault(ref, (w.revision, w.path, []))[2].append(w.name)
         if not ref_targets or not self.ensure_dir(f"{folder}/refs", [w.name for w in wants]):
             return
-        for ref, (commit, names) in sorted(ref_targets.items()):
+        for ref, (commit, target, names) in sorted(ref_targets.items()):
             parts = ref.split("/")
             if all(self.ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
                    for i in range(1, len(parts))):
-                self.ref(f"{folder}/refs/{ref}", commit, names)
+                self.ref(f"{folder}/refs/{ref}", commit, target, names)
 
-    def snapshot(self, commit: str, target: str, names: list[str]) -> bool:
-        """Plan ``snapshots/<commit>`` -> ``target``; True when it is (or will be) there."""
+    def snapshot(self, commit: str, target: str, partial: bool, names: list[str]) -> bool:
+        """Plan ``snapshots/<commit>``: a link to ``target``, or for a ``partial`` store path
+        a directory of per-file links; True when it is (or will be) there."""
         rel = f"{self.folder}/snapshots/{commit}"
         entry = self.fs.lstat(rel)
-        rec = self.old.get(rel) if rel in self.old and self.old[rel].kind == "snapshot" else None
-        ours = rec is not None and rec.owns(entry.target)
-        missing = f"the store path {target} is missing (garbage-collected?)"
-        restore = (f"rebuild it (nix-store --realise {target}, or run your home-manager "
-                   "switch / devenv shell / nixos-rebuild again), then activate again")
-        if entry.kind == "dir":
-            # A real snapshot directory for the same commit (a user's download) satisfies us.
-            self.records[rel] = Record(rel, "snapshot", target, created=False)
+        link_rec = self.mine(rel, "snapshot")
+        tree_rec = self.mine(rel, "tree")
+        our_link = link_rec is not None and link_rec.owns(entry.target)
+        our_tree = tree_rec is not None and tree_rec.created and entry.kind == "dir"
+        if entry.kind == "dir" and not our_tree:
+            # A real snapshot directory for the same commit (a user's download, or another
+            # profile's partial snapshot) satisfies us.
+            co = self.co_own(rel, "tree", target) if partial else None
+            self.records[rel] = (replace(co, owned=()) if co else
+                                 Record(rel, "snapshot", target, created=False))
             return True
-        if entry.kind == "link" and entry.target == target:
-            self.records[rel] = Record(rel, "snapshot", target, created=ours,
-                                       named_before=rec.named_before if ours else ())  # type: ignore[union-attr]
-            if not self.store_exists(target):
-                self.block(names, rel, missing, restore)
-                return False
-            return True
-        if entry.kind == "missing" or (entry.kind == "link" and ours):
-            if not self.store_exists(target):
-                self.block(names, rel, missing, restore)
+        if entry.kind == "link" and entry.target == target and not partial:
+            co = None if our_link else self.co_own(rel, "snapshot", target)
+            self.records[rel] = Record(
+                rel, "snapshot", target, created=our_link or co is not None,
+                named_before=(link_rec if our_link else co).named_before  # type: ignore[union-attr]
+                if (our_link or co) else ())
+            return self.store_ok(target, rel, names)
+        if entry.kind not in ("missing", "dir") and not our_link:
+            if entry.kind == "link" and entry.target == target:
+                # Someone else's whole link to this very store path: it serves, though a
+                # download through it would write into the store (not ours to change).
+                self.records[rel] = Record(rel, "snapshot", target, created=False)
+                return self.store_ok(target, rel, names)
+            self.block(names, rel, f"{_what(entry)} that model-repo did not create holds this "
+                       f"revision", f"if it is stale, remove it (rm {self.full(rel)}); otherwise "
+                       "set link = false for this model")
+            return False
+        if not self.store_ok(target, rel, names):
+            for rec in (link_rec, tree_rec):
                 if rec:
-                    self.records[rel] = rec  # keep our old link; it is pruned or replaced later
-                return False
+                    self.records[rel] = rec  # keep what we had; it is pruned or replaced later
+            return False
+        # Refs that already named this commit (pointing at nothing) do not hold our
+        # snapshot once we no longer want it: the cache goes back to what it was.
+        ours = link_rec if our_link else tree_rec if our_tree else None
+        before = ours.named_before if ours else tuple(sorted(  # type: ignore[union-attr]
+            p for p, c in self.disk_refs.items() if c == commit))
+        if partial:
+            return self.tree(rel, entry, target, our_link, tree_rec if our_tree else None,
+                             before, names)
+        if our_tree:
+            # Our partial snapshot of this commit becomes a whole link (two steps).
+            self.actions.append(Action("untree", rel, tree_rec.value, stale=tree_rec.owned))  # type: ignore[union-attr]
+            self.actions.append(Action("link", rel, target, expect=MISSING))
+        else:
             # A new link is one symlinkat (atomic by itself); ours is replaced by rename.
-            self.actions.append(Action("link", rel, target, temp=self.folder if ours else None))
-            # Refs that already named this commit (pointing at nothing) do not hold our
-            # link once we no longer want it: the cache goes back to what it was.
-            before = rec.named_before if ours else tuple(sorted(  # type: ignore[union-attr]
-                p for p, c in self.disk_refs.items() if c == commit))
-            self.records[rel] = Record(rel, "snapshot", target, created=True, named_before=before)
+            self.actions.append(Action("link", rel, target, temp=self.folder if our_link else None,
+                                       expect=_entry_value(entry)))
+        self.records[rel] = Record(rel, "snapshot", target, created=True, named_before=before)
+        return True
+
+    def tree(self, rel: str, entry: Entry, target: str, our_link: bool, rec: Record | None,
+             named_before: tuple[str, ...], names: list[str]) -> bool:
+        """Plan the partial snapshot ``rel`` of store path ``target`` (see :mod:`activate.tree`)."""
+        if not self.ensure_dir(f"{self.folder}/blobs", names):
+            return False
+        if our_link:
+            # Our whole link of this commit becomes a directory (two steps).
+            self.actions.append(Action("unlink", rel, expect=_entry_value(entry)))
+        stale = tuple(sorted({rec.value, *rec.owned} - {target, None})) if rec else ()  # type: ignore[arg-type]
+        if rec is None or stale or not self.tree_in_place(rel, target):
+            self.actions.append(Action("tree", rel, target, stale=stale))
+        self.records[rel] = Record(rel, "tree", target, created=True, named_before=named_before)
+        return True
+
+    def tree_in_place(self, rel: str, target: str) -> bool:
+        try:
+            files = treemod.store_files(target)
+            for f, blob, link in treemod.entries(target, files):
+                if self.fs.lstat(f"{rel}/{f}").target != link:
+                    return False
+                if self.fs.lstat(f"{self.folder}/blobs/{blob}").target != f"{target}/{f}":
+                    return False
+        except (OSError, Blocked):
+            return False
+        return True
+
+    def store_ok(self, target: str, rel: str, names: list[str]) -> bool:
+        kind = self.store_kind(target)
+        if kind == "dir":
             return True
-        self.block(names, rel, f"{_what(entry)} that model-repo did not create holds this "
-                   f"revision", f"if it is stale, remove it (rm {self.full(rel)}); otherwise "
-                   "set link = false for this model")
+        if kind == "missing":
+            self.block(names, rel, f"the store path {target} is missing (garbage-collected?)",
+                       f"rebuild it (nix-store --realise {target}, or run your home-manager "
+                       "switch / devenv shell / nixos-rebuild again), then activate again")
+        else:
+            self.block(names, rel, f"the store path {target} is not a directory; a model is "
+                       "a directory of the repo's files", "point the model's path at the "
+                       "directory of its files (for a single file, use its parent), rebuild, "
+                       "then activate again")
         return False
 
-    def ref(self, rel: str, commit: str, names: list[str]) -> None:
-        """Plan ref file ``rel`` holding exactly ``commit``."""
+    def ref(self, rel: str, commit: str, target: str, names: list[str]) -> None:
+        """Plan ref file ``rel`` holding exactly ``commit`` (for store path ``target``)."""
         entry = self.fs.lstat(rel)
-        rec = self.old.get(rel) if rel in self.old and self.old[rel].kind == "ref" else None
+        rec = self.mine(rel, "ref")
         if entry.kind == "missing":
-            self.actions.append(Action("ref", rel, commit, temp=self.folder))
+            self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING))
             self.records[rel] = Record(rel, "ref", commit, created=True)
             return
         if entry.kind != "file":
@@ -268,13 +375,44 @@ class _FolderPlan:
             return
         ours = rec is not None and rec.owns(content)
         if content == commit:
-            self.records[rel] = Record(rel, "ref", commit, created=ours,
-                                       previous=rec.previous if ours else None)  # type: ignore[union-attr]
+            if ours:
+                self.records[rel] = Record(rel, "ref", commit, created=True,
+                                           previous=rec.previous)  # type: ignore[union-attr]
+            else:
+                co = self.co_own(rel, "ref", commit)
+                self.records[rel] = Record(rel, "ref", commit, created=co is not None,
+                                           previous=co.previous if co else None)
+            return
+        holder = self.wanted_by_other(rel, content) or (
+            None if ours else self.foreign_holder(content, target))
+        if holder:
+            self.block(names, rel, f"{holder} holds this ref at {content}; one ref cannot "
+                       f"name two revisions (this profile wants {commit})",
+                       "give this model another ref (refs = [ \"...\" ]) or the same revision "
+                       "as the other profile; if that profile is gone, remove the ref "
+                       f"(rm {self.full(rel)}) and activate again")
+            if ours:
+                self.records[rel] = rec  # type: ignore[assignment]
             return
         # Whatever it held (even bytes that are no commit) comes back when we let go.
         previous = rec.previous if ours else content  # type: ignore[union-attr]
-        self.actions.append(Action("ref", rel, commit, temp=self.folder))
+        self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content)))
         self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous)
+
+    def foreign_holder(self, content: str, target: str) -> str | None:
+        """When ``content`` names a snapshot linked into the same store by someone else (a
+        profile of another user or state dir), say so: that ref is theirs, not the user's."""
+        if not COMMIT_RE.match(content):
+            return None
+        snap = f"{self.folder}/snapshots/{content}"
+        entry = self.fs.lstat(snap)
+        if (entry.kind == "link" and entry.target is not None
+                and os.path.dirname(entry.target) == os.path.dirname(target)
+                and self.store_kind(entry.target) == "dir"):
+            mine = self.mine(snap, "snapshot")
+            if not (mine and mine.owns(entry.target)):
+                return f"another model-repo profile (snapshots/{content} -> {entry.target})"
+        return None
 
     def prune(self) -> None:
         """Undo what ``old`` created and nobody wants any more: refs first (restoring
@@ -287,48 +425,56 @@ class _FolderPlan:
                 final_refs[act.path] = act.value
         restored: set[str] = set()  # back to a value from before us: it holds no link of ours
         for rec in sorted((r for r in gone if r.kind == "ref"), key=lambda r: r.path):
-            owner = self.others_want.get((rec.path, rec.value))
+            owner = self.wanted_by_other(rec.path, rec.value)
+            current = final_refs.get(rec.path)
             if owner:
                 notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
-            elif self.fs.lstat(rec.path).kind == "file" and rec.owns(final_refs.get(rec.path)):
+            elif self.fs.lstat(rec.path).kind == "file" and rec.owns(current):
+                expect = ("file", current)
                 if rec.previous:
-                    actions.append(Action("ref", rec.path, rec.previous, temp=self.folder))
+                    actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
+                                          expect=expect))
                     final_refs[rec.path] = rec.previous
                     restored.add(rec.path)
                 else:
-                    actions.append(Action("unlink", rec.path))
+                    actions.append(Action("unlink", rec.path, expect=expect))
                     final_refs.pop(rec.path, None)
             else:
                 notes.append(f"not touching {rec.path}: it changed since model-repo wrote it")
         # A ref given back its value from before us names what it named then: it must not
-        # keep a link of ours alive later either.
+        # keep a snapshot of ours alive later either.
         for rel, rec in list(records.items()):
-            if rec.kind == "snapshot" and rec.created:
+            if rec.kind in ("snapshot", "tree") and rec.created:
                 commit = rel.rsplit("/", 1)[1]
                 extra = [p for p in restored if final_refs.get(p) == commit
                          and p not in rec.named_before]
                 if extra:
                     records[rel] = replace(rec, named_before=tuple(sorted((*rec.named_before, *extra))))
-        for rec in sorted((r for r in gone if r.kind == "snapshot"), key=lambda r: r.path):
-            owner = self.others_want.get((rec.path, rec.value))
+        for rec in sorted((r for r in gone if r.kind in ("snapshot", "tree")), key=lambda r: r.path):
+            owner = self.wanted_by_other(rec.path, rec.value)
             entry = self.fs.lstat(rec.path)
             commit = rec.path.rsplit("/", 1)[1]
             holders = [p for p, c in final_refs.items()
                        if c == commit and p not in rec.named_before and p not in restored]
+            ours = (entry.kind == "dir") if rec.kind == "tree" else (
+                entry.kind == "link" and rec.owns(entry.target))
             if owner:
                 notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
-            elif entry.kind != "link" or not rec.owns(entry.target):
+            elif not ours:
                 if entry.kind != "missing":
                     notes.append(f"not touching {rec.path}: it changed since model-repo made it")
             elif holders:
                 notes.append(f"keeping {rec.path}: {holders[0]} (not model-repo's) names it")
                 records[rec.path] = rec
+            elif rec.kind == "tree":
+                actions.append(Action("untree", rec.path, rec.value, stale=rec.owned))
             else:
-                actions.append(Action("unlink", rec.path))
+                actions.append(Action("unlink", rec.path, expect=_entry_value(entry)))
         # Folders we created go when empty, deepest first; the others are never removed.
         for rec in sorted((r for r in self.old.values() if r.kind == "dir" and r.created),
                           key=lambda r: r.path.count("/"), reverse=True):
-            if any(p != rec.path and p.startswith(rec.path + "/") for p in records):
+            if rec.path in self.wanted_dirs or any(
+                    p != rec.path and p.startswith(rec.path + "/") for p in records):
                 records.setdefault(rec.path, rec)
                 continue
             if self.fs.lstat(rec.path).kind == "dir":
@@ -349,11 +495,18 @@ def _what(entry: Entry) -> str:
     return f"a symlink to {entry.target!r}" if entry.kind == "link" else f"a {entry.kind}"
 
 
+def _encode(value: str | None) -> bytes:
+    return (value or "").encode("utf-8", "surrogateescape")
+
+
 def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
     """Carry out ``actions`` in order; return the ones that failed with their error.
 
-    After a failure in a repo folder, that folder's remaining actions are skipped (the
-    next run re-plans them); other folders go on.
+    Before each write the path is compared with the action's ``expect`` (what the planner
+    saw); a path changed meanwhile (a concurrent download moving a ref, say) is left
+    alone and returned as failed with :class:`~activate.hubfs.Changed`'s message. After a
+    failure in a repo folder, that folder's remaining actions are skipped (the next run
+    re-plans them); other folders go on.
     """
     failed: list[tuple[Action, OSError]] = []
     broken: set[str] = set()
@@ -367,22 +520,7 @@ def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
             if folder in broken:
                 continue
             try:
-                if act.op == "mkdir":
-                    fs.mkdir(act.path)
-                elif act.op == "link" and act.temp is None:
-                    fs.create_symlink(act.path, act.value or "")
-                elif act.op == "link":
-                    fs.replace_symlink(act.path, act.value or "", act.temp)
-                elif act.op == "ref":
-                    fs.replace_file(act.path, (act.value or "").encode("utf-8", "surrogateescape"),
-                                    act.temp or folder)
-                elif act.op == "unlink":
-                    fs.unlink(act.path)
-                elif act.op == "rmdir":
-                    if not fs.rmdir_if_empty(act.path):
-                        continue
-                else:  # pragma: no cover - the planner makes no other ops
-                    raise ValueError(f"unknown action {act.op}")
+                _apply_one(fs, act, folder)
             except (OSError, Blocked) as exc:
                 err = exc if isinstance(exc, OSError) else OSError(str(exc))
                 failed.append((act, err))
@@ -390,3 +528,127 @@ def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
     finally:
         fs.forget()
     return failed
+
+
+def _apply_one(fs: HubFS, act: Action, folder: str) -> None:
+    op = act.op
+    if op == "mkdir":
+        fs.mkdir(act.path)
+    elif op == "link" and act.temp is None:
+        fs.create_symlink(act.path, act.value or "")
+    elif op == "link":
+        fs.replace_symlink(act.path, act.value or "", act.temp, expect=act.expect)
+    elif op == "ref" and act.expect == MISSING:
+        fs.create_file(act.path, _encode(act.value), act.temp or folder)
+    elif op == "ref":
+        fs.replace_file(act.path, _encode(act.value), act.temp or folder, expect=act.expect)
+    elif op == "unlink":
+        fs.unlink(act.path, expect=act.expect)
+    elif op == "rmdir":
+        fs.rmdir_if_empty(act.path)
+    elif op == "tree":
+        _make_tree(fs, act.path, act.value or "", act.stale)
+    elif op == "untree":
+        _remove_tree(fs, act.path, (act.value or "", *act.stale), keep=None)
+        fs.rmdir_if_empty(act.path)
+    else:  # pragma: no cover - the planner makes no other ops
+        raise ValueError(f"unknown action {op}")
+
+
+def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...]) -> None:
+    """Make (or complete) the partial snapshot ``rel`` of ``target``; then drop our links
+    to the ``stale`` store paths. Something foreign where a link belongs: Changed."""
+    folder = rel.split("/", 1)[0]
+    if fs.lstat(rel).kind == "missing":
+        fs.mkdir(rel)
+    files = treemod.store_files(target)
+    made_dirs = set()
+    for f, blob, link in treemod.entries(target, files):
+        parts = f.split("/")
+        for i in range(1, len(parts)):
+            sub = f"{rel}/" + "/".join(parts[:i])
+            if sub not in made_dirs:
+                kind = fs.lstat(sub).kind
+                if kind == "missing":
+                    fs.mkdir(sub)
+                elif kind != "dir":
+                    raise Changed(sub, f"a {kind} where a folder of the snapshot belongs")
+                made_dirs.add(sub)
+        blob_rel = f"{folder}/blobs/{blob}"
+        entry = fs.lstat(blob_rel)
+        if entry.kind == "missing":
+            fs.create_symlink(blob_rel, f"{target}/{f}")
+        elif entry.target != f"{target}/{f}":
+            raise Changed(blob_rel, f"{_what(entry)} where model-repo's blob link belongs")
+        file_rel = f"{rel}/{f}"
+        entry = fs.lstat(file_rel)
+        if entry.kind == "missing":
+            fs.create_symlink(file_rel, link)
+        elif entry.target != link:
+            old_blob = _our_blob(fs, folder, entry, stale)
+            if old_blob is None:
+                raise Changed(file_rel, f"{_what(entry)} that model-repo did not create")
+            fs.replace_symlink(file_rel, link, folder, expect=("link", entry.target))
+    if stale:
+        _remove_tree(fs, rel, stale, keep=target)
+
+
+def _our_blob(fs: HubFS, folder: str, entry: Entry, targets: tuple[str, ...]) -> str | None:
+    """The blob link ``entry`` (a file link of a tree) goes through, when it is one of ours
+    pointing into one of ``targets``."""
+    link = entry.target or ""
+    blob = link.rsplit("/", 1)[-1]
+    if entry.kind != "link" or not link.startswith("../") or "/blobs/" not in link \
+            or not blob.startswith(treemod.BLOB_PREFIX):
+        return None
+    blob_rel = f"{folder}/blobs/{blob}"
+    target = fs.lstat(blob_rel).target or ""
+    if any(target.startswith(t + "/") for t in targets if t):
+        return blob_rel
+    return None
+
+
+def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None) -> None:
+    """Remove, in the partial snapshot ``rel``, our file links and blob links into the
+    store paths ``targets`` (never into ``keep``), then the folders they leave empty.
+    Works from what is on disk, so a store path already garbage-collected is no obstacle."""
+    folder = rel.split("/", 1)[0]
+    targets = tuple(t for t in targets if t and t != keep)
+    for file_rel, kind in list(fs.walk_files(rel)) if fs.lstat(rel).kind == "dir" else []:
+        if kind != "link":
+            continue
+        entry = fs.lstat(file_rel)
+        blob_rel = _our_blob(fs, folder, entry, targets)
+        if blob_rel is None:
+            continue
+        fs.unlink(file_rel, expect=("link", entry.target))
+        blob = fs.lstat(blob_rel)
+        fs.unlink(blob_rel, expect=("link", blob.target))
+    # Blob links whose file link is already gone (a run stopped between the two unlinks).
+    for name in fs.list_dir(f"{folder}/blobs"):
+        if name.startswith(treemod.BLOB_PREFIX):
+            blob_rel = f"{folder}/blobs/{name}"
+            entry = fs.lstat(blob_rel)
+            if entry.kind == "link" and any((entry.target or "").startswith(t + "/") for t in targets):
+                fs.unlink(blob_rel, expect=("link", entry.target))
+    # Sub-folders of our snapshot left empty (also by an earlier, interrupted run), except
+    # those the kept store path has.
+    needed = set()
+    if keep:
+        for f in treemod.store_files(keep):
+            parts = f.split("/")
+            needed.update(f"{rel}/" + "/".join(parts[:i]) for i in range(1, len(parts)))
+    for sub in sorted(_sub_dirs(fs, rel), key=lambda p: p.count("/"), reverse=True):
+        if sub not in needed:
+            fs.rmdir_if_empty(sub)
+
+
+def _sub_dirs(fs: HubFS, rel: str) -> list[str]:
+    """Every folder below ``rel`` (not following links)."""
+    out = []
+    for name in fs.list_dir(rel):
+        child = f"{rel}/{name}"
+        if fs.lstat(child).kind == "dir":
+            out.append(child)
+            out.extend(_sub_dirs(fs, child))
+    return out

@@ -86,6 +86,15 @@ class Model(BaseModel):
             description="Link into the hub cache; false = environment variable only.",
         ),
     ] = True
+    partial: Annotated[
+        bool,
+        Field(
+            description="The store path may hold only some of the revision's files (fetched "
+            "with include/exclude). Its snapshot is then a real directory of per-file "
+            "links, so huggingface_hub downloads a missing file beside them instead of "
+            "into the store.",
+        ),
+    ] = False
 
     @field_validator("repo_id")
     @classmethod
@@ -235,6 +244,13 @@ class Manifest(BaseModel):
                 )
             snapshots.setdefault(key, (name, model.path))
             for ref in model.refs:
+                for other_ref, (other, _rev) in refs.items():
+                    if other_ref[0] == model.folder and _nested(ref, other_ref[1]):
+                        problems.append(
+                            f"models.{name!r}.refs: ref {ref!r} and ref {other_ref[1]!r} "
+                            f"(models.{other!r}) of {model.repo_id} cannot both exist: one "
+                            "would be a file and a folder under refs/ at once; rename one"
+                        )
                 rkey = (model.folder, ref)
                 if rkey in refs and refs[rkey][1] != model.revision:
                     other = refs[rkey][0]
@@ -246,6 +262,11 @@ class Manifest(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _nested(a: str, b: str) -> bool:
+    """True when ref ``a`` is a folder of ref ``b`` or the reverse (``main``, ``main/x``)."""
+    return a != b and (b.startswith(a + "/") or a.startswith(b + "/"))
 
 
 def _check_abs_path(value: str, field: str) -> None:
@@ -294,7 +315,12 @@ def parse_manifest(data: bytes | str) -> Manifest:
     invalid (see :func:`_problems`). An unsupported ``version`` is reported alone.
     """
     # Validated straight from the JSON text (pydantic-core parses it): no intermediate
-    # dict of the whole manifest, which matters at 10,000 models.
+    # dict of the whole manifest, which matters at 10,000 models. pydantic keeps the
+    # last of duplicate keys silently; a first pass that builds no objects refuses them.
+    duplicate = _duplicate_key(data)
+    if duplicate:
+        raise ManifestError(f"invalid manifest:\n  {duplicate}: this key appears twice in one "
+                            "object; keep one")
     try:
         return Manifest.model_validate_json(data)
     except ValidationError as exc:
@@ -303,6 +329,26 @@ def parse_manifest(data: bytes | str) -> Manifest:
         except ValueError:
             raw = None
         raise ManifestError(_describe(exc, raw)) from None
+
+
+def _duplicate_key(data: bytes | str) -> str | None:
+    """The dotted path of the first key that appears twice in one JSON object, or None
+    (also None for text that is not JSON: pydantic reports that)."""
+    found: list[str] = []
+
+    def hook(pairs: list[tuple[str, object]]) -> None:
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen and not found:
+                found.append(k)
+            seen.add(k)
+        return None
+
+    try:
+        json.loads(data, object_pairs_hook=hook)
+    except (ValueError, TypeError):
+        return None
+    return found[0] if found else None
 
 
 def validate_manifest(raw: object) -> Manifest:

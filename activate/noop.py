@@ -46,6 +46,11 @@ def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
                         return False
                 if not os.path.isdir(value):
                     return False
+            elif kind == "tree":
+                from .tree import verify
+
+                if not verify(hub_dir, str(rec["path"]), str(rec["value"])):
+                    return False
             elif kind == "ref":
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
@@ -60,19 +65,29 @@ def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
     return True
 
 
-#: Variables that can change where the hub dir is (huggingface_hub's precedence) or what
-#: ``~`` means; a receipt is valid only while they are unchanged.
-_HUB_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME", "HOME")
-_MAGIC = "model-repo-receipt-1"
+_MAGIC = "model-repo-receipt-2"
 
 
-def receipt_file(directory: str, manifest_path: str, cache_flag: str | None) -> str:
+def _hub_choices(cache_flag: str | None, environ: Mapping[str, str]) -> str:
+    """The hub dirs an invocation can resolve to, as absolute paths: the ``--cache-dir``
+    value and huggingface_hub's default in ``environ``, resolved against the working
+    directory and HOME as :mod:`activate.cachedir` does. A receipt answers only the same
+    resolved choices (``--cache-dir hub`` from another folder is another cache)."""
+    from .cachedir import default_hub_cache, flag_hub_dir
+
+    flag = flag_hub_dir(cache_flag, environ) if cache_flag else ""
+    return f"{flag}\x1f{os.path.abspath(default_hub_cache(environ))}"
+
+
+def receipt_file(directory: str, manifest_path: str, cache_flag: str | None,
+                 environ: Mapping[str, str]) -> str:
     """Where the receipt of activating ``manifest_path`` (with ``--cache-dir`` value
-    ``cache_flag``) lives: ``<state dir>/receipt-<crc32>``. The name only spreads
-    receipts out; the content says exactly which invocation it answers."""
+    ``cache_flag`` in ``environ``) lives: ``<state dir>/receipt-<crc32>``. The name only
+    spreads receipts out; the content says exactly which invocation it answers."""
     import zlib
 
-    key = f"{os.path.abspath(manifest_path)}\0{cache_flag or ''}".encode("utf-8", "surrogateescape")
+    key = f"{os.path.abspath(manifest_path)}\0{_hub_choices(cache_flag, environ)}".encode(
+        "utf-8", "surrogateescape")
     return os.path.join(directory, f"receipt-{zlib.crc32(key):08x}")
 
 
@@ -80,8 +95,8 @@ def _receipt_key(manifest_path: str, cache_flag: str | None,
                  environ: Mapping[str, str]) -> list[str]:
     st = os.stat(manifest_path)
     identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-    hub_vars = "\x1f".join(environ.get(name, "\x1e") for name in _HUB_VARS)
-    return [_MAGIC, os.path.abspath(manifest_path), cache_flag or "", identity, hub_vars]
+    return [_MAGIC, os.path.abspath(manifest_path), _hub_choices(cache_flag, environ),
+            identity, ""]
 
 
 def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
@@ -94,7 +109,7 @@ def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
     Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``;
     written a record at a time, and not replaced when unchanged.
     """
-    target = receipt_file(directory, manifest_path, cache_flag)
+    target = receipt_file(directory, manifest_path, cache_flag, environ)
     remove_receipts(directory, profile, hub_dir, keep=target)
 
     def chunks() -> Iterator[bytes]:
@@ -114,9 +129,10 @@ def _encode(fields: list[str], first: bool = False) -> bytes:
     return (("" if first else "\0") + "\0".join(fields)).encode("utf-8", "surrogateescape")
 
 
-def remove_receipt(directory: str, manifest_path: str, cache_flag: str | None) -> None:
+def remove_receipt(directory: str, manifest_path: str, cache_flag: str | None,
+                   environ: Mapping[str, str]) -> None:
     """Forget the receipt of this invocation (the run was not complete)."""
-    _remove(receipt_file(directory, manifest_path, cache_flag))
+    _remove(receipt_file(directory, manifest_path, cache_flag, environ))
 
 
 def remove_receipts(directory: str, profile: str, hub_dir: str, keep: str | None = None) -> None:
@@ -171,7 +187,7 @@ def try_noop(
     """
     try:
         directory = state_dir(state_flag, environ)
-        fields = _read_fields(receipt_file(directory, manifest_path, cache_flag))
+        fields = _read_fields(receipt_file(directory, manifest_path, cache_flag, environ))
         if fields is None or fields[:5] != _receipt_key(manifest_path, cache_flag, environ):
             return None
         hub_dir = fields[6]

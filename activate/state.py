@@ -1,35 +1,44 @@
 """The profile's own state: which cache entries it created, outside the hub dir.
 
 Where state files live is decided in :mod:`activate.statefile`. A state file is JSON
-lines: a header object (version, profile, hub dir, whether the last run was complete,
-its problems), then one array per record, so 10,000 models are written and read one line at
-a time instead of as one large document.
+lines: a header object (version, profile, hub dir, the hub dir's identity, whether the last
+run was complete, its problems), then one array per record, so 10,000 models are written
+and read one line at a time instead of as one large document.
+
+A state is never dropped silently: a file that cannot be read as a state (or holds a
+record pointing outside its hub dir) is renamed aside to ``<file>.corrupt-<unix time>`` and
+reported, so the values it kept to restore can still be recovered by hand.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .statefile import STATE_VERSION, state_dir, state_file, write_if_changed
 
-__all__ = ["Record", "State", "load", "load_others", "list_states", "save", "delete",
-           "state_dir", "state_file"]
+__all__ = ["Record", "State", "CorruptState", "load", "load_others", "list_states", "save",
+           "delete", "state_dir", "state_file", "hub_identity", "valid_record_path"]
+
+#: Record kinds: ``dir`` (a folder we may remove when empty), ``snapshot`` (symlink to a
+#: store path), ``ref`` (file holding a commit), ``tree`` (a partial snapshot: a real
+#: directory of per-file links to the store path ``value``, see :mod:`activate.tree`).
+KINDS = ("dir", "snapshot", "ref", "tree")
 
 
 @dataclass(slots=True)
 class Record:
     """One cache entry a profile wants or created, relative to the hub dir.
 
-    ``kind``: ``dir`` (a folder we may remove when empty), ``snapshot`` (link to
-    ``value``, a store path), ``ref`` (file holding ``value``, a commit).
-    ``created``: we made it (or replaced it), so we may undo it. ``previous``: for a
-    ref we replaced, what it held before (byte-exact, restored when we let go).
-    ``former``: only while a change is under way (the state saved before applying it),
-    the value we had put there before, so a run stopped half-way still recognises either
-    value as ours. ``named_before``: for a snapshot we linked, the refs that already
+    ``kind``: one of :data:`KINDS`. ``value``: the link target or the ref's content.
+    ``created``: we made it (or replaced it), so we may undo it. ``previous``: for a ref we
+    replaced, what it held before (byte-exact, restored when we let go). ``owned``: while a
+    change is under way (states saved before applying one, possibly several runs in a row
+    that were all stopped), every other value we may have put at this path; any of them
+    on disk is still ours. ``named_before``: for a snapshot we linked, the refs that already
     named its commit (pointing at nothing); they do not keep the link once we drop it.
     """
 
@@ -38,12 +47,12 @@ class Record:
     value: str | None = None
     created: bool = False
     previous: str | None = None
-    former: str | None = None
+    owned: tuple[str, ...] = ()
     named_before: tuple[str, ...] = ()
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
-        return self.created and value is not None and value in (self.value, self.former)
+        return self.created and value is not None and (value == self.value or value in self.owned)
 
     def to_json(self) -> dict[str, object]:
         """A readable object (``model-repo status --json``)."""
@@ -56,23 +65,49 @@ class Record:
 
     def to_row(self) -> list[object]:
         """The state file's line for this record."""
-        return [self.path, self.kind, self.value, self.created, self.previous, self.former,
-                list(self.named_before)]
+        return [self.path, self.kind, self.value, self.created, self.previous,
+                list(self.owned), list(self.named_before)]
 
     @classmethod
-    def from_row(cls, row: list[object]) -> Record:
-        path, kind, value, created, previous, former, named = row
-        return cls(str(path), str(kind), _opt_str(value), bool(created), _opt_str(previous),
-                   _opt_str(former), tuple(str(p) for p in named))  # type: ignore[attr-defined]
+    def from_row(cls, row: list[object], version: int = STATE_VERSION) -> Record:
+        """A record from its line; ``version`` 1 kept one former value instead of a list.
+        Raises ValueError for a row that is not a record."""
+        if not isinstance(row, list) or len(row) != 7:
+            raise ValueError("not a record row")
+        path, kind, value, created, previous, owned, named = row
+        if version == 1:
+            owned = [] if owned is None else [owned]
+        if (not isinstance(path, str) or kind not in KINDS or not isinstance(created, bool)
+                or not isinstance(owned, list) or not isinstance(named, list)
+                or not all(isinstance(v, str) for v in (*owned, *named))
+                or not all(v is None or isinstance(v, str) for v in (value, previous))):
+            raise ValueError("malformed record")
+        if not valid_record_path(path) or not all(valid_record_path(p) for p in named):
+            raise ValueError(f"record path {path!r} leaves its repo folder")
+        return cls(path, kind, value, created, previous, tuple(owned), tuple(named))
+
+
+def valid_record_path(path: str) -> bool:
+    """True when ``path`` stays inside one repo folder of the hub dir: relative, no empty,
+    ``.`` or ``..`` component, and its first component a repo folder
+    (``models--``/``datasets--``/``spaces--``). A tampered state cannot make us touch
+    anything else."""
+    parts = path.split("/")
+    return (bool(path) and not path.startswith("/") and "\0" not in path
+            and all(p not in ("", ".", "..") for p in parts)
+            and parts[0].startswith(("models--", "datasets--", "spaces--")))
 
 
 @dataclass
 class State:
     """A profile's state for one hub dir.
 
-    ``complete``: the last run put every model in place (``status`` shows it as up to
-    date); ``problems``: what blocked models in the last run. The environment of a
-    complete run lives in its receipt (:mod:`activate.noop`), not here.
+    ``hub_dir``: the hub dir's real path (symlinks resolved: two spellings of one cache are
+    one state). ``hub_id``: ``(st_dev, st_ino)`` of the hub dir when the state was saved, or
+    None (written by an older version): a hub dir that no longer has it was unmounted,
+    replaced or moved. ``complete``: the last run put every model in place;
+    ``problems``: what blocked models in the last run. The environment of a complete run
+    lives in its receipt (:mod:`activate.noop`), not here.
     """
 
     profile: str
@@ -80,37 +115,93 @@ class State:
     records: list[Record] = field(default_factory=list)
     complete: bool = False
     problems: list[str] = field(default_factory=list)
+    hub_id: tuple[int, int] | None = None
 
     def header(self) -> dict[str, object]:
         return {"version": STATE_VERSION, "profile": self.profile, "hubDir": self.hub_dir,
+                "hubId": list(self.hub_id) if self.hub_id else None,
                 "complete": self.complete, "problems": self.problems}
 
 
+class CorruptState(Exception):
+    """A state file exists but cannot be used; it was moved aside to ``kept``."""
+
+    def __init__(self, path: str, kept: str | None, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.kept = kept
+        self.reason = reason
+
+    def message(self) -> str:
+        where = f"kept as {self.kept}" if self.kept else "left in place"
+        return (f"the state file {self.path} is unreadable ({self.reason}); {where}: the "
+                "values it recorded to restore are in it if you need them by hand")
+
+
+def hub_identity(hub_dir: str) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the hub dir (following symlinks), or None if missing."""
+    try:
+        st = os.stat(hub_dir)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def read(path: str) -> State | None:
-    """The state at ``path``; None when it does not exist or is not a state file."""
+    """The state at ``path``; None when it does not exist. Raises :class:`CorruptState`
+    (after moving the file aside) when it exists but is not a usable state."""
     try:
-        with open(path, "rb") as fh:
-            head = json.loads(fh.readline())
-            if not isinstance(head, dict) or head.get("version") != STATE_VERSION:
-                return None
-            records = [Record.from_row(json.loads(line)) for line in fh if line.strip()]
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        fh = open(path, "rb")
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise CorruptState(path, None, exc.strerror or str(exc)) from None
     try:
-        return State(
-            profile=str(head["profile"]),
-            hub_dir=str(head["hubDir"]),
-            records=records,
-            complete=head.get("complete") is True,
-            problems=[str(p) for p in head.get("problems") or []],
-        )
-    except (KeyError, TypeError, AttributeError):
+        with fh:
+            head = json.loads(fh.readline(), object_pairs_hook=_no_duplicates)
+            if not isinstance(head, dict) or head.get("version") not in (1, STATE_VERSION):
+                raise ValueError("unknown state version")
+            version = int(head["version"])
+            records = [Record.from_row(json.loads(line), version) for line in fh if line.strip()]
+            hub_id = head.get("hubId")
+            state = State(
+                profile=_str(head["profile"]),
+                hub_dir=_str(head["hubDir"]),
+                records=records,
+                complete=head.get("complete") is True,
+                problems=[str(p) for p in head.get("problems") or []],
+                hub_id=(int(hub_id[0]), int(hub_id[1])) if hub_id else None,
+            )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise CorruptState(path, _keep_aside(path), str(exc) or type(exc).__name__) from None
+    return state
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")
+    return out
+
+
+def _keep_aside(path: str) -> str | None:
+    kept = f"{path}.corrupt-{int(time.time())}"
+    try:
+        os.rename(path, kept)
+    except OSError:
         return None
+    return kept
 
 
 def load(path: str, profile: str, hub_dir: str) -> State:
-    """The state at ``path``, or an empty one when absent, unusable or not this
-    profile's (the file name is a hash of hub dir and profile)."""
+    """The state at ``path``, or an empty one when absent or not this profile's (the file
+    name is a hash of hub dir and profile). Raises :class:`CorruptState`."""
     state = read(path)
     if state is not None and state.profile == profile and state.hub_dir == hub_dir:
         return state
@@ -126,17 +217,23 @@ def load_others(directory: str, hub_dir: str, profile: str) -> list[State]:
     ]
 
 
-def list_states(directory: str) -> list[tuple[str, State]]:
-    """Every readable state in ``directory`` as ``(file path, state)``."""
+def list_states(directory: str, problems: list[CorruptState] | None = None) -> list[tuple[str, State]]:
+    """Every readable state in ``directory`` as ``(file path, state)``; unreadable ones are
+    moved aside and appended to ``problems`` (when given)."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
     out = []
     for name in names:
-        if name.endswith(".json"):
+        if name.endswith(".json") and not name.startswith("receipt-"):
             path = os.path.join(directory, name)
-            state = read(path)
+            try:
+                state = read(path)
+            except CorruptState as exc:
+                if problems is not None:
+                    problems.append(exc)
+                continue
             if state is not None:
                 out.append((path, state))
     return out
@@ -165,7 +262,3 @@ def delete(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)

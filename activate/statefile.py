@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def state_dir(flag: str | None, environ: Mapping[str, str]) -> str:
@@ -37,22 +37,35 @@ def state_file(directory: str, hub_dir: str, profile: str) -> str:
     """Path of the state of ``profile`` for ``hub_dir``: ``<dir>/<sha256[:32]>.json``."""
     import hashlib
 
-    key = hashlib.sha256(f"{hub_dir}\0{profile}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{hub_dir}\0{profile}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return os.path.join(directory, f"{key}.json")
 
 
-def write_if_changed(path: str, chunks: Iterable[bytes], *, durable: bool = False) -> bool:
-    """Write ``chunks`` to ``path`` atomically (a temporary name beside it, then
-    rename), mode 0600, streaming; when the file already holds exactly these bytes
-    (same SHA-256) it is left alone and False is returned. ``durable``: fsync before the
-    rename (the state, which remembers what we own).
+def write_if_changed(path: str, chunks: Iterable[bytes], *, durable: bool = False,
+                     mode: int = 0o600) -> bool:
+    """Write ``chunks`` to ``path`` atomically, streaming: a temporary name beside it
+    (random, created with ``O_EXCL | O_NOFOLLOW``, so a symlink planted under a guessable
+    name is never followed), then ``rename``. When the file already holds exactly these
+    bytes (same SHA-256) it is left alone and False is returned. ``durable``: fsync before
+    the rename (the state, which remembers what we own). ``mode``: of a new file, masked
+    by the umask. Raises OSError (the temporary file is removed first).
     """
     import hashlib
 
-    tmp = f"{path}.tmp-{os.getpid()}"
+    directory, base = os.path.split(path)
     digest = hashlib.sha256()
+    tmp = ""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{base}.tmp-{os.urandom(8).hex()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, mode)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 64 random bits
+        raise FileExistsError(f"cannot create a temporary file beside {path}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as fh:
             for chunk in chunks:
                 digest.update(chunk)
@@ -79,7 +92,7 @@ def file_digest(path: str) -> bytes | None:
 
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
     except OSError:

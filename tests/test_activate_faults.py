@@ -1,0 +1,682 @@
+"""Faults in a row, shared refs, remounts and races (issue: nothing lost, the store never
+written). Each test here reproduced a way to lose a user's data before its fix.
+
+Kills are real: the activator runs in a forked child that ``os._exit``s before a chosen
+write (no ``finally``, no cleanup: what ``kill -9`` leaves). The campaign at the end is
+a hypothesis state machine; ``bench/fault_campaign.py`` runs it at a larger size.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COMMIT_A, COMMIT_B, Workspace, manifest, model, nix_store_add, shape, tree
+
+from activate import activation, hubfs
+from activate.activation import request_of, run_activate
+from activate.log import Log
+from activate.manifest import validate_manifest
+
+USER = "c" * 40
+COMMIT_D = "d" * 40
+COMMIT_E = "e" * 40
+KILLED = 137
+
+
+# --------------------------------------------------------------------------- helpers
+
+def user_download(hub: Path, folder: str = "models--org--x", commit: str = USER,
+                  ref: str = "main") -> None:
+    """What huggingface_hub leaves after a user's own download: a real snapshot dir with
+    a file, and ``refs/<ref>`` naming its commit."""
+    snap = hub / folder / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / "config.json").write_text('{"user": true}')
+    refs = hub / folder / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / ref).write_text(commit)
+
+
+def run(root: Path, data: dict, *, kill_at: int | None = None, profile_state: str = "state",
+        during: tuple[int, object] | None = None) -> int:
+    """Activate ``data`` into ``root/hub``. ``kill_at``: the process dies (``os._exit``)
+    before write number ``kill_at`` (state saves count as writes). ``during``: ``(n, f)``
+    calls ``f()`` before write ``n`` (another program writing meanwhile). Returns the exit
+    status: 0 done, 1 partial, KILLED killed, 3 environment."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 70
+        try:
+            count = [0]
+
+            def before(_what: str) -> None:
+                if during is not None and count[0] == during[0]:
+                    during[1]()  # type: ignore[operator]
+                if kill_at is not None and count[0] == kill_at:
+                    os._exit(KILLED)
+                count[0] += 1
+
+            original = activation._save_state
+
+            def save(p: str, st: object) -> None:
+                before("state")
+                original(p, st)  # type: ignore[arg-type]
+
+            activation._save_state = save  # type: ignore[assignment]
+            try:
+                out = run_activate(
+                    request_of(validate_manifest(data)), hub_dir=str(root / "hub"),
+                    explicit_hub=True, state_dir=str(root / profile_state), log=Log("error"),
+                    before_write=before)
+                code = 1 if out.plan.problems else 0
+            except activation.EnvironmentProblem:
+                code = 3
+        except BaseException:  # a bug: show it, exit 70
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def invariants(hub: Path) -> None:
+    """At every instant: each ref names an existing snapshot; no temporary name where
+    huggingface_hub reads; every link in a snapshot resolves."""
+    if not hub.is_dir():
+        return
+    for repo in hub.iterdir():
+        if repo.name == ".locks":
+            continue
+        for dirpath, _dirs, files in os.walk(repo / "refs"):
+            for f in files:
+                assert not f.startswith(hubfs.TEMP_PREFIX), f"temporary name in refs: {f}"
+                commit = (Path(dirpath) / f).read_text()
+                assert os.path.lexists(repo / "snapshots" / commit), \
+                    f"{repo.name}: ref {f} names missing snapshot {commit}"
+        snaps = repo / "snapshots"
+        if snaps.is_dir():
+            for s in snaps.iterdir():
+                assert not s.name.startswith(hubfs.TEMP_PREFIX)
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Four real store paths: two whole models, two partial ones (a subset of files,
+    one in a sub-folder)."""
+    out = {}
+    for name, files in {
+        "p1": {"config.json": '{"model_type": "bert", "n": 1}', "vocab.txt": "[PAD]\n"},
+        "p2": {"config.json": '{"model_type": "bert", "n": 2}'},
+        "q1": {"config.json": '{"n": 3}', "sub/tokenizer.json": "{}"},
+        "q2": {"config.json": '{"n": 4}', "extra.txt": "x"},
+    }.items():
+        d = tmp_path_factory.mktemp(name) / f"model-{name}"
+        for rel, text in files.items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_text(text)
+        out[name] = nix_store_add(d)
+    return out
+
+
+# --------------------------------------------------------- 1. faults in a row
+
+def test_two_stopped_runs_in_a_row_keep_the_users_ref(tmp_path: Path, paths: dict) -> None:
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    m = lambda rev: manifest({"x": model(paths["p1"], repo_id="org/x", revision=rev)})  # noqa: E731
+    assert run(tmp_path, m(COMMIT_A)) == 0
+    # Killed after saving the intent (write 0), before touching the cache.
+    assert run(tmp_path, m(COMMIT_B), kill_at=1) == KILLED
+    assert run(tmp_path, m(COMMIT_D), kill_at=1) == KILLED
+    assert run(tmp_path, m(COMMIT_D)) == 0
+    assert (tmp_path / "hub/models--org--x/refs/main").read_text() == COMMIT_D
+    assert run(tmp_path, manifest({})) == 0
+    assert shape(tmp_path / "hub") == original  # the user's refs/main=c... is back
+
+
+def test_two_stopped_runs_in_a_row_keep_our_snapshot_link_ours(tmp_path: Path, paths: dict) -> None:
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    m = lambda p: manifest({"x": model(paths[p], repo_id="org/x", revision=COMMIT_A)})  # noqa: E731
+    assert run(tmp_path, m("p1")) == 0
+    assert run(tmp_path, m("p2"), kill_at=1) == KILLED  # the link still names p1
+    assert run(tmp_path, m("q2"), kill_at=1) == KILLED
+    assert run(tmp_path, m("q1"), kill_at=1) == KILLED
+    assert run(tmp_path, m("q1")) == 0  # not "a symlink model-repo did not create"
+    assert os.readlink(tmp_path / f"hub/models--org--x/snapshots/{COMMIT_A}") == paths["q1"]
+    assert run(tmp_path, manifest({})) == 0
+    assert shape(tmp_path / "hub") == original
+
+
+def test_kill_at_every_write_of_three_runs_in_a_row(tmp_path: Path, paths: dict) -> None:
+    """Every combination of kill points in two consecutive runs, then a clean one."""
+    seq = [
+        manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_A, refs=["main", "v1"])}),
+        manifest({"x": model(paths["p2"], repo_id="org/x", revision=COMMIT_B),
+                  "q": model(paths["q1"], repo_id="org/x", revision=COMMIT_E, refs=["v2"], partial=True)}),
+        manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_D, refs=["main", "v1"]),
+                  "q": model(paths["q2"], repo_id="org/x", revision=COMMIT_E, refs=["v2"], partial=True)}),
+    ]
+    ref_root = tmp_path / "ref"
+    user_download(ref_root / "hub")
+    original = shape(ref_root / "hub")
+    assert run(ref_root, seq[0]) == 0
+    expected = {}
+    for i in (1, 2):
+        assert run(ref_root, seq[i]) == 0
+        expected[i] = shape(ref_root / "hub")
+    steps = 12
+    n = 0
+    for k1 in range(0, steps, 3):
+        for k2 in range(0, steps, 4):
+            root = tmp_path / f"k{k1}-{k2}"
+            user_download(root / "hub")
+            assert run(root, seq[0]) == 0
+            run(root, seq[1], kill_at=k1)
+            invariants(root / "hub")
+            run(root, seq[2], kill_at=k2)
+            invariants(root / "hub")
+            assert run(root, seq[2]) == 0
+            assert shape(root / "hub") == expected[2], (k1, k2)
+            assert run(root, manifest({})) == 0
+            assert shape(root / "hub") == original, (k1, k2)
+            n += 1
+    assert n == 12
+
+
+# ------------------------------------------------- 2. the store is never written
+
+def test_partial_snapshot_keeps_downloads_out_of_the_store(tmp_path: Path, paths: dict) -> None:
+    """huggingface_hub, online, fetching a file the partial store path lacks: the file
+    lands in the cache (blobs/ + the snapshot dir), the store path is unchanged (and
+    nix-store --verify-path agrees), loading by repo id works, and dropping the model
+    leaves the user's download."""
+    from mockhub import MockHub
+
+    store = Path(paths["q1"])
+    before = tree(store)
+    with MockHub() as hub:
+        commit = hub.add_repo("org/part", {"config.json": b'{"n": 3}', "sub/tokenizer.json": b"{}",
+                                           "missing.txt": b"fetched from the hub"})
+        data = manifest({"q": model(str(store), repo_id="org/part", revision=commit,
+                                    partial=True)}, offline=False)
+        assert run(tmp_path, data) == 0
+        repo = tmp_path / "hub/models--org--part"
+        snap = repo / "snapshots" / commit
+        assert snap.is_dir() and not snap.is_symlink()
+        assert os.readlink(snap / "config.json").startswith("../../blobs/model-repo-")
+        assert os.readlink(snap / "sub/tokenizer.json").startswith("../../../blobs/model-repo-")
+        code = (
+            "import os, sys\n"
+            "from huggingface_hub import hf_hub_download, scan_cache_dir\n"
+            "cache = sys.argv[1]\n"
+            "p = hf_hub_download('org/part', 'missing.txt', revision=sys.argv[2], cache_dir=cache)\n"
+            "print(open(p).read())\n"
+            "q = hf_hub_download('org/part', 'config.json', cache_dir=cache)\n"
+            "print(open(q).read())\n"
+            "info = scan_cache_dir(cache)\n"
+            "print(len(info.warnings), sorted(r.commit_hash for r in next(iter(info.repos)).revisions))\n"
+        )
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0",
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env.pop("HF_TOKEN", None)
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub"), commit],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == ["fetched from the hub", '{"n": 3}', f"0 ['{commit}']"]
+    assert tree(store) == before
+    verify = subprocess.run(["nix-store", "--verify-path", str(store)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    # The download went beside our links: a real file in blobs/, a link in the snapshot.
+    assert (snap / "missing.txt").is_symlink()
+    blob = (snap / "missing.txt").resolve()
+    assert blob.parent == (repo / "blobs").resolve() and blob.read_text() == "fetched from the hub"
+    # Dropping the model removes only our links; the user's download stays.
+    assert run(tmp_path, manifest({})) == 0
+    assert (snap / "missing.txt").read_text() == "fetched from the hub"
+    assert not (snap / "config.json").exists()
+    assert sorted(p.name for p in (repo / "blobs").iterdir()) == [blob.name]
+    assert tree(store) == before
+
+
+def test_partial_snapshot_delete_revisions_leaves_the_store(tmp_path: Path, paths: dict) -> None:
+    """huggingface_hub's delete_revisions on a partial snapshot beside a user's own
+    revision (two revisions: it unlinks the blobs it thinks unreferenced) removes our
+    links, never a store file, even as root on a writable store."""
+    store = Path(paths["q1"])
+    before = tree(store)
+    user_download(tmp_path / "hub", "models--org--x")
+    data = manifest({"q": model(str(store), repo_id="org/x", revision=COMMIT_E, refs=["v2"],
+                                partial=True)})
+    assert run(tmp_path, data) == 0
+    code = (
+        "import sys\nfrom huggingface_hub import scan_cache_dir\n"
+        "info = scan_cache_dir(sys.argv[1])\n"
+        "assert not info.warnings, info.warnings\n"
+        "info.delete_revisions(sys.argv[2]).execute()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub"), COMMIT_E],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert tree(store) == before
+    assert (tmp_path / f"hub/models--org--x/snapshots/{USER}/config.json").exists()
+
+
+def test_partial_and_whole_of_one_commit_change_form(tmp_path: Path, paths: dict) -> None:
+    whole = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_A)})
+    part = manifest({"x": model(paths["q1"], repo_id="org/x", revision=COMMIT_A, partial=True)})
+    snap = tmp_path / f"hub/models--org--x/snapshots/{COMMIT_A}"
+    assert run(tmp_path, whole) == 0 and snap.is_symlink()
+    assert run(tmp_path, part) == 0 and snap.is_dir() and not snap.is_symlink()
+    assert json.loads((snap / "config.json").read_text()) == {"n": 3}
+    assert run(tmp_path, whole) == 0 and os.readlink(snap) == paths["p1"]
+    assert run(tmp_path, part) == 0
+    assert run(tmp_path, manifest({})) == 0
+    assert shape(tmp_path / "hub") == {}
+
+
+# ------------------------------------------------------ 3. unmounted caches
+
+def _mount_tmpfs(where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(reason=f"needs root and mount(8) to mount a tmpfs: {res.stderr.strip()}")
+
+
+def test_unmounted_cache_keeps_the_state_and_exits_3(ws: Workspace, paths: dict) -> None:
+    mnt = ws.root / "mnt"
+    _mount_tmpfs(mnt)
+    try:
+        hub = mnt / "hub"
+        user_download(hub)
+        original = shape(hub)
+        data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+        path = ws.write_manifest(data)
+        args = ("activate", "--manifest", str(path), "--cache-dir", str(hub), "--state-dir",
+                str(ws.state), "--format", "json")
+        assert ws.run(*args).code == 0
+        subprocess.run(["umount", str(mnt)], check=True)
+        # The cache is not mounted: nothing is made on the mount point, the state stays.
+        res = ws.run(*args)
+        assert res.code == 3 and "is missing" in res.stderr and "mounted" in res.stderr
+        assert not hub.exists()
+        res = ws.run("deactivate", "--profile", "test", "--state-dir", str(ws.state))
+        assert res.code == 3 and not hub.exists()
+        # The mount point itself made into a cache: another identity, refused too.
+        hub.mkdir()
+        res = ws.run(*args)
+        assert res.code == 3 and "device:inode" in res.stderr
+        hub.rmdir()
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], check=True)  # fresh fs
+        # A fresh filesystem: the hub folder does not exist there; the state is still kept.
+        assert ws.run(*args).code == 3
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+    # Remount a tmpfs holding the original cache again is impossible (tmpfs is gone), so
+    # check the other half on a cache that comes back: move it away and back.
+    hub = ws.root / "hub2"
+    user_download(hub)
+    original = shape(hub)
+    path = ws.write_manifest(data)
+    args = ("activate", "--manifest", str(path), "--cache-dir", str(hub), "--state-dir",
+            str(ws.state), "--format", "json")
+    assert ws.run(*args).code == 0
+    hub.rename(ws.root / "away")
+    assert ws.run(*args).code == 3 and not hub.exists()
+    (ws.root / "away").rename(hub)  # remounted
+    assert ws.run("deactivate", "--profile", "test", "--cache-dir", str(hub),
+                  "--state-dir", str(ws.state)).code == 0
+    assert shape(hub) == original  # the user's refs/main is back
+
+
+def test_forget_drops_the_state_of_a_removed_cache(ws: Workspace, paths: dict) -> None:
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    assert ws.activate(data).code == 0
+    res = ws.run("deactivate", "--profile", "test", "--forget", "--state-dir", str(ws.state))
+    assert res.code == 3 and "is there" in res.stderr  # refused while the cache is there
+    shutil.rmtree(ws.hub)
+    assert ws.activate(data).code == 3
+    assert ws.run("deactivate", "--profile", "test", "--forget", "--state-dir",
+                  str(ws.state)).code == 0
+    assert ws.activate(data).code == 0  # a new cache, a new state
+
+
+def test_renamed_cache_is_recognised(ws: Workspace, paths: dict) -> None:
+    user_download(ws.hub)
+    original = shape(ws.hub)
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    assert ws.activate(data).code == 0
+    moved = ws.root / "moved-hub"
+    ws.hub.rename(moved)
+    path = ws.write_manifest(data)
+    res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(moved),
+                 "--state-dir", str(ws.state), "--format", "json")
+    assert res.code == 0, res.stderr
+    res = ws.run("activate", "--manifest", str(ws.write_manifest(manifest({}))), "--cache-dir",
+                 str(moved), "--state-dir", str(ws.state), "--format", "json")
+    assert res.code == 0, res.stderr
+    assert shape(moved) == original
+
+
+# ----------------------------------------- 4. two profiles, one ref, two commits
+
+def test_two_profiles_one_ref_two_commits(ws: Workspace, paths: dict) -> None:
+    user_download(ws.hub)
+    original = shape(ws.hub)
+    first = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_A)}, profile="hm")
+    second = manifest({"y": model(paths["p2"], repo_id="org/x", revision=COMMIT_B)},
+                      profile="devenv:/p")
+    assert ws.activate(first, name="hm.json").code == 0
+    res = ws.activate(second, name="dv.json")
+    assert res.code == 1 and "holds this ref" in res.stderr
+    env = res.env()
+    assert env["MODEL_REPO_Y"] == paths["p2"] and "HF_HUB_OFFLINE" not in env
+    assert (ws.hub / "models--org--x/refs/main").read_text() == COMMIT_A  # the first keeps it
+    # Any order of drops leaves no ref naming a missing snapshot.
+    assert ws.activate(manifest({}, profile="hm"), name="hm.json").code == 0
+    invariants(ws.hub)
+    assert ws.activate(second, name="dv.json").code == 0  # now it may take it
+    assert (ws.hub / "models--org--x/refs/main").read_text() == COMMIT_B
+    assert ws.activate(manifest({}, profile="devenv:/p"), name="dv.json").code == 0
+    invariants(ws.hub)
+    assert shape(ws.hub) == original
+    code = ("import sys\nfrom huggingface_hub import scan_cache_dir\n"
+            "print(len(scan_cache_dir(sys.argv[1]).warnings))")
+    out = subprocess.run([sys.executable, "-c", code, str(ws.hub)], capture_output=True, text=True)
+    assert out.stdout.strip() == "0", out.stderr
+
+
+def test_two_profiles_sharing_a_ref_give_it_back_whoever_drops_last(ws: Workspace, paths: dict) -> None:
+    user_download(ws.hub)
+    original = shape(ws.hub)
+    a = manifest({"x": model(paths["p1"], repo_id="org/x")}, profile="hm")
+    b = manifest({"x": model(paths["p1"], repo_id="org/x")}, profile="devenv:/p")
+    for first, second in ((a, b), (b, a)):
+        assert ws.activate(first, name="1.json").code == 0
+        assert ws.activate(second, name="2.json").code == 0
+        assert ws.activate(manifest({}, profile=first["profile"]), name="1.json").code == 0
+        assert (ws.hub / "models--org--x/refs/main").read_text() == COMMIT_A
+        assert ws.activate(manifest({}, profile=second["profile"]), name="2.json").code == 0
+        assert shape(ws.hub) == original
+
+
+def test_profiles_of_two_state_dirs_do_not_take_each_others_ref(tmp_path: Path, paths: dict) -> None:
+    first = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_A)}, profile="root")
+    second = manifest({"x": model(paths["p2"], repo_id="org/x", revision=COMMIT_B)}, profile="user")
+    assert run(tmp_path, first, profile_state="state-root") == 0
+    assert run(tmp_path, second, profile_state="state-user") == 1
+    assert (tmp_path / "hub/models--org--x/refs/main").read_text() == COMMIT_A
+    assert run(tmp_path, manifest({}, profile="root"), profile_state="state-root") == 0
+    invariants(tmp_path / "hub")
+    assert run(tmp_path, second, profile_state="state-user") == 0
+    assert run(tmp_path, manifest({}, profile="user"), profile_state="state-user") == 0
+    # Profiles of different state dirs do not know who made the repo folders: empty ones
+    # may stay; no link or ref does.
+    assert {k: v for k, v in shape(tmp_path / "hub").items() if v != "dir"} == {}
+
+
+# ------------------------------------------------------------ 5. nested refs
+
+@pytest.mark.parametrize("models", [
+    {"x": {"refs": ["main", "main/x"]}},
+    {"x": {"refs": ["v1"]}, "y": {"refs": ["v1/rc"], "revision": COMMIT_B}},
+])
+def test_a_ref_inside_another_is_refused(ws: Workspace, paths: dict, models: dict) -> None:
+    data = manifest({name: model(paths["p1"] if name == "x" else paths["p2"], repo_id="org/x",
+                                 **spec) for name, spec in models.items()})
+    res = ws.activate(data)
+    assert res.code == 2 and "cannot both exist" in res.stderr and ".refs" in res.stderr
+    assert not ws.hub.exists()
+
+
+# ------------------------------------------------------------ 6. planted symlinks
+
+def test_env_file_never_follows_a_planted_symlink(ws: Workspace, paths: dict) -> None:
+    victim = ws.root / "victim"
+    victim.write_text("precious")
+    out = ws.root / "env"
+    out.mkdir()
+    # Every name the old scheme used (pid-based) and a spread of others.
+    for pid in {os.getpid(), *range(1, 200)}:
+        (out / f".model-repo.env.tmp-{pid}").symlink_to(victim)
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    for _ in range(2):  # the full path, then the no-op path
+        res = ws.activate(data, "--env-file", str(out / "model-repo.env"), fmt="sh")
+        assert res.code == 0, res.stderr
+    assert victim.read_text() == "precious"
+    assert "MODEL_REPO_X" in (out / "model-repo.env").read_text()
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name and not p.is_symlink()]
+
+
+def test_state_files_never_follow_a_planted_symlink(ws: Workspace, paths: dict) -> None:
+    from activate import statefile
+
+    victim = ws.root / "victim"
+    victim.write_text("precious")
+    target = ws.root / "f"
+    for pid in {os.getpid(), *range(1, 100)}:
+        (ws.root / f"f.tmp-{pid}").symlink_to(victim)
+    statefile.write_if_changed(str(target), [b"x"])
+    assert victim.read_text() == "precious" and target.read_bytes() == b"x"
+
+
+# -------------------------------------------- 7. the no-op path and the cwd
+
+def test_noop_receipt_follows_the_resolved_cache_dir(ws: Workspace, paths: dict,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    path = ws.write_manifest(data)
+    (ws.root / "one").mkdir()
+    (ws.root / "two").mkdir()
+    args = ("activate", "--manifest", str(path), "--cache-dir", "hub", "--state-dir",
+            str(ws.state), "--format", "json")
+    monkeypatch.chdir(ws.root / "one")
+    assert ws.run(*args).env()["HF_HUB_CACHE"] == str(ws.root / "one/hub")
+    monkeypatch.chdir(ws.root / "two")
+    res = ws.run(*args)
+    assert res.env()["HF_HUB_CACHE"] == str(ws.root / "two/hub")
+    assert (ws.root / "two/hub/models--org--x/refs/main").read_text() == COMMIT_A
+    # The same through a relative HF_HUB_CACHE.
+    env = {"HOME": str(ws.root / "home"), "HF_HUB_CACHE": "rel"}
+    noflag = ("activate", "--manifest", str(path), "--state-dir", str(ws.state), "--format", "json")
+    monkeypatch.chdir(ws.root / "one")
+    assert ws.run(*noflag, environ=env).code == 0
+    monkeypatch.chdir(ws.root / "two")
+    assert ws.run(*noflag, environ=env).code == 0
+    assert (ws.root / "two/rel/models--org--x/refs/main").read_text() == COMMIT_A
+
+
+# -------------------------------------------------- 8. a concurrent writer
+
+def test_a_ref_moved_during_activation_is_left_alone(tmp_path: Path, paths: dict) -> None:
+    hub = tmp_path / "hub"
+    user_download(hub)
+    main = hub / "models--org--x/refs/main"
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+
+    def download() -> None:  # the user's huggingface_hub moves refs/main C -> D meanwhile
+        user_download(hub, commit=COMMIT_D)
+
+    # Writes: 0 intent, 1 symlink snapshot, 2 create temp ref, 3 rename onto refs/main.
+    assert run(tmp_path, data, during=(3, download)) == 1
+    assert main.read_text() == COMMIT_D  # not overwritten
+    invariants(hub)
+    assert run(tmp_path, data) == 0  # taken over now, with D to give back
+    assert main.read_text() == COMMIT_A
+    assert run(tmp_path, manifest({})) == 0
+    assert main.read_text() == COMMIT_D  # not the stale C
+    # And a restore racing a new download: the download wins.
+    assert run(tmp_path, data) == 0
+
+    def download_e() -> None:
+        user_download(hub, commit=COMMIT_E)
+
+    assert run(tmp_path, manifest({}), during=(2, download_e)) == 1
+    assert main.read_text() == COMMIT_E
+    invariants(hub)
+
+
+# ---------------------------------------------------- 9. one hub, two spellings
+
+def test_one_hub_two_spellings_is_one_cache(tmp_path: Path, paths: dict) -> None:
+    real = tmp_path / "data/hf"
+    (real / "hub").mkdir(parents=True)
+    home_cache = tmp_path / "home/.cache"
+    home_cache.mkdir(parents=True)
+    (home_cache / "huggingface").symlink_to(real)
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    log = Log("error")
+    for profile, hub in (("home-manager", home_cache / "huggingface/hub"), ("devenv:/p", real / "hub")):
+        run_activate(request_of(validate_manifest({**data, "profile": profile})),
+                     hub_dir=str(hub), explicit_hub=True, state_dir=str(tmp_path / "state"), log=log)
+    # Home Manager drops it; devenv still wants it: the link stays.
+    run_activate(request_of(validate_manifest(manifest({}, profile="home-manager"))),
+                 hub_dir=str(home_cache / "huggingface/hub"), explicit_hub=True,
+                 state_dir=str(tmp_path / "state"), log=log)
+    assert os.readlink(real / f"hub/models--org--x/snapshots/{COMMIT_A}") == paths["p1"]
+    assert (real / "hub/models--org--x/refs/main").read_text() == COMMIT_A
+
+
+# ------------------------------------------- 10. exit codes, never a traceback
+
+def test_env_file_problems_exit_3_in_one_line(ws: Workspace, paths: dict) -> None:
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    for _ in range(2):  # full path, then the no-op path
+        res = ws.activate(data, "--env-file", str(ws.root / "no/such/dir/env"))
+        assert res.code == 3 and "Traceback" not in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    (ws.root / "adir").mkdir()
+    res = ws.activate(data, "--env-file", str(ws.root / "adir"))
+    assert res.code == 3 and "is a directory" in res.stderr
+    assert list((ws.root / "adir").iterdir()) == []
+
+
+def test_non_utf8_cache_path(ws: Workspace, paths: dict) -> None:
+    hub = os.fsencode(str(ws.root)) + b"/caf\xe9/hub"
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    path = ws.write_manifest(data)
+    args = [sys.executable, "-m", "activate", "activate", "--manifest", str(path),
+            "--cache-dir", os.fsdecode(hub), "--state-dir", str(ws.state)]
+    for _ in range(2):  # the full path, then the no-op path
+        res = subprocess.run([*args, "--format", "json"], capture_output=True)
+        assert res.returncode == 3 and b"not UTF-8" in res.stderr
+        assert b"Traceback" not in res.stderr and res.stdout == b""
+        out = subprocess.run([*args, "--format", "sh"], capture_output=True)
+        assert out.returncode == 0, out.stderr
+    assert os.path.isdir(hub + b"/models--org--x/snapshots")
+    # sh output carries the bytes exactly: a real shell reads them back.
+    got = subprocess.run(["bash", "-c", 'eval "$1"; printf %s "$HF_HUB_CACHE"', "_",
+                          out.stdout], capture_output=True).stdout
+    assert got == hub
+
+
+# ------------------------------------------------------------- 11. hardening
+
+def test_tampered_state_never_reaches_outside_the_cache(ws: Workspace, paths: dict) -> None:
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    assert ws.activate(data).code == 0
+    victim = ws.root / "victim"
+    victim.write_text("precious")
+    (state_file,) = [p for p in ws.state.iterdir() if p.suffix == ".json"]
+    lines = state_file.read_text().splitlines()
+    lines.append(json.dumps(["models--org--x/../../victim", "ref", "x", True, None, [], []]))
+    state_file.write_text("\n".join(lines) + "\n")
+    res = ws.run("deactivate", "--profile", "test", "--state-dir", str(ws.state))
+    assert victim.read_text() == "precious"
+    assert "unreadable" in res.stderr and "kept as" in res.stderr
+    kept = [p for p in ws.state.iterdir() if ".corrupt-" in p.name]
+    assert len(kept) == 1 and "victim" in kept[0].read_text()
+
+
+def test_corrupt_state_is_kept_aside_and_reported(ws: Workspace, paths: dict) -> None:
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    assert ws.activate(data).code == 0
+    (state_file,) = [p for p in ws.state.iterdir() if p.suffix == ".json"]
+    state_file.write_text('{"version": 2, "profile": "test"')  # truncated
+    res = ws.activate(manifest({"x": model(paths["p2"], repo_id="org/x")}))
+    assert "unreadable" in res.stderr
+    assert len([p for p in ws.state.iterdir() if ".corrupt-" in p.name]) == 1
+
+
+def test_duplicate_json_keys_are_refused(ws: Workspace) -> None:
+    path = ws.root / "m.json"
+    path.write_text('{"version": 1, "profile": "a", "profile": "b", "models": {}}')
+    res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                 "--state-dir", str(ws.state))
+    assert res.code == 2 and "profile" in res.stderr and "twice" in res.stderr
+
+
+def test_no_space_for_the_final_state_still_prints_the_environment(
+        ws: Workspace, paths: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from activate import state as statemod
+
+    original = statemod.save
+    calls = []
+
+    def save(path: str, st: object) -> bool:
+        calls.append(path)
+        if len(calls) == 2:  # the intent is saved; the final save hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(path, st)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(statemod, "save", save)
+    res = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")}))
+    assert res.code == 3 and "No space left" in res.stderr
+    assert res.env()["MODEL_REPO_X"] == paths["p1"]
+    monkeypatch.setattr(statemod, "save", original)
+    # The intent still owns everything: dropping the model cleans up.
+    assert ws.activate(manifest({})).code == 0
+    assert shape(ws.hub) == {}
+
+
+def test_store_path_that_is_a_file(ws: Workspace, tmp_path: Path) -> None:
+    f = tmp_path / "single-file"
+    f.write_text("not a directory")
+    store = nix_store_add(f)
+    res = ws.activate(manifest({"x": model(store, repo_id="org/x")}))
+    assert res.code == 1 and "is not a directory" in res.stderr
+    assert "garbage-collected" not in res.stderr
+
+
+def test_locks_folder_is_group_writable_in_a_shared_cache(ws: Workspace, paths: dict) -> None:
+    ws.hub.mkdir()
+    os.chmod(ws.hub, 0o2775)
+    old = os.umask(0o022)
+    try:
+        assert ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")})).code == 0
+    finally:
+        os.umask(old)
+    mode = (ws.hub / ".locks").stat().st_mode
+    assert mode & 0o070 == 0o070 and mode & 0o2000
+
+
+def test_filelock_floor_refuses_a_symlinked_lock(tmp_path: Path) -> None:
+    """The floor in pyproject.toml is a filelock that opens its lock with O_NOFOLLOW
+    (3.20.1 for UnixFileLock, 3.20.3 for SoftFileLock); the installed one behaves so."""
+    import tomllib
+    from importlib.metadata import version
+
+    import filelock
+
+    deps = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    (spec,) = [d for d in deps["project"]["dependencies"] if d.startswith("filelock")]
+    assert spec == "filelock>=3.20.3"
+    assert tuple(int(x) for x in version("filelock").split(".")[:3]) >= (3, 20, 3)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "x.lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        with filelock.FileLock(str(tmp_path / "x.lock"), timeout=1):
+            pass
+    assert victim.read_text() == "precious"
