@@ -25,6 +25,11 @@ answer 401 ``GatedRepo`` without a token and 403 with a token that has no access
 
 File contents are ``bytes`` or a ``Path`` (streamed from disk, hashed once).
 Every request is recorded in ``MockHub.requests``.
+
+``MockHub.aliases`` maps an old or short id (``("model", "gpt2")``) to the repo's
+canonical id, which the API reports as ``id`` (the Hub redirects renamed and
+single-name repos the same way). ``MockHub.throttle`` (bytes per second, per response;
+None: full speed) slows file contents down, for tests that interrupt a download.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -127,6 +133,8 @@ class MockHub:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[dict] = []
         self.corrupt: dict[str, bytes] = {}  # sha256 -> bytes the CDN serves instead
+        self.aliases: dict[tuple[str, str], str] = {}  # (type, alias) -> canonical id
+        self.throttle: int | None = None  # bytes per second for file contents
         self._lock = threading.Lock()
         self._counter = 0
         self._hub = self._serve(_HubHandler)
@@ -249,11 +257,16 @@ class _Base(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        if data is not None:
-            self.wfile.write(data[start:end])
-        else:
-            for chunk in blob.chunks(start, end):
+        chunks = [data[start:end]] if data is not None else blob.chunks(start, end)
+        rate = self.mock.throttle
+        for chunk in chunks:
+            if not rate:
                 self.wfile.write(chunk)
+                continue
+            step = max(rate // 20, 1)  # 20 writes a second
+            for i in range(0, len(chunk), step):
+                self.wfile.write(chunk[i:i + step])
+                time.sleep(step / rate)
 
 
 class _HubHandler(_Base):
@@ -274,6 +287,7 @@ class _HubHandler(_Base):
         return auth[7:] if auth.startswith("Bearer ") else None
 
     def find_repo(self, repo_type: str, repo_id: str) -> Repo | None:
+        repo_id = self.mock.aliases.get((repo_type, repo_id), repo_id)
         repo = self.mock.repos.get((repo_type, repo_id))
         if repo is None:
             self.repo_not_found()
@@ -322,6 +336,8 @@ class _HubHandler(_Base):
         for k in (2, 1):
             head, tail = rest[:k], rest[k:]
             if (repo_type, "/".join(head)) in self.mock.repos or k == 1:
+                break
+            if (repo_type, "/".join(head)) in self.mock.aliases:
                 break
         repo = self.find_repo(repo_type, "/".join(head))
         if repo is None:

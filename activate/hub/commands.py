@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
         raise Failure(EXIT_BAD_INPUT, f"invalid repo id {res.repo_id!r}: the Nix options "
                       "take a full repo id ORG/NAME, and the Hub gave no other name for it")
     chosen = select_files(res, sel)
+    _warn_case(log, res, sel)
     if args.command == "ls":
         _print_ls(args, res, sel, chosen)
         return EXIT_OK
@@ -157,6 +158,22 @@ def select_files(res: Resolved, sel: Selection) -> list[RemoteFile]:
                       f"{res.commit} (`model-repo ls {res.repo_id}` lists its files)")
     selected = set(sparse_select([f.path for f in res.files], sel.patterns))
     return [f for f in res.files if f.path in selected]
+
+
+def _warn_case(log: Any, res: Resolved, sel: Selection) -> None:
+    """Warn when darwin's case-insensitive git (``core.ignorecase=true``) would select
+    other files with these patterns: the pinned hash would not reproduce there."""
+    from .sparse import case_differences
+
+    added, dropped = case_differences([f.path for f in res.files], sel.patterns)
+    if added or dropped:
+        what = "; ".join(x for x in (
+            ("adds " + ", ".join(added[:5]) + (" …" if len(added) > 5 else "")) if added else "",
+            ("leaves out " + ", ".join(dropped[:5]) + (" …" if len(dropped) > 5 else ""))
+            if dropped else "") if x)
+        log.warning("on a darwin builder (git core.ignorecase=true) these patterns select "
+                    f"other files ({what}), so this hash would not reproduce there: write "
+                    "patterns that match only the files you mean whatever their case")
 
 
 def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,

@@ -195,7 +195,7 @@ def _trim_trailing_spaces(line: bytes) -> bytes:
     return line if last_space is None else line[:last_space]
 
 
-def _parse_pattern(text: str) -> _Pattern | None:
+def _parse_pattern(text: str, ignore_case: bool = False) -> _Pattern | None:
     """One line of a sparse-checkout file -> a pattern, or None for blank/comment lines."""
     line = _trim_trailing_spaces(text.encode("utf-8"))
     if not line or line.startswith(b"#"):
@@ -219,7 +219,8 @@ def _parse_pattern(text: str) -> _Pattern | None:
         rest = _wildmatch_regex(line[cut:])
         rx = None if rest is None else re.escape(line[:cut]) + rest
     return _Pattern(negative, must_be_dir, basename_only,
-                    None if rx is None else re.compile(rx, re.DOTALL))
+                    None if rx is None else re.compile(
+                        rx, re.DOTALL | (re.IGNORECASE if ignore_case else 0)))
 
 
 def _last_match(patterns: Sequence[_Pattern], path: bytes, is_dir: bool) -> bool | None:
@@ -232,7 +233,8 @@ def _last_match(patterns: Sequence[_Pattern], path: bytes, is_dir: bool) -> bool
     return None
 
 
-def sparse_select(paths: Iterable[str], patterns: Sequence[str]) -> list[str]:
+def sparse_select(paths: Iterable[str], patterns: Sequence[str], *,
+                  ignore_case: bool = False) -> list[str]:
     """The files of ``paths`` (``/``-separated, relative to the repo root) that a git
     checkout with these non-cone sparse-checkout ``patterns`` contains, in input order.
 
@@ -245,11 +247,15 @@ def sparse_select(paths: Iterable[str], patterns: Sequence[str]) -> list[str]:
     trailing ``/`` matches folders only, ``*``/``?``/``[...]`` never match ``/``, ``**``
     matches across folders, ``!`` negates, ``\\`` escapes, ``#`` starts a comment.
     An empty pattern list selects everything (no sparse checkout).
+
+    ``ignore_case``: match ASCII letters without case, as git does with
+    ``core.ignorecase=true`` (set by ``git init`` on darwin's case-insensitive file
+    systems; dir.c's ``fnmatch_icase``/``WM_CASEFOLD``).
     """
     items = list(paths)
     if not patterns:
         return items
-    pats = [p for p in (_parse_pattern(t) for t in patterns) if p is not None]
+    pats = [p for p in (_parse_pattern(t, ignore_case) for t in patterns) if p is not None]
     dir_cache: dict[bytes, bool] = {b"": False}
 
     def dir_state(d: bytes) -> bool:
@@ -275,3 +281,15 @@ def fnmatch_escape(path: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", path)
 
 
+
+
+def case_differences(paths: Iterable[str], patterns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """What a case-insensitive checkout (darwin: ``core.ignorecase=true``) would select
+    differently from a case-sensitive one with the same ``patterns``: (files it would
+    add, files it would leave out), in input order. Both empty: the patterns select the
+    same files on every builder, so a hash prefetched here reproduces there."""
+    items = list(paths)
+    exact = set(sparse_select(items, patterns))
+    folded = set(sparse_select(items, patterns, ignore_case=True))
+    return ([p for p in items if p in folded and p not in exact],
+            [p for p in items if p in exact and p not in folded])

@@ -16,11 +16,18 @@ let
   hfStoreName =
     hf: "hf-" + builtins.replaceStrings [ "/" ] [ "--" ] hf.repo + "-" + builtins.substring 0 12 hf.revision;
 
-  # Use nixpkgs' own fetchFromHuggingFace when it exists and takes the
-  # arguments we need (a `name`, so `model-repo prefetch --add-to-store` gives the
-  # same store path); otherwise fetchgit with LFS. Sparse patterns always go through
-  # fetchgit: our include/exclude are non-cone patterns ("!x" excludes), which
-  # fetchFromHuggingFace's checkout mode may read differently.
+  # Use nixpkgs' own fetchFromHuggingFace when it exists with the signature of
+  # nixpkgs' pkgs/build-support/fetchhuggingface/default.nix:
+  #   { repoId, rev ? null, tag ? null, name ? …, domain ? "huggingface.co",
+  #     repoType ? "model", backend ? "xet", sparseCheckout ? null, … }
+  # It is fetchgit with fetchLFS = true on https://huggingface.co/[datasets/]<repoId>.git;
+  # `hash` (and any other fetchgit argument) goes through its `...`. Its default
+  # backend "xet" throws ("not implemented yet"), so backend = "lfs" is passed when
+  # it takes a backend. With our `name`, the output is the same fixed-output path as
+  # our fetchgit call (so `model-repo prefetch --add-to-store` gives that path). A
+  # fetcher of that name with another signature (e.g. owner/repo) is not used.
+  # Sparse patterns, tokens and requiredFiles always go through our fetchgit call:
+  # they need nonConeMode, netrcPhase and postFetch, which it would only forward.
   canUseHfFetcher =
     pkgs: cfg:
     let
@@ -29,12 +36,10 @@ let
       has = n: args ? ${n};
     in
     f != null
-    && has "owner"
-    && has "repo"
+    && has "repoId"
     && has "rev"
-    && has "hash"
-    && (cfg.source.huggingface.repoType == "model" || has "repoType")
     && has "name"
+    && (cfg.source.huggingface.repoType == "model" || has "repoType")
     && sparsePatterns cfg.source.huggingface == [ ]
     && !(hasToken cfg)
     && cfg.validation.requiredFiles == [ ];
@@ -43,18 +48,16 @@ let
     pkgs: cfg:
     let
       hf = cfg.source.huggingface;
-      parts = lib.splitString "/" hf.repo;
-      sparse = sparsePatterns hf;
     in
     if canUseHfFetcher pkgs cfg then
       pkgs.fetchFromHuggingFace (
         {
-          owner = builtins.elemAt parts 0;
-          repo = builtins.elemAt parts 1;
+          repoId = hf.repo;
           rev = hf.revision;
           name = hfStoreName hf;
           inherit (cfg) hash;
         }
+        // lib.optionalAttrs (lib.functionArgs pkgs.fetchFromHuggingFace ? backend) { backend = "lfs"; }
         // lib.optionalAttrs (hf.repoType != "model") { inherit (hf) repoType; }
       )
     else

@@ -199,19 +199,37 @@ in
       };
     };
 }
-// lib.optionalAttrs withHfFetcher {
-  # Same arguments as the fetcher under review in nixpkgs; returns like fetchgit.
+// lib.optionalAttrs (withHfFetcher == true) {
+  # nixpkgs' fetchFromHuggingFace (pkgs/build-support/fetchhuggingface/default.nix):
+  # its argument set, its "xet" default that throws, fetchgit with LFS underneath;
+  # `hash` and other fetchgit arguments go through `...`. Records its arguments.
+  fetchFromHuggingFace =
+    {
+      repoId,
+      tag ? null,
+      rev ? null,
+      name ? "source",
+      domain ? "huggingface.co",
+      repoType ? "model",
+      backend ? "xet",
+      sparseCheckout ? null,
+      ...
+    }@args:
+    assert lib.assertMsg (backend == "lfs") "fetchFromHuggingFace: the Xet backend is not implemented yet";
+    fetched "fetchFromHuggingFace" args "https://${domain}/${
+      if repoType == "dataset" then "datasets/" else ""
+    }${repoId}";
+}
+// lib.optionalAttrs (withHfFetcher == "owner-repo") {
+  # A fetcher of that name with another signature (owner/repo, as a draft of it
+  # had): model-repo must not call it.
   fetchFromHuggingFace =
     {
       owner,
       repo,
       rev,
       hash,
-      repoType ? "model",
-      sparseCheckout ? [ ],
       name ? "source",
     }@args:
-    fetched "fetchFromHuggingFace" args "https://huggingface.co/${
-      if repoType == "dataset" then "datasets/" else ""
-    }${owner}/${repo}";
+    fetched "fetchFromHuggingFace" args "https://huggingface.co/${owner}/${repo}";
 }
