@@ -18,8 +18,12 @@ them with ``nix-store --delete`` afterwards; none runs a garbage collection.
 - ``test_unsigned_*``: an input-addressed path (``nix-build``, ``/bin/sh`` builder)
   needs ``--yes`` without a terminal (exit 2, nothing imported), and on a real terminal
   (a pty) the prompt's answer decides.
+- ``test_nix_store_fallback_*``: without ``nix`` on PATH, export writes the cache with
+  ``nix-store --dump`` (real ``nix copy --from`` reads it) and import checks the NAR.
 - ``test_config_*``: the config file, the variables (nix-hug's names too), the
   precedence and the errors, through ``model-repo store path``.
+- ``test_auto_persist_*``: ``prefetch --add-to-store`` against the loopback mock Hub
+  exports, then restores instead of downloading.
 """
 
 from __future__ import annotations
@@ -40,14 +44,16 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY_BERT, TINY_BERT_REPO, Workspace, manifest, model, need_nix
+from nixeval import missing_input
 
-NIX_MISSING = "Debian's nix-bin is not installed (apt-get install -y nix-bin): no nix"
+NIX_MISSING = ("Debian's nix-bin is not installed (apt-get install -y nix-bin): no nix or "
+               "nix-build")
 
 
 def _nix() -> None:
     need_nix()
     if not shutil.which("nix"):
-        pytest.skip(reason=NIX_MISSING)
+        missing_input(NIX_MISSING)
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -101,7 +107,7 @@ class Models:
     def built(self, commit: str, repo_id: str = TINY_BERT_REPO) -> str:
         """An input-addressed path: the output of a real derivation (``/bin/sh`` builder)."""
         if not shutil.which("nix-build"):
-            pytest.skip(reason=NIX_MISSING)
+            missing_input(NIX_MISSING)
         d = self.tree(commit, repo_id)
         expr = self.tmp / f"build-{secrets.token_hex(4)}.nix"
         expr.write_text(
@@ -548,3 +554,46 @@ def test_import_hint_is_a_file_test_in_the_persist_folder(tmp_path: Path) -> Non
     assert import_hint(store_path, {"HOME": str(tmp_path),
                                     "MODEL_REPO_PERSIST_DIR": "relative"}) is None
 
+
+
+# -------------------------------------------------------------------- auto-persist
+
+
+def test_auto_persist_prefetch_exports_then_restores_without_download(
+        tmp_path: Path, models: Models) -> None:
+    """``prefetch --add-to-store`` with auto_persist: the added path is exported; after
+    it is deleted from the store, the same prefetch restores it from the persist folder
+    and downloads no file (the Hub is asked only to resolve the ref)."""
+    pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub (prefetch)")
+    from mockhub import MockHub
+
+    repo = "model-repo-test/persisted"
+    files = {"config.json": b'{"model_type": "bert", "id": "%s"}\n' % secrets.token_hex(8)
+             .encode(), "README.md": b"auto-persist\n"}
+    with MockHub() as hub:
+        commit = hub.add_repo(repo, files)
+        env = {**_env(tmp_path), "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "HF_HUB_DISABLE_TELEMETRY": "1", "MODEL_REPO_AUTO_PERSIST": "true"}
+        first = cli(env, "prefetch", repo, "--add-to-store", "--json", "--include",
+                    "*.json")
+        assert first.returncode == 0, first.stderr
+        pin = json.loads(first.stdout)
+        path = pin["storePath"]
+        models.made.append(path)
+        entry = _entries(env)[path]
+        assert (entry["status"], entry["revision"], entry["narHash"], entry["include"]) == (
+            "valid", commit, pin["hash"], ["*.json"])
+
+        _delete(path)
+        downloads = len([r for r in hub.requests if "/resolve/" in r["path"]])
+        assert downloads >= 1
+        second = cli(env, "prefetch", repo, "--add-to-store", "--json", "--include",
+                     "*.json")
+        assert second.returncode == 0, second.stderr
+        again = json.loads(second.stdout)
+        assert (again["storePath"], again["hash"], again["revision"]) == (
+            path, pin["hash"], commit)
+        assert _valid(path)
+        assert len([r for r in hub.requests if "/resolve/" in r["path"]]) == downloads
+        assert "restored from the persist folder" in second.stderr

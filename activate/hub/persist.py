@@ -60,11 +60,9 @@ if TYPE_CHECKING:
 
 from ..persistdir import ConfigError, narinfo_path
 
-EXIT_OK = 0
+from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, Failure
+
 EXIT_PARTIAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_ENVIRONMENT = 3
-EXIT_INTERNAL = 70
 
 MANIFEST = "model-repo-persist.json"
 LOCK = ".model-repo-persist.lock"
@@ -81,15 +79,6 @@ _STORE_BASE = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+")
 #: Repo ids never hold "--" (``validate_repo_id``), so the split is unambiguous.
 _HF_NAME = re.compile(r"hf-(.+)-([0-9a-f]{12})")
 _HEX = re.compile(r"[0-9a-f]{7,40}")
-
-
-class Failure(Exception):
-    """Ends the command with ``code`` after logging ``message``."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # ------------------------------------------------------------------ the manifest

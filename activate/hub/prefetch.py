@@ -154,8 +154,12 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     removed in every case, also on SIGINT/SIGTERM (:mod:`activate.hub.signals`); the
     download folder is removed after a success and kept after an interruption or a
     failure, for the next run.
+
+    With ``--add-to-store`` and ``auto_persist`` (:mod:`activate.hub.config`), a copy of
+    this exact pin in the persist folder is restored instead of downloading
+    (:func:`activate.hub.persist.restore_for_prefetch`), and a path just added is
+    exported after the pin is printed (:func:`activate.hub.persist.export_after_prefetch`).
     """
-    import datetime
     import tempfile
 
     from huggingface_hub import snapshot_download
@@ -164,6 +168,15 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     from .nar import NarError, nar_hash, sri
     from .signals import on_interrupt
 
+    if nix_store is not None:  # auto_persist: restore this pin instead of downloading it
+        from .persist import restore_for_prefetch
+
+        kept = restore_for_prefetch(environ, log, repo_id=res.repo_id,
+                                    repo_type=res.repo_type, commit=res.commit,
+                                    files=sel.files, include=sel.include, exclude=sel.exclude)
+        if kept is not None:
+            return _print_pin(args, sel, res, chosen, store_name(res.repo_id, res.commit),
+                              kept.nar_hash, kept.store_path)
     total = sum(f.size for f in chosen)
     root = download_dir(environ)
     dl = os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit))
@@ -252,6 +265,21 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         on_interrupt.forget(workdir)
+
+    code = _print_pin(args, sel, res, chosen, name, sri_hash, store_path)
+    if store_path is not None:  # auto_persist: export what was added (after the pin)
+        from .persist import export_after_prefetch
+
+        export_after_prefetch(environ, log, store_path=store_path, repo_id=res.repo_id,
+                              repo_type=res.repo_type, commit=res.commit, ref=res.ref,
+                              files=sel.files, include=sel.include, exclude=sel.exclude)
+    return code
+
+
+def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[RemoteFile],
+               name: str, sri_hash: str, store_path: str | None) -> int:
+    """Print the pin (Nix attribute set, or JSON with ``--json``) on stdout."""
+    import datetime
 
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     if args.json:
