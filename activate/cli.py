@@ -367,6 +367,12 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
                     state = "changed"
             entries.append({"path": os.path.join(st.hub_dir, rec.path), "kind": rec.kind,
                             "value": rec.value, "created": rec.created, "status": state})
+            if state == "dangling" and rec.value:
+                from .persistdir import import_hint  # standard library
+
+                hint = import_hint(rec.value, environ)
+                if hint:
+                    entries[-1]["fix"] = hint
         report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
                        "upToDate": st.complete, "entries": entries,
                        "blocked": st.problems})
@@ -383,6 +389,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
             for e in prof["entries"]:
                 sys.stdout.write(f"  {e['status']:<8} {e['kind']:<8} {e['path']}"
                                  f" -> {e['value']}\n")
+                if e.get("fix"):
+                    sys.stdout.write(f"           fix: {e['fix']}\n")
             for b in prof["blocked"]:
                 sys.stdout.write(f"  blocked  {b}\n")
     bad = any(e["status"] != "ok" for p in report for e in p["entries"]) or any(

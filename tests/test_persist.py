@@ -163,7 +163,8 @@ print("LOADED", shape[0], shape[-1], os.path.realpath(
 """
 
 
-def test_export_delete_import_activate_loads_offline(tmp_path: Path, models: Models) -> None:
+def test_export_delete_import_activate_loads_offline(tmp_path: Path, models: Models,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     ws = Workspace(tmp_path)
     env = _env(tmp_path)
     commit = _commit()
@@ -196,12 +197,19 @@ def test_export_delete_import_activate_loads_offline(tmp_path: Path, models: Mod
     assert not os.path.lexists(path)
     assert _entries(env)[path]["status"] == "persisted"
 
-    # The activator reports the dangling link; its fix names the import when the
-    # activation path knows the persist folder.
-    res = ws.activate(data, environ={"HOME": env["HOME"],
-                                     "MODEL_REPO_PERSIST_DIR": env["MODEL_REPO_PERSIST_DIR"]})
+    # activate and status report the dangling link with the import as its fix (the
+    # planner reads the process environment, as the activator does when run).
+    monkeypatch.setenv("MODEL_REPO_PERSIST_DIR", env["MODEL_REPO_PERSIST_DIR"])
+    res = ws.activate(data, environ={"HOME": env["HOME"]})
     assert res.code == 1
     assert f"the store path {path} is missing" in res.stderr
+    status = ws.run("status", "--state-dir", str(ws.state), "--json",
+                    environ={"HOME": env["HOME"],
+                             "MODEL_REPO_PERSIST_DIR": env["MODEL_REPO_PERSIST_DIR"]})
+    assert status.code == 1
+    (dangling,) = [e for p in json.loads(status.stdout) for e in p["entries"]
+                   if e["status"] == "dangling"]
+    assert dangling["value"] == path and f"model-repo import {path}" in dangling["fix"]
 
     # Content-addressed: no prompt, although stdin is not a terminal and there is no --yes.
     imp = cli(env, "import", TINY_BERT_REPO)
