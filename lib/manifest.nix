@@ -42,7 +42,18 @@ let
           link = linkEnabled && named;
         };
     in
-    (if s == "huggingface" then hfEntry else otherEntry) // { inherit path; };
+    (if s == "huggingface" then hfEntry else otherEntry)
+    // {
+      inherit path;
+      # The store path holds only some of the repo's files (sparse patterns or exact
+      # files given): the activator then links a real snapshot folder of per-file
+      # links, so huggingface_hub never writes a missing file into the store.
+      partial = s != "url" && isPartial cfg.source.${s};
+    };
+
+  # files / include / exclude on source.huggingface, source.git-lfs; include /
+  # exclude on source.s3. source.url lists exactly the model's files: never partial.
+  isPartial = src: (src.files or [ ]) != [ ] || (src.include or [ ]) != [ ] || (src.exclude or [ ]) != [ ];
 
   mkManifest =
     {

@@ -72,7 +72,33 @@ def test_activation_and_session_variables(system, shared):
         "refs": ["main"],
         "path": r["modelPaths"]["bert-base"],
         "link": True,
+        "partial": False,
     }
+
+
+@pytest.mark.parametrize("sparse,partial", [
+    ({}, False),
+    ({"include": ["*.json"]}, True),
+    ({"exclude": ["onnx/*"]}, True),
+    ({"files": ["config.json"]}, True),
+])
+def test_manifest_marks_sparse_snapshots_partial_and_matches_the_schema(sparse, partial):
+    """A store path holding some of the repo's files is `partial` (the activator then
+    links files, not the folder); the whole manifest validates against the
+    activator's own JSON Schema (`model-repo schema`)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+    import subprocess
+    import sys
+
+    from nixeval import REPO
+
+    r = hm_eval(f"""{{ programs.model-repo = {{ enable = true;
+      models.m = {hf_model(huggingface=sparse)}; }}; }}""")
+    assert r["manifest"]["models"]["m"]["partial"] is partial
+    schema = json.loads(subprocess.run([sys.executable, "-m", "activate", "schema"], cwd=REPO, check=True,
+                                       capture_output=True, text=True).stdout)
+    jsonschema.validate(r["manifest"], schema)
 
 
 def test_fetch_arguments():

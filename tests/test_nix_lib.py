@@ -391,7 +391,8 @@ def test_url_files_are_fetchurls_in_a_flat_link_farm():
     assert pt["hfCachePath"] == "models--me--m-gguf" and pt["repoType"] == "model" and pt["ref"] == "main"
     # No commit of its own: linked under sha1(store path basename), as the manifest does.
     assert pt["revision"] == r["derived"] and len(pt["revision"]) == 40
-    assert r["entry"] == {"repoId": "me/m-gguf", "repoType": "model", "revision": pt["revision"], "refs": ["main"], "link": True}
+    assert r["entry"] == {"repoId": "me/m-gguf", "repoType": "model", "revision": pt["revision"], "refs": ["main"], "link": True,
+                          "partial": False}
     assert r["entryPath"] == r["path"]
 
 
@@ -458,7 +459,8 @@ def test_git_lfs_is_fetchgit_with_lfs_at_a_commit():
     pt = r["passthru"]
     assert pt["revision"] == REV and pt["sourceType"] == "git-lfs" and pt["repoId"] == "org/my-model"
     assert pt["hfCachePath"] == "models--org--my-model" and r["same"] is True
-    assert r["entry"] == {"repoId": "org/my-model", "repoType": "model", "revision": REV, "refs": ["main"], "link": True}
+    assert r["entry"] == {"repoId": "org/my-model", "repoType": "model", "revision": REV, "refs": ["main"], "link": True,
+                          "partial": True}  # sparse checkout: some of the repo's files
 
 
 AWS_VARS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
@@ -490,7 +492,8 @@ def test_s3_is_a_fixed_output_aws_cli_copy():
             "--exclude '*' --include '*.json' --include '*.safetensors' --exclude '*.bin'") in r["script"]
     pt = r["passthru"]
     assert pt["sourceType"] == "s3" and pt["repoId"] == "me/llama-ft" and pt["revision"] == r["derived"]
-    assert r["entry"] == {"repoId": "me/llama-ft", "repoType": "model", "revision": pt["revision"], "refs": ["main"], "link": True}
+    assert r["entry"] == {"repoId": "me/llama-ft", "repoType": "model", "revision": pt["revision"], "refs": ["main"], "link": True,
+                          "partial": True}  # include/exclude: some of the prefix's objects
     r = other_source(f'source.s3 = {{ bucket = "open"; anonymous = true; }}; hash = "{HASH}";',
                      extra="script = m.runCommandArgs.script;")
     assert "aws s3 cp s3://open/ \"$out\" --recursive --no-progress --only-show-errors --no-sign-request\n" in r["script"]
@@ -857,7 +860,7 @@ def test_nixos_module_links_a_url_model_through_the_activator(url_model, tmp_pat
       }}; }}""", fetch_results=m["results"], real_store_paths=True)
     entries = r["manifest"]["models"]
     assert entries["gguf"] == {"repoId": TINY_URL_REPO, "repoType": "model", "revision": m["revision"],
-                               "refs": ["main"], "path": m["path"], "link": True}
+                               "refs": ["main"], "path": m["path"], "link": True, "partial": False}
     assert entries["plain"]["link"] is False and r["failedAssertions"] == []
     assert r["environment"]["MODEL_REPO_GGUF"] == m["path"]
     manifest = dict(r["manifest"], models={"gguf": entries["gguf"]})
