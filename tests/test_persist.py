@@ -419,6 +419,33 @@ def test_unsigned_path_prompt_on_a_terminal(tmp_path: Path, models: Models) -> N
     assert _valid(path)
 
 
+def test_persist_folder_is_a_substituter_for_the_fetchers_derivation(
+        tmp_path: Path, models: Models) -> None:
+    """The persist folder is a binary cache Nix substitutes from: a fixed-output
+    derivation (the fetcher's shape: recursive sha256, same name) whose builder would
+    fail is realised from it with no signature settings (docs/nix.md)."""
+    env = _env(tmp_path)
+    path = models.fixed(_commit())
+    exp = cli(env, "export", path, "--json")
+    assert exp.returncode == 0, exp.stderr
+    nar_hash = json.loads(exp.stdout)["narHash"]
+    _delete(path)
+    expr = tmp_path / "fod.nix"
+    expr.write_text(
+        "builtins.derivation { name = \"%s\"; system = builtins.currentSystem; "
+        "builder = \"/bin/sh\"; args = [ \"-c\" \"echo no download here >&2; exit 1\" ]; "
+        "outputHashMode = \"recursive\"; outputHashAlgo = \"sha256\"; "
+        "outputHash = \"%s\"; }\n" % (Path(path).name.split("-", 1)[1], nar_hash))
+    if not shutil.which("nix-build"):
+        missing_input(NIX_MISSING)
+    proc = subprocess.run(["nix-build", str(expr), "--no-out-link", "--option",
+                           "substituters", f"file://{env['MODEL_REPO_PERSIST_DIR']}"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == path
+    assert "no download here" not in proc.stderr and _valid(path)
+
+
 # ------------------------------------------------- without nix copy (nix-store only)
 
 
