@@ -534,9 +534,11 @@ def test_config_file_and_precedence(tmp_path: Path) -> None:
         str(home / ".local" / "share" / "model-repo" / "persist") + "\n"
     assert _store_path(tmp_path, {**base, "XDG_DATA_HOME": str(tmp_path / "d")}).stdout == \
         str(tmp_path / "d" / "model-repo" / "persist") + "\n"
-    # ~ is the home directory; quotes are dropped.
-    (cfg_home / "model-repo" / "config").write_text('persist_dir="~/models"\n')
-    assert _store_path(tmp_path, env).stdout == str(home / "models") + "\n"
+    # ~ is the home directory; quotes are dropped; an unknown key is a warning.
+    (cfg_home / "model-repo" / "config").write_text('persist_dir="~/models"\ncolour=blue\n')
+    res = _store_path(tmp_path, env)
+    assert (res.returncode, res.stdout) == (0, str(home / "models") + "\n")
+    assert "unknown setting 'colour' ignored" in res.stderr
 
     from activate.hub.config import load_config
 

@@ -6,12 +6,10 @@ Read from the config file ``$XDG_CONFIG_HOME/model-repo/config`` (else
 environment variables; nix-hug's names are accepted too, so a nix-hug user's
 environment keeps working:
 
-================  ==================================================  ===============
-key               variables (first set wins, before the file)         default
-================  ==================================================  ===============
-``persist_dir``   ``MODEL_REPO_PERSIST_DIR``, ``NIX_HUG_PERSIST_DIR``  ``$XDG_DATA_HOME/model-repo/persist``
-``auto_persist``  ``MODEL_REPO_AUTO_PERSIST``, ``NIX_HUG_AUTO_PERSIST``  ``false``
-================  ==================================================  ===============
+- ``persist_dir``: ``MODEL_REPO_PERSIST_DIR``, then ``NIX_HUG_PERSIST_DIR``, then the
+  file; default ``$XDG_DATA_HOME/model-repo/persist`` (``~/.local/share/…``);
+- ``auto_persist``: ``MODEL_REPO_AUTO_PERSIST``, then ``NIX_HUG_AUTO_PERSIST``, then the
+  file; default ``false``.
 
 ``--persist-dir DIR`` on a command beats all of them. ``auto_persist`` takes ``true``/
 ``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``, any case); with it,

@@ -74,8 +74,9 @@ NIX_MISSING = ("needs Nix (nix and nix-store on PATH): install it (https://nixos
 _NIX_FLAGS = ("--extra-experimental-features", "nix-command")
 #: Store path base names: 32 characters of Nix's base-32, "-", a name.
 _STORE_BASE = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+")
-#: The fetcher's store name for a Hub repo (``hfStoreName`` in ``lib/fetch.nix``,
-#: ``store_name`` in :mod:`activate.hub.prefetch`): ``hf-<id, "/" as "--">-<commit[:12]>``.
+#: The fetcher's store name for a Hub repo (``hfStoreName`` in
+#: ``lib/fetchers/huggingface.nix``, ``store_name`` in :mod:`activate.hub.prefetch`):
+#: ``hf-<id, "/" as "--">-<commit[:12]>``.
 #: Repo ids never hold "--" (``validate_repo_id``), so the split is unambiguous.
 _HF_NAME = re.compile(r"hf-(.+)-([0-9a-f]{12})")
 _HEX = re.compile(r"[0-9a-f]{7,40}")
@@ -901,9 +902,13 @@ def _repo(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | N
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any, stdin: TextIO) -> int:
-    from ..persistdir import persist_dir
+    from .config import load_config
 
-    directory, source = persist_dir(args.persist_dir, environ)
+    cfg = load_config(environ, persist_flag=args.persist_dir)
+    for key in cfg.unknown_keys:
+        log.warning(f"{cfg.config_file}: unknown setting {key!r} ignored (model-repo reads "
+                    "persist_dir and auto_persist)")
+    directory, source = cfg.persist_dir, cfg.persist_dir_source
     if args.command == "store":
         if args.store_command == "path":
             log.debug("persist folder", dir=directory, source=source)
