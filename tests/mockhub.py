@@ -259,14 +259,17 @@ class _Base(BaseHTTPRequestHandler):
             return
         chunks = [data[start:end]] if data is not None else blob.chunks(start, end)
         rate = self.mock.throttle
-        for chunk in chunks:
-            if not rate:
-                self.wfile.write(chunk)
-                continue
-            step = max(rate // 20, 1)  # 20 writes a second
-            for i in range(0, len(chunk), step):
-                self.wfile.write(chunk[i:i + step])
-                time.sleep(step / rate)
+        try:
+            for chunk in chunks:
+                if not rate:
+                    self.wfile.write(chunk)
+                    continue
+                step = max(rate // 20, 1)  # 20 writes a second
+                for i in range(0, len(chunk), step):
+                    self.wfile.write(chunk[i:i + step])
+                    time.sleep(step / rate)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (an interrupted download)
 
 
 class _HubHandler(_Base):
