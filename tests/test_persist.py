@@ -242,6 +242,10 @@ def test_export_by_store_path_and_commit_prefix(tmp_path: Path, models: Models) 
     amb = cli(env, "export", TINY_BERT_REPO)
     assert amb.returncode == 2
     assert "several store paths hold" in amb.stderr and p1 in amb.stderr and p2 in amb.stderr
+    # A ref needs a profile's state to know it (export works offline).
+    ref = cli(env, "export", TINY_BERT_REPO, "--revision", "main")
+    assert ref.returncode == 2
+    assert "no profile records the ref 'main'" in ref.stderr and "give the commit" in ref.stderr
     # A commit prefix from the store name picks one; hf: and URL forms name the same repo.
     one = cli(env, "export", f"hf:{TINY_BERT_REPO}", "--revision", c1[:8], "-q")
     assert one.returncode == 0, one.stderr

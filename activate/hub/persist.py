@@ -395,7 +395,13 @@ def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | Non
     valid = nix.valid(sorted(cands))
     pool = [cands[p] for p in sorted(valid)]
     if revision is not None:
+        every = pool
         pool = [c for c in pool if _matches_revision(c, revision)]
+        if not pool and every and not _HEX.fullmatch(revision):
+            listing = "; ".join(f"{c.store_path} (commit {c.commit[:12]})" for c in every)
+            raise Failure(EXIT_BAD_INPUT, f"no profile records the ref {revision!r} of "
+                          f"{repo_id}, and export works offline: give the commit "
+                          f"(--revision <7+ hex digits>) of one of {listing}")
     elif len(pool) > 1:
         main = [c for c in pool if "main" in c.refs]
         pool = main if len(main) == 1 else pool
@@ -548,9 +554,17 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     """Write ``store_path`` into the binary cache ``directory`` as ``nix copy`` would,
     with ``nix-store --dump`` (uncompressed NAR, ``nar/<sha256 base-32>.nar``, then the
     narinfo, then ``nix-cache-info`` when missing). Returns the narinfo's fields.
+    Only for a path without references (a model's flat directory of files; a url model's
+    directory of links to other paths needs ``nix copy``, which exports the closure).
     Raises :class:`Failure` (exit 3)."""
     import hashlib
 
+    refs = nix.run(nix.nix_store, "--query", "--references", store_path).stdout.split()
+    if refs:
+        raise Failure(EXIT_ENVIRONMENT, f"{store_path} refers to other store paths "
+                      f"({', '.join(refs[:3])}{', …' if len(refs) > 3 else ''}), whose "
+                      "closure only `nix copy` exports: install Nix 2.4 or later (the `nix` "
+                      "command)")
     nar_dir = os.path.join(directory, "nar")
     os.makedirs(nar_dir, exist_ok=True)
     tmp = os.path.join(nar_dir, f".dump-{os.getpid()}.tmp")
@@ -575,17 +589,14 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    refs = nix.run(nix.nix_store, "--query", "--references", store_path).stdout.split()
     deriver = nix.run(nix.nix_store, "--query", "--deriver", store_path).stdout.strip()
     info = {"StorePath": store_path, "URL": f"nar/{b32}.nar", "Compression": "none",
             "FileHash": f"sha256:{b32}", "FileSize": str(size), "NarHash": f"sha256:{b32}",
-            "NarSize": str(size),
-            "References": " ".join(sorted(os.path.basename(r) for r in refs))}
+            "NarSize": str(size), "References": ""}
     if deriver.startswith("/"):
         info["Deriver"] = os.path.basename(deriver)
     name = os.path.basename(store_path).split("-", 1)[1]
-    if not refs and fixed_output_path(store_dir_of(store_path), name,
-                                      digest.digest()) == store_path:
+    if fixed_output_path(store_dir_of(store_path), name, digest.digest()) == store_path:
         info["CA"] = f"fixed:r:sha256:{b32}"
     path = narinfo_path(directory, store_path)
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
