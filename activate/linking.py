@@ -342,7 +342,10 @@ class _FolderPlan:
         if kind == "dir":
             return True
         if kind == "missing":
+            from .persistdir import import_hint  # standard library, only for this report
+
             self.block(names, rel, f"the store path {target} is missing (garbage-collected?)",
+                       import_hint(target) or
                        f"rebuild it (nix-store --realise {target}, or run your home-manager "
                        "switch / devenv shell / nixos-rebuild again), then activate again")
         else:

@@ -203,6 +203,7 @@ def test_export_delete_import_activate_loads_offline(tmp_path: Path, models: Mod
     res = ws.activate(data, environ={"HOME": env["HOME"]})
     assert res.code == 1
     assert f"the store path {path} is missing" in res.stderr
+    assert f"model-repo import {path}" in res.stderr
     status = ws.run("status", "--state-dir", str(ws.state), "--json",
                     environ={"HOME": env["HOME"],
                              "MODEL_REPO_PERSIST_DIR": env["MODEL_REPO_PERSIST_DIR"]})
