@@ -9,7 +9,8 @@ Each parser sets ``hub_command=True``: ``activate.cli.main`` hands those to :fun
 Exit codes: 0 ok; 2 bad input (invalid repo argument, unknown repo or revision, gated
 repo without access, patterns that select nothing); 3 environment (huggingface_hub or
 Nix missing, network or Hub failure, not enough disk space, download that does not
-match the Hub's checksums, interrupted by SIGINT/SIGTERM); 70 internal error.
+match the Hub's checksums); 70 internal error; 130/143 interrupted by SIGINT/SIGTERM
+(:mod:`activate.hub.signals`).
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         add_log_arguments(p)
         p.set_defaults(hub_command=True)
 
-    epilog = ("Exit codes: 0 ok, 2 bad input (invalid repo id, unknown repo or revision, "
-              "gated repo without access), 3 environment (huggingface_hub or Nix missing, "
-              "network or Hub failure, disk space), 70 internal error. HF_ENDPOINT and "
-              "HF_TOKEN are honoured.")
+    epilog = ("Exit codes: 0 ok, 2 bad input (invalid repo argument, unknown repo or "
+              "revision, gated repo without access), 3 environment (huggingface_hub or Nix "
+              "missing, network or Hub failure, disk space), 70 internal error, 130/143 "
+              "interrupted (SIGINT/SIGTERM; a rerun resumes). HF_ENDPOINT and HF_TOKEN are "
+              "honoured.")
     pre = sub.add_parser(
         "prefetch",
         help="resolve a ref to a commit, download the files and print the Nix pin (revision + hash)",
