@@ -5,6 +5,7 @@ with a stub pkgs."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -153,5 +154,27 @@ def test_disabled_module_task_only_deactivates():
     task = r["task"]
     assert "/bin/model-repo deactivate --profile devenv:/home/alice/project --state-dir /home/alice/project/.devenv/state/model-repo --quiet" in task["exec"]
     assert "activate --manifest" not in task["exec"]
-    assert task["status"] == ("! { [ -e /home/alice/project/.devenv/state/model-repo/devenv-task-manifest ] || "
-                              "compgen -G '/home/alice/project/.devenv/state/model-repo/*.json' >/dev/null; }\n")
+    assert task["status"] == ("! ( [ -e /home/alice/project/.devenv/state/model-repo/devenv-task-manifest ] || "
+                              "{ set -- /home/alice/project/.devenv/state/model-repo/*.json; [ -e \"$1\" ]; } )\n")
+
+
+def test_disabled_status_runs_the_task_only_while_state_exists(tmp_path: Path):
+    """The disabled task's status, run in bash (and in dash: no bash-only builtins):
+    skipped (exit 0) without state, run (non-zero) with a state file or the stamp."""
+    root = tmp_path / "my project"
+    status = devenv_eval(f"{{ services.model-repo = {{ {MODELS} }}; }}", root=str(root))["task"]["status"]
+    state = root / ".devenv" / "state" / "model-repo"
+
+    def run(shell: str) -> int:
+        return subprocess.run([shell, "-c", status], env={"PATH": os.environ["PATH"]}).returncode
+
+    shells = ["bash"] + (["dash"] if shutil.which("dash") else [])
+    assert all(run(sh) == 0 for sh in shells)
+    state.mkdir(parents=True)
+    (state / "receipt-1").write_text("")
+    assert all(run(sh) == 0 for sh in shells)
+    (state / "0123.json").write_text("{}")
+    assert all(run(sh) != 0 for sh in shells)
+    (state / "0123.json").unlink()
+    (state / "devenv-task-manifest").write_text("/nix/store/x")
+    assert all(run(sh) != 0 for sh in shells)

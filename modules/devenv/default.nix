@@ -96,8 +96,9 @@ let
   '';
 
   # Disabled module: remove the profile's links and restore refs, once. Runs only
-  # while the stamp or a state file exists (bash's compgen: no process started).
-  disabledStatus = ''! { [ -e ${q stamp} ] || compgen -G ${q "${stateDir}/*.json"} >/dev/null; }'' + "\n";
+  # while the stamp or a state file exists (a file test and a glob in a subshell,
+  # so the caller's positional parameters are untouched; no program started).
+  disabledStatus = ''! ( [ -e ${q stamp} ] || { set -- ${q stateDir}/*.json; [ -e "$1" ]; } )'' + "\n";
   disabledExec = ''
     modelRepoStatus=0
     ${exe} deactivate --profile ${q profile} --state-dir ${q stateDir} --quiet || modelRepoStatus=$?
