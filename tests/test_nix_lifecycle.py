@@ -216,15 +216,17 @@ def test_home_manager_disabled_without_state_starts_nothing(tmp_path):
 # --- devenv ---------------------------------------------------------------------------
 
 
-def devenv_generation(tmp: Path, act: Activator, store, *, enable: bool, models: str) -> dict:
+def devenv_generation(tmp: Path, act: Activator, store, *, enable: bool, models: str,
+                      cli_version: str | None = "2.0.5") -> dict:
     r = devenv_eval(f"""{{ services.model-repo = {{
         enable = {str(enable).lower()};
         package = {act.nix};
         cacheDir = {nix_string(tmp / "hf")};
         models = {models};
-      }}; }}""", root=str(tmp / "project"), fetch_results=store, real_store_paths=True, host_coreutils=True)
+      }}; }}""", root=str(tmp / "project"), fetch_results=store, real_store_paths=True, host_coreutils=True,
+        cli_version=cli_version)
     assert r["failedAssertions"] == [] and r["warnings"] == []
-    return r["task"]
+    return r["task"] if cli_version else r
 
 
 def enter_shell(task: dict, tmp: Path) -> subprocess.CompletedProcess | None:
@@ -265,6 +267,33 @@ def test_devenv_generations_prune_and_restore(store, tmp_path, through_empty):
     assert not (hub / OTHER_FOLDER).exists()
     n = len(act.calls())
     assert enter_shell(gen3, tmp_path) is None and len(act.calls()) == n
+
+
+def test_devenv_enter_shell_fallback_prunes_and_restores(store, tmp_path):
+    """Older CLIs and the flakes integration: what the module adds to enterShell, run
+    in the user's bash (twice per entry, as devenv 2.x does) with `set -e` and a
+    positional parameter that must survive."""
+    act = Activator(tmp_path)
+    hub = tmp_path / "hf" / "hub"
+    user_download(hub)
+    before = tree(hub)
+
+    def enter(r: dict) -> None:
+        assert r["linkVia"] == "enterShell"
+        shell = "set -e\nset -- keep\n" + r["enterShellFallback"] * 2 + '[ "$1" = keep ] && echo SHELL-OPEN\n'
+        p = subprocess.run(["bash", "-c", shell], env=clean_env(tmp_path), capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0 and p.stdout.endswith("SHELL-OPEN\n"), p.stderr
+
+    enter(devenv_generation(tmp_path, act, store, enable=True, models=models_nix("tiny", "other"), cli_version=None))
+    assert_linked(hub, store)
+    n = len(act.calls())
+    enter(devenv_generation(tmp_path, act, store, enable=True, models="{ }", cli_version=None))
+    assert tree(hub) == before and len(act.calls()) == n + 1
+    enter(devenv_generation(tmp_path, act, store, enable=False, models="{ }", cli_version=None))
+    assert tree(hub) == before and act.calls()[-1].startswith("deactivate ")
+    n = len(act.calls())
+    enter(devenv_generation(tmp_path, act, store, enable=False, models="{ }", cli_version=None))
+    assert len(act.calls()) == n
 
 
 def test_devenv_partial_link_opens_the_shell_and_retries(store, tmp_path):
