@@ -398,13 +398,13 @@ def _problems(exc: ValidationError, raw: object) -> list[str]:
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         field_errors[loc] = err["type"]
-        if not loc:
+        if not loc and err["type"] == "value_error":
             # The manifest's own after-validator ran: its problems are joined by "; ",
             # each starting with the field it names.
             ran_manifest_checks = True
             lines.extend(_split_problems(msg))
             continue
-        lines.append(f"{'.'.join(str(part) for part in loc)}: {msg}")
+        lines.append(f"{'.'.join(str(part) for part in loc) or '(top level)'}: {msg}")
     if not ran_manifest_checks and isinstance(raw, dict):
         for line in _hidden_problems(raw, field_errors):
             if line not in lines:
