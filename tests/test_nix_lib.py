@@ -326,7 +326,9 @@ def test_flake_outputs_with_stub_inputs():
     assert r["overlay"] is True
     assert set(r["checks"]) >= {"eval-home-manager-linux", "eval-home-manager-darwin-shared", "eval-devenv",
                                 "eval-nixos", "eval-naming", "eval-rejects-branch-revision",
-                                "eval-sources", "build-cache-loads-offline"}
+                                "eval-sources", "build-cache-loads-offline",
+                                "eval-home-manager-prune-and-disable", "eval-devenv-alias",
+                                "eval-nixos-disable-and-token"}
 
 
 # --- source.url, source.git-lfs, source.s3: derivation attributes -------------------

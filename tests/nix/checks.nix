@@ -59,11 +59,43 @@ let
       assertions = r.failedAssertions == [ ];
     };
 
+  # The module imported but disabled: an entry that only deactivates.
+  hmOff = import ./home-manager.nix {
+    inherit nixpkgsLib homeManager pkgsPath system;
+    userModule.programs.model-repo.models.all-MiniLM = model;
+  };
+  # Emptied model set: the entry still runs (it prunes).
+  hmEmpty = import ./home-manager.nix {
+    inherit nixpkgsLib homeManager pkgsPath system;
+    userModule.programs.model-repo.enable = true;
+  };
+
   dv = import ./devenv.nix {
     inherit nixpkgsLib devenv system;
     userModule.services.model-repo = {
       enable = true;
       cacheDir = ".cache/huggingface";
+      models.all-MiniLM = model;
+    };
+  };
+  # The Home Manager / NixOS spelling (aliases).
+  dvAlias = import ./devenv.nix {
+    inherit nixpkgsLib devenv system;
+    userModule.services.model-repo = {
+      enable = true;
+      integration.huggingface.cacheDir = "/data/hf";
+      models.all-MiniLM = model;
+    };
+  };
+  nxOff = import ./nixos.nix {
+    inherit nixpkgsLib system;
+    userModule.services.model-repo.models.all-MiniLM = model;
+  };
+  nxToken = import ./nixos.nix {
+    inherit nixpkgsLib system;
+    userModule.services.model-repo = {
+      enable = true;
+      auth.tokenFile = "/run/secrets/hf-token";
       models.all-MiniLM = model;
     };
   };
@@ -146,6 +178,19 @@ in
 {
   eval-home-manager-linux = expect "home-manager-linux" (hmExpect (hm "x86_64-linux" false));
   eval-home-manager-darwin-shared = expect "home-manager-darwin" (hmExpect (hm "aarch64-darwin" true));
+  eval-home-manager-prune-and-disable = expect "home-manager-prune-and-disable" {
+    empty-runs = lib.hasInfix "activate --manifest" hmEmpty.activation.data;
+    disabled-deactivates = lib.hasInfix "deactivate --profile home-manager" hmOff.activation.data;
+    disabled-no-env = hmOff.sessionVariables == { };
+  };
+  eval-devenv-alias = expect "devenv-alias" {
+    hub = dvAlias.env.HF_HUB_CACHE == "/data/hf/hub";
+  };
+  eval-nixos-disable-and-token = expect "nixos-disable-and-token" {
+    disabled-unit = nxOff.services.model-repo.unitConfig.ConditionPathExistsGlob == "/var/lib/model-repo/*.json";
+    token-default = nxToken.tokenFiles.all-MiniLM == "/run/secrets/hf-token";
+    partial-ok = nxToken.services.model-repo.serviceConfig.SuccessExitStatus == "1";
+  };
   eval-devenv = expect "devenv" {
     task-before-shell = dv.task.before == [ "devenv:enterShell" ];
     status-checks-link = lib.hasInfix "readlink" dv.task.status;
