@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class MockHub:
         self.corrupt: dict[str, bytes] = {}  # sha256 -> bytes the CDN serves instead
         self.aliases: dict[tuple[str, str], str] = {}  # (type, alias) -> canonical id
         self.throttle: int | None = None  # bytes per second for file contents
+        self.bytes_sent = 0  # file contents served (Hub and CDN), for benchmarks
         self._lock = threading.Lock()
         self._counter = 0
         self._hub = self._serve(_HubHandler)
@@ -145,6 +147,13 @@ class MockHub:
     def _serve(self, handler: type) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
+        default_error = server.handle_error
+
+        def handle_error(request: object, client_address: object) -> None:
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                default_error(request, client_address)  # a client going away is normal
+
+        server.handle_error = handle_error  # type: ignore[method-assign]
         server.mock = self  # type: ignore[attr-defined]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
@@ -263,10 +272,12 @@ class _Base(BaseHTTPRequestHandler):
             for chunk in chunks:
                 if not rate:
                     self.wfile.write(chunk)
+                    self.mock.bytes_sent += len(chunk)
                     continue
                 step = max(rate // 20, 1)  # 20 writes a second
                 for i in range(0, len(chunk), step):
                     self.wfile.write(chunk[i:i + step])
+                    self.mock.bytes_sent += len(chunk[i:i + step])
                     time.sleep(step / rate)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away (an interrupted download)

@@ -148,8 +148,8 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
 
     Downloads go to a resumable folder, :func:`download_dir` / :func:`download_key`
     (huggingface_hub's ``snapshot_download`` with ``local_dir``: a file whose download
-    metadata names this commit is not requested again, a partial one resumes with an
-    HTTP range). The tree that is hashed is ``<download dir>/model-repo-prefetch-*/<store
+    metadata names this commit is not requested again; a file cut short starts again, as
+    huggingface_hub 2.x names partial files per process). The tree that is hashed is ``<download dir>/model-repo-prefetch-*/<store
     name>``: hard links (copies across file systems) of exactly the chosen files. It is
     removed in every case, also on SIGINT/SIGTERM (:mod:`activate.hub.signals`); the
     download folder is removed after a success and kept after an interruption or a
