@@ -4,6 +4,9 @@
 #
 #   nix flake check ./dev
 #   nix develop ./dev        # the same shell as the main flake's devShells.default
+#
+# `path:..` is resolved relative to this folder by Nix >= 2.26 (relative path
+# inputs); with an older Nix add `--override-input model-repo path:$PWD`.
 {
   description = "model-repo checks (Home Manager, devenv and NixOS module evaluations, buildCache, the package)";
 
