@@ -451,6 +451,30 @@ def test_persist_folder_is_a_substituter_for_the_fetchers_derivation(
     assert "no download here" not in proc.stderr and _valid(path)
 
 
+def test_a_nix_hug_persist_folder_is_read(tmp_path: Path, models: Models) -> None:
+    """A folder nix-hug's ``export`` filled (``nix copy --to file://DIR``, its default xz,
+    and ``nix-hug-manifest.json``) is listed and restored by model-repo."""
+    env = _env(tmp_path)
+    commit = _commit()
+    path = models.fixed(commit)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    copy = subprocess.run(["nix", "--extra-experimental-features", "nix-command", "copy",
+                           "--to", f"file://{persist}", path], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr
+    (persist / "nix-hug-manifest.json").write_text(json.dumps([{
+        "repoId": TINY_BERT_REPO, "type": "model", "rev": commit, "filters": None,
+        "storePath": path, "exportedAt": "2026-01-02T03:04:05Z"}]))
+    _delete(path)
+    entry = _entries(env)[path]
+    assert (entry["status"], entry["revision"], entry["repoId"]) == (
+        "persisted", commit, TINY_BERT_REPO)
+    assert entry["narHash"].startswith("sha256-") and entry["narSize"] > 30_000
+    res = cli(env, "import", TINY_BERT_REPO, "--revision", commit)
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+    assert not (persist / "model-repo-persist.json").exists()   # nix-hug's file is read only
+
+
 # ------------------------------------------------- without nix copy (nix-store only)
 
 

@@ -156,6 +156,52 @@ def read_manifest(directory: str) -> list[Entry]:
     return [Entry.from_json(e, f"{path}: entries[{i}]") for i, e in enumerate(doc["entries"])]
 
 
+NIX_HUG_MANIFEST = "nix-hug-manifest.json"
+
+
+def read_nix_hug_manifest(directory: str) -> list[Entry]:
+    """The entries nix-hug's ``export`` recorded in the same kind of folder
+    (``nix-hug-manifest.json``: a list of ``{repoId, type, rev, filters, storePath,
+    exportedAt}``, nix-hug's ``cli/lib/persist.sh``), so ``import`` and ``store ls`` work
+    on a nix-hug user's folder; NAR hash and size come from each path's narinfo. Read
+    only: model-repo never writes that file. Raises :class:`Failure` (exit 3) when it is
+    not a JSON list."""
+    path = os.path.join(directory, NIX_HUG_MANIFEST)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(data or b"[]")
+    except ValueError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(doc, list):
+        raise Failure(EXIT_ENVIRONMENT, f"{path}: expected a list of entries (nix-hug's format)")
+    out = []
+    for i, obj in enumerate(doc):
+        if not isinstance(obj, dict) or not isinstance(obj.get("storePath"), str) or \
+                not isinstance(obj.get("repoId"), str):
+            raise Failure(EXIT_ENVIRONMENT, f"{path}: entry {i} lacks repoId or storePath")
+        info, _ = check_cached(directory, obj["storePath"])
+        try:
+            nar_hash, nar_size = _narinfo_hash(info or {})
+        except Failure:
+            nar_hash, nar_size = "", 0
+        out.append(Entry(obj["repoId"], str(obj.get("type") or "model"), str(obj.get("rev") or ""),
+                         obj["storePath"], nar_hash, nar_size, str(obj.get("exportedAt") or "")))
+    return out
+
+
+def read_all(directory: str) -> list[Entry]:
+    """model-repo's entries, then nix-hug's for store paths model-repo does not record."""
+    ours = read_manifest(directory)
+    known = {e.store_path for e in ours}
+    return ours + [e for e in read_nix_hug_manifest(directory) if e.store_path not in known]
+
+
 def _write_manifest(directory: str, entries: Sequence[Entry]) -> None:
     path = manifest_path(directory)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -980,7 +1026,7 @@ def _export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
 
 def _import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
             directory: str, stdin: TextIO) -> int:
-    entries = read_manifest(directory)
+    entries = read_all(directory)
     if args.all:
         if args.repo:
             raise Failure(EXIT_BAD_INPUT, "give REPO or --all, not both")
@@ -1038,7 +1084,7 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
 
 
 def _store_ls(args: argparse.Namespace, environ: Mapping[str, str], directory: str) -> int:
-    entries = read_manifest(directory)
+    entries = read_all(directory)
     nix = Nix.find(environ)
     states = status_of(nix, directory, entries)
     rows = [{**e.to_json(), "status": st, "problem": why or None}
