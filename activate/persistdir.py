@@ -13,7 +13,8 @@ The folder, first match wins:
 1. ``--persist-dir DIR`` (the commands that take it);
 2. ``$MODEL_REPO_PERSIST_DIR``, then nix-hug's ``$NIX_HUG_PERSIST_DIR``;
 3. ``persist_dir=`` in the config file, ``$XDG_CONFIG_HOME/model-repo/config`` (else
-   ``~/.config/model-repo/config``, on macOS too);
+   ``~/.config/model-repo/config``, on macOS too; while it does not exist, nix-hug's
+   ``…/nix-hug/config``);
 4. ``$XDG_DATA_HOME/model-repo/persist`` (else ``~/.local/share/model-repo/persist``).
 
 The config file has nix-hug's format (seed 003, "Persistent Storage"; nix-hug's
@@ -57,10 +58,14 @@ def _home(environ: Mapping[str, str]) -> str:
 
 def config_file(environ: Mapping[str, str]) -> str:
     """Path of the config file: ``$XDG_CONFIG_HOME/model-repo/config`` when
-    ``XDG_CONFIG_HOME`` is an absolute path, else ``~/.config/model-repo/config``."""
+    ``XDG_CONFIG_HOME`` is an absolute path, else ``~/.config/model-repo/config``. When
+    that file does not exist but nix-hug's (``…/nix-hug/config``, same format) does,
+    nix-hug's, so a nix-hug user's settings carry over until they write their own."""
     xdg = environ.get("XDG_CONFIG_HOME", "")
     base = xdg if os.path.isabs(xdg) else os.path.join(_home(environ), ".config")
-    return os.path.join(base, "model-repo", "config")
+    ours = os.path.join(base, "model-repo", "config")
+    theirs = os.path.join(base, "nix-hug", "config")
+    return theirs if not os.path.exists(ours) and os.path.isfile(theirs) else ours
 
 
 def read_config(path: str) -> dict[str, tuple[str, int]]:

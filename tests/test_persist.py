@@ -569,6 +569,13 @@ def test_config_file_and_precedence(tmp_path: Path) -> None:
     assert (res.returncode, res.stdout) == (0, str(home / "models") + "\n")
     assert "unknown setting 'colour' ignored" in res.stderr
 
+    # nix-hug's config file counts while model-repo's does not exist.
+    (cfg_home / "nix-hug").mkdir()
+    (cfg_home / "nix-hug" / "config").write_text("persist_dir=/nix-hug/models\n")
+    assert _store_path(tmp_path, env).stdout == str(home / "models") + "\n"
+    (cfg_home / "model-repo" / "config").unlink()
+    assert _store_path(tmp_path, env).stdout == "/nix-hug/models\n"
+
     from activate.hub.config import load_config
 
     (cfg_home / "model-repo" / "config").write_text("auto_persist = yes\n")

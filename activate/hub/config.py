@@ -1,7 +1,8 @@
 """The persistence settings: ``persist_dir`` and ``auto_persist``.
 
 Read from the config file ``$XDG_CONFIG_HOME/model-repo/config`` (else
-``~/.config/model-repo/config``) in nix-hug's ``key=value`` format (seed 003,
+``~/.config/model-repo/config``; while it does not exist, nix-hug's ``…/nix-hug/config``:
+:func:`activate.persistdir.config_file`) in nix-hug's ``key=value`` format (seed 003,
 "Persistent Storage"; parsing in :func:`activate.persistdir.read_config`), overridden by
 environment variables; nix-hug's names are accepted too, so a nix-hug user's
 environment keeps working:
