@@ -143,3 +143,16 @@ def test_interrupt_before_downloading_is_one_line_too(hub: MockHub, tmp_path: Pa
     assert err.strip().splitlines()[-1] == "model-repo: interrupted by SIGINT"
     assert not os.path.exists(tmp_path / "cache" / "model-repo" / "prefetch") or \
         _temp_folders(tmp_path) == []
+
+
+def test_in_process_command_gives_the_handlers_back(hub: MockHub, tmp_path: Path):
+    """Run in-process (as tests and embedding tools do), a Hub command restores the
+    caller's SIGINT/SIGTERM handlers when it returns, whatever its outcome."""
+    from activate.cli import main
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    env = {"HF_ENDPOINT": hub.url, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    assert main(["ls", REPO, "-q"], environ=env) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert main(["ls", "hf:nobody/nothing", "-q"], environ=env) == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

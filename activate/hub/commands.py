@@ -46,6 +46,8 @@ def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
         log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
         return EXIT_INTERNAL
+    finally:
+        on_interrupt.uninstall()
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:

@@ -25,14 +25,27 @@ class _Interrupt:
         self.paths: list[str] = []
         self.message = ""
         self.installed = False
+        self.previous: dict[int, object] = {}
 
     def install(self) -> None:
-        """Handle SIGINT and SIGTERM from now on (main thread only; idempotent)."""
+        """Handle SIGINT and SIGTERM from now on (main thread only; idempotent); the
+        previous handlers come back with :meth:`uninstall`."""
         if self.installed or threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle)
+                         for sig in (signal.SIGINT, signal.SIGTERM)}
         self.installed = True
+
+    def uninstall(self) -> None:
+        """Restore the handlers :meth:`install` replaced and forget every path and note
+        (a command run in-process, e.g. by tests, leaves its caller's handlers as they
+        were)."""
+        if self.installed:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+            self.installed = False
+        self.paths.clear()
+        self.message = ""
 
     def remove_on_signal(self, path: str) -> None:
         """Remove ``path`` (a folder) if a signal ends the process."""
