@@ -122,8 +122,7 @@ def plan(
         old_by_folder[rec.path.split("/", 1)[0]][rec.path] = rec
     others_at: dict[str, list[tuple[str, Record]]] = defaultdict(list)
     for profile, rec in others:
-        if rec.kind != "dir":
-            others_at[rec.path].append((profile, rec))
+        others_at[rec.path].append((profile, rec))
     for folder in sorted(set(by_folder) | set(old_by_folder)):
         _FolderPlan(fs, folder, old_by_folder.get(folder, {}), others_at, store_kind,
                     result).run(by_folder.get(folder, []))
@@ -162,7 +161,7 @@ class _FolderPlan:
     def wanted_by_other(self, rel: str, value: str | None) -> str | None:
         """The other profile that wants ``rel`` to hold ``value``, if any."""
         for profile, rec in self.others_at.get(rel, ()):
-            if rec.value == value:
+            if rec.kind != "dir" and rec.value == value:
                 return profile
         return None
 
@@ -222,7 +221,10 @@ class _FolderPlan:
         entry = self.fs.lstat(rel)
         if entry.kind == "dir":
             rec = self.old.get(rel)
-            self.records[rel] = Record(rel, "dir", created=bool(rec and rec.created))
+            # A folder another profile made is ours too: whoever needs it last removes it.
+            created = bool(rec and rec.created) or any(
+                r.kind == "dir" and r.created for _, r in self.others_at.get(rel, ()))
+            self.records[rel] = Record(rel, "dir", created=created)
             return True
         if entry.kind == "missing":
             self.actions.append(Action("mkdir", rel))
@@ -267,6 +269,8 @@ class _FolderPlan:
             # A real snapshot directory for the same commit (a user's download, or another
             # profile's partial snapshot) satisfies us.
             co = self.co_own(rel, "tree", target) if partial else None
+            if co and not self.ensure_dir(f"{self.folder}/blobs", names):
+                return False
             self.records[rel] = (replace(co, owned=()) if co else
                                  Record(rel, "snapshot", target, created=False))
             return True
