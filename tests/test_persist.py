@@ -235,6 +235,30 @@ def test_export_delete_import_activate_loads_offline(tmp_path: Path, models: Mod
     assert f"LOADED 1 16 {path}" in proc.stdout
 
 
+def test_export_and_import_by_model_name(tmp_path: Path, models: Models) -> None:
+    """NAME as in ``models.<name>``: export finds it in the activated manifests (the
+    profile's receipt names its manifest) and records it, so ``import NAME`` works after
+    the model is gone."""
+    ws = Workspace(tmp_path)
+    env = _env(tmp_path, MODEL_REPO_STATE_DIR=str(tmp_path / "state"))
+    commit = _commit()
+    path = models.fixed(commit)
+    other = models.fixed(_commit())                  # another revision of the same repo
+    data = manifest({"tinyname": model(path, revision=commit, refs=["main"])})
+    assert ws.activate(data, environ={"HOME": env["HOME"]}).code == 0
+    exp = cli(env, "export", "tinyname", "--json")
+    assert exp.returncode == 0, exp.stderr
+    entry = json.loads(exp.stdout)
+    assert (entry["storePath"], entry["revision"], entry["names"], entry["ref"]) == (
+        path, commit, ["tinyname"], "main")
+    assert cli(env, "export", other, "-q").returncode == 0
+    _delete(path, other)
+    res = cli(env, "import", "tinyname")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [path]
+    assert _valid(path) and not _valid(other)
+
+
 def test_export_by_store_path_and_commit_prefix(tmp_path: Path, models: Models) -> None:
     env = _env(tmp_path)
     c1, c2 = _commit(), _commit()

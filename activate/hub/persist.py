@@ -12,10 +12,12 @@ with no network. Beside them, :data:`MANIFEST` records what each path is::
       "revision": "<commit: 40 hex, or its first 12 when only the store name tells it>",
       "ref": "main" | null, "storePath": "/nix/store/…-hf-org--name-<12 hex>",
       "narHash": "sha256-…", "narSize": <bytes>, "exportedAt": "<ISO 8601 UTC>",
-      "files": [...], "include": [...], "exclude": [...]}]}
+      "files": [...], "include": [...], "exclude": [...], "names": [...]}]}
 
 (``files``/``include``/``exclude``: the selection the path was fetched with, the Nix
-options of the same names; auto-persist matches a prefetch on them.)
+options of the same names; auto-persist matches a prefetch on them. ``names``: the
+model names, ``models.<name>``, that activated manifests give the path, so ``import
+NAME`` works after the activation that knew them is gone.)
 
 Compression defaults to ``none``: measured on this project's machines (Nix 2.8, two
 cores) an 87 MB model took 81 s to export with Nix's default xz, 0.6 s uncompressed and
@@ -100,13 +102,15 @@ class Entry:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"repoId": self.repo_id, "repoType": self.repo_type,
                 "revision": self.revision, "ref": self.ref, "storePath": self.store_path,
                 "narHash": self.nar_hash, "narSize": self.nar_size,
                 "exportedAt": self.exported_at, "files": list(self.files),
-                "include": list(self.include), "exclude": list(self.exclude)}
+                "include": list(self.include), "exclude": list(self.exclude),
+                "names": list(self.names)}
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Entry:
@@ -118,7 +122,8 @@ class Entry:
                         str(obj["revision"]), str(obj["storePath"]), str(obj["narHash"]),
                         int(obj["narSize"]), str(obj.get("exportedAt", "")),
                         obj.get("ref"), list(obj.get("include") or []),
-                        list(obj.get("exclude") or []), list(obj.get("files") or []))
+                        list(obj.get("exclude") or []), list(obj.get("files") or []),
+                        list(obj.get("names") or []))
         except (KeyError, TypeError, ValueError) as exc:
             raise Failure(EXIT_ENVIRONMENT, f"{where}: missing or malformed field {exc}; "
                           "export the model again to rewrite it") from exc
@@ -416,6 +421,49 @@ def _store_candidates(repo_id: str, store_dir: str) -> list[str]:
     return sorted(out)
 
 
+@dataclass(frozen=True)
+class NamedModel:
+    """A model of an activated manifest: ``models.<name>`` and what it pins."""
+
+    name: str
+    repo_id: str
+    repo_type: str
+    revision: str
+    refs: tuple[str, ...]
+    path: str
+
+
+def named_models(state_dir: str) -> list[NamedModel]:
+    """The models of the manifests the profiles in ``state_dir`` last activated
+    completely (each receipt names its manifest, usually a store path; see
+    :mod:`activate.noop`). Unreadable receipts and manifests are skipped."""
+    out: list[NamedModel] = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return out
+    for fname in names:
+        if not fname.startswith("receipt-") or ".tmp-" in fname:
+            continue
+        try:
+            with open(os.path.join(state_dir, fname), "rb") as fh:
+                head = fh.read(1 << 16).split(b"\0", 2)
+            with open(head[1].decode("utf-8", "surrogateescape"), "rb") as fh:
+                doc = json.loads(fh.read())
+            models = doc["models"]
+        except (OSError, IndexError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(models, dict):
+            continue
+        for name, m in models.items():
+            if isinstance(m, dict) and isinstance(m.get("path"), str) and \
+                    isinstance(m.get("repoId"), str):
+                out.append(NamedModel(name, m["repoId"], str(m.get("repoType") or "model"),
+                                      str(m.get("revision") or ""),
+                                      tuple(m.get("refs") or ("main",)), m["path"]))
+    return out
+
+
 def _matches_revision(cand: Candidate, revision: str) -> bool:
     if revision in cand.refs:
         return True
@@ -471,7 +519,7 @@ def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | Non
 def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo_type: str,
                 revision: str, ref: str | None = None, files: Sequence[str] = (),
                 include: Sequence[str] = (), exclude: Sequence[str] = (),
-                compression: str = "none",
+                names: Sequence[str] = (), compression: str = "none",
                 log: Any = None) -> Entry:
     """Copy the valid ``store_path`` into the persist folder ``directory`` (created when
     missing) and record it in the manifest, replacing an older entry for the same path.
@@ -513,7 +561,7 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
         entry = Entry(repo_id, repo_type, revision, store_path, nar_hash, nar_size,
                       datetime.datetime.now(datetime.timezone.utc).isoformat(
                           timespec="seconds").replace("+00:00", "Z"),
-                      ref, list(include), list(exclude), list(files))
+                      ref, list(include), list(exclude), list(files), sorted(set(names)))
         entries = [e for e in read_manifest(directory) if e.store_path != store_path]
         _write_manifest(directory, entries + [entry])
     return entry
@@ -982,7 +1030,24 @@ def _export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
             directory: str) -> int:
     from ..statefile import state_dir
 
-    repo_id, repo_type, revision, path = _repo(args, environ)
+    states = state_dir(args.state_dir, environ)
+    named = named_models(states)
+    by_name = [m for m in named if m.name == args.repo and "/" not in args.repo]
+    if by_name and not args.store_path:
+        paths = sorted({m.path for m in by_name})
+        if len(paths) > 1:
+            raise Failure(EXIT_BAD_INPUT, f"the model name {args.repo!r} means several "
+                          f"store paths in your activated manifests ({', '.join(paths)}): "
+                          "give the repo id and --revision, or --store-path")
+        m = by_name[0]
+        if args.revision and not _matches_revision(
+                Candidate(m.path, m.repo_id, m.repo_type, m.revision, set(m.refs)),
+                args.revision):
+            raise Failure(EXIT_BAD_INPUT, f"model {m.name!r} is {m.repo_id} at "
+                          f"{m.revision}, not --revision {args.revision}")
+        repo_id, repo_type, revision, path = m.repo_id, m.repo_type, m.revision, m.path
+    else:
+        repo_id, repo_type, revision, path = _repo(args, environ)
     if args.store_path:
         path = check_store_path(args.store_path, "--store-path")
     if path is not None:
@@ -1006,15 +1071,18 @@ def _export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
         assert repo_id is not None
         store_dir = environ.get("NIX_STORE_DIR") or DEFAULT_STORE_DIR
         cand = locate(nix, repo_id=repo_id, repo_type=repo_type, revision=revision,
-                      state_dir=state_dir(args.state_dir, environ), store_dir=store_dir)
+                      state_dir=states, store_dir=store_dir)
         if revision and re.fullmatch(r"[0-9a-f]{40}", revision) and len(cand.commit) < 40:
             cand.commit = revision
     ref = revision if revision and revision in cand.refs else (
         "main" if "main" in cand.refs else None)
+    names = [m.name for m in named if m.path == cand.store_path]
+    if by_name and ref is None and "main" in by_name[0].refs:
+        ref = "main"
     entry = export_path(nix, directory, cand.store_path, repo_id=cand.repo_id,
                         repo_type=repo_type or cand.repo_type, revision=cand.commit, ref=ref,
                         files=args.files, include=args.include, exclude=args.exclude,
-                        compression=args.compression, log=log)
+                        names=names, compression=args.compression, log=log)
     if args.json:
         sys.stdout.write(json.dumps(entry.to_json(), indent=2) + "\n")
     else:
@@ -1038,9 +1106,16 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix:
     else:
         if not args.repo:
             raise Failure(EXIT_BAD_INPUT, "give REPO (ORG/NAME or a store path), or --all")
-        repo_id, repo_type, revision, path = _repo(args, environ)
-        chosen = select_entries(entries, repo_id=repo_id, repo_type=repo_type,
-                                revision=revision, store_path=path)
+        chosen = [e for e in entries if args.repo in e.names and "/" not in args.repo]
+        if chosen:
+            revision = args.revision
+            chosen = select_entries(chosen, repo_id=chosen[-1].repo_id, repo_type=None,
+                                    revision=revision, store_path=None)
+            repo_id, path = args.repo, None
+        else:
+            repo_id, repo_type, revision, path = _repo(args, environ)
+            chosen = select_entries(entries, repo_id=repo_id, repo_type=repo_type,
+                                    revision=revision, store_path=path)
         if not chosen and path is not None and os.path.isfile(narinfo_path(directory, path)):
             # In the binary cache without a manifest entry (copied there by hand).
             chosen = [Entry("", "model", "", path, "", 0, "")]

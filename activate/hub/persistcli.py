@@ -41,7 +41,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
     def repo_args(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument("repo", metavar="REPO", nargs=None if required else "?",
-                       help="ORG/NAME (also hf:…, datasets/…, a Hub URL) or a store path")
+                       help="ORG/NAME (also hf:…, datasets/…, a Hub URL), a store path, "
+                       "or a model's name in your configuration (models.<name>)")
         p.add_argument("-r", "--revision", "--ref", dest="revision", metavar="REF",
                        help="commit (or a prefix of 7+ hex digits), or a ref the "
                        "activated profiles record (e.g. main)")
