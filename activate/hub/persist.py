@@ -32,6 +32,12 @@ which Nix refuses unless ``--no-check-sigs``: ``import`` asks for a confirmation
 terminal, and without one (stdin not a terminal) fails with exit 2 unless ``--yes``
 (aliases ``-y``, ``--no-check-sigs``, nix-hug's flags) is given.
 
+Without ``nix copy`` (no ``nix`` on ``PATH``, or Nix before 2.4) the same folder layout
+is written with ``nix-store --dump`` and read back through ``nix-store --import``, the
+NAR's hash and the content address checked here (:func:`dump_to_cache`,
+:func:`import_stream`). A folder nix-hug filled is read too: its
+``nix-hug-manifest.json`` (:func:`read_nix_hug_manifest`), never written.
+
 A failed import never leaves anything behind: Nix can leave an unregistered, partly
 written directory at the store path (a truncated NAR: "coroutine has finished", a hash
 mismatch); it is removed with ``nix-store --delete`` and the error says so.
@@ -61,18 +67,17 @@ if TYPE_CHECKING:
     import argparse
 
 from ..persistdir import ConfigError, narinfo_path
-
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, Failure
+from .persistcli import COMPRESSIONS
 
 EXIT_PARTIAL = 1
 
 MANIFEST = "model-repo-persist.json"
 LOCK = ".model-repo-persist.lock"
 MANIFEST_VERSION = 1
-COMPRESSIONS = ("none", "zstd", "xz")  # the same as persistcli.COMPRESSIONS
 DEFAULT_STORE_DIR = "/nix/store"
-NIX_MISSING = ("needs Nix (nix and nix-store on PATH): install it (https://nixos.org/download; "
-               "on Debian `apt-get install nix-bin`)")
+NIX_MISSING = ("needs Nix (nix-store on PATH, and nix for nix copy): install it "
+               "(https://nixos.org/download; on Debian `apt-get install nix-bin`)")
 _NIX_FLAGS = ("--extra-experimental-features", "nix-command")
 #: Store path base names: 32 characters of Nix's base-32, "-", a name.
 _STORE_BASE = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+")
