@@ -371,6 +371,28 @@ def test_corrupt_nar_same_size_leaves_nothing(tmp_path: Path, models: Models) ->
     _nothing_left(path)
 
 
+def test_export_again_repairs_a_damaged_copy(tmp_path: Path, models: Models) -> None:
+    """Nix's own ``nix copy`` skips a path whose narinfo exists; export checks the copy
+    (NarHash against the store, the NAR file against FileHash) and replaces a bad one."""
+    env = _env(tmp_path)
+    path = models.fixed(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    again = cli(env, "export", path)
+    assert again.returncode == 0 and "already in the persist folder" in again.stderr
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    nar = next((persist / "nar").iterdir())
+    data = bytearray(nar.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    nar.write_bytes(bytes(data))
+    fixed = cli(env, "export", path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "replacing the persisted copy" in fixed.stderr and "FileHash" in fixed.stderr
+    _delete(path)
+    res = cli(env, "import", path)
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+
+
 def test_bad_narinfo_is_a_clear_error(tmp_path: Path, models: Models) -> None:
     env, path, narinfo, _nar = _damaged(tmp_path, models)
     narinfo.write_text("garbage\n")
@@ -694,3 +716,20 @@ def test_auto_persist_prefetch_exports_then_restores_without_download(
         assert _valid(path)
         assert len([r for r in hub.requests if "/resolve/" in r["path"]]) == downloads
         assert "restored from the persist folder" in second.stderr
+
+        # A damaged copy: the prefetch warns, downloads, and export replaces the copy.
+        _delete(path)
+        persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+        nar = next((persist / "nar").iterdir())
+        data = bytearray(nar.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        nar.write_bytes(bytes(data))
+        third = cli(env, "prefetch", repo, "--add-to-store", "--json", "--include",
+                    "*.json")
+        assert third.returncode == 0, third.stderr
+        assert json.loads(third.stdout)["hash"] == pin["hash"]
+        assert "downloading instead" in third.stderr
+        assert "replacing the persisted copy" in third.stderr
+        assert len([r for r in hub.requests if "/resolve/" in r["path"]]) > downloads
+        _delete(path)
+        assert cli(env, "import", path).returncode == 0 and _valid(path)

@@ -363,6 +363,51 @@ def check_cached(directory: str, store_path: str) -> tuple[dict[str, str] | None
     return info, None
 
 
+def _stale_or_damaged(nix: Nix, directory: str, store_path: str,
+                      info: Mapping[str, str]) -> str | None:
+    """Why the cache entry of the valid ``store_path`` cannot be kept, or None: its
+    NarHash is not the store's (``nix-store -q --hash``), or the NAR file's sha256 is
+    not its FileHash (read through once: cheaper than copying it again)."""
+    import hashlib
+
+    proc = nix.run(nix.nix_store, "--query", "--hash", store_path)
+    if proc.returncode == 0 and proc.stdout.strip() != info.get("NarHash"):
+        return f"its NarHash {info.get('NarHash')} is not the store's {proc.stdout.strip()}"
+    algo, _, want = info.get("FileHash", "").partition(":")
+    if algo != "sha256":
+        return None
+    digest = hashlib.sha256()
+    nar = os.path.join(directory, info["URL"])
+    try:
+        with open(nar, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        return f"cannot read {nar}: {exc.strerror}"
+    if nix_base32(digest.digest()) != want:
+        return f"the NAR {nar} does not match its FileHash (damaged)"
+    return None
+
+
+def _forget_cached(directory: str, store_path: str, info: Mapping[str, str] | None, *,
+                   nar_bad: bool) -> None:
+    """Remove ``store_path``'s narinfo and its NAR: always when ``nar_bad``, else unless
+    another narinfo names the same NAR (identical contents at two store paths)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(narinfo_path(directory, store_path))
+    url = (info or {}).get("URL", "")
+    if not url or url.startswith("/") or ".." in url.split("/"):
+        return
+    for name in [] if nar_bad else os.listdir(directory):
+        if name.endswith(".narinfo"):
+            with contextlib.suppress(OSError), open(os.path.join(directory, name),
+                                                    encoding="utf-8") as fh:
+                if f"URL: {url}\n" in fh.read():
+                    return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, url))
+
+
 def persist_url(directory: str, compression: str | None = None) -> str:
     return f"file://{directory}" + (f"?compression={compression}" if compression else "")
 
@@ -541,6 +586,15 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                       "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)") from exc
     with _locked(directory):
         info, problem = check_cached(directory, store_path)
+        if problem is None and info is not None:
+            problem = _stale_or_damaged(nix, directory, store_path, info)
+        if problem is not None and os.path.exists(narinfo_path(directory, store_path)):
+            # nix copy skips a path whose narinfo exists: drop the bad entry first.
+            if log:
+                log.warning(f"replacing the persisted copy: {problem}", path=store_path)
+            _forget_cached(directory, store_path, info,
+                           nar_bad=problem.startswith(("the NAR ", "cannot read ")))
+            info = None
         if problem is None and info is not None:
             if log:
                 log.info("already in the persist folder", path=store_path, dir=directory)
