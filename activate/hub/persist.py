@@ -893,16 +893,22 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
                       "was imported (export it again while it is in the store, or rebuild it)")
     if log:
         log.info("importing", path=store_path, dir=directory)
-    if nix.nix is None:
-        import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
-        return True
-    argv = [nix.nix, *_NIX_FLAGS, "copy", "--from", persist_url(directory)]
-    if no_check_sigs:
-        argv.append("--no-check-sigs")
-    proc = nix.run(*argv, store_path)
-    if _copy_unusable(proc):
-        import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
-        return True
+    try:
+        if nix.nix is None:
+            import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
+            return True
+        argv = [nix.nix, *_NIX_FLAGS, "copy", "--from", persist_url(directory)]
+        if no_check_sigs:
+            argv.append("--no-check-sigs")
+        proc = nix.run(*argv, store_path)
+        if _copy_unusable(proc):
+            import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
+            return True
+    except KeyboardInterrupt:
+        # Ctrl-C reaches Nix too; what it had written is not registered: remove it.
+        if os.path.lexists(store_path) and not nix.valid([store_path]):
+            nix.delete(store_path)
+        raise
     if proc.returncode == 0 and nix.valid([store_path]):
         return True
     leftover = ""
