@@ -340,7 +340,7 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
 
     from .cachedir import flag_hub_dir
 
-    hub_filter = flag_hub_dir(args.cache_dir, environ) if args.cache_dir else None
+    hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)
     report = []
     existing: list[tuple[str, str]] = []  # (profile, hub dir) of every state
@@ -359,7 +359,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
             state = "ok"
             if not ok:
                 full = os.path.join(st.hub_dir, rec.path)
-                if rec.kind == "snapshot" and os.path.islink(full) and not os.path.isdir(rec.value or ""):
+                if rec.kind in ("snapshot", "tree") and os.path.lexists(full) \
+                        and not os.path.isdir(rec.value or ""):
                     state = "dangling"
                 elif not os.path.lexists(full):
                     state = "missing"

@@ -165,6 +165,13 @@ class _FolderPlan:
                 return profile
         return None
 
+    def keep_for(self, owner: str, rec: Record) -> None:
+        """``owner`` still wants what ``rec`` made. If it owns it too, it undoes it when
+        done; otherwise we keep our record, and undo it once nobody wants it."""
+        self.out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
+        if not any(r.created and r.kind != "dir" for _, r in self.others_at.get(rec.path, ())):
+            self.records[rec.path] = rec
+
     def co_own(self, rel: str, kind: str, value: str | None) -> Record | None:
         """Another profile's record that created ``rel`` holding ``value``: wanting the
         same, we own it too (so whichever profile lets go last undoes it)."""
@@ -435,7 +442,7 @@ class _FolderPlan:
             owner = self.wanted_by_other(rec.path, rec.value)
             current = final_refs.get(rec.path)
             if owner:
-                notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
+                self.keep_for(owner, rec)
             elif self.fs.lstat(rec.path).kind == "file" and rec.owns(current):
                 expect = ("file", current)
                 if rec.previous:
@@ -466,7 +473,7 @@ class _FolderPlan:
             ours = (entry.kind == "dir") if rec.kind == "tree" else (
                 entry.kind == "link" and rec.owns(entry.target))
             if owner:
-                notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
+                self.keep_for(owner, rec)
             elif not ours:
                 if entry.kind != "missing":
                     notes.append(f"not touching {rec.path}: it changed since model-repo made it")
@@ -480,7 +487,9 @@ class _FolderPlan:
         # Folders we created go when empty, deepest first; the others are never removed.
         for rec in sorted((r for r in self.old.values() if r.kind == "dir" and r.created),
                           key=lambda r: r.path.count("/"), reverse=True):
-            if rec.path in self.wanted_dirs or any(
+            blobs_needed = rec.path == f"{self.folder}/blobs" and any(
+                r.kind == "tree" and r.created for r in records.values())
+            if rec.path in self.wanted_dirs or blobs_needed or any(
                     p != rec.path and p.startswith(rec.path + "/") for p in records):
                 records.setdefault(rec.path, rec)
                 continue

@@ -1,0 +1,141 @@
+"""The fault campaign of tests/test_activate_campaign.py at a larger size, with figures.
+
+Random sequences (seeded, reproducible) of activations by two profiles sharing a state
+dir, each run possibly killed before a random write (a forked child that ``os._exit``s)
+and possibly raced by a user's download moving ``refs/main``; after every run the cache
+must be valid, and after both profiles drop everything it must be exactly the user's.
+Prints a table of what happened. Needs root-free Nix (``nix-store --add``) like the tests.
+
+    .venv/bin/python bench/fault_campaign.py                 # 200 sequences of 15 runs
+    .venv/bin/python bench/fault_campaign.py --sequences 1000 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import manifest, model, shape  # noqa: E402
+from test_activate_campaign import (  # noqa: E402
+    COMMIT_A,
+    COMMIT_B,
+    COMMIT_D,
+    COMMIT_E,
+    PROFILES,
+    USER_COMMITS,
+    store_paths,
+)
+from test_activate_faults import KILLED, USER, invariants, run, user_download  # noqa: E402
+
+from activate.manifest import ManifestError, validate_manifest  # noqa: E402
+
+
+def random_manifest(rng: random.Random, profile: str, paths: dict[str, str]) -> dict:
+    while True:
+        models = {}
+        for name in rng.sample(["a", "b", "c"], rng.randint(0, 3)):
+            repo = rng.choice(["org/x", "org/y"])
+            if rng.random() < 0.3:
+                commit, path, partial = COMMIT_E, rng.choice(["q1", "q2"]), True
+            else:
+                commit, path, partial = rng.choice([COMMIT_A, COMMIT_B, COMMIT_D]), rng.choice(["p1", "p2"]), False
+            refs = rng.sample(["main", "v1", "pr/1"], rng.randint(1, 2))
+            models[name] = model(paths[path], repo_id=repo, revision=commit, refs=refs, partial=partial)
+        data = manifest(models, profile=profile)
+        try:
+            validate_manifest(data)
+            return data
+        except ManifestError:
+            continue
+
+
+def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[str, int]) -> None:
+    root = Path(tempfile.mkdtemp(prefix="model-repo-campaign-"))
+    hub = root / "hub"
+    try:
+        user_download(hub)
+        original = shape(hub)
+        writes: list[str] = []
+        log: list[str] = []
+        for _ in range(runs):
+            data = random_manifest(rng, rng.choice(PROFILES), paths)
+            kill = rng.randint(0, 30) if rng.random() < 0.5 else None
+            during = None
+            marker = root / "raced"
+            if rng.random() < 0.3:
+                commit = rng.choice(USER_COMMITS)
+
+                def download(commit: str = commit) -> None:
+                    user_download(hub, commit=commit)
+                    marker.write_text(commit)
+
+                during = (rng.randint(0, 30), download)
+            code = run(root, data, kill_at=kill, during=during)
+            log.append(f"{data['profile']} {sorted((m['repoId'], m['revision'][:1], m['path'][-2:], m['refs']) for m in data['models'].values())} kill={kill} race={during and during[0]} -> {code}")
+            assert code in (0, 1, KILLED), code
+            counts["runs"] += 1
+            counts["killed"] += code == KILLED
+            counts["partial (exit 1)"] += code == 1
+            if marker.exists():
+                writes.append(marker.read_text())
+                marker.unlink()
+                counts["raced by a download"] += 1
+            invariants(hub)
+        for profile in PROFILES:
+            assert run(root, manifest({}, profile=profile)) in (0, 1)
+        for profile in PROFILES:
+            assert run(root, manifest({}, profile=profile)) == 0
+        expected = dict(original)
+        for commit in writes:
+            expected[f"models--org--x/snapshots/{commit}"] = "dir"
+            expected[f"models--org--x/snapshots/{commit}/config.json"] = 'file:{"user": true}'
+        expected["models--org--x/refs/main"] = f"file:{writes[-1] if writes else USER}"
+        got = shape(hub)
+        assert got == expected, (
+            "the cache is not the user's after dropping everything: extra "
+            f"{ {k: v for k, v in got.items() if expected.get(k) != v} }, missing "
+            f"{ {k: v for k, v in expected.items() if got.get(k) != v} }\n" + "\n".join(log))
+        counts["sequences"] += 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sequences", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=15, help="activations per sequence")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    paths = store_paths()
+    counts = dict.fromkeys(["sequences", "runs", "killed", "raced by a download",
+                            "partial (exit 1)"], 0)
+    start = time.perf_counter()
+    failed = None
+    for i in range(args.sequences):
+        try:
+            sequence(rng, args.runs, paths, counts)
+        except AssertionError as exc:
+            failed = f"sequence {i} (seed {args.seed}): {exc}"
+            break
+    seconds = time.perf_counter() - start
+    print(f"| {'what':<28} | {'count':>8} |")
+    print(f"|{'-' * 30}|{'-' * 10}|")
+    for k, v in counts.items():
+        print(f"| {k:<28} | {v:>8} |")
+    print(f"| {'seconds':<28} | {seconds:>8.1f} |")
+    print(f"| {'runs per second':<28} | {counts['runs'] / seconds:>8.1f} |")
+    print(f"\nresult: {'FAILED ' + failed if failed else 'every sequence ended in the user cache'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
