@@ -89,13 +89,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     common(imp)
 
     store = sub.add_parser("store", help="the persist folder: ls, path",
-                           description="Inspect the persist folder.", epilog=epilog)
+                           description="Inspect the persist folder: `store ls` lists what it "
+                           "holds and in which state, `store path` prints where it is.",
+                           epilog=epilog)
     store.set_defaults(hub_command=True, persist_command=True)
     ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken")
+    sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken",
+                          description="List each store path the persist folder records "
+                          "(by model-repo or nix-hug) with its state: valid (in the store), "
+                          "persisted (only in the folder: importable) or broken (with the "
+                          "reason). Exit 1 when one is broken.")
     sls.add_argument("--json", action="store_true", help="machine-readable output")
     common(sls)
-    spath = ssub.add_parser("path", help="print the persist folder")
+    spath = ssub.add_parser("path", help="print the persist folder",
+                            description="Print the persist folder: --persist-dir, else "
+                            "MODEL_REPO_PERSIST_DIR, NIX_HUG_PERSIST_DIR, persist_dir= in "
+                            "the config file, else the default (-v logs which).")
     common(spath)
 
 
