@@ -156,3 +156,26 @@ def test_in_process_command_gives_the_handlers_back(hub: MockHub, tmp_path: Path
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert main(["ls", "hf:nobody/nothing", "-q"], environ=env) == 2
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_two_prefetches_of_one_commit_take_turns(hub: MockHub, tmp_path: Path):
+    """A second prefetch of the same repo and commit waits for the first (which removes
+    the shared download folder when it is done) instead of losing its files; both print
+    the same hash."""
+    hub.throttle = 4 * RATE
+    try:
+        procs = []
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "activate", "prefetch", REPO, "--json"], cwd=ROOT,
+                env=cli_env(hub, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True))
+            time.sleep(0.5)
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        hub.throttle = None
+    assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+    hashes = {json.loads(o)["hash"] for o, _ in outs}
+    assert len(hashes) == 1
+    assert "another prefetch of this repo and commit is running" in outs[1][1]
+    assert not _download_folder(tmp_path, hub).exists() and _temp_folders(tmp_path) == []

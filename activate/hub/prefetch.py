@@ -149,25 +149,19 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     Downloads go to a resumable folder, :func:`download_dir` / :func:`download_key`
     (huggingface_hub's ``snapshot_download`` with ``local_dir``: a file whose download
     metadata names this commit is not requested again; a file cut short starts again, as
-    huggingface_hub 2.x names partial files per process). The tree that is hashed is ``<download dir>/model-repo-prefetch-*/<store
-    name>``: hard links (copies across file systems) of exactly the chosen files. It is
-    removed in every case, also on SIGINT/SIGTERM (:mod:`activate.hub.signals`); the
-    download folder is removed after a success and kept after an interruption or a
-    failure, for the next run.
+    huggingface_hub 2.x names partial files per process). The tree that is hashed is
+    ``<download dir>/model-repo-prefetch-*/<store name>``: hard links (copies across file
+    systems) of exactly the chosen files. It is removed in every case, also on
+    SIGINT/SIGTERM (:mod:`activate.hub.signals`); the download folder is removed after a
+    success and kept after an interruption or a failure, for the next run. Two prefetches
+    of the same repo and commit take turns (a lock file beside the download folder), so
+    one never removes the folder the other is filling.
 
     With ``--add-to-store`` and ``auto_persist`` (:mod:`activate.hub.config`), a copy of
     this exact pin in the persist folder is restored instead of downloading
     (:func:`activate.hub.persist.restore_for_prefetch`), and a path just added is
     exported after the pin is printed (:func:`activate.hub.persist.export_after_prefetch`).
     """
-    import tempfile
-
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import disable_progress_bars, filter_repo_objects
-
-    from .nar import NarError, nar_hash, sri
-    from .signals import on_interrupt
-
     if nix_store is not None:  # auto_persist: restore this pin instead of downloading it
         from .persist import restore_for_prefetch
 
@@ -177,8 +171,54 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
         if kept is not None:
             return _print_pin(args, sel, res, chosen, store_name(res.repo_id, res.commit),
                               kept.nar_hash, kept.store_path)
-    total = sum(f.size for f in chosen)
+    from filelock import FileLock, Timeout
+
     root = download_dir(environ)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot create the download folder {root}: "
+                      f"{exc.strerror}; set MODEL_REPO_PREFETCH_DIR (or XDG_CACHE_HOME) to a "
+                      "writable folder") from None
+    lock = FileLock(os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit)
+                                 + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("another prefetch of this repo and commit is running: waiting for it",
+                    lock=lock.lock_file)
+        lock.acquire()
+    try:
+        name, sri_hash, store_path = _fetch_and_hash(args, sel, environ, log, session, res,
+                                                     chosen, nix_store, root)
+    finally:
+        lock.release()
+
+    code = _print_pin(args, sel, res, chosen, name, sri_hash, store_path)
+    if store_path is not None:  # auto_persist: export what was added (after the pin)
+        from .persist import export_after_prefetch
+
+        export_after_prefetch(environ, log, store_path=store_path, repo_id=res.repo_id,
+                              repo_type=res.repo_type, commit=res.commit, ref=res.ref,
+                              files=sel.files, include=sel.include, exclude=sel.exclude)
+    return code
+
+
+def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, str],
+                    log: Any, session: Any, res: Resolved, chosen: list[RemoteFile],
+                    nix_store: str | None, root: str) -> tuple[str, str, str | None]:
+    """The download, check, hash and ``--add-to-store`` steps of :func:`prefetch`, under
+    its lock; returns (store name, SRI hash, store path or None). Raises
+    :class:`Failure`."""
+    import tempfile
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import disable_progress_bars, filter_repo_objects
+
+    from .nar import NarError, nar_hash, sri
+    from .signals import on_interrupt
+
+    total = sum(f.size for f in chosen)
     dl = os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit))
     try:
         os.makedirs(dl, exist_ok=True)
@@ -265,15 +305,7 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         on_interrupt.forget(workdir)
-
-    code = _print_pin(args, sel, res, chosen, name, sri_hash, store_path)
-    if store_path is not None:  # auto_persist: export what was added (after the pin)
-        from .persist import export_after_prefetch
-
-        export_after_prefetch(environ, log, store_path=store_path, repo_id=res.repo_id,
-                              repo_type=res.repo_type, commit=res.commit, ref=res.ref,
-                              files=sel.files, include=sel.include, exclude=sel.exclude)
-    return code
+    return name, sri_hash, store_path
 
 
 def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[RemoteFile],
