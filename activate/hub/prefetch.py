@@ -305,6 +305,7 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         on_interrupt.forget(workdir)
+        on_interrupt.set_message("")  # past this point nothing is kept for a rerun
     return name, sri_hash, store_path
 
 
