@@ -231,3 +231,10 @@ def test_prefetch_warns_when_darwin_would_select_other_files(hub: MockHub, tmp_p
     assert "core.ignorecase=true" in p.stderr and "adds Config.json" in p.stderr
     clean = ok(cli(hub, tmp_path, "ls", "org/cased", "--include", "*.bin"))
     assert "ignorecase" not in clean.stderr
+
+
+def test_debug_logs_each_hub_call(hub: MockHub, tmp_path: Path):
+    err = ok(cli(hub, tmp_path, "ls", "org/data", "--ref", "v1.0", "--debug")).stderr
+    assert err.count("resolving the revision") == 2  # the model, then the dataset
+    assert "no model of that id: trying the dataset" in err
+    assert "listing the files" in err

@@ -161,6 +161,8 @@ class HubSession:
         """``fn()``, with huggingface_hub's errors turned into a :class:`Failure` saying
         ``what`` failed (:func:`hub_failure`); unknown errors propagate."""
         self.requests += 1
+        self.log.debug(what, repo=repo_id, repoType=repo_type, revision=ref,
+                       endpoint=self.endpoint)
         try:
             return fn()
         except Failure:
