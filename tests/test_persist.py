@@ -8,22 +8,30 @@ them with ``nix-store --delete`` afterwards; none runs a garbage collection.
 - ``test_export_delete_import_activate_loads_offline``: a model added as the fetcher's
   fixed-output path is activated, exported by repo id and ref (the full commit comes
   from the profile's state), deleted from the store; ``activate`` then reports the
-  missing store path with ``model-repo import`` as the fix; ``import`` restores it
-  without a prompt (content-addressed) from a non-terminal; after ``activate``,
-  transformers loads it by repo id offline.
+  missing store path with ``model-repo import`` as the fix, and so does ``status``;
+  ``import`` restores it without a prompt (content-addressed) from a non-terminal; after
+  ``activate``, transformers loads it by repo id offline.
+- ``test_export_and_import_by_model_name``, ``test_export_by_store_path_*``: the ways
+  to name what to export (``models.<name>``, store path, commit prefix, ``hf:``) and
+  the errors for ambiguous or unknown ones.
 - ``test_store_ls_shows_each_state``: valid / persisted / broken, text and JSON.
 - ``test_truncated_nar_*``, ``test_corrupt_nar_*``, ``test_bad_narinfo_*``: a damaged
   persist folder gives a clear error and leaves nothing in the store, including the
   unregistered directory Nix itself leaves behind on a bad NAR.
+  ``test_export_again_repairs_a_damaged_copy``: a second export replaces a bad copy.
 - ``test_unsigned_*``: an input-addressed path (``nix-build``, ``/bin/sh`` builder)
   needs ``--yes`` without a terminal (exit 2, nothing imported), and on a real terminal
   (a pty) the prompt's answer decides.
+- ``test_persist_folder_is_a_substituter_*``: a fixed-output derivation (the fetcher's
+  shape) is substituted from the folder by ``nix-build``, no signing key needed.
+- ``test_a_nix_hug_persist_folder_is_read``: nix-hug's ``nix-hug-manifest.json``.
 - ``test_nix_store_fallback_*``: without ``nix`` on PATH, export writes the cache with
   ``nix-store --dump`` (real ``nix copy --from`` reads it) and import checks the NAR.
 - ``test_config_*``: the config file, the variables (nix-hug's names too), the
   precedence and the errors, through ``model-repo store path``.
 - ``test_auto_persist_*``: ``prefetch --add-to-store`` against the loopback mock Hub
-  exports, then restores instead of downloading.
+  exports, then restores instead of downloading; a damaged copy falls back to the
+  download, whose export repairs it.
 """
 
 from __future__ import annotations
