@@ -11,6 +11,7 @@ them with ``nix-store --delete`` afterwards; none runs a garbage collection.
   missing store path with ``model-repo import`` as the fix, and so does ``status``;
   ``import`` restores it without a prompt (content-addressed) from a non-terminal; after
   ``activate``, transformers loads it by repo id offline.
+- ``test_export_a_dataset``: dataset forms find and record a linked dataset.
 - ``test_export_and_import_by_model_name``, ``test_export_by_store_path_*``: the ways
   to name what to export (``models.<name>``, store path, commit prefix, ``hf:``) and
   the errors for ambiguous or unknown ones.
@@ -265,6 +266,28 @@ def test_export_and_import_by_model_name(tmp_path: Path, models: Models) -> None
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [path]
     assert _valid(path) and not _valid(other)
+
+
+def test_export_a_dataset(tmp_path: Path, models: Models) -> None:
+    """A dataset linked by a profile (``datasets--ORG--NAME``) is found by its dataset
+    forms and recorded as one; ``import datasets/ORG/NAME`` restores it."""
+    ws = Workspace(tmp_path)
+    env = _env(tmp_path)
+    commit = _commit()
+    repo = "model-repo-example/tiny-data"
+    path = models.fixed(commit, repo)
+    data = manifest({"d": model(path, repo_id=repo, revision=commit, repoType="dataset")})
+    assert ws.activate(data, environ={"HOME": env["HOME"]}).code == 0
+    exp = cli(env, "export", f"hf-datasets:{repo}", "--json")
+    assert exp.returncode == 0, exp.stderr
+    entry = json.loads(exp.stdout)
+    assert (entry["repoType"], entry["revision"], entry["storePath"]) == (
+        "dataset", commit, path)
+    _delete(path)
+    assert cli(env, "import", f"https://huggingface.co/{repo}").returncode == 2  # a model
+    res = cli(env, "import", f"datasets/{repo}")
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
 
 
 def test_export_by_store_path_and_commit_prefix(tmp_path: Path, models: Models) -> None:
