@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from nixeval import REPO, REV, devenv_eval, hf_model, hm_eval, nix_string, nixos_eval
+from nixeval import REPO, REV, devenv_eval, hf_model, hm_eval, missing_input, nix_string, nixos_eval
 
 REPO_ID = "model-repo-test/tiny-bert"
 OTHER_ID = "model-repo-test/other"
@@ -55,7 +55,7 @@ def _add(tmp: Path, name: str, files: dict[str, str]) -> str:
 def store(tmp_path_factory) -> dict[str, str]:
     """Two models as real store paths (nix-store --add)."""
     if shutil.which("nix-store") is None:
-        pytest.skip(reason="nix-store not found: install Debian's nix-bin (apt-get install -y nix-bin)")
+        missing_input("nix-store not found: install Debian's nix-bin (apt-get install -y nix-bin)")
     tmp = tmp_path_factory.mktemp("store")
     return {
         URL: _add(tmp, "tiny-bert", {"config.json": '{"model_type": "bert"}', "vocab.txt": "[PAD]\n"}),
