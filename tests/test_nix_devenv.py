@@ -30,7 +30,7 @@ def test_task_env_and_manifest():
     assert r["packages"] and task["exec"].startswith(f"modelRepoStatus=0\n{r['packages'][0]}/bin/model-repo")
     status = task["status"]
     # First: was the last complete run's manifest this one (dropping a model reruns it)?
-    assert status.startswith(f'[ "$(/') and f"{r['devenvState']}/model-repo/devenv-task-manifest 2>/dev/null)\" = {r['manifestFile']} ]" in status
+    assert status.startswith('[ "$(/') and f"{r['devenvState']}/model-repo/devenv-task-manifest 2>/dev/null)\" = {r['manifestFile']} ]" in status
     snap = f"{hub}/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/{REV}"
     assert f'/bin/readlink {snap})" = {r["modelPaths"]["all.MiniLM"]} ]' in status
     assert f"{hub}/models--google-bert--bert-base-uncased/refs/main" in status
