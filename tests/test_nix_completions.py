@@ -156,3 +156,52 @@ def test_package_installs_the_scripts():
         assert f"{flag} completions/{name}" in r["postInstall"]
     assert "huggingface-hub" in r["dependencies"] and r["nativeBuildInputs"] == ["installShellFiles"]
     assert r["mainProgram"] == "model-repo" and "activate.hub" in r["pythonImportsCheck"]
+
+
+# The real compsys: an interactive zsh on a pseudo-terminal (zsh/zpty), compinit with
+# completions/ on $fpath, a line typed and TAB pressed; what zsh draws is read back.
+ZPTY_DRIVER = r"""
+dir=$1 input=$2; shift 2
+zmodload zsh/zpty
+zpty -b z 'zsh -f -i'
+zpty -w z "PS1='> '; fpath=(${(q)dir} \$fpath); autoload -U compinit; compinit -u -D; unsetopt beep; LISTMAX=10000"
+zpty -w z 'print -r -- RE""ADY'
+acc=""
+for i in {1..200}; do
+  while zpty -r -t z line; do acc+=$line; done
+  [[ $acc == *READY* ]] && break
+  sleep 0.1
+done
+zpty -w -n z "$input"$'\t'
+acc=""
+for i in {1..200}; do
+  while zpty -r -t z line; do acc+=$line; done
+  ok=1
+  for w in "$@"; do [[ $acc == *$w* ]] || ok=0; done
+  (( ok )) && break
+  sleep 0.1
+done
+print -r -- "$acc"
+zpty -d z
+"""
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("model-repo ", ["activate", "deactivate", "schema", "prefetch", "link the manifest"]),
+    ("model-repo activate --format ", ["devenv", "dotenv", "fish", "json", "sh"]),
+    ("model-repo activate --man", ["--manifest"]),
+    ("model-repo deactivate --profile ls --", ["--profile", "--state-dir"]),
+])
+def test_zsh_completes_through_compsys(line, expected):
+    import re
+
+    proc = subprocess.run([_shell("zsh"), "-f", "-c", ZPTY_DRIVER, "zsh", str(DIR), line, *expected],
+                          capture_output=True, text=True, timeout=60, cwd=EMPTY)
+    if "zpty" in proc.stderr and "module" in proc.stderr:
+        pytest.skip(reason=f"zsh without the zsh/zpty module: {proc.stderr.strip()}")
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stdout).replace("\r", "\n")
+    after = screen.split(line.rstrip().rsplit(" ", 1)[0], 1)[-1]  # what follows the typed words
+    for word in expected:
+        assert word in after, screen
+    if "deactivate --profile ls" in line:
+        assert "--include" not in after  # `ls` there is --profile's value, not the ls command
