@@ -297,11 +297,40 @@ def _converge(
     result = plan(fs, wants, old.records, [(o.profile, r) for o in others for r in o.records],
                   _store_kind)
     failed: list[tuple[Action, OSError]] = []
-    if writing and result.actions:
-        _save_state(state_path, statemod.State(profile, key, result.intent,
-                                               hub_id=statemod.hub_identity(hub_dir)))
-        failed = apply(fs, result.actions)
-    return result, failed, result.intent if failed else result.records
+    if writing and result.disowned:
+        _disown(state_dir, key, result.disowned, {o.profile: o for o in others})
+    if not (writing and result.actions):
+        return result, failed, result.records
+    _save_state(state_path, statemod.State(profile, key, result.intent,
+                                           hub_id=statemod.hub_identity(hub_dir)))
+    skipped: list[Action] = []
+    failed = apply(fs, result.actions, skipped)
+    if not failed:
+        return result, failed, result.records
+    # Keep the intent (it owns everything this run may have made), except where a write
+    # certainly did not happen (refused or skipped): there, what was known before the
+    # run. A record claiming a value never written would let this profile later take
+    # for its own (and "restore" over) what another profile or the user put there.
+    undone = {a.path for a, _ in failed} | {a.path for a in skipped}
+    before = {r.path: r for r in old.records}
+    kept = [before.get(r.path) if r.path in undone else r for r in result.intent]
+    return result, failed, [r for r in kept if r is not None]
+
+
+def _disown(state_dir: str, key: str, disowned: list[tuple[str, str]],
+            states: dict[str, statemod.State]) -> None:
+    """Mark other profiles' dead claims (:attr:`Plan.disowned`) in their states: they
+    still want the path, but no longer made it. Safe under the hub lock: a profile's
+    state for this hub dir is written only under it."""
+    by_profile: dict[str, set[str]] = {}
+    for profile, path in disowned:
+        by_profile.setdefault(profile, set()).add(path)
+    for profile, paths in by_profile.items():
+        st = states[profile]
+        st.records = [statemod.Record(r.path, r.kind, r.value, named_before=r.named_before)
+                      if r.path in paths else r for r in st.records]
+        st.complete = False
+        _save_state(statemod.state_file(state_dir, key, profile), st)
 
 
 def _store_kind(path: str) -> str:

@@ -66,7 +66,8 @@ class Action:
     ``value``), ``unlink``, ``rmdir`` (if empty), ``tree`` (make or complete the partial
     snapshot of store path ``value``, dropping our links to the store paths in
     ``stale``), ``untree`` (remove our links to the store paths ``value`` and ``stale``,
-    then the folders left empty). ``temp`` is the folder holding the temporary name of an
+    then the folders left empty), ``trim`` (remove our links to the store paths ``stale``
+    only, keeping ``value``'s). ``temp`` is the folder holding the temporary name of an
     atomic write. ``expect``: what the path must still hold right before the write
     (None: no check needed, e.g. ``mkdir``); otherwise the write is skipped and reported.
     """
@@ -93,6 +94,9 @@ class Plan:
     intent: list[Record] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: ``(profile, path)``: another profile's claim that it made ``path`` is dead (the
+    #: path no longer holds any value it wrote: the user or a download replaced it).
+    disowned: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def blocked_models(self) -> set[str]:
@@ -165,12 +169,35 @@ class _FolderPlan:
                 return profile
         return None
 
+    def observe(self, rel: str, value: str | None) -> None:
+        """``rel`` holds ``value`` now: another profile whose record says it made ``rel``
+        but owns no such value has lost it (its own next run would conclude the same);
+        its claim must not come back to life when someone writes its old value again."""
+        for profile, rec in self.others_at.get(rel, ()):
+            if rec.kind in ("ref", "snapshot") and rec.created and not rec.owns(value):
+                self.out.disowned.append((profile, rel))
+
     def keep_for(self, owner: str, rec: Record) -> None:
         """``owner`` still wants what ``rec`` made. If it owns it too, it undoes it when
-        done; otherwise we keep our record, and undo it once nobody wants it."""
+        done; otherwise we keep our record, and undo it once nobody wants it. Links of a
+        partial snapshot to store paths the owner does not want (ours, from earlier runs)
+        are removed now: nobody else would."""
         self.out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
+        if rec.kind == "tree":
+            wanted = {r.value for _, r in self.others_at.get(rec.path, ())}
+            stale = tuple(sorted(v for v in {rec.value, *rec.owned} if v and v not in wanted))
+            if stale:
+                self.actions.append(Action("trim", rec.path, rec.value, stale=stale))
         if not any(r.created and r.kind != "dir" for _, r in self.others_at.get(rec.path, ())):
             self.records[rec.path] = rec
+
+    def owned_by_other(self, rel: str, value: str | None) -> str | None:
+        """The other profile that put ``value`` at ``rel`` (perhaps in a run that was
+        stopped): that value is theirs, not the user's."""
+        for profile, rec in self.others_at.get(rel, ()):
+            if rec.kind != "dir" and rec.owns(value):
+                return f"profile {profile!r}"
+        return None
 
     def co_own(self, rel: str, kind: str, value: str | None) -> Record | None:
         """Another profile's record that created ``rel`` holding ``value``: wanting the
@@ -268,6 +295,7 @@ class _FolderPlan:
         a directory of per-file links; True when it is (or will be) there."""
         rel = f"{self.folder}/snapshots/{commit}"
         entry = self.fs.lstat(rel)
+        self.observe(rel, entry.target)
         link_rec = self.mine(rel, "snapshot")
         tree_rec = self.mine(rel, "tree")
         our_link = link_rec is not None and link_rec.owns(entry.target)
@@ -278,7 +306,7 @@ class _FolderPlan:
             co = self.co_own(rel, "tree", target) if partial else None
             if co and not self.ensure_dir(f"{self.folder}/blobs", names):
                 return False
-            self.records[rel] = (replace(co, owned=()) if co else
+            self.records[rel] = (replace(co, value=target, owned=()) if co else
                                  Record(rel, "snapshot", target, created=False))
             return True
         if entry.kind == "link" and entry.target == target and not partial:
@@ -309,7 +337,9 @@ class _FolderPlan:
         before = ours.named_before if ours else tuple(sorted(  # type: ignore[union-attr]
             p for p, c in self.disk_refs.items() if c == commit))
         if partial:
-            return self.tree(rel, entry, target, our_link, tree_rec if our_tree else None,
+            # Our earlier tree here (even one already removed) may have left blob links.
+            return self.tree(rel, entry, target, our_link,
+                             tree_rec if tree_rec is not None and tree_rec.created else None,
                              before, names)
         if our_tree:
             # Our partial snapshot of this commit becomes a whole link (two steps).
@@ -370,6 +400,8 @@ class _FolderPlan:
         """Plan ref file ``rel`` holding exactly ``commit`` (for store path ``target``)."""
         entry = self.fs.lstat(rel)
         rec = self.mine(rel, "ref")
+        if entry.kind != "file":
+            self.observe(rel, None)
         if entry.kind == "missing":
             self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING))
             self.records[rel] = Record(rel, "ref", commit, created=True)
@@ -387,18 +419,19 @@ class _FolderPlan:
                        "model-repo did not create it", f"move it away (mv {self.full(rel)} ~/) "
                        "and activate again")
             return
+        self.observe(rel, content)
         ours = rec is not None and rec.owns(content)
         if content == commit:
             if ours:
-                self.records[rel] = Record(rel, "ref", commit, created=True,
-                                           previous=rec.previous)  # type: ignore[union-attr]
+                self.records[rel] = replace(rec, value=commit, owned=())  # type: ignore[arg-type]
             else:
                 co = self.co_own(rel, "ref", commit)
-                self.records[rel] = Record(rel, "ref", commit, created=co is not None,
-                                           previous=co.previous if co else None)
+                self.records[rel] = (replace(co, value=commit, owned=()) if co else
+                                     Record(rel, "ref", commit, created=False))
             return
-        holder = self.wanted_by_other(rel, content) or (
-            None if ours else self.foreign_holder(content, target))
+        wanting = self.wanted_by_other(rel, content)
+        holder = (f"profile {wanting!r}" if wanting else None) or self.owned_by_other(
+            rel, content) or (None if ours else self.foreign_holder(content, target))
         if holder:
             self.block(names, rel, f"{holder} holds this ref at {content}; one ref cannot "
                        f"name two revisions (this profile wants {commit})",
@@ -409,9 +442,15 @@ class _FolderPlan:
                 self.records[rel] = rec  # type: ignore[assignment]
             return
         # Whatever it held (even bytes that are no commit) comes back when we let go.
-        previous = rec.previous if ours else content  # type: ignore[union-attr]
+        if ours:
+            previous, held = rec.previous, rec.previous_held  # type: ignore[union-attr]
+        else:
+            previous = content
+            held = self.fs.lstat(f"{self.folder}/snapshots/{content}").kind != "missing" \
+                if COMMIT_RE.match(content) else False
         self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content)))
-        self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous)
+        self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous,
+                                   previous_held=held)
 
     def foreign_holder(self, content: str, target: str) -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
@@ -427,6 +466,11 @@ class _FolderPlan:
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"
         return None
+
+    def will_exist(self, rel: str) -> bool:
+        """True when ``rel`` is on disk or this plan creates it (before pruning)."""
+        return self.fs.lstat(rel).kind != "missing" or any(
+            a.path == rel and a.op in ("link", "tree") for a in self.actions)
 
     def prune(self) -> None:
         """Undo what ``old`` created and nobody wants any more: refs first (restoring
@@ -445,7 +489,19 @@ class _FolderPlan:
                 self.keep_for(owner, rec)
             elif self.fs.lstat(rec.path).kind == "file" and rec.owns(current):
                 expect = ("file", current)
-                if rec.previous:
+                gone_snapshot = rec.previous_held and not self.will_exist(
+                    f"{self.folder}/snapshots/{rec.previous}")
+                if rec.previous and gone_snapshot:
+                    notes.append(f"removing {rec.path} instead of giving back "
+                                 f"{rec.previous}: that snapshot is gone")
+                    actions.append(Action("unlink", rec.path, expect=expect))
+                    final_refs.pop(rec.path, None)
+                elif rec.previous and rec.previous_held:
+                    # Back to a value that named an existing snapshot: it holds it again.
+                    actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
+                                          expect=expect))
+                    final_refs[rec.path] = rec.previous
+                elif rec.previous:
                     actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
                                           expect=expect))
                     final_refs[rec.path] = rec.previous
@@ -474,6 +530,9 @@ class _FolderPlan:
                 entry.kind == "link" and rec.owns(entry.target))
             if owner:
                 self.keep_for(owner, rec)
+            elif rec.kind == "tree" and entry.kind == "missing":
+                # Gone already; blob links a stopped run made may remain.
+                actions.append(Action("untree", rec.path, rec.value, stale=rec.owned))
             elif not ours:
                 if entry.kind != "missing":
                     notes.append(f"not touching {rec.path}: it changed since model-repo made it")
@@ -515,14 +574,16 @@ def _encode(value: str | None) -> bytes:
     return (value or "").encode("utf-8", "surrogateescape")
 
 
-def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
+def apply(fs: HubFS, actions: Iterable[Action],
+          skipped: list[Action] | None = None) -> list[tuple[Action, OSError]]:
     """Carry out ``actions`` in order; return the ones that failed with their error.
 
     Before each write the path is compared with the action's ``expect`` (what the planner
     saw); a path changed meanwhile (a concurrent download moving a ref, say) is left
     alone and returned as failed with :class:`~activate.hubfs.Changed`'s message. After a
     failure in a repo folder, that folder's remaining actions are skipped (the next run
-    re-plans them); other folders go on.
+    re-plans them); other folders go on. Those skipped actions are appended to
+    ``skipped`` when given.
     """
     failed: list[tuple[Action, OSError]] = []
     broken: set[str] = set()
@@ -534,6 +595,8 @@ def apply(fs: HubFS, actions: Iterable[Action]) -> list[tuple[Action, OSError]]:
                 fs.forget()  # keep descriptors of one repo folder at a time
                 current = folder
             if folder in broken:
+                if skipped is not None:
+                    skipped.append(act)
                 continue
             try:
                 _apply_one(fs, act, folder)
@@ -564,6 +627,8 @@ def _apply_one(fs: HubFS, act: Action, folder: str) -> None:
         fs.rmdir_if_empty(act.path)
     elif op == "tree":
         _make_tree(fs, act.path, act.value or "", act.stale)
+    elif op == "trim":
+        _remove_tree(fs, act.path, act.stale, keep=act.value)
     elif op == "untree":
         _remove_tree(fs, act.path, (act.value or "", *act.stale), keep=None)
         fs.rmdir_if_empty(act.path)

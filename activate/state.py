@@ -40,6 +40,9 @@ class Record:
     that were all stopped), every other value we may have put at this path; any of them
     on disk is still ours. ``named_before``: for a snapshot we linked, the refs that already
     named its commit (pointing at nothing); they do not keep the link once we drop it.
+    ``previous_held``: for a ref we replaced, whether the snapshot its previous value names
+    existed then: given back, it holds that snapshot again (and is removed, not restored,
+    if the snapshot has gone meanwhile: a ref never names a missing snapshot because of us).
     """
 
     path: str
@@ -49,6 +52,7 @@ class Record:
     previous: str | None = None
     owned: tuple[str, ...] = ()
     named_before: tuple[str, ...] = ()
+    previous_held: bool = False
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
@@ -66,25 +70,27 @@ class Record:
     def to_row(self) -> list[object]:
         """The state file's line for this record."""
         return [self.path, self.kind, self.value, self.created, self.previous,
-                list(self.owned), list(self.named_before)]
+                list(self.owned), list(self.named_before), self.previous_held]
 
     @classmethod
     def from_row(cls, row: list[object], version: int = STATE_VERSION) -> Record:
         """A record from its line; ``version`` 1 kept one former value instead of a list.
         Raises ValueError for a row that is not a record."""
-        if not isinstance(row, list) or len(row) != 7:
+        if not isinstance(row, list) or len(row) not in (7, 8):
             raise ValueError("not a record row")
-        path, kind, value, created, previous, owned, named = row
+        path, kind, value, created, previous, owned, named = row[:7]
+        held = row[7] if len(row) == 8 else False
         if version == 1:
             owned = [] if owned is None else [owned]
         if (not isinstance(path, str) or kind not in KINDS or not isinstance(created, bool)
                 or not isinstance(owned, list) or not isinstance(named, list)
+                or not isinstance(held, bool)
                 or not all(isinstance(v, str) for v in (*owned, *named))
                 or not all(v is None or isinstance(v, str) for v in (value, previous))):
             raise ValueError("malformed record")
         if not valid_record_path(path) or not all(valid_record_path(p) for p in named):
             raise ValueError(f"record path {path!r} leaves its repo folder")
-        return cls(path, kind, value, created, previous, tuple(owned), tuple(named))
+        return cls(path, kind, value, created, previous, tuple(owned), tuple(named), held)
 
 
 def valid_record_path(path: str) -> bool:

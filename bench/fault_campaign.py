@@ -113,16 +113,17 @@ def main() -> int:
     ap.add_argument("--sequences", type=int, default=200)
     ap.add_argument("--runs", type=int, default=15, help="activations per sequence")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", type=int, metavar="I", help="run sequence I alone (each "
+                    "sequence has its own generator: seed and index reproduce it)")
     args = ap.parse_args()
-    rng = random.Random(args.seed)
     paths = store_paths()
     counts = dict.fromkeys(["sequences", "runs", "killed", "raced by a download",
                             "partial (exit 1)"], 0)
     start = time.perf_counter()
     failed = None
-    for i in range(args.sequences):
+    for i in [args.only] if args.only is not None else range(args.sequences):
         try:
-            sequence(rng, args.runs, paths, counts)
+            sequence(random.Random(f"{args.seed}-{i}"), args.runs, paths, counts)
         except AssertionError as exc:
             failed = f"sequence {i} (seed {args.seed}): {exc}"
             break
