@@ -88,8 +88,12 @@ def run_activate(
     read_only: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     before_write: Callable[[str], None] | None = None,
+    gc_roots: bool = False,
 ) -> Outcome:
     """Link ``request``'s models into ``hub_dir`` and return the outcome.
+
+    ``gc_roots``: keep one indirect GC root per store path of the manifest's models that
+    is in place, and drop the roots of paths no longer linked (:mod:`activate.gcroots`).
 
     ``dry_run``: plan and report, write nothing. ``read_only``: like dry_run, for
     ``model-repo env``. Raises :class:`EnvironmentProblem` when the hub dir or state dir
@@ -146,7 +150,26 @@ def run_activate(
                 _save_state(state_path, new)
             except EnvironmentProblem as exc:
                 outcome.state_error = str(exc)
+        if gc_roots and not read_only:
+            _sync_roots(state_dir, key, profile, request, blocked, dry_run, log)
     return outcome
+
+
+def _sync_roots(state_dir: str, key: str, profile: str, request: Request, blocked: set[str],
+                dry_run: bool, log: Log) -> None:
+    from . import gcroots
+
+    paths = {p for name, p in request.paths.items() if name not in blocked}
+    try:
+        added, removed = gcroots.sync(gcroots.roots_dir(state_dir, key, profile), paths,
+                                      dry_run=dry_run)
+    except (gcroots.GcRootError, OSError) as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    verb = "would" if dry_run else "did"
+    for p in added:
+        log.info(f"{verb} add a GC root for {p}")
+    for p in removed:
+        log.info(f"{verb} remove the GC root of {p}")
 
 
 def _report_failed(result: Plan, failed: list[tuple[Action, OSError]], wants: list[Want],
@@ -268,6 +291,9 @@ def run_deactivate(
                                                      hub_id=current))
                 else:
                     statemod.delete(path)
+                    from . import gcroots
+
+                    gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
                 remove_receipts(state_dir, profile, st.hub_dir)
         results.append((st.hub_dir, result))
     return results

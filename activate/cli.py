@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     env_output(act)
     hub(act)
     act.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    act.add_argument("--gc-roots", action="store_true",
+                     help="keep an indirect GC root (in the state dir) for each store path "
+                     "it links, and drop the roots of paths it no longer links, so "
+                     "nix-collect-garbage keeps linked models (for use outside the modules)")
     act.add_argument("--lock-timeout", type=float, default=60.0, metavar="SECONDS",
                      help="how long to wait for another activator (default: 60)")
     common(act)
@@ -265,6 +269,7 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         dry_run=getattr(args, "dry_run", False),
         read_only=args.command == "env",
         lock_timeout=getattr(args, "lock_timeout", 60.0),
+        gc_roots=getattr(args, "gc_roots", False),
     )
     result = outcome.plan
     for note in result.notes:

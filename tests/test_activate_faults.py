@@ -680,3 +680,49 @@ def test_filelock_floor_refuses_a_symlinked_lock(tmp_path: Path) -> None:
         with filelock.FileLock(str(tmp_path / "x.lock"), timeout=1):
             pass
     assert victim.read_text() == "precious"
+
+
+# ------------------------------------------------------- GC roots (issue 9)
+
+def test_gc_roots_keep_a_linked_model_alive_and_let_it_go(ws: Workspace, tmp_path: Path) -> None:
+    """With --gc-roots a linked store path is rooted (nix-store --delete refuses it, the
+    collector's dead list lacks it); once the model is dropped it is dead again and can be
+    deleted. No real garbage collection runs: --print-dead only lists."""
+    d = tmp_path / "gc-model"
+    d.mkdir()
+    (d / "config.json").write_text('{"gc": "%s"}' % os.urandom(8).hex())  # a fresh path
+    store = nix_store_add(d)
+
+    def dead() -> set[str]:
+        out = subprocess.run(["nix-store", "--gc", "--print-dead"], capture_output=True,
+                             text=True, check=True).stdout
+        return set(out.split())
+
+    assert store in dead()
+    data = manifest({"x": model(store, repo_id="org/x")})
+    res = ws.activate(data, "--gc-roots")
+    assert res.code == 0, res.stderr
+    (root,) = (ws.state / "gcroots").iterdir()
+    assert os.readlink(root / os.path.basename(store)) == store
+    roots = subprocess.run(["nix-store", "--query", "--roots", store], capture_output=True,
+                           text=True, check=True).stdout
+    assert str(root / os.path.basename(store)) in roots
+    assert store not in dead()
+    refused = subprocess.run(["nix-store", "--delete", store], capture_output=True, text=True)
+    assert refused.returncode != 0 and "alive" in refused.stderr
+    # Dropped: the root goes with the link.
+    assert ws.activate(manifest({}), "--gc-roots").code == 0
+    assert list(root.iterdir()) == [] and store in dead()
+    # Deactivate removes the roots too.
+    assert ws.activate(data, "--gc-roots").code == 0
+    assert store not in dead()
+    assert ws.run("deactivate", "--profile", "test", "--state-dir", str(ws.state)).code == 0
+    assert store in dead() and not root.exists()
+    subprocess.run(["nix-store", "--delete", store], check=True, capture_output=True)
+    _added_forget(d)
+
+
+def _added_forget(directory: Path) -> None:
+    import conftest
+
+    conftest._added.pop(str(directory), None)
