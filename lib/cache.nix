@@ -160,11 +160,16 @@ let
   # (shell text, expanded when the script runs: "$HOME/…" works). Runs in a
   # subshell: safe to paste into a shellHook (no `set -e`, no exit leaks out);
   # its status is non-zero when a model could not be linked.
+  # gcRootsDir (shell text, like cacheDir): register an indirect GC root there
+  # for each linked model (`nix-store --add-root DIR/<store name> --indirect`),
+  # so nix-collect-garbage keeps what the cache links; the script never removes
+  # links, so it never removes roots either (rm the root to let a model go).
   mkLinkScript =
     {
       model ? null,
       models ? [ ],
       cacheDir ? null,
+      gcRootsDir ? null,
     }:
     let
       who = "integration.mkLinkScript";
@@ -179,9 +184,26 @@ let
         ${if cacheDir == null then defaultHub else "_mr_hub=${expandable cacheDir}"}
         ${linkFunction}
         _mr_status=0
+        ${lib.optionalString (gcRootsDir != null) ''
+          _mr_roots=${expandable gcRootsDir}
+          # Root $1 (a store path) once: an existing root that names it is kept.
+          _mr_root() {
+            _mr_rootlink=$_mr_roots/''${1##*/}
+            if [ -L "$_mr_rootlink" ] && [ "$(readlink "$_mr_rootlink")" = "$1" ]; then
+              return 0
+            fi
+            if ! command -v nix-store >/dev/null 2>&1; then
+              echo "model-repo: nix-store not found: no GC root for $1" >&2
+              return 1
+            fi
+            mkdir -p "$_mr_roots" && nix-store --realise "$1" --add-root "$_mr_rootlink" --indirect >/dev/null
+          }
+        ''}
         ${lib.concatMapStrings (
           m:
-          "_mr_link ${escapeShellArg m.hfCachePath} ${m.revision} ${escapeShellArg "${m}"} ${escapeShellArg m.ref} || _mr_status=1\n"
+          "_mr_link ${escapeShellArg m.hfCachePath} ${m.revision} ${escapeShellArg "${m}"} ${escapeShellArg m.ref} "
+          + lib.optionalString (gcRootsDir != null) "&& _mr_root ${escapeShellArg "${m}"} "
+          + "|| _mr_status=1\n"
         ) entries}
         exit $_mr_status
         )
