@@ -90,6 +90,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     pre.add_argument("--add-to-store", action="store_true",
                      help="register the files as the fetcher's fixed-output store path "
                      "(nix-store --add-fixed), so the next build does not download them again")
+    pre.add_argument("--per-file", action="store_true",
+                     help="pin each file by its own hash instead of the snapshot's NAR hash: "
+                     "LFS files by the sha256 the Hub publishes (not downloaded), the others "
+                     "downloaded and hashed; prints source.huggingface.fileHashes")
 
     ls = sub.add_parser("ls", help="list a repo's files and sizes at a ref, without downloading",
                         description="List the files of REPO at REF with their sizes and a "

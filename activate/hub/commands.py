@@ -54,6 +54,10 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
     """Validate the input, check for nix-store when needed (before any network), resolve
     and list, then print the listing (``ls``) or prefetch. Raises :class:`Failure`."""
     sel = selection(args, environ)
+    if getattr(args, "per_file", False) and getattr(args, "add_to_store", False):
+        raise Failure(EXIT_BAD_INPUT, "--per-file and --add-to-store: a per-file pin has no "
+                      "snapshot hash to add under; the build fetches each file (leave out "
+                      "one of them)")
     nix_store = None
     if getattr(args, "add_to_store", False):
         nix_store = shutil.which("nix-store", path=environ.get("PATH", os.defpath))
@@ -85,9 +89,43 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
     if res.gated and not session.has_token:
         raise Failure(EXIT_BAD_INPUT, f"{GATED_NO_TOKEN}; then accept its conditions on "
                       f"{session.page(res.repo_id, res.repo_type)}")
+    if getattr(args, "per_file", False):
+        return _print_per_file(args, res, pin_files_of(session, res, chosen, log))
     from .prefetch import prefetch
 
     return prefetch(args, sel, environ, log, session, res, chosen, nix_store)
+
+
+def pin_files_of(session: HubSession, res: Resolved, chosen: list[RemoteFile],
+                 log: Any) -> list:
+    """:func:`activate.hub.pin.pin_files` (LFS files by the Hub's sha256, the others
+    downloaded and hashed)."""
+    from .pin import pin_files
+
+    return pin_files(session, res, chosen, log)
+
+
+def _print_per_file(args: argparse.Namespace, res: Resolved, pinned: list) -> int:
+    """Print a per-file pin: the model definition with ``fileHashes`` (Nix), or with
+    ``--json`` ``{repo, repoType, revision, ref, date, files: [{path, size, hash, lfs}]}``."""
+    import datetime
+
+    from .pin import render_per_file_nix
+
+    date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    if args.json:
+        import json
+
+        doc = {"repo": res.repo_id, "repoType": res.repo_type, "revision": res.commit,
+               "ref": res.ref, "date": date,
+               "files": [{"path": p.path, "size": p.size, "hash": p.hash, "lfs": p.lfs}
+                         for p in pinned]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_per_file_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+                                             commit=res.commit, ref=res.ref, date=date,
+                                             include=(), exclude=(), files=pinned))
+    return EXIT_OK
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,151 @@
+"""Per-file pinning: a repo at a commit pinned file by file from the Hub's own hashes.
+
+Each selected file gets an SRI hash of its bytes (a flat sha256, what ``sha256sum``
+prints, as Nix's ``fetchurl`` checks it):
+
+- an LFS file: the sha256 the Hub publishes in its tree listing (``lfs.oid``, the
+  git-lfs pointer's ``oid sha256:…``, git-lfs spec v1); nothing is downloaded;
+- any other file (configs, tokenizers: small by the Hub's own LFS rule): downloaded from
+  ``resolve/<commit>/<path>``, checked against the listing's git blob id
+  (``sha1("blob <size>\\0" + bytes)``, git's object format) and its size, and hashed.
+
+So pinning downloads at most the non-LFS files' total. The Nix side
+(``lib/fetchers/hub-files.nix``) fetches each file with one fixed-output ``fetchurl`` of
+the same URL and hash, and lays them out as a flat snapshot directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .api import EXIT_ENVIRONMENT, Failure, RemoteFile, Resolved
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """One file pinned for a per-file fetch: ``path`` from the repo root, ``size`` in
+    bytes, ``hash`` the SRI hash of its bytes (``sha256-<base64>``), ``lfs`` whether the
+    hash is the Hub's published LFS sha256 (True) or was computed from a download."""
+
+    path: str
+    size: int
+    hash: str
+    lfs: bool
+
+
+def sri_from_hex(sha256_hex: str) -> str:
+    """``sha256-<base64>`` (an SRI hash, as Nix writes it) of 64 hex characters; raises
+    ValueError for anything else."""
+    raw = bytes.fromhex(sha256_hex)
+    if len(raw) != 32:
+        raise ValueError(f"not a sha256: {sha256_hex!r}")
+    return "sha256-" + base64.b64encode(raw).decode()
+
+
+def hex_from_sri(sri_hash: str) -> str:
+    """The 64 hex characters of a ``sha256-<base64>`` SRI hash; raises ValueError."""
+    algo, _, b64 = sri_hash.partition("-")
+    raw = base64.b64decode(b64, validate=True) if algo == "sha256" else b""
+    if len(raw) != 32:
+        raise ValueError(f"not a sha256 SRI hash: {sri_hash!r}")
+    return raw.hex()
+
+
+def file_url(endpoint: str, repo_id: str, repo_type: str, commit: str, path: str) -> str:
+    """``<endpoint>/[datasets/]<repo>/resolve/<commit>/<path, percent-encoded>``, the URL
+    huggingface_hub downloads a file from (its ``hf_hub_url``); the Nix fetcher builds
+    the same one (``lib/fetchers/hub-files.nix``)."""
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(repo_id, path, repo_type=repo_type, revision=commit,
+                      endpoint=endpoint)
+
+
+def _download_hash(session: Any, res: Resolved, f: RemoteFile) -> str:
+    """Download one non-LFS file (in memory chunks, nothing written), check its size and
+    git blob id, return its sha256 hex. Raises :class:`Failure`."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = file_url(session.endpoint, res.repo_id, res.repo_type, res.commit, f.path)
+
+    def fetch() -> tuple[int, str, str]:
+        sha256 = hashlib.sha256()
+        sha1 = hashlib.sha1(f"blob {f.size}\0".encode())
+        n = 0
+        headers = build_hf_headers(token=session.token)
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True) as r:
+            hf_raise_for_status(r)
+            for chunk in r.iter_bytes():
+                n += len(chunk)
+                sha256.update(chunk)
+                sha1.update(chunk)
+        return n, sha1.hexdigest(), sha256.hexdigest()
+
+    n, blob_id, digest = session.call(f"downloading {f.path}", fetch, repo_id=res.repo_id,
+                                      repo_type=res.repo_type, ref=res.commit)
+    if n != f.size or (f.blob_id and blob_id != f.blob_id):
+        raise Failure(EXIT_ENVIRONMENT, f"{f.path} of {res.repo_id} at {res.commit} does not "
+                      f"match the Hub's listing ({n} bytes, git blob id {blob_id}; the Hub "
+                      f"says {f.size} bytes, {f.blob_id}): retry, or check HF_ENDPOINT")
+    return digest
+
+
+def pin_files(session: Any, res: Resolved, chosen: Sequence[RemoteFile],
+              log: Any) -> list[PinnedFile]:
+    """Pin ``chosen`` (files of ``res``, a repo at a commit): LFS files by the Hub's
+    published sha256, the others downloaded and hashed. Returns them in the order given.
+    Raises :class:`Failure` on a Hub error or a download that does not match the listing
+    (exit 3), on a gated repo without access (exit 2)."""
+    out = []
+    fetched = 0
+    for f in chosen:
+        if f.lfs_sha256:
+            try:
+                out.append(PinnedFile(f.path, f.size, sri_from_hex(f.lfs_sha256), True))
+            except ValueError:
+                raise Failure(EXIT_ENVIRONMENT, f"the Hub's listing gives {f.path} an LFS "
+                              f"sha256 that is not 64 hex characters ({f.lfs_sha256!r}); "
+                              "check HF_ENDPOINT") from None
+            continue
+        digest = _download_hash(session, res, f)
+        fetched += f.size
+        out.append(PinnedFile(f.path, f.size, sri_from_hex(digest), False))
+    log.info("pinned per file", files=len(out), lfs=sum(p.lfs for p in out),
+             downloaded=fetched)
+    return out
+
+
+def render_files_nix(files: Sequence[PinnedFile], indent: str = "    ") -> list[str]:
+    """Lines of the ``fileHashes = { "<path>" = "sha256-…"; … };`` attribute (each line
+    commented with the size in bytes and ``lfs`` when the hash is the Hub's)."""
+    from .prefetch import nix_string
+
+    lines = [f"{indent}fileHashes = {{"]
+    for p in files:
+        note = f"  # {p.size} bytes" + (", lfs" if p.lfs else "")
+        lines.append(f"{indent}  {nix_string(p.path)} = {nix_string(p.hash)};{note}")
+    lines.append(f"{indent}}};")
+    return lines
+
+
+def render_per_file_nix(*, repo_id: str, repo_type: str, commit: str, ref: str | None,
+                        date: str, include: Sequence[str], exclude: Sequence[str],
+                        files: Sequence[PinnedFile], exact: Sequence[str] = ()) -> str:
+    """The model definition for a per-file pin (``source.huggingface.fileHashes``, no
+    ``hash``), ending with a newline; the other lines as
+    :func:`activate.hub.prefetch.render_nix` prints them."""
+    from .prefetch import render_nix
+
+    text = render_nix(repo_id=repo_id, repo_type=repo_type, commit=commit, ref=ref,
+                      date=date, include=include, exclude=exclude, sri_hash="",
+                      files=exact)
+    lines = text.rstrip("\n").split("\n")
+    # drop `hash = "";`, put fileHashes before the closing `};` of source.huggingface
+    lines = [ln for ln in lines if ln != '  hash = "";']
+    close = lines.index("  };")
+    lines[close:close] = render_files_nix(files)
+    return "\n".join(lines) + "\n"
