@@ -11,12 +11,12 @@ _model_repo_subcommands() {
 _model_repo_options() {
     case "$1" in
         '') echo '-h --help --version' ;;
-        'activate') echo '-h --help --dry-run -v --verbose -q --quiet --manifest --format --env-file --cache-dir --lock-timeout --log-format --state-dir' ;;
+        'activate') echo '-h --help --dry-run --gc-roots -v --verbose -q --quiet --manifest --format --env-file --cache-dir --lock-timeout --log-format --state-dir' ;;
         'env') echo '-h --help -v --verbose -q --quiet --manifest --format --env-file --cache-dir --log-format --state-dir' ;;
         'status') echo '-h --help --json -v --verbose -q --quiet --cache-dir --profile --log-format --state-dir' ;;
         'deactivate') echo '-h --help --dry-run --forget -v --verbose -q --quiet --profile --cache-dir --lock-timeout --log-format --state-dir' ;;
         'schema') echo '-h --help' ;;
-        'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store -r --revision --ref --file --include --exclude --log-format' ;;
+        'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --log-format' ;;
         'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --log-format' ;;
         'export') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --store-path --file --include --exclude --compression --state-dir --persist-dir --log-format' ;;
         'import') echo '-h --help --dataset --all -y --yes --no-check-sigs -v --verbose --debug -q --quiet -r --revision --ref --persist-dir --log-format' ;;
