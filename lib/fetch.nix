@@ -5,6 +5,8 @@
 #
 #   huggingface  fetchgit + LFS (nixpkgs' fetchFromHuggingFace   one FOD, NAR hash
 #                when it takes repoId and backend = "lfs")
+#   huggingface  with fileHashes: one fetchurl per file from     + linkFarm directory
+#                resolve/<commit>/<path> (hub-files.nix)
 #   git-lfs      fetchgit + LFS at a commit                      one FOD, NAR hash
 #   url          one fetchurl per file (its own flat hash)       + linkFarm directory
 #   s3           aws s3 cp --recursive                           one FOD, NAR hash
@@ -15,6 +17,7 @@ let
   options = import ./options.nix { inherit lib; };
   common = import ./fetchers/common.nix { inherit lib; };
   huggingface = import ./fetchers/huggingface.nix { inherit lib; };
+  hubFiles = import ./fetchers/hub-files.nix { inherit lib; };
   gitLfs = import ./fetchers/git-lfs.nix { inherit lib; };
   url = import ./fetchers/url.nix { inherit lib; };
   s3 = import ./fetchers/s3.nix { inherit lib; };
@@ -128,7 +131,12 @@ let
       authOk = checkAuth cfg s;
     in
     assert authOk;
-    if s == "huggingface" then
+    if s == "huggingface" && cfg.source.huggingface.fileHashes != { } then
+      let
+        r = hubFiles.fetchHubFiles pkgs cfg;
+      in
+      withPassthru cfg s r.drv r.extra
+    else if s == "huggingface" then
       withPassthru cfg s (huggingface.fetchHuggingface pkgs cfg) { }
     else if s == "git-lfs" then
       withPassthru cfg s (gitLfs.fetchGitLfs pkgs cfg) { }

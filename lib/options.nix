@@ -121,6 +121,28 @@ let
             default = "model";
             description = "Repo type on the Hub.";
           };
+          fileHashes = mkOption {
+            type = types.attrsOf types.str;
+            default = { };
+            example = {
+              "config.json" = "sha256-…";
+              "model.safetensors" = "sha256-…";
+            };
+            description = ''
+              Pin per file: each file's path from the repo root -> the SRI hash of
+              its bytes (a flat sha256; for LFS files the sha256 the Hub publishes).
+              When set, the model is fetched per file (one fixed-output `fetchurl`
+              of `<endpoint>/<repo>/resolve/<revision>/<path>` per file, a flat
+              directory of links to them; no git) and the model's {option}`hash`
+              stays unset. `model-repo prefetch --per-file ORG/NAME` prints it;
+              `model-repo lock` keeps it in a lock file instead.
+            '';
+          };
+          endpoint = mkOption {
+            type = types.strMatching "https?://[^ ]+";
+            default = "https://huggingface.co";
+            description = "The Hub (or mirror) that per-file fetches ({option}`fileHashes`) download from, as `HF_ENDPOINT`.";
+          };
         }
         // sparseOptions "repo";
       }
@@ -341,15 +363,16 @@ let
         type = types.nullOr types.ints.positive;
         default = null;
         description = ''
-          Connection timeout in seconds, for the `url` (curl
+          Connection timeout in seconds, for the `url` and per-file
+          `huggingface` (`source.huggingface.fileHashes`; curl
           `--connect-timeout`) and `s3` (`--cli-connect-timeout`) fetchers.
-          The git-based fetchers (huggingface, git-lfs) do not use it.
+          The git-based fetchers (huggingface with `hash`, git-lfs) do not use it.
         '';
       };
       retries = mkOption {
         type = types.nullOr types.ints.unsigned;
         default = null;
-        description = "Retries, for the `url` (curl `--retry`) and `s3` (`AWS_MAX_ATTEMPTS` = retries + 1) fetchers; see {option}`timeout`.";
+        description = "Retries, for the `url` and per-file `huggingface` (curl `--retry`) and `s3` (`AWS_MAX_ATTEMPTS` = retries + 1) fetchers; see {option}`timeout`.";
       };
     };
   };
@@ -442,8 +465,9 @@ let
             checkHash {
               model = config.name;
               inherit hash;
-              # source.url files carry their own hashes; checked by the fetcher.
-              allowNull = src.url != null;
+              # source.url files and per-file Hub pins carry their own hashes;
+              # checked by the fetcher.
+              allowNull = src.url != null || (src.huggingface != null && src.huggingface.fileHashes != { });
               how =
                 if src.huggingface != null then
                   "Run `model-repo prefetch ${src.huggingface.repo}` to print it."

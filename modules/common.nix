@@ -153,8 +153,8 @@ rec {
       warnings = lib.concatMap (
         x:
         lib.optional
-          (x.m.source.huggingface != null && (x.m.network.timeout != null || x.m.network.retries != null))
-          "${opt}.models.${x.attr}.network is set, but the Hugging Face fetcher (git with LFS) does not use it."
+          (x.m.source.huggingface != null && x.m.source.huggingface.fileHashes == { } && (x.m.network.timeout != null || x.m.network.retries != null))
+          "${opt}.models.${x.attr}.network is set, but the Hugging Face fetcher (git with LFS) does not use it (per-file fetches, source.huggingface.fileHashes, do)."
       ) list;
     };
 

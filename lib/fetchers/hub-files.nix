@@ -1,0 +1,140 @@
+# source.huggingface pinned per file (source.huggingface.fileHashes): one
+# fixed-output fetchurl per file from the Hub's download URL
+#   <endpoint>/[datasets/]<repo>/resolve/<commit>/<path, percent-encoded>
+# (what huggingface_hub's hf_hub_url builds), each checked against its flat
+# sha256 (the SRI hash `model-repo prefetch --per-file` / `model-repo lock`
+# print: the Hub's own LFS sha256 for LFS files), and a flat snapshot
+# directory of links to them (a linkFarm). No git and no git-lfs.
+#
+# Why links and not copies: a copy stores every byte twice (the per-file path
+# and the snapshot) and its build reads and writes the whole model again; the
+# links cost a few hundred bytes whatever the model's size (bench/hub_pin.py
+# and tests/test_hub_build.py measure both). huggingface_hub, transformers and
+# safetensors' mmap follow them (tested).
+#
+# Consequences (tested in tests/test_hub_build.py with a real nix-build):
+# - a file's store path depends only on its name and hash, so a revision bump
+#   that changes one file downloads one file, and two models sharing a file
+#   (same name and bytes) share its store path;
+# - an interrupted build keeps the files already fetched (each is its own
+#   store path): the next build fetches only the others;
+# - the builder's disk holds each file once (no .git/lfs beside a checkout).
+{ lib }:
+
+let
+  common = import ./common.nix { inherit lib; };
+  inherit (common)
+    fail
+    storeSafe
+    networkCurlOpts
+    bearerAuth
+    ;
+  naming = import ../naming.nix { inherit lib; };
+  huggingface = import ./huggingface.nix { inherit lib; };
+
+  # Percent-encoding of one path segment, as urllib's quote (unreserved:
+  # A-Z a-z 0-9 - _ . ~). lib.escapeURL exists in nixpkgs lib since 23.11.
+  escapeSegment =
+    lib.strings.escapeURL or (
+      s:
+      let
+        keep = lib.stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
+        hex = c: lib.toUpper (lib.toHexString (lib.strings.charToInt c));
+        pad = h: if builtins.stringLength h == 1 then "0" + h else h;
+      in
+      lib.concatMapStrings (c: if builtins.elem c keep then c else "%" + pad (hex c)) (lib.stringToCharacters s)
+    );
+
+  # The download URL of `path` in the repo at the commit.
+  fileUrl =
+    hf: path:
+    lib.removeSuffix "/" hf.endpoint
+    + (if hf.repoType == "dataset" then "/datasets/" else "/")
+    + hf.repo
+    + "/resolve/"
+    + hf.revision
+    + "/"
+    + lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" path);
+
+  isRepoPath =
+    p:
+    p != ""
+    && !(lib.hasPrefix "/" p)
+    && !(lib.hasSuffix "/" p)
+    && !(builtins.any (s: s == "" || s == "." || s == "..") (lib.splitString "/" p));
+
+  # The checked list of { path; hash; } of a model pinned per file.
+  pinnedFiles =
+    cfg:
+    let
+      hf = cfg.source.huggingface;
+      entries = lib.mapAttrsToList (path: hash: { inherit path hash; }) hf.fileHashes;
+      badPath = builtins.filter (e: !(isRepoPath e.path)) entries;
+      badHash = builtins.filter (e: !(naming.isSriHash e.hash)) entries;
+      paths = map (e: e.path) entries;
+      missing = builtins.filter (r: !(builtins.elem r paths)) cfg.validation.requiredFiles;
+    in
+    if badPath != [ ] then
+      fail cfg "source.huggingface.fileHashes: \"${(builtins.head badPath).path}\" is not a file path from the repo root (no leading or trailing \"/\", no empty, \".\" or \"..\" segments)."
+    else if badHash != [ ] then
+      let
+        e = builtins.head badHash;
+      in
+      fail cfg "source.huggingface.fileHashes.\"${e.path}\" must be an SRI hash such as \"sha256-<base64>\", got \"${e.hash}\"; `model-repo prefetch --per-file ${hf.repo}` prints them."
+    else if cfg.hash != null then
+      fail cfg "set either hash (the NAR hash of the whole snapshot, fetched with git and LFS) or source.huggingface.fileHashes (one hash per file, fetched per file), not both."
+    else if hf.files != [ ] || hf.include != [ ] || hf.exclude != [ ] then
+      fail cfg "source.huggingface.fileHashes lists the files to fetch: leave out files, include and exclude (`model-repo prefetch --per-file --include … ${hf.repo}` pins the selection)."
+    else if missing != [ ] then
+      fail cfg "validation.requiredFiles: ${lib.concatStringsSep ", " missing} ${
+        if builtins.length missing == 1 then "is" else "are"
+      } not among source.huggingface.fileHashes."
+    else
+      entries;
+
+  # One file: a fixed-output fetchurl named after the file's base name, so
+  # that its store path follows only the name and the bytes.
+  fetchHubFile =
+    pkgs: cfg: e:
+    pkgs.fetchurl (
+      {
+        name = storeSafe (builtins.baseNameOf e.path);
+        url = fileUrl cfg.source.huggingface e.path;
+        inherit (e) hash;
+      }
+      // networkCurlOpts cfg
+      // bearerAuth cfg
+    );
+
+  # A model's options -> { drv (the snapshot directory); extra (passthru) }.
+  fetchHubFiles =
+    pkgs: cfg:
+    let
+      hf = cfg.source.huggingface;
+      fetched = map (e: e // { drv = fetchHubFile pkgs cfg e; }) (pinnedFiles cfg);
+      dir = pkgs.linkFarm (huggingface.hfStoreName hf) (
+        map (f: {
+          name = f.path;
+          path = f.drv;
+        }) fetched
+      );
+    in
+    {
+      drv = dir;
+      extra = {
+        files = lib.listToAttrs (
+          map (f: {
+            name = f.path;
+            value = f.drv;
+          }) fetched
+        );
+      };
+    };
+in
+{
+  inherit
+    fileUrl
+    pinnedFiles
+    fetchHubFiles
+    ;
+}
