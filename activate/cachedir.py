@@ -6,7 +6,6 @@ Standard library only (the no-op path imports it).
 from __future__ import annotations
 
 import os
-import re
 
 # The no-op path must not import typing or collections (~10 ms): annotations are
 # strings (PEP 563) and these names exist only for type checkers.
@@ -91,7 +90,9 @@ def _expanduser(path: str, environ: Mapping[str, str]) -> str:
     return (home.rstrip("/") + path[1:]) or "/"
 
 
-_VAR_RE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)
+#: ``os.path.expandvars``'s pattern (posixpath), compiled on first use: the no-op path
+#: resolves hub dirs and must not pay for importing ``re`` when no ``$`` appears.
+_VAR_PATTERN = r"\$(\w+|\{[^}]*\})"
 
 
 def _expandvars(path: str, environ: Mapping[str, str]) -> str:
@@ -99,10 +100,12 @@ def _expandvars(path: str, environ: Mapping[str, str]) -> str:
     if "$" not in path:
         return path
 
+    import re
+
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
         if name.startswith("{") and name.endswith("}"):
             name = name[1:-1]
         return environ.get(name, match.group(0))
 
-    return _VAR_RE.sub(value, path)
+    return re.sub(_VAR_PATTERN, value, path, flags=re.ASCII)
