@@ -3,7 +3,7 @@
 
 _model_repo_subcommands() {
     case "$1" in
-        '') echo 'activate env status deactivate schema prefetch ls export import store' ;;
+        '') echo 'activate env status deactivate schema prefetch ls lock update export import store' ;;
         'store') echo 'ls path' ;;
     esac
 }
@@ -18,6 +18,8 @@ _model_repo_options() {
         'schema') echo '-h --help' ;;
         'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --log-format' ;;
         'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --log-format' ;;
+        'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --lock-file --log-format' ;;
+        'update') echo '-h --help --dry-run --json -v --verbose --debug -q --quiet --lock-file --log-format' ;;
         'export') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --store-path --file --include --exclude --compression --state-dir --persist-dir --log-format' ;;
         'import') echo '-h --help --dataset --all -y --yes --no-check-sigs -v --verbose --debug -q --quiet -r --revision --ref --persist-dir --log-format' ;;
         'store') echo '-h --help' ;;
@@ -65,6 +67,16 @@ _model_repo_takes_value() {
         'ls --include') return 0 ;;
         'ls --exclude') return 0 ;;
         'ls --log-format') return 0 ;;
+        'lock -r') return 0 ;;
+        'lock --revision') return 0 ;;
+        'lock --ref') return 0 ;;
+        'lock --file') return 0 ;;
+        'lock --include') return 0 ;;
+        'lock --exclude') return 0 ;;
+        'lock --lock-file') return 0 ;;
+        'lock --log-format') return 0 ;;
+        'update --lock-file') return 0 ;;
+        'update --log-format') return 0 ;;
         'export -r') return 0 ;;
         'export --revision') return 0 ;;
         'export --ref') return 0 ;;
@@ -99,6 +111,8 @@ _model_repo_choices() {
         'deactivate --log-format') echo 'console json' ;;
         'prefetch --log-format') echo 'console json' ;;
         'ls --log-format') echo 'console json' ;;
+        'lock --log-format') echo 'console json' ;;
+        'update --log-format') echo 'console json' ;;
         'export --compression') echo 'none zstd xz' ;;
         'export --log-format') echo 'console json' ;;
         'import --log-format') echo 'console json' ;;

@@ -5,6 +5,7 @@
 let
   inherit (lib) mkOption types literalExpression;
   naming = import ./naming.nix { inherit lib; };
+  lockfile = import ./lockfile.nix { inherit lib; };
 
   # How to get a pinned commit and hash; part of every error about them.
   pinHint =
@@ -73,10 +74,26 @@ let
       throw ''
         model-repo: model "${model}": source.huggingface.repo must be a full repo id "ORG/NAME" (e.g. "google-bert/bert-base-uncased"), got "${toString repo}".'';
 
+  # lockFile: the model's lockFile option (null: none). A model that leaves
+  # revision unset takes revision and fileHashes from its entry there
+  # (lib/lockfile.nix).
   huggingfaceSource =
-    model:
+    model: lockFile:
     types.submodule (
-      { config, ... }:
+      { config, options, ... }:
+      let
+        # The revision given in the configuration (not the default) wins over
+        # the lock file.
+        fromLock = lockFile != null && options.revision.highestPrio >= 1500;
+        locked =
+          if fromLock then
+            lockfile.lockedEntry {
+              inherit model lockFile;
+              src = config;
+            }
+          else
+            null;
+      in
       {
         options = {
           repo = mkOption {
@@ -87,7 +104,8 @@ let
           };
           revision = mkOption {
             type = types.nullOr types.str;
-            default = null;
+            default = if locked != null then locked.commit else null;
+            defaultText = literalExpression "null, or the commit of this model's entry in lockFile";
             example = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
             apply =
               revision:
@@ -123,7 +141,8 @@ let
           };
           fileHashes = mkOption {
             type = types.attrsOf types.str;
-            default = { };
+            default = if locked != null then lib.mapAttrs (_: f: f.hash) locked.files else { };
+            defaultText = literalExpression "{ }, or the files of this model's entry in lockFile";
             example = {
               "config.json" = "sha256-…";
               "model.safetensors" = "sha256-…";
@@ -399,7 +418,7 @@ let
 
         source = {
           huggingface = mkOption {
-            type = types.nullOr (huggingfaceSource config.name);
+            type = types.nullOr (huggingfaceSource config.name config.lockFile);
             default = null;
             example = literalExpression ''
               {
@@ -451,6 +470,21 @@ let
               AWS_* environment (see the documentation).
             '';
           };
+        };
+
+        lockFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = literalExpression "./model-repo.lock.json";
+          description = ''
+            A lock file written by `model-repo lock` / `model-repo update`
+            (`model-repo.lock.json`, schemas/lockfile.schema.json). A
+            `source.huggingface` model that leaves {option}`source.huggingface.revision`
+            unset takes its commit and per-file hashes
+            ({option}`source.huggingface.fileHashes`) from the lock file's entry of
+            this model's name; its repo, repoType, ref and files/include/exclude
+            must match the entry's. Other sources ignore it.
+          '';
         };
 
         hash = mkOption {
@@ -588,6 +622,8 @@ let
       # 000): the default auth.tokenFile of every source.huggingface model that sets
       # neither auth.tokenFile nor auth.tokenEnvVar. null: no default.
       defaultTokenFile ? null,
+      # A module-wide lock file: the default lockFile of every model.
+      defaultLockFile ? null,
       example ? null,
     }:
     mkOption {
@@ -604,6 +640,7 @@ let
               auth.tokenFile = lib.mkIf (
                 defaultTokenFile != null && config.source.huggingface != null && config.auth.tokenEnvVar == null
               ) (lib.mkDefault defaultTokenFile);
+              lockFile = lib.mkIf (defaultLockFile != null) (lib.mkDefault defaultLockFile);
             }
           )
         ]

@@ -30,6 +30,18 @@ rec {
         globalValidation = cfg.globalValidation;
         globalNetwork = cfg.globalNetwork;
         defaultTokenFile = cfg.auth.tokenFile or null;
+        defaultLockFile = cfg.lockFile;
+      };
+      lockFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = literalExpression "./model-repo.lock.json";
+        description = ''
+          The lock file of `model-repo lock` / `model-repo update`: the default
+          `lockFile` of every model, so that a Hub model needs only
+          `source.huggingface.repo` (and `ref`): its commit and per-file hashes
+          come from the entry of its name.
+        '';
       };
       globalValidation = mr.options.globalValidationOption;
       globalNetwork = mr.options.globalNetworkOption;

@@ -252,8 +252,8 @@ def _readme_synopses() -> dict[str, str]:
 
 
 #: Every command of ``model-repo``; a test below holds this list to the parser.
-COMMANDS = ("activate", "env", "status", "deactivate", "schema", "prefetch", "ls", "export",
-            "import", "store")
+COMMANDS = ("activate", "env", "status", "deactivate", "schema", "prefetch", "ls", "lock",
+            "update", "export", "import", "store")
 
 
 def test_readme_has_one_synopsis_per_command() -> None:

@@ -288,14 +288,17 @@ def test_per_file_fetch_sends_the_token_and_the_network_options():
     assert got["revision"] == rev and got["repoType"] == "dataset"
 
 
-@pytest.mark.parametrize("body,message", [
-    ('fileHashes = { "config.json" = "nope"; };', 'must be an SRI hash'),
-    ('fileHashes = { "../x" = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="; };',
-     "is not a file path from the repo root"),
-    ('fileHashes = { "c.json" = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="; }; '
-     'include = [ "*.json" ];', "leave out files, include and exclude"),
+H0 = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+@pytest.mark.parametrize("body,extra,message", [
+    ('fileHashes = { "config.json" = "nope"; };', "", "must be an SRI hash"),
+    (f'fileHashes = {{ "../x" = "{H0}"; }};', "", "is not a file path from the repo root"),
+    (f'fileHashes = {{ "c.json" = "{H0}"; }};', f'hash = "{H0}";', "set either hash"),
+    (f'fileHashes = {{ "c.json" = "{H0}"; }};', 'validation.requiredFiles = [ "v.txt" ];',
+     "v.txt is not among source.huggingface.fileHashes"),
 ])
-def test_per_file_errors_name_the_option(body: str, message: str):
+def test_per_file_errors_name_the_option(body: str, extra: str, message: str):
     from nixeval import nix_eval_error, require_input
 
     lib = require_input("nixpkgs-lib") / "lib"
@@ -303,5 +306,5 @@ def test_per_file_errors_name_the_option(body: str, message: str):
     err = nix_eval_error(f"""let lib = import {nix_string(lib)}; mr = import ./lib {{ inherit lib; }};
       pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
       in (mr.fetchModel pkgs {{ name = "m"; source.huggingface = {{ repo = "o/n";
-        revision = "{rev}"; {body} }}; }}).outPath""")
+        revision = "{rev}"; {body} }}; {extra} }}).outPath""")
     assert message in err and 'model "m"' in err, err

@@ -1,5 +1,5 @@
-"""The Hub-facing commands (``model-repo prefetch``, ``model-repo ls``): their argument
-parsers and the entry point that runs them.
+"""The Hub-facing commands (``model-repo prefetch``, ``ls``, ``lock``, ``update``): their
+argument parsers and the entry point that runs them.
 
 :func:`add_parsers` imports nothing but argparse, because ``activate.cli`` builds the
 whole parser (its no-op activation path never does); :func:`run` imports the rest
@@ -63,8 +63,8 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register the Hub commands (``prefetch``, ``ls``) on ``sub``; argparse only, no other
-    import. Each sets ``hub_command=True`` for :func:`run`."""
+    """Register the Hub commands (``prefetch``, ``ls``, ``lock``, ``update``) on ``sub``;
+    argparse only, no other import. Each sets ``hub_command=True`` for :func:`run`."""
 
     def common(p: argparse.ArgumentParser) -> None:
         add_repo_arguments(p)
@@ -101,6 +101,41 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "prefetch (and the Nix fetcher) would select.",
                         epilog=epilog)
     common(ls)
+
+    lock_help = ("the lock file (default: model-repo.lock.json in the working directory; "
+                 "the Nix option lockFile)")
+    lk = sub.add_parser(
+        "lock", help="pin a repo per file into the lock file (model-repo.lock.json)",
+        description="Resolve REF (a branch or tag) to a commit, pin each selected file from "
+        "the Hub's own hashes (LFS files by their published sha256, without downloading "
+        "them; the other files downloaded and hashed) and write the result as entry NAME of "
+        "the lock file, atomically. A Nix model of that name with lockFile set needs only "
+        "source.huggingface.repo (and ref).",
+        epilog=epilog)
+    lk.add_argument("name", metavar="NAME", help="the model's name in the Nix models set")
+    add_repo_arguments(lk)
+    lk.add_argument("--lock-file", default="model-repo.lock.json", metavar="PATH",
+                    help=lock_help)
+    lk.add_argument("--json", action="store_true", help="machine-readable output")
+    add_log_arguments(lk)
+    lk.set_defaults(hub_command=True)
+
+    up = sub.add_parser(
+        "update", help="move locked models to their refs' current commits",
+        description="Move each NAME (default: every model of the lock file) to the current "
+        "commit of the ref it follows, and print the files added, removed and changed and "
+        "the bytes a build will download. Any error leaves the lock file untouched; the "
+        "write is atomic.",
+        epilog=epilog)
+    up.add_argument("names", nargs="*", metavar="NAME", help="models of the lock file "
+                    "(default: all)")
+    up.add_argument("--lock-file", default="model-repo.lock.json", metavar="PATH",
+                    help=lock_help)
+    up.add_argument("--dry-run", action="store_true",
+                    help="print what would change; write nothing")
+    up.add_argument("--json", action="store_true", help="machine-readable output")
+    add_log_arguments(up)
+    up.set_defaults(hub_command=True)
 
     from .persistcli import add_parsers as add_persist_parsers  # argparse only
 

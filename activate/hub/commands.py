@@ -53,6 +53,10 @@ def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
     """Validate the input, check for nix-store when needed (before any network), resolve
     and list, then print the listing (``ls``) or prefetch. Raises :class:`Failure`."""
+    if args.command in ("lock", "update"):
+        from .update import run_lock, run_update
+
+        return (run_lock if args.command == "lock" else run_update)(args, environ, log)
     sel = selection(args, environ)
     if getattr(args, "per_file", False) and getattr(args, "add_to_store", False):
         raise Failure(EXIT_BAD_INPUT, "--per-file and --add-to-store: a per-file pin has no "
@@ -90,7 +94,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
         raise Failure(EXIT_BAD_INPUT, f"{GATED_NO_TOKEN}; then accept its conditions on "
                       f"{session.page(res.repo_id, res.repo_type)}")
     if getattr(args, "per_file", False):
-        return _print_per_file(args, res, pin_files_of(session, res, chosen, log))
+        return _print_per_file(args, res, sel, pin_files_of(session, res, chosen, log))
     from .prefetch import prefetch
 
     return prefetch(args, sel, environ, log, session, res, chosen, nix_store)
@@ -105,9 +109,11 @@ def pin_files_of(session: HubSession, res: Resolved, chosen: list[RemoteFile],
     return pin_files(session, res, chosen, log)
 
 
-def _print_per_file(args: argparse.Namespace, res: Resolved, pinned: list) -> int:
-    """Print a per-file pin: the model definition with ``fileHashes`` (Nix), or with
-    ``--json`` ``{repo, repoType, revision, ref, date, files: [{path, size, hash, lfs}]}``."""
+def _print_per_file(args: argparse.Namespace, res: Resolved, sel: Selection,
+                    pinned: list) -> int:
+    """Print a per-file pin: the model definition with ``fileHashes`` (Nix; ``files``,
+    ``include``, ``exclude`` record the selection), or with ``--json`` ``{repo, repoType,
+    revision, ref, date, exactFiles, include, exclude, files: [{path, size, hash, lfs}]}``."""
     import datetime
 
     from .pin import render_per_file_nix
@@ -117,14 +123,16 @@ def _print_per_file(args: argparse.Namespace, res: Resolved, pinned: list) -> in
         import json
 
         doc = {"repo": res.repo_id, "repoType": res.repo_type, "revision": res.commit,
-               "ref": res.ref, "date": date,
+               "ref": res.ref, "date": date, "exactFiles": list(sel.files),
+               "include": list(sel.include), "exclude": list(sel.exclude),
                "files": [{"path": p.path, "size": p.size, "hash": p.hash, "lfs": p.lfs}
                          for p in pinned]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(render_per_file_nix(repo_id=res.repo_id, repo_type=res.repo_type,
                                              commit=res.commit, ref=res.ref, date=date,
-                                             include=(), exclude=(), files=pinned))
+                                             include=sel.include, exclude=sel.exclude,
+                                             exact=sel.files, files=pinned))
     return EXIT_OK
 
 

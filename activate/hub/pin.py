@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ class PinnedFile:
     size: int
     hash: str
     lfs: bool
+    blob_id: str | None = None
 
 
 def sri_from_hex(sha256_hex: str) -> str:
@@ -95,25 +96,31 @@ def _download_hash(session: Any, res: Resolved, f: RemoteFile) -> str:
 
 
 def pin_files(session: Any, res: Resolved, chosen: Sequence[RemoteFile],
-              log: Any) -> list[PinnedFile]:
+              log: Any, known: Mapping[str, str] | None = None) -> list[PinnedFile]:
     """Pin ``chosen`` (files of ``res``, a repo at a commit): LFS files by the Hub's
-    published sha256, the others downloaded and hashed. Returns them in the order given.
-    Raises :class:`Failure` on a Hub error or a download that does not match the listing
-    (exit 3), on a gated repo without access (exit 2)."""
+    published sha256, the others downloaded and hashed — unless ``known`` (git blob id
+    -> SRI hash, from a lock file) already has that blob: a blob id names the bytes
+    (git's object id), so its hash is reused without a download. Returns them in the
+    order given. Raises :class:`Failure` on a Hub error or a download that does not
+    match the listing (exit 3), on a gated repo without access (exit 2)."""
     out = []
     fetched = 0
     for f in chosen:
         if f.lfs_sha256:
             try:
-                out.append(PinnedFile(f.path, f.size, sri_from_hex(f.lfs_sha256), True))
+                out.append(PinnedFile(f.path, f.size, sri_from_hex(f.lfs_sha256), True,
+                                      f.blob_id))
             except ValueError:
                 raise Failure(EXIT_ENVIRONMENT, f"the Hub's listing gives {f.path} an LFS "
                               f"sha256 that is not 64 hex characters ({f.lfs_sha256!r}); "
                               "check HF_ENDPOINT") from None
             continue
+        if known and f.blob_id and f.blob_id in known:
+            out.append(PinnedFile(f.path, f.size, known[f.blob_id], False, f.blob_id))
+            continue
         digest = _download_hash(session, res, f)
         fetched += f.size
-        out.append(PinnedFile(f.path, f.size, sri_from_hex(digest), False))
+        out.append(PinnedFile(f.path, f.size, sri_from_hex(digest), False, f.blob_id))
     log.info("pinned per file", files=len(out), lfs=sum(p.lfs for p in out),
              downloaded=fetched)
     return out

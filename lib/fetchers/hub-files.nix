@@ -63,7 +63,9 @@ let
     && !(lib.hasSuffix "/" p)
     && !(builtins.any (s: s == "" || s == "." || s == "..") (lib.splitString "/" p));
 
-  # The checked list of { path; hash; } of a model pinned per file.
+  # The checked list of { path; hash; } of a model pinned per file: exactly
+  # the files of fileHashes (files/include/exclude, when given, record the
+  # selection they were pinned with; the activator reads them as "partial").
   pinnedFiles =
     cfg:
     let
@@ -83,8 +85,6 @@ let
       fail cfg "source.huggingface.fileHashes.\"${e.path}\" must be an SRI hash such as \"sha256-<base64>\", got \"${e.hash}\"; `model-repo prefetch --per-file ${hf.repo}` prints them."
     else if cfg.hash != null then
       fail cfg "set either hash (the NAR hash of the whole snapshot, fetched with git and LFS) or source.huggingface.fileHashes (one hash per file, fetched per file), not both."
-    else if hf.files != [ ] || hf.include != [ ] || hf.exclude != [ ] then
-      fail cfg "source.huggingface.fileHashes lists the files to fetch: leave out files, include and exclude (`model-repo prefetch --per-file --include … ${hf.repo}` pins the selection)."
     else if missing != [ ] then
       fail cfg "validation.requiredFiles: ${lib.concatStringsSep ", " missing} ${
         if builtins.length missing == 1 then "is" else "are"

@@ -1,0 +1,182 @@
+"""``model-repo.lock.json``: Hub models pinned per file, version 1.
+
+The pydantic models below are the format's single definition;
+``schemas/lockfile.schema.json`` is generated from them (``python -m
+activate.hub.lockfile > schemas/lockfile.schema.json``) and a test fails when the two
+drift. ``lib`` reads the same file (``lockFile = ./model-repo.lock.json;``: a model that
+gives only ``source.huggingface.repo`` and ``ref`` takes its commit and file hashes from
+the entry of its name).
+
+Shape::
+
+    {"version": 1,
+     "models": {"<model name>": {
+        "repo": "ORG/NAME", "repoType": "model" | "dataset", "ref": "main",
+        "commit": "<40 hex>",
+        "exactFiles": [...], "include": [...], "exclude": [...],   # the selection
+        "files": {"<path>": {"size": <bytes>, "hash": "sha256-<base64>",
+                             "lfs": true | false, "blobId": "<git blob sha1>"}}}}}
+
+Writes are atomic (a temporary file in the same folder, fsync, ``os.replace``), keys
+sorted, so a rewrite with nothing changed leaves the bytes as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..naming import MODEL_NAME_RE, ref_error, repo_id_error
+from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
+
+LOCK_VERSION = 1
+DEFAULT_LOCK_FILE = "model-repo.lock.json"
+_SRI = re.compile(r"sha256-[A-Za-z0-9+/]{43}=")
+
+
+class LockedFile(BaseModel):
+    """One file of a locked model: its size in bytes, the SRI hash of its bytes (flat
+    sha256), whether that hash is the Hub's LFS sha256, and its git blob id (sha1, of
+    the LFS pointer for LFS files) — ``update`` reuses a small file's hash while its
+    blob id is unchanged instead of downloading it again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    size: Annotated[int, Field(ge=0, description="bytes")]
+    hash: Annotated[str, Field(pattern=_SRI.pattern,
+                               description="SRI hash of the file's bytes, sha256-<base64>")]
+    lfs: bool
+    blobId: Annotated[str | None, Field(pattern=r"^[0-9a-f]{40}$",
+                                        description="git blob sha1")] = None
+
+
+class LockedModel(BaseModel):
+    """One model: the repo, the ref it follows, the commit it is pinned to, the
+    selection it was pinned with, and its files by path from the repo root."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    repo: Annotated[str, Field(description="Hub repo id ORG/NAME")]
+    repoType: Literal["model", "dataset"] = "model"
+    ref: Annotated[str, Field(description="branch or tag that `model-repo update` follows")]
+    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+    exactFiles: list[str] = []
+    include: list[str] = []
+    exclude: list[str] = []
+    files: dict[str, LockedFile]
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        err = repo_id_error(v)
+        if err:
+            raise ValueError(err)
+        return v
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        err = ref_error(v)
+        if err:
+            raise ValueError(err)
+        return v
+
+
+class LockFile(BaseModel):
+    """The lock file: a version and the models by name (the names of the Nix
+    ``models`` attribute set, ``MODEL_NAME_RE``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    version: Literal[1]
+    models: dict[str, LockedModel] = {}
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, v: dict[str, LockedModel]) -> dict[str, LockedModel]:
+        bad = [n for n in v if not re.fullmatch(MODEL_NAME_RE, n)]
+        if bad:
+            raise ValueError(f"invalid model name {bad[0]!r}: use letters, digits and "
+                             "'_.+-', starting with a letter, digit or '_' (the Nix "
+                             "models' names)")
+        return v
+
+
+def json_schema() -> dict[str, object]:
+    """The lock file's JSON Schema (draft 2020-12), generated from :class:`LockFile`."""
+    schema = LockFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "model-repo lock file"
+    return schema
+
+
+def render_schema() -> str:
+    """The schema as committed in ``schemas/lockfile.schema.json``."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def read_lock(path: str, *, missing_ok: bool = False) -> LockFile:
+    """Read and validate a lock file. A missing file is an empty lock when
+    ``missing_ok``; otherwise, and for a file that is not valid JSON or not this format,
+    raises :class:`Failure` (exit 2) naming the file and the field."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        if missing_ok:
+            return LockFile(version=LOCK_VERSION)
+        raise Failure(EXIT_BAD_INPUT, f"no lock file at {path}: create it with `model-repo "
+                      "lock NAME ORG/NAME`, or give --lock-file PATH") from None
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read the lock file {path}: "
+                      f"{exc.strerror}") from None
+    try:
+        return LockFile.model_validate_json(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            for e in exc.errors()[:5])
+        raise Failure(EXIT_BAD_INPUT, f"{path} is not a model-repo lock file (version "
+                      f"{LOCK_VERSION}): {problems}; fix it, or remove the entry and run "
+                      "`model-repo lock` again") from None
+
+
+def render_lock(lock: LockFile) -> str:
+    """The lock file's text: JSON, keys sorted, two-space indent, a final newline."""
+    return json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def write_lock(path: str, lock: LockFile) -> None:
+    """Write ``lock`` to ``path`` atomically: a reader sees the old file or the new one,
+    never a part (temporary file in the same folder, fsync, ``os.replace``). Raises
+    :class:`Failure` (exit 3) when the folder is not writable."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".model-repo.lock.", dir=folder)
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot write the lock file in {folder}: "
+                      f"{exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(render_lock(lock))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+if __name__ == "__main__":  # python -m activate.hub.lockfile > schemas/lockfile.schema.json
+    import sys
+
+    sys.stdout.write(render_schema())

@@ -1,0 +1,55 @@
+# model-repo.lock.json (version 1; schemas/lockfile.schema.json, written by
+# `model-repo lock` / `model-repo update`, activate/hub/lockfile.py): a Hub
+# model's entry, by model name, checked against what the model declares.
+{ lib }:
+
+let
+  fail = model: msg: throw "model-repo: model \"${model}\": ${msg}";
+
+  # The parsed lock file; its version checked.
+  readLock =
+    model: lockFile:
+    let
+      data = builtins.fromJSON (builtins.readFile lockFile);
+    in
+    if !(builtins.isAttrs data) || (data.version or null) != 1 then
+      fail model "lockFile ${toString lockFile} is not a model-repo lock file of version 1 (\"version\": 1); write it with `model-repo lock`."
+    else
+      data;
+
+  # The entry of `model` in `lockFile`, checked against the model's declared
+  # source (repo, repoType, ref, files/include/exclude): a lock entry of
+  # another repo or selection is stale and an error, not silently used.
+  #   src: { repo; repoType; ref; files; include; exclude; }
+  lockedEntry =
+    { model, lockFile, src }:
+    let
+      lock = readLock model lockFile;
+      entry =
+        lock.models.${model} or (fail model "lockFile ${toString lockFile} has no entry \"${model}\": run `model-repo lock ${model} ${
+          if src.repoType == "dataset" then "datasets/" else ""
+        }${src.repo} --ref ${src.ref}` (or set source.huggingface.revision and a hash).");
+      same = a: b: a == b;
+      rerun = "run `model-repo lock ${model} ${src.repo}` with the same --ref/--file/--include/--exclude as the model, or `model-repo update ${model}`.";
+      sel = e: {
+        files = e.exactFiles or [ ];
+        include = e.include or [ ];
+        exclude = e.exclude or [ ];
+      };
+    in
+    if !(same entry.repo src.repo) then
+      fail model "lockFile's entry \"${model}\" pins ${entry.repo}, the model says source.huggingface.repo = \"${src.repo}\": ${rerun}"
+    else if !(same (entry.repoType or "model") src.repoType) then
+      fail model "lockFile's entry \"${model}\" is a ${entry.repoType or "model"} repo, the model says repoType = \"${src.repoType}\": ${rerun}"
+    else if !(same entry.ref src.ref) then
+      fail model "lockFile's entry \"${model}\" follows ref \"${entry.ref}\", the model says ref = \"${src.ref}\": ${rerun}"
+    else if !(same (sel entry) { inherit (src) files include exclude; }) then
+      fail model "lockFile's entry \"${model}\" was pinned with files/include/exclude ${builtins.toJSON (sel entry)}, the model says ${
+        builtins.toJSON { inherit (src) files include exclude; }
+      }: ${rerun}"
+    else
+      entry;
+in
+{
+  inherit readLock lockedEntry;
+}

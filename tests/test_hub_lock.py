@@ -1,0 +1,254 @@
+"""``model-repo lock`` / ``model-repo update`` and the lock file, against the mock Hub.
+
+- The lock file's JSON Schema (schemas/lockfile.schema.json) is generated from the
+  pydantic models and accepts what they write.
+- ``lock`` pins per file (no LFS download) and writes the entry; locking again with
+  nothing changed leaves the file as it was (same inode).
+- ``update`` prints files added/removed/changed and the bytes to download, downloads
+  only the small files whose blob id changed, writes atomically; ``--dry-run`` writes
+  nothing; a repo gone or a gated repo without a token fails and leaves the lock file
+  byte for byte as it was.
+- Nix: ``lib.fetchModel`` with ``lockFile`` and only ``repo``/``ref`` takes the commit
+  and file hashes of its entry (stale entries are errors naming the fix), and a real
+  ``nix-build`` of it from the mock Hub gives the locked files; the modules' ``lockFile``
+  is every model's default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from mockhub import MockHub
+from nixeval import lib_expr, nix_eval, nix_eval_error, nix_string
+from test_hub_build import build, cli, need_nix_build, resolved_paths, cdn_paths, tiny_model
+from test_hub_pin import sri_of, tiny_files
+
+from activate.hub.lockfile import LockFile, read_lock, render_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = "model-repo-test/locked"
+
+
+@pytest.fixture
+def hub():
+    with MockHub(page_size=50) as h:
+        yield h
+
+
+def test_schema_file_matches_the_models():
+    committed = (ROOT / "schemas" / "lockfile.schema.json").read_text()
+    assert committed == render_schema(), (
+        "schemas/lockfile.schema.json is stale: run `python -m activate.hub.lockfile > "
+        "schemas/lockfile.schema.json`")
+
+
+def lock(hub: MockHub, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    return cli(hub, tmp, *args, "--lock-file", str(tmp / "model-repo.lock.json"))
+
+
+def test_lock_writes_an_entry_without_downloading_lfs_files(hub: MockHub, tmp_path: Path):
+    files = tiny_files()
+    commit = hub.add_repo(REPO, files)
+    p = lock(hub, tmp_path, "lock", "tiny", REPO, "--json")
+    assert p.returncode == 0, p.stderr
+    assert hub.seen("cdn") == []
+    path = tmp_path / "model-repo.lock.json"
+    data = json.loads(path.read_text())
+    assert data["version"] == 1
+    entry = data["models"]["tiny"]
+    assert (entry["repo"], entry["ref"], entry["commit"], entry["repoType"]) == (
+        REPO, "main", commit, "model")
+    assert {k: v["hash"] for k, v in entry["files"].items()} == {
+        k: sri_of(v) for k, v in files.items()}
+    assert entry["files"]["model.safetensors"]["lfs"] is True
+    report = json.loads(p.stdout)["models"][0]
+    assert report["from"] is None and report["to"] == commit
+    assert sorted(a["path"] for a in report["added"]) == sorted(files)
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema (test extra)")
+    jsonschema.validate(data, json.loads(render_schema()))
+    read_lock(str(path))  # the pydantic models accept it too
+
+    inode = path.stat().st_ino
+    p = lock(hub, tmp_path, "lock", "tiny", REPO)
+    assert p.returncode == 0 and "up to date" in p.stdout, p.stderr
+    assert path.stat().st_ino == inode  # nothing changed: not rewritten
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".model-repo.lock.")]
+
+
+def test_lock_rejects_bad_names_commits_and_broken_files(hub: MockHub, tmp_path: Path):
+    commit = hub.add_repo(REPO, tiny_files())
+    p = lock(hub, tmp_path, "lock", "bad name", REPO)
+    assert p.returncode == 2 and "NAME 'bad name'" in p.stderr
+    p = lock(hub, tmp_path, "lock", "tiny", REPO, "--revision", commit)
+    assert p.returncode == 2 and "follows a branch or tag" in p.stderr
+    (tmp_path / "model-repo.lock.json").write_text('{"version": 2, "models": {}}')
+    hub.requests.clear()
+    p = lock(hub, tmp_path, "lock", "tiny", REPO)
+    assert p.returncode == 2 and "is not a model-repo lock file" in p.stderr, p.stderr
+    assert "version" in p.stderr and hub.requests == []  # before any Hub request
+
+
+def test_update_reports_changes_and_downloads_only_changed_small_files(
+        hub: MockHub, tmp_path: Path):
+    files = tiny_files()
+    a = hub.add_repo(REPO, files)
+    assert lock(hub, tmp_path, "lock", "tiny", REPO).returncode == 0
+    path = tmp_path / "model-repo.lock.json"
+    before = path.read_bytes()
+
+    p = lock(hub, tmp_path, "update")
+    assert p.returncode == 0 and "up to date" in p.stdout, p.stderr
+
+    new = dict(files)
+    new["config.json"] = files["config.json"].replace(b"}", b', "note": "v2"}', 1)
+    new["added.json"] = b'{"x": 1}'
+    del new["special_tokens_map.json"]
+    b = hub.commit(REPO, new)
+    hub.requests.clear()
+    p = lock(hub, tmp_path, "update", "--dry-run", "--json")
+    assert p.returncode == 0, p.stderr
+    assert path.read_bytes() == before  # --dry-run writes nothing
+    (m,) = json.loads(p.stdout)["models"]
+    assert (m["from"], m["to"]) == (a, b)
+    assert m["added"] == [{"path": "added.json", "size": 8}]
+    assert m["removed"] == ["special_tokens_map.json"]
+    assert m["changed"] == [{"path": "config.json", "size": len(new["config.json"])}]
+    assert m["downloadBytes"] == 8 + len(new["config.json"])
+    # Unchanged small files (same git blob id) were not downloaded again; no LFS file.
+    assert resolved_paths(hub) == ["added.json", "config.json"] and cdn_paths(hub) == []
+
+    p = lock(hub, tmp_path, "update", "tiny")
+    assert p.returncode == 0, p.stderr
+    assert "+ added.json" in p.stdout and "~ config.json" in p.stdout
+    assert "- special_tokens_map.json" in p.stdout
+    assert "1 added, 1 removed, 1 changed" in p.stdout
+    assert f"({8 + len(new['config.json'])} bytes)" in p.stdout
+    entry = read_lock(str(path)).models["tiny"]
+    assert entry.commit == b and entry.files["config.json"].hash == sri_of(new["config.json"])
+
+
+def test_update_errors_leave_the_lock_file_untouched(hub: MockHub, tmp_path: Path):
+    hub.add_repo(REPO, tiny_files())
+    assert lock(hub, tmp_path, "lock", "tiny", REPO).returncode == 0
+    path = tmp_path / "model-repo.lock.json"
+    hub.commit(REPO, {**tiny_files(), "config.json": b'{"model_type": "bert", "v": 2}'})
+    before = path.read_bytes()
+
+    p = lock(hub, tmp_path, "update", "nope")
+    assert p.returncode == 2 and "nope: not in" in p.stderr and "has tiny" in p.stderr
+    del hub.repos[("model", REPO)]  # the repo is gone
+    p = lock(hub, tmp_path, "update")
+    assert p.returncode == 2 and "not found" in p.stderr, p.stderr
+    assert path.read_bytes() == before
+    hub.add_repo(REPO, tiny_files(), gated=True, token="hf_ok")  # back, now gated
+    hub.commit(REPO, {**tiny_files(), "config.json": b'{"model_type": "bert", "v": 3}'})
+    p = lock(hub, tmp_path, "update")
+    assert p.returncode == 2 and "gated" in p.stderr, p.stderr
+    assert path.read_bytes() == before
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".model-repo.lock.")]
+
+
+# ------------------------------------------------------------------------- Nix side
+
+H = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+REV = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"
+
+
+def write_lock(tmp: Path, **entry) -> Path:
+    base = {"repo": "o/n", "repoType": "model", "ref": "main", "commit": REV,
+            "exactFiles": [], "include": [], "exclude": [],
+            "files": {"config.json": {"size": 2, "hash": H, "lfs": False}}}
+    base.update(entry)
+    path = tmp / "model-repo.lock.json"
+    path.write_text(json.dumps({"version": 1, "models": {"m": base}}))
+    LockFile.model_validate_json(path.read_text())
+    return path
+
+
+def eval_model(lock_path: Path, hf: str, extra: str = "") -> str:
+    return f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      m = mr.fetchModel pkgs {{ name = "m"; lockFile = {lock_path}; source.huggingface = {hf}; {extra} }};
+    in"""
+
+
+def test_fetch_model_takes_commit_and_files_from_the_lock_file(tmp_path: Path):
+    lockp = write_lock(tmp_path)
+    got = nix_eval(eval_model(lockp, '{ repo = "o/n"; }') + """ {
+      inherit (m) revision ref; files = builtins.attrNames m.files;
+      url = m.files."config.json".fetchArgs.url; hash = m.files."config.json".fetchArgs.hash; }""")
+    assert got == {"revision": REV, "ref": "main", "files": ["config.json"],
+                   "url": f"https://huggingface.co/o/n/resolve/{REV}/config.json", "hash": H}
+    # A revision given in the configuration wins (and then needs its own hash).
+    got = nix_eval(eval_model(lockp, '{ repo = "o/n"; revision = "%s"; }' % ("1" * 40),
+                              f'hash = "{H}";') + " { inherit (m) revision fetcher; }")
+    assert got == {"revision": "1" * 40, "fetcher": "fetchgit"}
+
+
+@pytest.mark.parametrize("hf,entry,message", [
+    ('{ repo = "o/other"; }', {}, 'pins o/n, the model says source.huggingface.repo = "o/other"'),
+    ('{ repo = "o/n"; ref = "v2"; }', {}, 'follows ref "main", the model says ref = "v2"'),
+    ('{ repo = "o/n"; include = [ "*.json" ]; }', {}, "was pinned with files/include/exclude"),
+    ('{ repo = "o/n"; }', {"repoType": "dataset"}, 'is a dataset repo'),
+])
+def test_a_stale_lock_entry_is_an_error_naming_the_fix(tmp_path: Path, hf, entry, message):
+    lockp = write_lock(tmp_path, **entry)
+    err = nix_eval_error(eval_model(lockp, hf) + " m.outPath")
+    assert message in err and "model-repo lock m" in err, err
+
+
+def test_a_missing_entry_says_how_to_lock_it(tmp_path: Path):
+    lockp = tmp_path / "model-repo.lock.json"
+    lockp.write_text('{"version": 1, "models": {}}')
+    err = nix_eval_error(eval_model(lockp, '{ repo = "o/n"; ref = "v1"; }') + " m.outPath")
+    assert 'has no entry "m": run `model-repo lock m o/n --ref v1`' in err, err
+    lockp.write_text('{"version": 7}')
+    err = nix_eval_error(eval_model(lockp, '{ repo = "o/n"; }') + " m.outPath")
+    assert "is not a model-repo lock file of version 1" in err, err
+
+
+def test_lock_then_nix_build_from_the_mock_hub(hub: MockHub, tmp_path: Path):
+    """mock Hub -> `model-repo lock` -> lib.fetchModel { lockFile; repo; } -> nix-build."""
+    need_nix_build()
+    import uuid
+
+    nonce = uuid.uuid4().hex[:12]
+    files = tiny_model(nonce)
+    repo = f"model-repo-test/lock-{nonce}"
+    hub.add_repo(repo, files)
+    lockp = tmp_path / "model-repo.lock.json"
+    p = cli(hub, tmp_path, "lock", "tiny", repo, "--lock-file", str(lockp), "-q")
+    assert p.returncode == 0, p.stderr
+    hub.requests.clear()
+    p = build(f'mr.fetchModel pkgs {{ name = "tiny"; lockFile = {nix_string(lockp)}; '
+              f'source.huggingface = {{ repo = "{repo}"; endpoint = "{hub.url}"; }}; }}')
+    assert p.returncode == 0, p.stderr
+    out = Path(p.stdout.strip())
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == files
+    assert resolved_paths(hub) == sorted(files) and cdn_paths(hub) == ["model.safetensors"]
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == \
+        hashlib.sha256(files["model.safetensors"]).hexdigest()
+
+
+def test_the_nixos_module_lock_file_is_every_models_default(tmp_path: Path):
+    from nixeval import require_input
+
+    lockp = write_lock(tmp_path)
+    lib = require_input("nixpkgs-lib") / "lib"
+    expr = f"""let lib = import {nix_string(lib)};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      common = import ./modules/common.nix {{ inherit lib; }};
+      ev = lib.evalModules {{ modules = [
+        {{ options = common.sharedOptions {{ auth.tokenFile = null; globalValidation = {{ }};
+             globalNetwork = {{ }}; lockFile = {lockp}; }}; }}
+        {{ lockFile = {lockp}; models.m.source.huggingface.repo = "o/n"; }}
+      ]; }};
+      m = ev.config.models.m;
+    in {{ inherit (m.source.huggingface) revision fileHashes; lf = toString m.lockFile; }}"""
+    got = nix_eval(expr)
+    assert got == {"revision": REV, "fileHashes": {"config.json": H}, "lf": str(lockp)}
