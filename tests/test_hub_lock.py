@@ -235,20 +235,15 @@ def test_lock_then_nix_build_from_the_mock_hub(hub: MockHub, tmp_path: Path):
         hashlib.sha256(files["model.safetensors"]).hexdigest()
 
 
-def test_the_nixos_module_lock_file_is_every_models_default(tmp_path: Path):
-    from nixeval import require_input
+def test_the_home_manager_lock_file_is_every_models_default(tmp_path: Path):
+    """Inside the real Home Manager module set: programs.model-repo.lockFile gives a
+    model that names only its repo its commit (manifest) and per-file store path."""
+    from nixeval import hm_eval
 
     lockp = write_lock(tmp_path)
-    lib = require_input("nixpkgs-lib") / "lib"
-    expr = f"""let lib = import {nix_string(lib)};
-      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
-      common = import ./modules/common.nix {{ inherit lib; }};
-      ev = lib.evalModules {{ modules = [
-        {{ options = common.sharedOptions {{ auth.tokenFile = null; globalValidation = {{ }};
-             globalNetwork = {{ }}; lockFile = {lockp}; }}; }}
-        {{ lockFile = {lockp}; models.m.source.huggingface.repo = "o/n"; }}
-      ]; }};
-      m = ev.config.models.m;
-    in {{ inherit (m.source.huggingface) revision fileHashes; lf = toString m.lockFile; }}"""
-    got = nix_eval(expr)
-    assert got == {"revision": REV, "fileHashes": {"config.json": H}, "lf": str(lockp)}
+    r = hm_eval(f"""{{ programs.model-repo = {{ enable = true; lockFile = {lockp};
+      models.m.source.huggingface.repo = "o/n"; }}; }}""")
+    entry = r["manifest"]["models"]["m"]
+    assert entry["repoId"] == "o/n" and entry["revision"] == REV
+    assert r["modelPaths"]["m"].endswith(f"-hf-o--n-{REV[:12]}")
+    assert r["failedAssertions"] == [] and r["warnings"] == []
