@@ -86,6 +86,9 @@ def test_lock_rejects_bad_names_commits_and_broken_files(hub: MockHub, tmp_path:
     assert p.returncode == 2 and "NAME 'bad name'" in p.stderr
     p = lock(hub, tmp_path, "lock", "tiny", REPO, "--revision", commit)
     assert p.returncode == 2 and "follows a branch or tag" in p.stderr
+    hub.set_ref(REPO, "-bad", commit)
+    p = lock(hub, tmp_path, "lock", "tiny", REPO, "--revision=-bad")
+    assert p.returncode == 2 and "--revision '-bad'" in p.stderr, p.stderr
     (tmp_path / "model-repo.lock.json").write_text('{"version": 2, "models": {}}')
     hub.requests.clear()
     p = lock(hub, tmp_path, "lock", "tiny", REPO)
@@ -242,8 +245,9 @@ def test_the_home_manager_lock_file_is_every_models_default(tmp_path: Path):
 
     lockp = write_lock(tmp_path)
     r = hm_eval(f"""{{ programs.model-repo = {{ enable = true; lockFile = {lockp};
-      models.m.source.huggingface.repo = "o/n"; }}; }}""")
+      models.m = {{ source.huggingface.repo = "o/n"; network.retries = 2; }}; }}; }}""")
     entry = r["manifest"]["models"]["m"]
     assert entry["repoId"] == "o/n" and entry["revision"] == REV
     assert r["modelPaths"]["m"].endswith(f"-hf-o--n-{REV[:12]}")
+    # network options apply to per-file fetches: no "does not use it" warning
     assert r["failedAssertions"] == [] and r["warnings"] == []

@@ -76,6 +76,12 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     if "/" not in res.repo_id:
         raise Failure(EXIT_BAD_INPUT, f"invalid repo id {res.repo_id!r}: the Nix options "
                       "take a full repo id ORG/NAME, and the Hub gave no other name for it")
+    from ..naming import ref_error
+
+    err = ref_error(res.ref)
+    if err:
+        raise Failure(EXIT_BAD_INPUT, f"--revision {res.ref!r}: {err}; a lock entry's ref is "
+                      "written to the hub cache as refs/<ref>")
     chosen = select_files(res, sel)
     if not chosen:
         raise Failure(EXIT_BAD_INPUT, f"no file of {res.repo_id} at {res.commit} matches "
