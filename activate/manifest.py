@@ -214,6 +214,7 @@ class Manifest(BaseModel):
         by_var: dict[str, str] = {}
         snapshots: dict[tuple[str, str], tuple[str, str]] = {}
         refs: dict[tuple[str, str], tuple[str, str]] = {}
+        folders: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, ref folder) -> (ref, model)
         for name, model in self.models.items():
             if not MODEL_NAME_RE.match(name):
                 problems.append(
@@ -243,15 +244,16 @@ class Manifest(BaseModel):
                     "link = false on the other"
                 )
             snapshots.setdefault(key, (name, model.path))
+            folder = model.folder
             for ref in model.refs:
-                for other_ref, (other, _rev) in refs.items():
-                    if other_ref[0] == model.folder and _nested(ref, other_ref[1]):
-                        problems.append(
-                            f"models.{name!r}.refs: ref {ref!r} and ref {other_ref[1]!r} "
-                            f"(models.{other!r}) of {model.repo_id} cannot both exist: one "
-                            "would be a file and a folder under refs/ at once; rename one"
-                        )
-                rkey = (model.folder, ref)
+                clash = _nested_ref(folder, ref, name, refs, folders)
+                if clash:
+                    problems.append(
+                        f"models.{name!r}.refs: ref {ref!r} and ref {clash[0]!r} "
+                        f"(models.{clash[1]!r}) of {model.repo_id} cannot both exist: one "
+                        "would be a file and a folder under refs/ at once; rename one"
+                    )
+                rkey = (folder, ref)
                 if rkey in refs and refs[rkey][1] != model.revision:
                     other = refs[rkey][0]
                     problems.append(
@@ -264,9 +266,22 @@ class Manifest(BaseModel):
         return self
 
 
-def _nested(a: str, b: str) -> bool:
-    """True when ref ``a`` is a folder of ref ``b`` or the reverse (``main``, ``main/x``)."""
-    return a != b and (b.startswith(a + "/") or a.startswith(b + "/"))
+def _nested_ref(folder: str, ref: str, name: str,
+                refs: dict[tuple[str, str], tuple[str, str]],
+                folders: dict[tuple[str, str], tuple[str, str]]) -> tuple[str, str] | None:
+    """``(other ref, its model)`` when ``ref`` (of model ``name``, repo ``folder``) is a
+    folder of a ref seen before (``main`` after ``main/x``) or lies in one (``main/x``
+    after ``main``), else None; then records ``ref``'s parent folders in ``folders``.
+    ``refs`` maps ``(folder, ref)`` to ``(model, revision)``. Linear in the refs."""
+    parts = ref.split("/")
+    parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    clash = folders.get((folder, ref))
+    for parent in parents:
+        if clash is None and (folder, parent) in refs:
+            clash = (parent, refs[(folder, parent)][0])
+    for parent in parents:
+        folders.setdefault((folder, parent), (ref, name))
+    return clash
 
 
 def _check_abs_path(value: str, field: str) -> None:
