@@ -9,6 +9,7 @@ hashes, against the mock Hub (tests/mockhub.py) on loopback.
 - A non-LFS file whose bytes differ from the listing fails (exit 3); a gated repo
   without a token fails (exit 2) before any file request; ``--per-file`` with
   ``--add-to-store`` is refused (exit 2).
+- ``--include``/``--file`` select the files pinned, and are printed as the selection.
 """
 
 from __future__ import annotations
@@ -143,3 +144,19 @@ def test_per_file_and_add_to_store_are_refused_together(hub: MockHub, tmp_path: 
     proc = cli(hub, tmp_path, "prefetch", REPO, "--per-file", "--add-to-store")
     assert proc.returncode == 2 and "--per-file and --add-to-store" in proc.stderr
     assert hub.requests == []
+
+
+def test_per_file_pin_takes_the_selection(hub: MockHub, tmp_path: Path):
+    files = tiny_files()
+    hub.add_repo(REPO, files)
+    proc = cli(hub, tmp_path, "prefetch", REPO, "--per-file", "--json", "--include", "*.json",
+               "--file", "vocab.txt")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert sorted(f["path"] for f in doc["files"]) == sorted(
+        p for p in files if p.endswith(".json") or p == "vocab.txt")
+    assert doc["include"] == ["*.json"] and doc["exactFiles"] == ["vocab.txt"]
+    assert hub.bytes_sent == sum(len(files[f["path"]]) for f in doc["files"])
+    proc = cli(hub, tmp_path, "prefetch", REPO, "--per-file", "-q", "--include", "*.json")
+    assert 'include = [ "*.json" ];' in proc.stdout and "fileHashes = {" in proc.stdout
+    assert "model.safetensors" not in proc.stdout
