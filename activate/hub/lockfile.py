@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -153,27 +152,17 @@ def render_lock(lock: LockFile) -> str:
 
 def write_lock(path: str, lock: LockFile) -> None:
     """Write ``lock`` to ``path`` atomically: a reader sees the old file or the new one,
-    never a part (temporary file in the same folder, fsync, ``os.replace``). Raises
+    never a part (:func:`activate.statefile.write_if_changed`: a random temporary name
+    beside it, fsync, rename; nothing is written when the text is unchanged). Raises
     :class:`Failure` (exit 3) when the folder is not writable."""
-    folder = os.path.dirname(os.path.abspath(path))
+    from ..statefile import write_if_changed
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".model-repo.lock.", dir=folder)
+        write_if_changed(os.path.abspath(path), [render_lock(lock).encode()], durable=True,
+                         mode=0o644)
     except OSError as exc:
-        raise Failure(EXIT_ENVIRONMENT, f"cannot write the lock file in {folder}: "
-                      f"{exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_lock(lock))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        raise Failure(EXIT_ENVIRONMENT, f"cannot write the lock file {path}: "
+                      f"{exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":  # python -m activate.hub.lockfile > schemas/lockfile.schema.json
