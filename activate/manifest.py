@@ -508,14 +508,25 @@ def _hidden_problems(raw: dict, field_errors: dict[tuple[str | int, ...], str]) 
     return out
 
 
+def schema_of(model: type[BaseModel], title: str) -> dict[str, object]:
+    """The JSON Schema (draft 2020-12) pydantic generates for ``model``, by alias, with
+    ``title``: how every schema in ``schemas/`` is made."""
+    schema = model.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = title
+    return schema
+
+
+def schema_text(schema: dict[str, object]) -> str:
+    """A schema as committed in ``schemas/``: sorted keys, two-space indent, newline."""
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
 def json_schema() -> dict[str, object]:
     """Return the manifest's JSON Schema (draft 2020-12), generated from the models."""
-    schema = Manifest.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "model-repo manifest"
-    return schema
+    return schema_of(Manifest, "model-repo manifest")
 
 
 def render_schema() -> str:
     """The schema as committed in ``schemas/manifest.schema.json``."""
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    return schema_text(json_schema())

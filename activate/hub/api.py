@@ -33,6 +33,29 @@ class Failure(Exception):
         self.message = message
 
 
+def exit_status(run: Callable[[], int], log: Any,
+                bad_input: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a command's body and give its exit status: a :class:`Failure` is logged and
+    ends with its code, ``bad_input`` exceptions with 2, Ctrl-C with 3, anything else
+    (a bug) with 70 and the traceback in the log: never a bare traceback."""
+    try:
+        return run()
+    except Failure as f:
+        log.error(f.message)
+        return f.code
+    except bad_input as exc:
+        log.error(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_ENVIRONMENT
+    except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
+        import traceback
+
+        log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
+        return EXIT_INTERNAL
+
+
 @dataclass
 class RemoteFile:
     """One file of the Hub's listing at a commit: ``size`` in bytes, ``blob_id`` the git

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .api import (DEFAULT_REF, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK,
-                  GATED_NO_TOKEN, Failure, HubSession, RemoteFile, Resolved)
+from .api import (DEFAULT_REF, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, GATED_NO_TOKEN,
+                  Failure, HubSession, RemoteFile, Resolved, exit_status)
 from .prefetch import human_size
 from .sparse import sparse_patterns, sparse_select
 
@@ -34,18 +34,7 @@ def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     on_interrupt.install()  # SIGINT/SIGTERM: one line, temporary folders removed, exit now
     try:
-        return _run(args, environ, log)
-    except Failure as f:
-        log.error(f.message)
-        return f.code
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return EXIT_ENVIRONMENT
-    except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
-        import traceback
-
-        log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
-        return EXIT_INTERNAL
+        return exit_status(lambda: _run(args, environ, log), log)
     finally:
         on_interrupt.uninstall()
 

@@ -108,15 +108,16 @@ class LockFile(BaseModel):
 
 def json_schema() -> dict[str, object]:
     """The lock file's JSON Schema (draft 2020-12), generated from :class:`LockFile`."""
-    schema = LockFile.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "model-repo lock file"
-    return schema
+    from ..manifest import schema_of
+
+    return schema_of(LockFile, "model-repo lock file")
 
 
 def render_schema() -> str:
     """The schema as committed in ``schemas/lockfile.schema.json``."""
-    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    from ..manifest import schema_text
+
+    return schema_text(json_schema())
 
 
 def read_lock(path: str, *, missing_ok: bool = False) -> LockFile:

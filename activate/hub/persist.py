@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     import argparse
 
 from ..persistdir import ConfigError, narinfo_path
-from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK, Failure
+from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure, exit_status
 from .persistcli import COMPRESSIONS
 
 EXIT_PARTIAL = 1
@@ -1032,22 +1032,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *,
 
     level = "debug" if args.verbose else "error" if args.quiet else "info"
     log = Log(level, args.log_format)
-    try:
-        return _run(args, environ, log, stdin if stdin is not None else sys.stdin)
-    except Failure as f:
-        log.error(f.message)
-        return f.code
-    except ConfigError as exc:
-        log.error(str(exc))
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return EXIT_ENVIRONMENT
-    except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
-        import traceback
-
-        log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
-        return EXIT_INTERNAL
+    return exit_status(lambda: _run(args, environ, log, stdin if stdin is not None else sys.stdin),
+                       log, bad_input=(ConfigError,))
 
 
 def _repo(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str | None,
