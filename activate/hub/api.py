@@ -33,6 +33,16 @@ class Failure(Exception):
         self.message = message
 
 
+def make_folder(path: str, what: str, fix: str) -> None:
+    """Create folder ``path`` (and its parents) if missing; raises :class:`Failure` (exit 3)
+    naming ``what`` it is for and the ``fix``."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot create the {what} {path}: "
+                      f"{exc.strerror or exc}; {fix}") from None
+
+
 def exit_status(run: Callable[[], int], log: Any,
                 bad_input: tuple[type[BaseException], ...] = ()) -> int:
     """Run a command's body and give its exit status: a :class:`Failure` is logged and

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     import argparse
 
 from ..persistdir import ConfigError, narinfo_path
-from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure, exit_status
+from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure, exit_status, make_folder
 from .persistcli import COMPRESSIONS
 
 EXIT_PARTIAL = 1
@@ -578,12 +578,8 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
     if compression not in COMPRESSIONS:
         raise Failure(EXIT_BAD_INPUT, f"--compression: {compression!r} is not one of "
                       f"{', '.join(COMPRESSIONS)}")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise Failure(EXIT_ENVIRONMENT, f"cannot create the persist folder {directory}: "
-                      f"{exc.strerror}; set another one (--persist-dir, "
-                      "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)") from exc
+    make_folder(directory, "persist folder", "set another one (--persist-dir, "
+                "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)")
     with _locked(directory):
         info, problem = check_cached(directory, store_path)
         if problem is None and info is not None:

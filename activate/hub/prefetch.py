@@ -20,8 +20,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .api import DEFAULT_REF, EXIT_ENVIRONMENT, EXIT_OK, Failure, RemoteFile, Resolved
+from .api import DEFAULT_REF, EXIT_ENVIRONMENT, EXIT_OK, Failure, RemoteFile, Resolved, make_folder
 from .sparse import fnmatch_escape
+
+#: How to get a download folder that can be created.
+_DOWNLOAD_FIX = "set MODEL_REPO_PREFETCH_DIR (or XDG_CACHE_HOME) to a writable folder"
 
 
 def store_name(repo_id: str, commit: str) -> str:
@@ -174,12 +177,7 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     from filelock import FileLock, Timeout
 
     root = download_dir(environ)
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as exc:
-        raise Failure(EXIT_ENVIRONMENT, f"cannot create the download folder {root}: "
-                      f"{exc.strerror}; set MODEL_REPO_PREFETCH_DIR (or XDG_CACHE_HOME) to a "
-                      "writable folder") from None
+    make_folder(root, "download folder", _DOWNLOAD_FIX)
     lock = FileLock(os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit)
                                  + ".lock"))
     try:
@@ -220,12 +218,7 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
 
     total = sum(f.size for f in chosen)
     dl = os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit))
-    try:
-        os.makedirs(dl, exist_ok=True)
-    except OSError as exc:
-        raise Failure(EXIT_ENVIRONMENT, f"cannot create the download folder {dl}: "
-                      f"{exc.strerror}; set MODEL_REPO_PREFETCH_DIR (or XDG_CACHE_HOME) to a "
-                      "writable folder") from None
+    make_folder(dl, "download folder", _DOWNLOAD_FIX)
     have = 0
     for f in chosen:
         try:
