@@ -194,7 +194,8 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
     mounted cache, a cache replaced by a new folder) raises :class:`EnvironmentProblem`:
     working on would forget the values the state keeps to restore. When there is no
     state for this path but one of this profile's states names another path with this
-    hub dir's identity (the cache was renamed or moved), it is adopted (``adopt``).
+    hub dir's identity (the cache was renamed or moved), or a state of version 1 filed
+    under another spelling of this hub dir, it is adopted (``adopt``).
     """
     try:
         state = statemod.read(state_path)
@@ -221,8 +222,9 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
         return
     if state is None and adopt and current is not None:
         for path, other in statemod.list_states(state_dir):
-            if (other.profile == profile and other.hub_dir != key and other.hub_id is not None
-                    and tuple(other.hub_id) == current):
+            same = (tuple(other.hub_id) == current if other.hub_id is not None
+                    else os.path.realpath(other.hub_dir) == key)  # a state of version 1
+            if other.profile == profile and other.hub_dir != key and same:
                 log.warning("the hub cache was moved or renamed; taking over its state",
                             was=other.hub_dir, now=key)
                 other.hub_dir = key

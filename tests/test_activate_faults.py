@@ -726,3 +726,39 @@ def _added_forget(directory: Path) -> None:
     import conftest
 
     conftest._added.pop(str(directory), None)
+
+
+def test_a_version_1_state_under_a_symlinked_spelling_is_taken_over(tmp_path: Path, paths: dict) -> None:
+    """States written before this version were filed under the hub dir as spelled
+    (through ~/.cache/huggingface -> /data/hf, say) and kept one former value; the new
+    activator files them under the real path and must still know its links and the
+    user's ref to give back."""
+    real = tmp_path / "data/hf/hub"
+    user_download(real)
+    original = shape(real)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home/hf").symlink_to(tmp_path / "data/hf")
+    spelled = tmp_path / "home/hf/hub"
+    store = paths["p1"]
+    snap = real / f"models--org--x/snapshots/{COMMIT_A}"
+    snap.symlink_to(store)
+    (real / "models--org--x/refs/main").write_text(COMMIT_A)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    import hashlib
+    name = hashlib.sha256(f"{spelled}\0test".encode()).hexdigest()[:32]
+    rows = [{"version": 1, "profile": "test", "hubDir": str(spelled), "complete": True,
+             "problems": []},
+            ["models--org--x", "dir", None, False, None, None, []],
+            ["models--org--x/snapshots", "dir", None, False, None, None, []],
+            [f"models--org--x/snapshots/{COMMIT_A}", "snapshot", store, True, None, None, []],
+            ["models--org--x/refs", "dir", None, False, None, None, []],
+            ["models--org--x/refs/main", "ref", COMMIT_A, True, USER, None, []]]
+    (state_dir / f"{name}.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = Log("error")
+    out = run_activate(request_of(validate_manifest(manifest({"x": model(store, repo_id="org/x")}))),
+                       hub_dir=str(spelled), explicit_hub=True, state_dir=str(state_dir), log=log)
+    assert not out.plan.problems
+    run_activate(request_of(validate_manifest(manifest({}))), hub_dir=str(spelled),
+                 explicit_hub=True, state_dir=str(state_dir), log=log)
+    assert shape(real) == original
