@@ -198,7 +198,7 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
     under another spelling of this hub dir, it is adopted (``adopt``).
     """
     try:
-        state = statemod.read(state_path)
+        state = statemod.read(state_path, header_only=True)  # read whole under the lock
     except statemod.CorruptState as exc:
         log.warning(exc.message())
         return
@@ -231,7 +231,6 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
                 _save_state(state_path, other)
                 statemod.delete(path)
                 return
-
 
 
 def run_deactivate(
@@ -317,8 +316,7 @@ def _converge(
         log.warning(exc.message())
         old = statemod.State(profile, key)
     corrupt: list[statemod.CorruptState] = []
-    others = [st for _, st in statemod.list_states(state_dir, corrupt)
-              if st.hub_dir == key and st.profile != profile]
+    others = statemod.load_others(state_dir, key, profile, corrupt)
     for exc in corrupt:
         log.warning(exc.message())
     fs = HubFS(hub_dir, before_write)

@@ -133,8 +133,9 @@ def plan(
     return result
 
 
-def _entry_value(entry: Entry, content: str | None = None) -> Expect:
-    return (entry.kind, entry.target if entry.kind == "link" else content)
+def _entry_value(entry: Entry) -> Expect:
+    """What a write must still find at a path that held ``entry`` (a link, or nothing)."""
+    return (entry.kind, entry.target)
 
 
 class _FolderPlan:

@@ -80,23 +80,23 @@ def _hub_choices(cache_flag: str | None, environ: Mapping[str, str]) -> str:
 
 
 def receipt_file(directory: str, manifest_path: str, cache_flag: str | None,
-                 environ: Mapping[str, str]) -> str:
+                 environ: Mapping[str, str], choices: str | None = None) -> str:
     """Where the receipt of activating ``manifest_path`` (with ``--cache-dir`` value
-    ``cache_flag`` in ``environ``) lives: ``<state dir>/receipt-<crc32>``. The name only
-    spreads receipts out; the content says exactly which invocation it answers."""
+    ``cache_flag`` in ``environ``; ``choices``: :func:`_hub_choices` when already known)
+    lives: ``<state dir>/receipt-<crc32>``. The name only spreads receipts out; the content
+    says exactly which invocation it answers."""
     import zlib
 
-    key = f"{os.path.abspath(manifest_path)}\0{_hub_choices(cache_flag, environ)}".encode(
-        "utf-8", "surrogateescape")
+    if choices is None:
+        choices = _hub_choices(cache_flag, environ)
+    key = f"{os.path.abspath(manifest_path)}\0{choices}".encode("utf-8", "surrogateescape")
     return os.path.join(directory, f"receipt-{zlib.crc32(key):08x}")
 
 
-def _receipt_key(manifest_path: str, cache_flag: str | None,
-                 environ: Mapping[str, str]) -> list[str]:
+def _receipt_key(manifest_path: str, choices: str) -> list[str]:
     st = os.stat(manifest_path)
     identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-    return [_MAGIC, os.path.abspath(manifest_path), _hub_choices(cache_flag, environ),
-            identity, ""]
+    return [_MAGIC, os.path.abspath(manifest_path), choices, identity, ""]
 
 
 def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
@@ -109,12 +109,12 @@ def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
     Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``;
     written a record at a time, and not replaced when unchanged.
     """
-    target = receipt_file(directory, manifest_path, cache_flag, environ)
+    choices = _hub_choices(cache_flag, environ)
+    target = receipt_file(directory, manifest_path, cache_flag, environ, choices)
     remove_receipts(directory, profile, hub_dir, keep=target)
 
     def chunks() -> Iterator[bytes]:
-        head = _receipt_key(manifest_path, cache_flag, environ) + [profile, hub_dir,
-                                                                    str(len(records))]
+        head = _receipt_key(manifest_path, choices) + [profile, hub_dir, str(len(records))]
         yield _encode(head, first=True)
         for kind, path, value, created in records:
             yield _encode([kind, path, value, "1" if created else ""])
@@ -187,8 +187,9 @@ def try_noop(
     """
     try:
         directory = state_dir(state_flag, environ)
-        fields = _read_fields(receipt_file(directory, manifest_path, cache_flag, environ))
-        if fields is None or fields[:5] != _receipt_key(manifest_path, cache_flag, environ):
+        choices = _hub_choices(cache_flag, environ)
+        fields = _read_fields(receipt_file(directory, manifest_path, cache_flag, environ, choices))
+        if fields is None or fields[:5] != _receipt_key(manifest_path, choices):
             return None
         hub_dir = fields[6]
         count = int(fields[7])

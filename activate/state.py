@@ -153,9 +153,11 @@ def hub_identity(hub_dir: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def read(path: str) -> State | None:
+def read(path: str, *, header_only: bool = False) -> State | None:
     """The state at ``path``; None when it does not exist. Raises :class:`CorruptState`
-    (after moving the file aside) when it exists but is not a usable state."""
+    (after moving the file aside) when it exists but is not a usable state.
+    ``header_only``: read the header line and at most one record (``records`` then holds
+    that one, enough to tell whether there are any), not the whole file."""
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
@@ -168,7 +170,12 @@ def read(path: str) -> State | None:
             if not isinstance(head, dict) or head.get("version") not in (1, STATE_VERSION):
                 raise ValueError("unknown state version")
             version = int(head["version"])
-            records = [Record.from_row(json.loads(line), version) for line in fh if line.strip()]
+            records = []
+            for line in fh:
+                if line.strip():
+                    records.append(Record.from_row(json.loads(line), version))
+                    if header_only:
+                        break
             hub_id = head.get("hubId")
             state = State(
                 profile=_str(head["profile"]),
@@ -214,11 +221,13 @@ def load(path: str, profile: str, hub_dir: str) -> State:
     return State(profile=profile, hub_dir=hub_dir)
 
 
-def load_others(directory: str, hub_dir: str, profile: str) -> list[State]:
-    """States of the other profiles (same state dir) that link into ``hub_dir``."""
+def load_others(directory: str, hub_dir: str, profile: str,
+                problems: list[CorruptState] | None = None) -> list[State]:
+    """States of the other profiles (same state dir) that link into ``hub_dir``;
+    unreadable ones are moved aside and appended to ``problems`` (when given)."""
     return [
         state
-        for _, state in list_states(directory)
+        for _, state in list_states(directory, problems)
         if state.hub_dir == hub_dir and state.profile != profile
     ]
 
