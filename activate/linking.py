@@ -369,15 +369,10 @@ class _FolderPlan:
 
     def tree_in_place(self, rel: str, target: str) -> bool:
         try:
-            files = treemod.store_files(target)
-            for f, blob, link in treemod.entries(target, files):
-                if self.fs.lstat(f"{rel}/{f}").target != link:
-                    return False
-                if self.fs.lstat(f"{self.folder}/blobs/{blob}").target != f"{target}/{f}":
-                    return False
+            return treemod.links_in_place(lambda p: self.fs.lstat(p).target, rel, target,
+                                          treemod.store_files(target))
         except (OSError, Blocked):
             return False
-        return True
 
     def store_ok(self, target: str, rel: str, names: list[str]) -> bool:
         kind = self.store_kind(target)

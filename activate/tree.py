@@ -23,6 +23,12 @@ from __future__ import annotations
 
 import os
 
+# The no-op path must not import typing or collections (~10 ms): annotations are
+# strings (PEP 563) and these names exist only for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 BLOB_PREFIX = "model-repo-"
 
 
@@ -64,19 +70,27 @@ def entries(store_path: str, files: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def verify(hub_dir: str, snapshot_rel: str, store_path: str) -> bool:
-    """True when every file of ``store_path`` is linked in ``snapshot_rel`` (relative to
-    ``hub_dir``) through its blob link, as :func:`entries` says."""
+def links_in_place(read_link: Callable[[str], str | None], snapshot_rel: str,
+                   store_path: str, files: list[str]) -> bool:
+    """True when each of ``files`` of ``store_path`` is linked in ``snapshot_rel`` through
+    its blob link, as :func:`entries` says. ``read_link(rel)`` gives the target of the
+    link at ``rel`` (relative to the hub dir), None or OSError when there is none: the
+    planner reads through its no-follow descriptors, the no-op path with readlink."""
     folder = snapshot_rel.split("/", 1)[0]
+    for f, blob, target in entries(store_path, files):
+        if read_link(f"{snapshot_rel}/{f}") != target:
+            return False
+        if read_link(f"{folder}/blobs/{blob}") != f"{store_path}/{f}":
+            return False
+    return True
+
+
+def verify(hub_dir: str, snapshot_rel: str, store_path: str) -> bool:
+    """True when the partial snapshot ``snapshot_rel`` (relative to ``hub_dir``) links
+    every file of ``store_path`` (an empty or missing store path: False)."""
     try:
         files = store_files(store_path)
-        if not files:
-            return False
-        for f, blob, target in entries(store_path, files):
-            if os.readlink(os.path.join(hub_dir, snapshot_rel, f)) != target:
-                return False
-            if os.readlink(os.path.join(hub_dir, folder, "blobs", blob)) != f"{store_path}/{f}":
-                return False
+        return bool(files) and links_in_place(
+            lambda rel: os.readlink(os.path.join(hub_dir, rel)), snapshot_rel, store_path, files)
     except OSError:
         return False
-    return True
