@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from nixeval import in_ci, missing_input
+
+# Hypothesis: with CI=true every property test and state machine draws the same examples
+# on every run and keeps no example database (a saved failure must not make one clone red
+# and another green); locally the default profile explores new examples each run.
+# `pytest --hypothesis-profile=ci` selects it by hand. Per-test @settings inherit it.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile("ci" if in_ci() else "default")
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_BERT = ROOT / "examples" / "tiny-bert"
