@@ -570,7 +570,7 @@ def test_nix_store_fallback_writes_a_cache_nix_copy_reads(tmp_path: Path,
     """Without ``nix``: export writes the binary cache itself (nix-store --dump) with the
     narinfo ``nix copy`` would write, content address included; real ``nix copy --from``
     restores from it without --no-check-sigs, and the fallback import restores too."""
-    from activate.hub.persist import fixed_output_path, nix_base32_decode
+    from activate.hub.binarycache import fixed_output_path, nix_base32_decode
 
     env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
     path = models.fixed(_commit())

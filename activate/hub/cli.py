@@ -151,7 +151,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logs to stderr.
     """
     if getattr(args, "persist_command", False):  # export, import, store
-        from .persistcli import run as run_persist
+        from .persist import run as run_persist
 
         return run_persist(args, environ)
     from .commands import run_command

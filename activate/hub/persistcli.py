@@ -1,10 +1,11 @@
 """The argument parsers of ``model-repo export``, ``import`` and ``store`` (``ls``,
 ``path``): argparse only, because ``activate.cli`` builds the whole parser for every
-command but the no-op activation; :func:`run` imports :mod:`activate.hub.persist`, which
-does the work, only when one of them runs.
+command but the no-op activation; :func:`activate.hub.cli.run` imports
+:mod:`activate.hub.persist`, which does the work, only when one of them runs.
 
 Each parser sets ``hub_command=True`` (``activate.cli`` hands it to
-:func:`activate.hub.cli.run`) and ``persist_command=True`` (which hands it to :func:`run`).
+:func:`activate.hub.cli.run`) and ``persist_command=True`` (which hands it to
+:func:`activate.hub.persist.run`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 COMMANDS = ("export", "import", "store")
-#: NAR compressions offered for the binary cache; see :mod:`activate.hub.persist` for
+#: NAR compressions offered for the binary cache; see :mod:`activate.hub.persistexport` for
 #: the measurements behind the default.
 COMPRESSIONS = ("none", "zstd", "xz")
 
@@ -108,9 +109,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     common(spath)
 
 
-def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Run ``export``, ``import`` or ``store``; returns the exit status
-    (:func:`activate.hub.persist.run`)."""
-    from .persist import run as run_persist
+def repo_of(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str | None,
+                                                                         str | None, str | None]:
+    """``(repo id, repo type or None, revision or None, store path or None)`` of the
+    REPO argument of ``export``/``import`` (``args.repo``, ``args.revision``,
+    ``args.dataset``). Raises :class:`activate.hub.api.Failure` (exit 2) for a bad
+    repo argument, a store path that is not one, or a file argument."""
+    from .api import EXIT_BAD_INPUT, Failure
+    from .nixstore import check_store_path
 
-    return run_persist(args, environ)
+    arg: str = args.repo
+    revision = args.revision
+    if arg.startswith("/"):
+        path = check_store_path(arg, "REPO")
+        return None, "dataset" if args.dataset else None, revision, path
+    from .repoarg import RepoArgError, parse_repo
+
+    try:
+        ref = parse_repo(arg, endpoint=environ.get("HF_ENDPOINT") or None)
+    except RepoArgError as exc:
+        raise Failure(EXIT_BAD_INPUT, str(exc)) from exc
+    if ref.file is not None:
+        raise Failure(EXIT_BAD_INPUT, f"{arg!r} names one file; export and import work on "
+                      "a repo's store path: give the repo (ORG/NAME)")
+    repo_type = "dataset" if args.dataset else ref.repo_type
+    return ref.repo_id, repo_type, revision or ref.revision, None

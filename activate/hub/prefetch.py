@@ -162,11 +162,11 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
 
     With ``--add-to-store`` and ``auto_persist`` (:mod:`activate.hub.config`), a copy of
     this exact pin in the persist folder is restored instead of downloading
-    (:func:`activate.hub.persist.restore_for_prefetch`), and a path just added is
-    exported after the pin is printed (:func:`activate.hub.persist.export_after_prefetch`).
+    (:func:`activate.hub.persistimport.restore_for_prefetch`), and a path just added is
+    exported after the pin is printed (:func:`activate.hub.persistexport.export_after_prefetch`).
     """
     if nix_store is not None:  # auto_persist: restore this pin instead of downloading it
-        from .persist import restore_for_prefetch
+        from .persistimport import restore_for_prefetch
 
         kept = restore_for_prefetch(environ, log, repo_id=res.repo_id,
                                     repo_type=res.repo_type, commit=res.commit,
@@ -194,7 +194,7 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
 
     code = _print_pin(args, sel, res, chosen, name, sri_hash, store_path)
     if store_path is not None:  # auto_persist: export what was added (after the pin)
-        from .persist import export_after_prefetch
+        from .persistexport import export_after_prefetch
 
         export_after_prefetch(environ, log, store_path=store_path, repo_id=res.repo_id,
                               repo_type=res.repo_type, commit=res.commit, ref=res.ref,

@@ -1,0 +1,194 @@
+"""The persist folder's manifests: model-repo's :data:`MANIFEST` (read and written) and
+nix-hug's :data:`NIX_HUG_MANIFEST` (read only). Beside the binary cache they record what
+each store path is::
+
+    {"version": 1, "entries": [{"repoId": "org/name", "repoType": "model",
+      "revision": "<commit: 40 hex, or its first 12 when only the store name tells it>",
+      "ref": "main" | null, "storePath": "/nix/store/…-hf-org--name-<12 hex>",
+      "narHash": "sha256-…", "narSize": <bytes>, "exportedAt": "<ISO 8601 UTC>",
+      "files": [...], "include": [...], "exclude": [...], "names": [...]}]}
+
+(``files``/``include``/``exclude``: the selection the path was fetched with, the Nix
+options of the same names; auto-persist matches a prefetch on them. ``names``: the
+model names, ``models.<name>``, that activated manifests give the path, so ``import
+NAME`` works after the activation that knew them is gone.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import EXIT_ENVIRONMENT, Failure
+from .binarycache import check_cached, narinfo_hash
+
+MANIFEST = "model-repo-persist.json"
+LOCK = ".model-repo-persist.lock"
+MANIFEST_VERSION = 1
+NIX_HUG_MANIFEST = "nix-hug-manifest.json"
+HEX = re.compile(r"[0-9a-f]{7,40}")
+
+
+@dataclass
+class Entry:
+    """One persisted store path (a manifest entry; field meanings in the module docstring)."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    store_path: str
+    nar_hash: str
+    nar_size: int
+    exported_at: str
+    ref: str | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repoId": self.repo_id, "repoType": self.repo_type,
+                "revision": self.revision, "ref": self.ref, "storePath": self.store_path,
+                "narHash": self.nar_hash, "narSize": self.nar_size,
+                "exportedAt": self.exported_at, "files": list(self.files),
+                "include": list(self.include), "exclude": list(self.exclude),
+                "names": list(self.names)}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> Entry:
+        """Parse one entry; raises :class:`Failure` (exit 3) naming ``where`` and the field."""
+        if not isinstance(obj, dict):
+            raise Failure(EXIT_ENVIRONMENT, f"{where}: expected an object, got {obj!r:.60}")
+        try:
+            entry = cls(str(obj["repoId"]), str(obj.get("repoType", "model")),
+                        str(obj["revision"]), str(obj["storePath"]), str(obj["narHash"]),
+                        int(obj["narSize"]), str(obj.get("exportedAt", "")),
+                        obj.get("ref"), list(obj.get("include") or []),
+                        list(obj.get("exclude") or []), list(obj.get("files") or []),
+                        list(obj.get("names") or []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Failure(EXIT_ENVIRONMENT, f"{where}: missing or malformed field {exc}; "
+                          "export the model again to rewrite it") from exc
+        return entry
+
+    def label(self) -> str:
+        return f"{self.repo_id}@{self.revision[:12]}"
+
+
+def manifest_path(directory: str) -> str:
+    return os.path.join(directory, MANIFEST)
+
+
+def read_manifest(directory: str) -> list[Entry]:
+    """The entries of ``directory``'s manifest (``[]`` when there is none). Raises
+    :class:`Failure` (exit 3) when it is unreadable, not JSON, or of another version."""
+    path = manifest_path(directory)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"{path} is not valid JSON ({exc}): the persist "
+                      "folder's manifest is corrupt; restore it from a backup, or remove "
+                      "it and export the models again") from exc
+    if not isinstance(doc, dict) or doc.get("version") != MANIFEST_VERSION or not isinstance(
+            doc.get("entries"), list):
+        raise Failure(EXIT_ENVIRONMENT, f"{path}: expected {{\"version\": 1, \"entries\": "
+                      "[...]}; written by another model-repo version? update model-repo")
+    return [Entry.from_json(e, f"{path}: entries[{i}]") for i, e in enumerate(doc["entries"])]
+
+
+def read_nix_hug_manifest(directory: str) -> list[Entry]:
+    """The entries nix-hug's ``export`` recorded in the same kind of folder
+    (``nix-hug-manifest.json``: a list of ``{repoId, type, rev, filters, storePath,
+    exportedAt}``, nix-hug's ``cli/lib/persist.sh``), so ``import`` and ``store ls`` work
+    on a nix-hug user's folder; NAR hash and size come from each path's narinfo. Read
+    only: model-repo never writes that file. Raises :class:`Failure` (exit 3) when it is
+    not a JSON list."""
+    path = os.path.join(directory, NIX_HUG_MANIFEST)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(data or b"[]")
+    except ValueError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(doc, list):
+        raise Failure(EXIT_ENVIRONMENT, f"{path}: expected a list of entries (nix-hug's format)")
+    out = []
+    for i, obj in enumerate(doc):
+        if not isinstance(obj, dict) or not isinstance(obj.get("storePath"), str) or \
+                not isinstance(obj.get("repoId"), str):
+            raise Failure(EXIT_ENVIRONMENT, f"{path}: entry {i} lacks repoId or storePath")
+        info, _ = check_cached(directory, obj["storePath"])
+        try:
+            nar_hash, nar_size = narinfo_hash(info or {})
+        except Failure:
+            nar_hash, nar_size = "", 0
+        out.append(Entry(obj["repoId"], str(obj.get("type") or "model"), str(obj.get("rev") or ""),
+                         obj["storePath"], nar_hash, nar_size, str(obj.get("exportedAt") or "")))
+    return out
+
+
+def read_all(directory: str) -> list[Entry]:
+    """model-repo's entries, then nix-hug's for store paths model-repo does not record."""
+    ours = read_manifest(directory)
+    known = {e.store_path for e in ours}
+    return ours + [e for e in read_nix_hug_manifest(directory) if e.store_path not in known]
+
+
+def write_manifest(directory: str, entries: Sequence[Entry]) -> None:
+    path = manifest_path(directory)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    doc = {"version": MANIFEST_VERSION, "entries": [e.to_json() for e in entries]}
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(doc, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(directory: str) -> Iterator[None]:
+    """Hold the persist folder's lock (``flock`` on :data:`LOCK`): one export at a time."""
+    import fcntl
+
+    fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def select_entries(entries: Sequence[Entry], *, repo_id: str | None, repo_type: str | None,
+                   revision: str | None, store_path: str | None) -> list[Entry]:
+    """The entries an ``import`` argument names: by store path, or by repo id (and type
+    when given) and revision (a commit or its prefix, or the recorded ref); several
+    exports of one repo without ``revision``: the newest one."""
+    if store_path is not None:
+        return [e for e in entries if e.store_path == store_path]
+    pool = [e for e in entries if e.repo_id == repo_id
+            and (repo_type is None or e.repo_type == repo_type)]
+    if revision is not None:
+        pool = [e for e in pool if e.ref == revision or (
+            HEX.fullmatch(revision) is not None
+            and e.revision[:min(len(revision), len(e.revision))]
+            == revision[:min(len(revision), len(e.revision))])]
+    if revision is None and len({(e.repo_type, e.revision) for e in pool}) > 1:
+        pool = [max(pool, key=lambda e: e.exported_at)]
+    return pool
