@@ -764,3 +764,86 @@ def test_auto_persist_prefetch_exports_then_restores_without_download(
         assert len([r for r in hub.requests if "/resolve/" in r["path"]]) > downloads
         _delete(path)
         assert cli(env, "import", path).returncode == 0 and _valid(path)
+
+
+def _plant(persist: Path, store_path: str, tree: Path, *, ca: bool) -> str:
+    """Write a narinfo for ``store_path`` whose NAR is ``tree`` (what a user who can
+    write the persist folder can do): uncompressed, no signature, a ``CA:`` line only
+    when ``ca``. Returns the planted NAR's SRI hash."""
+    import hashlib
+
+    from activate.hub.binarycache import nix_base32
+    from activate.hub.nar import sri, write_nar
+    from activate.persistdir import narinfo_path
+
+    chunks: list[bytes] = []
+    write_nar(tree, chunks.append)
+    nar = b"".join(chunks)
+    digest = hashlib.sha256(nar).digest()
+    b32 = nix_base32(digest)
+    (persist / "nar").mkdir(exist_ok=True)
+    (persist / "nar" / f"{b32}.nar").write_bytes(nar)
+    lines = [f"StorePath: {store_path}", f"URL: nar/{b32}.nar", "Compression: none",
+             f"FileHash: sha256:{b32}", f"FileSize: {len(nar)}", f"NarHash: sha256:{b32}",
+             f"NarSize: {len(nar)}", "References: "] + ([f"CA: fixed:r:sha256:{b32}"] if ca
+                                                       else [])
+    Path(narinfo_path(str(persist), store_path)).write_text("\n".join(lines) + "\n")
+    return sri(digest)
+
+
+def test_auto_persist_never_restores_planted_bytes(tmp_path: Path, models: Models) -> None:
+    """Issue 14, finding 2: a persist folder another user can write. (a) The true pin's
+    store path with planted bytes and no content address: never imported (before: it
+    was, with --no-check-sigs, and its hash printed as the pin); (b) a content-addressed
+    path of planted bytes under the pin's name: imported by Nix, but its files are not
+    the Hub's, so it is deleted again. Both times the prefetch downloads and prints the
+    true pin, and the store path holds the Hub's bytes."""
+    pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub (prefetch)")
+    from mockhub import MockHub
+
+    from activate.hub.binarycache import fixed_output_path
+    from activate.hub.nar import nar_hash
+
+    repo = "model-repo-test/planted"
+    files = {"config.json": b'{"model_type": "bert", "id": "%s"}\n' % secrets.token_hex(8)
+             .encode(), "README.md": b"true bytes\n"}
+    with MockHub() as hub:
+        hub.add_repo(repo, files)
+        env = {**_env(tmp_path), "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "HF_HUB_DISABLE_TELEMETRY": "1", "MODEL_REPO_AUTO_PERSIST": "true"}
+        first = cli(env, "prefetch", repo, "--add-to-store", "--json")
+        assert first.returncode == 0, first.stderr
+        pin = json.loads(first.stdout)
+        path = pin["storePath"]
+        models.made.append(path)
+        persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+        doc = json.loads((persist / "model-repo-persist.json").read_text())
+        name = os.path.basename(path).split("-", 1)[1]
+        planted = tmp_path / "planted" / name
+        planted.mkdir(parents=True)
+        (planted / "config.json").write_text('{"model_type": "evil"}\n')
+        (planted / "README.md").write_text("planted bytes\n")
+
+        for ca in (False, True):
+            _delete(path)
+            assert not _valid(path)
+            target = path
+            if ca:
+                target = fixed_output_path(os.path.dirname(path), name, nar_hash(planted))
+                models.made.append(target)
+            doc["entries"][-1]["storePath"] = target
+            doc["entries"][-1]["narHash"] = _plant(persist, target, planted, ca=ca)
+            (persist / "model-repo-persist.json").write_text(json.dumps(doc))
+            downloads = len([r for r in hub.requests if "/resolve/" in r["path"]])
+            again = cli(env, "prefetch", repo, "--add-to-store", "--json")
+            assert again.returncode == 0, again.stderr
+            out = json.loads(again.stdout)
+            assert (out["storePath"], out["hash"]) == (path, pin["hash"]), again.stderr
+            assert "downloading instead" in again.stderr
+            assert len([r for r in hub.requests if "/resolve/" in r["path"]]) > downloads
+            assert Path(path, "README.md").read_bytes() == b"true bytes\n"
+            assert not _valid(target) or target == path
+            # The export after it recorded the true path again (the newest entry).
+            doc = json.loads((persist / "model-repo-persist.json").read_text())
+            assert doc["entries"][-1]["storePath"] == path

@@ -21,19 +21,29 @@ mismatch); it is removed with ``nix-store --delete`` and the error says so.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     import argparse
 
+    from .api import RemoteFile
+    from .nar import Observer
+
+    #: prefetch's ``_checker(expected, seen, bad)``: an observer checking each file.
+    Checker = Callable[[dict[str, RemoteFile], dict[str, int], list[str]], Observer]
+
 from ..persistdir import ConfigError, narinfo_path
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure
-from .binarycache import ca_verified, check_cached, narinfo_hash, persist_url
-from .nixstore import NIX_FLAGS, Nix, copy_unusable, last_line, store_dir_of
+from .binarycache import (ca_verified, check_cached, fixed_output_path, narinfo_hash,
+                          persist_url)
+from .nar import NarError, nar_hash, sri
+from .nixstore import (NIX_FLAGS, Nix, check_store_path, copy_unusable, last_line,
+                       parse_hf_name, store_dir_of)
 from .persistcli import repo_of
 from .persistmanifest import Entry, read_all, read_manifest, select_entries
 
@@ -219,13 +229,22 @@ def confirm(paths: Sequence[str], directory: str, *, stdin: TextIO, stderr: Text
 
 def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
                          repo_type: str, commit: str, files: Sequence[str],
-                         include: Sequence[str], exclude: Sequence[str]) -> Entry | None:
+                         include: Sequence[str], exclude: Sequence[str],
+                         chosen: Sequence[RemoteFile], checker: Checker) -> Entry | None:
     """With ``auto_persist`` on: the persisted entry for exactly this pin (repo, type,
-    commit, files, include, exclude), made valid in the store (imported when it was
-    garbage-collected; auto-persist is the user's opt-in to trust their own persist
-    folder, as nix-hug does), so ``prefetch --add-to-store`` need not download. None
-    when auto-persist is off, nothing matches, or the import fails (logged as a
-    warning: the caller downloads instead)."""
+    commit, files, include, exclude), made valid in the store, so ``prefetch
+    --add-to-store`` need not download; its ``nar_hash`` is the one computed here.
+
+    The persist folder may be writable by others (issue 14, finding 2), so nothing of it
+    is believed: the entry's store path must be named as the fetcher names this repo
+    and commit; a path not in the store is imported only when its narinfo is
+    content-addressed (:func:`activate.hub.binarycache.ca_verified`; Nix checks the NAR
+    against it, without ``--no-check-sigs``); then the path's tree is read once: its
+    files must be exactly ``chosen`` (the Hub's listing at the commit), each with the
+    Hub's size and checksum (``checker``: prefetch's observer of git blob sha1 / LFS
+    sha256), and its NAR hash must give the store path. Anything else: a warning, a
+    path imported here is deleted again, and None (the caller downloads). None too when
+    auto-persist is off or nothing matches."""
     from .config import load_config
 
     try:
@@ -237,18 +256,67 @@ def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
         return None
     try:
         entries = read_manifest(cfg.persist_dir)
-        for e in reversed(entries):
-            if (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type, commit) and \
-                    (e.files, e.include, e.exclude) == (list(files), list(include),
-                                                        list(exclude)):
-                nix = Nix.find(environ)
-                if import_path(nix, cfg.persist_dir, e.store_path, no_check_sigs=True, log=log):
-                    log.info("restored from the persist folder", path=e.store_path,
-                             dir=cfg.persist_dir)
-                return e
     except Failure as f:
         log.warning(f"auto-persist: {f.message}; downloading instead")
-    return None
+        return None
+    for e in reversed(entries):
+        if (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type, commit) and \
+                (e.files, e.include, e.exclude) == (list(files), list(include), list(exclude)):
+            break
+    else:
+        return None
+    try:
+        path = check_store_path(e.store_path, "storePath")
+        if path != e.store_path or parse_hf_name(path) != (repo_id, commit[:12]):
+            raise Failure(EXIT_ENVIRONMENT, f"the persisted {e.store_path!r} is not named "
+                          f"as the fetcher names {repo_id} at {commit[:12]}")
+        nix = Nix.find(environ)
+        imported = False
+        if not nix.valid([path]):
+            info, problem = check_cached(cfg.persist_dir, path)
+            if problem is None and info is not None and not ca_verified(info):
+                problem = f"its narinfo has no content address that gives {path}"
+            if problem is not None:
+                raise Failure(EXIT_ENVIRONMENT, f"cannot restore {path}: {problem}")
+            imported = import_path(nix, cfg.persist_dir, path, no_check_sigs=False, log=log)
+        digest, problem = _check_tree(path, chosen, checker)
+        if problem is not None:
+            if imported:
+                nix.delete(path)
+            raise Failure(EXIT_ENVIRONMENT, f"the persisted {path} is not {repo_id} at "
+                          f"{commit}: {problem}")
+    except Failure as f:
+        log.warning(f"auto-persist: {f.message}; downloading instead")
+        return None
+    if imported:
+        log.info("restored from the persist folder", path=path, dir=cfg.persist_dir)
+    return dataclasses.replace(e, nar_hash=sri(digest))
+
+
+def _check_tree(path: str, chosen: Sequence[RemoteFile],
+                checker: Checker) -> tuple[bytes, str | None]:
+    """``(NAR sha256 digest, None)`` when the tree at the store ``path`` is exactly
+    ``chosen`` with the Hub's sizes and checksums and the fixed-output path of its own
+    NAR hash; else ``(b"", why not)``. Reads the tree once (the NAR hash, with
+    ``checker`` observing each file)."""
+
+    expected = {f.path: f for f in chosen}
+    seen: dict[str, int] = {}
+    bad: list[str] = []
+    try:
+        digest = nar_hash(path, observe=checker(expected, seen, bad))
+    except NarError as exc:
+        return b"", str(exc)
+    problems = ([f"missing {p}" for p in sorted(set(expected) - set(seen))]
+                + [f"unexpected {p}" for p in sorted(set(seen) - set(expected))]
+                + [f"{p}: {seen[p]} bytes, the Hub says {f.size}"
+                   for p, f in expected.items() if p in seen and seen[p] != f.size] + bad)
+    name = os.path.basename(path).split("-", 1)[1]
+    if not problems and fixed_output_path(store_dir_of(path), name, digest) != path:
+        problems.append("its contents are not what its name is made of")
+    if problems:
+        return b"", "; ".join(problems[:5]) + ("; …" if len(problems) > 5 else "")
+    return digest, None
 
 
 def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,

@@ -170,7 +170,8 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
 
         kept = restore_for_prefetch(environ, log, repo_id=res.repo_id,
                                     repo_type=res.repo_type, commit=res.commit,
-                                    files=sel.files, include=sel.include, exclude=sel.exclude)
+                                    files=sel.files, include=sel.include, exclude=sel.exclude,
+                                    chosen=chosen, checker=_checker)
         if kept is not None:
             return _print_pin(args, sel, res, chosen, store_name(res.repo_id, res.commit),
                               kept.nar_hash, kept.store_path)
