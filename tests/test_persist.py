@@ -847,3 +847,93 @@ def test_auto_persist_never_restores_planted_bytes(tmp_path: Path, models: Model
             # The export after it recorded the true path again (the newest entry).
             doc = json.loads((persist / "model-repo-persist.json").read_text())
             assert doc["entries"][-1]["storePath"] == path
+
+
+# ------------------------------------------------------- a folder others can write
+
+
+def _victims(tmp: Path) -> dict[Path, bytes]:
+    """Root-owned files outside the persist folder that planted links point at."""
+    outside = tmp / "outside"
+    outside.mkdir(exist_ok=True)
+    out = {}
+    for name in ("victim-manifest", "victim-narinfo", "victim-nar", "victim-lock",
+                 "victim-url"):
+        (outside / name).write_bytes(b"do not touch " + name.encode() + b"\n")
+        out[outside / name] = (outside / name).read_bytes()
+    return out
+
+
+def _plant_links(persist: Path, store_path: str, outside: Path) -> None:
+    """Symlinks under every name the export wrote through before issue 14's fix: the
+    manifest's and the NAR's temporary names for the next 3000 process ids, the
+    narinfo's temporary name, and a dangling nix-cache-info."""
+    from activate.persistdir import narinfo_path
+
+    (persist / "nar").mkdir(parents=True, exist_ok=True)
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+    for pid in range(last, last + 3000):
+        (persist / f"model-repo-persist.json.tmp-{pid}").symlink_to(outside / "victim-manifest")
+        (persist / "nar" / f".dump-{pid}.tmp").symlink_to(outside / "victim-nar")
+    Path(narinfo_path(str(persist), store_path) + ".tmp").symlink_to(outside / "victim-narinfo")
+    (persist / "nix-cache-info").symlink_to(outside / "created-through-a-link")
+
+
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump"])
+def test_export_never_writes_through_planted_symlinks(tmp_path: Path, models: Models,
+                                                      how: str) -> None:
+    """Issue 14, finding 3: in a persist folder another user can write, links planted
+    under the names export writes (the manifest's and narinfo's temporary files, the
+    NAR's, nix-cache-info) are never followed: every victim keeps its bytes, nothing is
+    created outside, and the export works."""
+    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    victims = _victims(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    path = models.fixed(_commit())
+    _plant_links(persist, path, tmp_path / "outside")
+    if how == "nix copy":
+        (persist / "nix-cache-info").unlink()  # nix copy writes it itself (not ours)
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+    assert {p: p.read_bytes() for p in victims} == victims
+    assert not (tmp_path / "outside" / "created-through-a-link").exists()
+    assert _entries(env)[path]["status"] == "valid"
+    _delete(path)
+    assert cli(env, "import", path).returncode == 0 and _valid(path)
+
+
+def test_planted_lock_nar_folder_and_url_links_are_refused(tmp_path: Path,
+                                                           models: Models) -> None:
+    """The lock file as a link: export refuses (exit 3, one line), the victim keeps its
+    bytes. The NAR folder as a link: the fallback export refuses to write through it. A
+    stale narinfo whose URL leads through a linked folder: export replaces the entry
+    without removing the file the URL reaches outside."""
+    from activate.persistdir import narinfo_path
+
+    victims = _victims(tmp_path)
+    outside = tmp_path / "outside"
+    env = _env(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    persist.mkdir()
+    path = models.fixed(_commit())
+    (persist / ".model-repo-persist.lock").symlink_to(outside / "victim-lock")
+    res = cli(env, "export", path)
+    assert res.returncode == 3 and "symbolic link" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    (persist / ".model-repo-persist.lock").unlink()
+
+    (persist / "nar").symlink_to(outside)
+    res = cli(_env(tmp_path, PATH=_only_nix_store(tmp_path)), "export", path)
+    assert res.returncode == 3 and "symbolic link" in res.stderr, res.stderr
+    assert sorted(p.name for p in outside.iterdir()) == sorted(p.name for p in victims)
+    (persist / "nar").unlink()
+
+    (persist / "evil").symlink_to(outside)
+    Path(narinfo_path(str(persist), path)).write_text(
+        f"StorePath: {path}\nURL: evil/victim-url\nCompression: none\nFileHash: sha256:"
+        f"{'0' * 52}\nFileSize: {len(victims[outside / 'victim-url'])}\nNarHash: sha256:"
+        f"{'0' * 52}\nNarSize: 1\nReferences: \n")
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+    assert {p: p.read_bytes() for p in victims} == victims
+    assert _entries(env)[path]["status"] == "valid"

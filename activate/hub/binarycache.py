@@ -11,7 +11,9 @@ A binary cache (``nix copy --to file://DIR``) holds ``nix-cache-info``, one
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
+from typing import BinaryIO
 
 from ..persistdir import narinfo_path
 from .api import EXIT_ENVIRONMENT, Failure
@@ -56,6 +58,13 @@ def fixed_output_path(store_dir: str, name: str, nar_sha256: bytes) -> str:
     return f"{store_dir}/{nix_base32(bytes(folded))}-{name}"
 
 
+def open_nofollow(path: str) -> BinaryIO:
+    """``path`` opened for reading in binary mode, not through a symlink (``O_NOFOLLOW``:
+    a link planted in a persist folder another user can write is an error, ELOOP,
+    never read). Raises OSError."""
+    return open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
+
+
 def parse_narinfo(text: str) -> dict[str, str]:
     """A narinfo's ``Key: value`` lines as a dict (Nix's ``NarInfo`` format)."""
     out = {}
@@ -93,14 +102,36 @@ def ca_verified(info: Mapping[str, str]) -> bool:
     return fixed_output_path(store_dir_of(path), name, digest) == path
 
 
+def nar_file(directory: str, url: str) -> tuple[str | None, str]:
+    """``(path, "")`` of the file a narinfo's ``URL`` names inside the cache
+    ``directory``, or ``(None, why not)``: the URL must be relative, of plain names (no
+    empty, ``.`` or ``..`` segment, no NUL), and every folder on the way a real folder
+    of ``directory``, not a symbolic link (a link planted in a folder another user can
+    write would lead reads, and the removal of a stale NAR, outside it). The last
+    segment itself is checked by the caller (``lstat``; ``unlink`` never follows it)."""
+    parts = url.split("/")
+    if not url or "\0" in url or any(p in ("", ".", "..") for p in parts):
+        return None, f"no usable URL line ({url!r:.80})"
+    here = directory
+    for part in parts[:-1]:
+        here = os.path.join(here, part)
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return os.path.join(directory, url), ""  # missing: reported as a missing NAR
+        if not stat.S_ISDIR(st.st_mode):
+            return None, f"{here} is not a folder (a symbolic link?)"
+    return os.path.join(directory, url), ""
+
+
 def check_cached(directory: str, store_path: str) -> tuple[dict[str, str] | None, str | None]:
     """Check the binary cache entry of ``store_path`` without reading the NAR through:
     the narinfo exists and names this path, the NAR file it points to exists with the
     recorded size. Returns ``(narinfo, None)`` or ``(narinfo or None, what is wrong)``."""
     path = narinfo_path(directory, store_path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            info = parse_narinfo(fh.read())
+        with open_nofollow(path) as fh:
+            info = parse_narinfo(fh.read().decode("utf-8"))
     except FileNotFoundError:
         return None, f"{os.path.basename(path)} is missing from {directory}"
     except (OSError, UnicodeDecodeError) as exc:
@@ -108,14 +139,18 @@ def check_cached(directory: str, store_path: str) -> tuple[dict[str, str] | None
     if info.get("StorePath") != store_path:
         return None, (f"{path} is corrupt: it describes {info.get('StorePath')!r}, not "
                       f"{store_path}")
-    url = info.get("URL", "")
-    if not url or url.startswith("/") or ".." in url.split("/"):
-        return info, f"{path} is corrupt: no usable URL line"
-    nar = os.path.join(directory, url)
+    nar, problem = nar_file(directory, info.get("URL", ""))
+    if nar is None:
+        return info, f"{path} is corrupt: {problem}"
     try:
-        size = os.stat(nar).st_size
+        st = os.lstat(nar)
     except FileNotFoundError:
         return info, f"the NAR {nar} is missing"
+    except OSError as exc:
+        return info, f"cannot read the NAR {nar}: {exc.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return info, f"the NAR {nar} is not a regular file (a symbolic link?)"
+    size = st.st_size
     want = info.get("FileSize")
     if want is not None and want.isdigit() and int(want) != size:
         return info, f"the NAR {nar} has {size} bytes, its narinfo says {want} (truncated?)"

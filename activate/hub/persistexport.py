@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 from ..persistdir import ConfigError, narinfo_path
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure, make_folder
-from .binarycache import (check_cached, fixed_output_path, narinfo_hash, nix_base32,
-                          persist_url)
+from .binarycache import (check_cached, fixed_output_path, nar_file, narinfo_hash,
+                          nix_base32, open_nofollow, persist_url)
 from .nixstore import (DEFAULT_STORE_DIR, NIX_FLAGS, STORE_BASE, Nix, check_store_path,
                        copy_unusable, last_line, parse_hf_name, store_dir_of)
 from .persistcli import COMPRESSIONS, repo_of
@@ -202,9 +202,9 @@ def _stale_or_damaged(nix: Nix, directory: str, store_path: str,
     if algo != "sha256":
         return None
     digest = hashlib.sha256()
-    nar = os.path.join(directory, info["URL"])
+    nar = os.path.join(directory, info["URL"])  # checked by check_cached
     try:
-        with open(nar, "rb") as fh:
+        with open_nofollow(nar) as fh:
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
     except OSError as exc:
@@ -221,16 +221,17 @@ def _forget_cached(directory: str, store_path: str, info: Mapping[str, str] | No
     with contextlib.suppress(FileNotFoundError):
         os.unlink(narinfo_path(directory, store_path))
     url = (info or {}).get("URL", "")
-    if not url or url.startswith("/") or ".." in url.split("/"):
+    nar, _ = nar_file(directory, url)
+    if nar is None:
         return
     for name in [] if nar_bad else os.listdir(directory):
         if name.endswith(".narinfo"):
-            with contextlib.suppress(OSError), open(os.path.join(directory, name),
-                                                    encoding="utf-8") as fh:
-                if f"URL: {url}\n" in fh.read():
+            with contextlib.suppress(OSError), open_nofollow(os.path.join(directory,
+                                                                          name)) as fh:
+                if f"URL: {url}\n".encode() in fh.read():
                     return
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(directory, url))
+        os.unlink(nar)
 
 
 def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo_type: str,
@@ -276,7 +277,11 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
             if compression != "none" and log:
                 log.warning(f"without nix copy the NAR is stored uncompressed, not "
                             f"{compression}")
-            info = dump_to_cache(nix, directory, store_path)
+            try:
+                info = dump_to_cache(nix, directory, store_path)
+            except OSError as exc:
+                raise Failure(EXIT_ENVIRONMENT, f"cannot write {store_path} into "
+                              f"{directory}: {exc.strerror or exc}") from exc
             if log:
                 log.info("exported with nix-store --dump", path=store_path, dir=directory)
         nar_hash, nar_size = narinfo_hash(info)
@@ -285,7 +290,11 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                           timespec="seconds").replace("+00:00", "Z"),
                       ref, list(include), list(exclude), list(files), sorted(set(names)))
         entries = [e for e in read_manifest(directory) if e.store_path != store_path]
-        write_manifest(directory, entries + [entry])
+        try:
+            write_manifest(directory, entries + [entry])
+        except OSError as exc:
+            raise Failure(EXIT_ENVIRONMENT, f"cannot write the manifest in {directory}: "
+                          f"{exc.strerror or exc}") from exc
     return entry
 
 
@@ -304,15 +313,21 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
                       f"({', '.join(refs[:3])}{', …' if len(refs) > 3 else ''}), whose "
                       "closure only `nix copy` exports: install Nix 2.4 or later (the `nix` "
                       "command)")
+    from ..statefile import create_temp, forget_temp, write_if_changed
+
     nar_dir = os.path.join(directory, "nar")
     os.makedirs(nar_dir, exist_ok=True)
-    tmp = os.path.join(nar_dir, f".dump-{os.getpid()}.tmp")
+    if os.path.islink(nar_dir):
+        raise Failure(EXIT_ENVIRONMENT, f"{nar_dir} is a symbolic link, which model-repo "
+                      "never writes through: remove it (and check who can write "
+                      f"{directory})")
+    fd, tmp = create_temp(os.path.join(nar_dir, "dump"), 0o644)
     digest = hashlib.sha256()
     size = 0
     try:
         with subprocess.Popen([nix.nix_store, "--dump", store_path], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc, \
-                open(tmp, "wb") as out:
+                open(fd, "wb") as out:
             assert proc.stdout is not None and proc.stderr is not None
             while chunk := proc.stdout.read(1 << 20):
                 digest.update(chunk)
@@ -328,6 +343,7 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        forget_temp(tmp)
     deriver = nix.run(nix.nix_store, "--query", "--deriver", store_path).stdout.strip()
     info = {"StorePath": store_path, "URL": f"nar/{b32}.nar", "Compression": "none",
             "FileHash": f"sha256:{b32}", "FileSize": str(size), "NarHash": f"sha256:{b32}",
@@ -337,14 +353,12 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     name = os.path.basename(store_path).split("-", 1)[1]
     if fixed_output_path(store_dir_of(store_path), name, digest.digest()) == store_path:
         info["CA"] = f"fixed:r:sha256:{b32}"
-    path = narinfo_path(directory, store_path)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write("".join(f"{k}: {v}\n" for k, v in info.items()))
-    os.replace(path + ".tmp", path)
+    write_if_changed(narinfo_path(directory, store_path),
+                     ["".join(f"{k}: {v}\n" for k, v in info.items()).encode()], mode=0o644)
     cache_info = os.path.join(directory, "nix-cache-info")
-    if not os.path.exists(cache_info):
-        with open(cache_info, "w", encoding="utf-8") as fh:
-            fh.write(f"StoreDir: {store_dir_of(store_path)}\n")
+    if not os.path.lexists(cache_info):
+        write_if_changed(cache_info, [f"StoreDir: {store_dir_of(store_path)}\n".encode()],
+                         mode=0o644)
     return info
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import EXIT_ENVIRONMENT, Failure
-from .binarycache import check_cached, narinfo_hash
+from .binarycache import check_cached, narinfo_hash, open_nofollow
 
 MANIFEST = "model-repo-persist.json"
 LOCK = ".model-repo-persist.lock"
@@ -89,7 +89,7 @@ def read_manifest(directory: str) -> list[Entry]:
     :class:`Failure` (exit 3) when it is unreadable, not JSON, or of another version."""
     path = manifest_path(directory)
     try:
-        with open(path, "rb") as fh:
+        with open_nofollow(path) as fh:
             data = fh.read()
     except FileNotFoundError:
         return []
@@ -117,7 +117,7 @@ def read_nix_hug_manifest(directory: str) -> list[Entry]:
     not a JSON list."""
     path = os.path.join(directory, NIX_HUG_MANIFEST)
     try:
-        with open(path, "rb") as fh:
+        with open_nofollow(path) as fh:
             data = fh.read()
     except FileNotFoundError:
         return []
@@ -152,22 +152,29 @@ def read_all(directory: str) -> list[Entry]:
 
 
 def write_manifest(directory: str, entries: Sequence[Entry]) -> None:
-    path = manifest_path(directory)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Replace ``directory``'s manifest with ``entries``, atomically and durably, never
+    through a symlink (:func:`activate.statefile.write_if_changed`). Raises OSError."""
+    from ..statefile import write_if_changed
+
     doc = {"version": MANIFEST_VERSION, "entries": [e.to_json() for e in entries]}
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(doc, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_if_changed(manifest_path(directory), [(json.dumps(doc, indent=2) + "\n").encode()],
+                     durable=True, mode=0o644)
 
 
 @contextlib.contextmanager
 def locked(directory: str) -> Iterator[None]:
-    """Hold the persist folder's lock (``flock`` on :data:`LOCK`): one export at a time."""
+    """Hold the persist folder's lock (``flock`` on :data:`LOCK`): one export at a time.
+    The lock file is never opened through a symlink. Raises :class:`Failure` (exit 3)
+    when it cannot be opened."""
     import fcntl
 
-    fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    path = os.path.join(directory, LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot open the lock file {path}: {exc.strerror}"
+                      + ("; it is a symbolic link, which model-repo never follows: remove it"
+                         if os.path.islink(path) else "")) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
