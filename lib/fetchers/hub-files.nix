@@ -56,12 +56,7 @@ let
     + "/"
     + lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" path);
 
-  isRepoPath =
-    p:
-    p != ""
-    && !(lib.hasPrefix "/" p)
-    && !(lib.hasSuffix "/" p)
-    && !(builtins.any (s: s == "" || s == "." || s == "..") (lib.splitString "/" p));
+  repopath = import ../repopath.nix { inherit lib; };
 
   # The checked list of { path; hash; } of a model pinned per file: exactly
   # the files of fileHashes (files/include/exclude, when given, record the
@@ -71,13 +66,16 @@ let
     let
       hf = cfg.source.huggingface;
       entries = lib.mapAttrsToList (path: hash: { inherit path hash; }) hf.fileHashes;
-      badPath = builtins.filter (e: !(isRepoPath e.path)) entries;
+      badPath = builtins.filter (e: !(repopath.isRepoPath e.path)) entries;
       badHash = builtins.filter (e: !(naming.isSriHash e.hash)) entries;
       paths = map (e: e.path) entries;
       missing = builtins.filter (r: !(builtins.elem r paths)) cfg.validation.requiredFiles;
     in
     if badPath != [ ] then
-      fail cfg "source.huggingface.fileHashes: \"${(builtins.head badPath).path}\" is not a file path from the repo root (no leading or trailing \"/\", no empty, \".\" or \"..\" segments)."
+      let
+        p = (builtins.head badPath).path;
+      in
+      fail cfg "source.huggingface.fileHashes: the file path ${repopath.shown p} ${repopath.repoPathError p}: not a repo file path (\"/\"-separated segments from the repo root, none empty, \".\" or \"..\", at most 255 bytes, UTF-8 without control characters, the name not ending in \".drv\")."
     else if badHash != [ ] then
       let
         e = builtins.head badHash;
