@@ -108,3 +108,48 @@ def test_nix_refuses_a_nul_in_the_lock_file(tmp_path: Path):
     assert "\\u0000" in path.read_text()
     err = eval_lock(path)
     assert 'holds a "\\u0000" (NUL)' in err, err
+
+
+def test_leading_dash_names_build_end_to_end(hub: MockHub, tmp_path: Path):
+    """Repo files named "--help" and "-n.json" (allowed by the path rule): mock Hub ->
+    `prefetch --per-file` -> a real nix-build of the per-file model with the suite's
+    stubs (which run nixpkgs' linkFarm code: `--` before every name) -> exactly those
+    files, with their bytes."""
+    import os
+    import uuid
+
+    from test_hub_build import build, model_expr, need_nix_build, pin
+
+    need_nix_build()
+    nonce = uuid.uuid4().hex
+    files = {"--help": f"help {nonce}".encode(), "-n.json": b'{"n": "%s"}' % nonce.encode(),
+             "sub/-x": nonce.encode(), "config.json": b"{}"}
+    repo = f"{REPO}-dash-{nonce[:8]}"
+    hub.add_repo(repo, files)
+    doc = pin(hub, tmp_path, repo)
+    p = build(model_expr("dash", doc, hub))
+    assert p.returncode == 0, p.stderr
+    out = Path(p.stdout.strip())
+    got = {}
+    for root, _dirs, names in os.walk(out):
+        for n in names:
+            full = Path(root) / n
+            got[str(full.relative_to(out))] = full.read_bytes()
+    assert got == files
+    assert sorted(os.listdir(out)) == sorted(["--help", "-n.json", "config.json", "sub"])
+
+
+def test_stub_link_farm_is_nixpkgs(tmp_path: Path):
+    """The suite's linkFarm takes a list (last wins for a repeated name) or an attribute
+    set, gives passthru.entries, and throws on anything else, as nixpkgs' does."""
+    from nixeval import nix_eval
+
+    got = nix_eval(f"""let lib = {lib_expr()};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      l = pkgs.linkFarm "l" [ {{ name = "a"; path = "/x"; }} {{ name = "-b"; path = "/y"; }}
+                             {{ name = "a"; path = "/z"; }} ];
+      s = pkgs.linkFarm "l" {{ a = "/z"; "-b" = "/y"; }};
+    in {{ l = l.entries; s = s.entries; same = l.drvPath == s.drvPath;
+         bad = (builtins.tryEval (pkgs.linkFarm "x" "nope").drvPath).success; }}""")
+    assert got == {"l": {"a": "/z", "-b": "/y"}, "s": {"a": "/z", "-b": "/y"}, "same": True,
+                   "bad": False}

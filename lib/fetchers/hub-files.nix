@@ -68,8 +68,7 @@ let
       entries = lib.mapAttrsToList (path: hash: { inherit path hash; }) hf.fileHashes;
       badPath = builtins.filter (e: !(repopath.isRepoPath e.path)) entries;
       badHash = builtins.filter (e: !(naming.isSriHash e.hash)) entries;
-      paths = map (e: e.path) entries;
-      missing = builtins.filter (r: !(builtins.elem r paths)) cfg.validation.requiredFiles;
+      missing = builtins.filter (r: !(hf.fileHashes ? ${r})) cfg.validation.requiredFiles;
     in
     if badPath != [ ] then
       let
@@ -109,23 +108,20 @@ let
     pkgs: cfg:
     let
       hf = cfg.source.huggingface;
-      fetched = map (e: e // { drv = fetchHubFile pkgs cfg e; }) (pinnedFiles cfg);
-      dir = pkgs.linkFarm (huggingface.hfStoreName hf) (
-        map (f: {
-          name = f.path;
-          path = f.drv;
-        }) fetched
+      # path -> its fetchurl, one attribute set (linear). nixpkgs' linkFarm takes
+      # it as it is; given a list it folds the entries with `//`, a copy of the
+      # set per file: quadratic (bench/nix_eval.py).
+      files = lib.listToAttrs (
+        map (e: {
+          name = e.path;
+          value = fetchHubFile pkgs cfg e;
+        }) (pinnedFiles cfg)
       );
     in
     {
-      drv = dir;
+      drv = pkgs.linkFarm (huggingface.hfStoreName hf) files;
       extra = {
-        files = lib.listToAttrs (
-          map (f: {
-            name = f.path;
-            value = f.drv;
-          }) fetched
-        );
+        inherit files;
       };
     };
 in
