@@ -104,6 +104,57 @@ let
 
   # `p` quoted for a message (JSON: control characters escaped).
   shown = p: builtins.toJSON p;
+
+  ## Percent-encoding ##########################################################
+
+  hexDigit = i: builtins.substring i 1 "0123456789ABCDEF";
+  hex2 = i: hexDigit (i / 16) + hexDigit (lib.mod i 16);
+  hex4 = i: hex2 (i / 256) + hex2 (lib.mod i 256);
+
+  # Byte b (1-255) as a one-byte string, or null for the bytes no UTF-8 text
+  # holds (0xC0, 0xC1, 0xF5-0xFF): ASCII from "\u00XX"; a continuation byte
+  # (0x80-0xBF) is the second byte of U+0080-U+00BF; a lead byte the first byte
+  # of a character it starts.
+  byteChar =
+    b:
+    if b < 128 then
+      u (hex4 b)
+    else if b < 192 then
+      byte 1 (u (hex4 b))
+    else if b < 194 then
+      null
+    else if b < 224 then
+      byte 0 (u (hex4 ((b - 192) * 64)))
+    else if b < 240 then
+      byte 0 (u (hex4 ((b - 224) * 4096 + (if b == 224 then 2048 else 0))))
+    else if b < 245 then
+      let
+        # U+10000, U+40000, U+80000, U+C0000, U+100000, as a surrogate pair.
+        c = (if b == 240 then 65536 else (b - 240) * 262144) - 65536;
+      in
+      byte 0 (u "${hex4 (55296 + c / 1024)}\\u${hex4 (56320 + lib.mod c 1024)}")
+    else
+      null;
+
+  # Every byte but the unreserved ones (A-Z a-z 0-9 - _ . ~) -> "%XX".
+  escaped = builtins.filter (e: e.c != null && builtins.match "[A-Za-z0-9_.~-]" e.c == null) (
+    builtins.genList (i: {
+      c = byteChar (i + 1);
+      x = "%" + hex2 (i + 1);
+    }) 255
+  );
+  escapedFrom = map (e: e.c) escaped;
+  escapedTo = map (e: e.x) escaped;
+
+  # One path segment percent-encoded byte by byte, as Python's urllib.parse.quote
+  # (which huggingface_hub's hf_hub_url uses) does on the segment's UTF-8 bytes:
+  # "é" -> "%C3%A9", " " -> "%20". (nixpkgs' lib.strings.escapeURL, since 23.11,
+  # leaves bytes >= 0x80 as they are.)
+  escapeSegment = builtins.replaceStrings escapedFrom escapedTo;
+
+  # A repo file path for a URL: its segments percent-encoded, "/" kept (quote's
+  # safe="/").
+  escapePath = p: lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" p);
 in
 {
   inherit
@@ -111,5 +162,7 @@ in
     isRepoPath
     shown
     maxSegmentBytes
+    escapeSegment
+    escapePath
     ;
 }

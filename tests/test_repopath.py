@@ -113,3 +113,58 @@ def test_generated_nix_equals_python(batch):
     got = nix_errors(batch)
     for raw, nix in zip(batch, got):
         assert nix == repo_path_error(raw), raw
+
+
+URL_NAMES = ["config.json", "a b.txt", "\u00e9.bin", "\u65e5\u672c/\u8a9e.json", "\U0001F600",
+             "x%y", "a+b=c&d?e#f", "--help", "~tilde_-.", "sub/dir/file", "quote'\"",
+             "back\\slash", "[brackets]{}", "semi;colon:at@", "caf\u00e9/na\u00efve.txt",
+             "e\u0301", "\u00a0nbsp", "\U0010FFFF", "\ufeffbom", "\u07ff\u0800\uffff\ud7ff\ue000",
+             "\U00040000\U00080000\U000C0000\U00100000"]
+
+
+def nix_urls(names: list[str], *, old_lib: bool) -> list[str]:
+    """lib/fetchers/hub-files.nix fileUrl for each name (read from a file of its bytes);
+    ``old_lib``: a nixpkgs lib without strings.escapeURL (before 23.11)."""
+    with tempfile.TemporaryDirectory(prefix="model-repo-url-") as d:
+        files = []
+        for i, name in enumerate(names):
+            p = os.path.join(d, str(i))
+            with open(p, "wb") as fh:
+                fh.write(name.encode("utf-8"))
+            files.append(p)
+        lib = lib_expr()
+        if old_lib:
+            lib = (f"(let l = {lib}; in l // {{ escapeURL = null; "
+                   "strings = builtins.removeAttrs l.strings [ \"escapeURL\" ]; })")
+        expr = f"""
+          let lib = {lib}; h = import ./lib/fetchers/hub-files.nix {{ inherit lib; }};
+              hf = t: {{ endpoint = "https://huggingface.co"; repoType = t;
+                        repo = "org/name"; revision = "{'c' * 40}"; }};
+          in builtins.concatMap (f: let p = builtins.readFile f; in
+               [ (h.fileUrl (hf "model") p) (h.fileUrl (hf "dataset") p) ])
+             [ {" ".join(nix_string(p) for p in files)} ]
+        """
+        return nix_eval(expr)
+
+
+def hf_urls(names: list[str]) -> list[str]:
+    from huggingface_hub import hf_hub_url
+
+    return [hf_hub_url("org/name", n, repo_type=t, revision="c" * 40,
+                       endpoint="https://huggingface.co")
+            for n in names for t in ("model", "dataset")]
+
+
+def test_file_urls_equal_hf_hub_url():
+    assert all(repo_path_error(n) is None for n in URL_NAMES)
+    want = hf_urls(URL_NAMES)
+    assert nix_urls(URL_NAMES, old_lib=False) == want
+    assert nix_urls(URL_NAMES, old_lib=True) == want
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")),
+                        min_size=1, max_size=12), min_size=20, max_size=40))
+def test_generated_file_urls_equal_hf_hub_url(names):
+    names = [n for n in names if repo_path_error(n) is None]
+    assert nix_urls(names, old_lib=False) == hf_urls(names)

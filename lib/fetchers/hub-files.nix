@@ -32,20 +32,10 @@ let
   naming = import ../naming.nix { inherit lib; };
   huggingface = import ./huggingface.nix { inherit lib; };
 
-  # Percent-encoding of one path segment, as urllib's quote (unreserved:
-  # A-Z a-z 0-9 - _ . ~). lib.escapeURL exists in nixpkgs lib since 23.11.
-  escapeSegment =
-    lib.strings.escapeURL or (
-      s:
-      let
-        keep = lib.stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
-        hex = c: lib.toUpper (lib.toHexString (lib.strings.charToInt c));
-        pad = h: if builtins.stringLength h == 1 then "0" + h else h;
-      in
-      lib.concatMapStrings (c: if builtins.elem c keep then c else "%" + pad (hex c)) (lib.stringToCharacters s)
-    );
-
-  # The download URL of `path` in the repo at the commit.
+  # The download URL of `path` in the repo at the commit, byte for byte what
+  # huggingface_hub's hf_hub_url gives: each segment's UTF-8 bytes
+  # percent-encoded as urllib's quote does (lib/repopath.nix escapePath; every
+  # nixpkgs lib version, non-ASCII names included).
   fileUrl =
     hf: path:
     lib.removeSuffix "/" hf.endpoint
@@ -54,7 +44,7 @@ let
     + "/resolve/"
     + hf.revision
     + "/"
-    + lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" path);
+    + repopath.escapePath path;
 
   repopath = import ../repopath.nix { inherit lib; };
 
