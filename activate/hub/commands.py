@@ -194,7 +194,24 @@ def select_files(res: Resolved, sel: Selection) -> list[RemoteFile]:
         raise Failure(EXIT_BAD_INPUT, f"--file {', '.join(missing)}: not in {res.repo_id} at "
                       f"{res.commit} (`model-repo ls {res.repo_id}` lists its files)")
     selected = set(sparse_select([f.path for f in res.files], sel.patterns))
-    return [f for f in res.files if f.path in selected]
+    chosen = [f for f in res.files if f.path in selected]
+    check_repo_paths(res, chosen)
+    return chosen
+
+
+def check_repo_paths(res: Resolved, files: list[RemoteFile]) -> None:
+    """Refuse (exit 3) a Hub listing whose file path breaks the repo file path rule
+    (:func:`activate.repopath.repo_path_error`: no "..", ".", empty or absolute paths,
+    no control characters, ...): nothing is pinned, printed or written for it."""
+    from ..repopath import repo_path_error, shown
+
+    for f in files:
+        why = repo_path_error(f.path)
+        if why is not None:
+            raise Failure(EXIT_ENVIRONMENT, f"the Hub lists a file of {res.repo_id} at "
+                          f"{res.commit} whose path {shown(f.path)} {why}: it is not a "
+                          "repo file path model-repo can pin or fetch (leave it out with "
+                          "--exclude, or check HF_ENDPOINT)")
 
 
 def _warn_case(log: Any, res: Resolved, sel: Selection) -> None:

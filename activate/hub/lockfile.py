@@ -35,7 +35,9 @@ from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 
 LOCK_VERSION = 1
 DEFAULT_LOCK_FILE = "model-repo.lock.json"
-_SRI = re.compile(r"sha256-[A-Za-z0-9+/]{43}=")
+#: Anchored, as ``commit`` and ``blobId`` are: pydantic and JSON Schema patterns match
+#: anywhere in the string unless anchored.
+_SRI = re.compile(r"^sha256-[A-Za-z0-9+/]{43}=$")
 
 
 class LockedFile(BaseModel):
@@ -83,6 +85,18 @@ class LockedModel(BaseModel):
         err = ref_error(v)
         if err:
             raise ValueError(err)
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _paths(cls, v: dict[str, LockedFile]) -> dict[str, LockedFile]:
+        from ..repopath import repo_path_error, shown
+
+        for path in v:
+            why = repo_path_error(path)
+            if why is not None:
+                raise ValueError(f"the file path {shown(path)} {why} (the repo file path "
+                                 "rule, activate/repopath.py)")
         return v
 
 

@@ -32,20 +32,10 @@ let
   naming = import ../naming.nix { inherit lib; };
   huggingface = import ./huggingface.nix { inherit lib; };
 
-  # Percent-encoding of one path segment, as urllib's quote (unreserved:
-  # A-Z a-z 0-9 - _ . ~). lib.escapeURL exists in nixpkgs lib since 23.11.
-  escapeSegment =
-    lib.strings.escapeURL or (
-      s:
-      let
-        keep = lib.stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
-        hex = c: lib.toUpper (lib.toHexString (lib.strings.charToInt c));
-        pad = h: if builtins.stringLength h == 1 then "0" + h else h;
-      in
-      lib.concatMapStrings (c: if builtins.elem c keep then c else "%" + pad (hex c)) (lib.stringToCharacters s)
-    );
-
-  # The download URL of `path` in the repo at the commit.
+  # The download URL of `path` in the repo at the commit, byte for byte what
+  # huggingface_hub's hf_hub_url gives: each segment's UTF-8 bytes
+  # percent-encoded as urllib's quote does (lib/repopath.nix escapePath; every
+  # nixpkgs lib version, non-ASCII names included).
   fileUrl =
     hf: path:
     lib.removeSuffix "/" hf.endpoint
@@ -54,14 +44,9 @@ let
     + "/resolve/"
     + hf.revision
     + "/"
-    + lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" path);
+    + repopath.escapePath path;
 
-  isRepoPath =
-    p:
-    p != ""
-    && !(lib.hasPrefix "/" p)
-    && !(lib.hasSuffix "/" p)
-    && !(builtins.any (s: s == "" || s == "." || s == "..") (lib.splitString "/" p));
+  repopath = import ../repopath.nix { inherit lib; };
 
   # The checked list of { path; hash; } of a model pinned per file: exactly
   # the files of fileHashes (files/include/exclude, when given, record the
@@ -71,13 +56,15 @@ let
     let
       hf = cfg.source.huggingface;
       entries = lib.mapAttrsToList (path: hash: { inherit path hash; }) hf.fileHashes;
-      badPath = builtins.filter (e: !(isRepoPath e.path)) entries;
+      badPath = builtins.filter (e: !(repopath.isRepoPath e.path)) entries;
       badHash = builtins.filter (e: !(naming.isSriHash e.hash)) entries;
-      paths = map (e: e.path) entries;
-      missing = builtins.filter (r: !(builtins.elem r paths)) cfg.validation.requiredFiles;
+      missing = builtins.filter (r: !(hf.fileHashes ? ${r})) cfg.validation.requiredFiles;
     in
     if badPath != [ ] then
-      fail cfg "source.huggingface.fileHashes: \"${(builtins.head badPath).path}\" is not a file path from the repo root (no leading or trailing \"/\", no empty, \".\" or \"..\" segments)."
+      let
+        p = (builtins.head badPath).path;
+      in
+      fail cfg "source.huggingface.fileHashes: the file path ${repopath.shown p} ${repopath.repoPathError p}: not a repo file path (\"/\"-separated segments from the repo root, none empty, \".\" or \"..\", at most 255 bytes, UTF-8 without control characters, the name not ending in \".drv\")."
     else if badHash != [ ] then
       let
         e = builtins.head badHash;
@@ -111,23 +98,20 @@ let
     pkgs: cfg:
     let
       hf = cfg.source.huggingface;
-      fetched = map (e: e // { drv = fetchHubFile pkgs cfg e; }) (pinnedFiles cfg);
-      dir = pkgs.linkFarm (huggingface.hfStoreName hf) (
-        map (f: {
-          name = f.path;
-          path = f.drv;
-        }) fetched
+      # path -> its fetchurl, one attribute set (linear). nixpkgs' linkFarm takes
+      # it as it is; given a list it folds the entries with `//`, a copy of the
+      # set per file: quadratic (bench/nix_eval.py).
+      files = lib.listToAttrs (
+        map (e: {
+          name = e.path;
+          value = fetchHubFile pkgs cfg e;
+        }) (pinnedFiles cfg)
       );
     in
     {
-      drv = dir;
+      drv = pkgs.linkFarm (huggingface.hfStoreName hf) files;
       extra = {
-        files = lib.listToAttrs (
-          map (f: {
-            name = f.path;
-            value = f.drv;
-          }) fetched
-        );
+        inherit files;
       };
     };
 in
