@@ -92,8 +92,9 @@ def run_activate(
 ) -> Outcome:
     """Link ``request``'s models into ``hub_dir`` and return the outcome.
 
-    ``gc_roots``: keep one indirect GC root per store path of the manifest's models that
-    is in place, and drop the roots of paths no longer linked (:mod:`activate.gcroots`).
+    ``gc_roots``: keep one indirect GC root per existing store path of the manifest's
+    models (every one is exported, linked, blocked or ``link = false``), and drop the roots
+    of paths no longer in it (:mod:`activate.gcroots`).
 
     ``dry_run``: plan and report, write nothing. ``read_only``: like dry_run, for
     ``model-repo env``. Raises :class:`EnvironmentProblem` when the hub dir or state dir
@@ -151,15 +152,17 @@ def run_activate(
             except EnvironmentProblem as exc:
                 outcome.state_error = str(exc)
         if gc_roots and not read_only:
-            _sync_roots(state_dir, key, profile, request, blocked, dry_run, log)
+            _sync_roots(state_dir, key, profile, request, dry_run, log)
     return outcome
 
 
-def _sync_roots(state_dir: str, key: str, profile: str, request: Request, blocked: set[str],
-                dry_run: bool, log: Log) -> None:
+def _sync_roots(state_dir: str, key: str, profile: str, request: Request, dry_run: bool,
+                log: Log) -> None:
     from . import gcroots
 
-    paths = {p for name, p in request.paths.items() if name not in blocked}
+    # Every exported path stays rooted: a blocked model's MODEL_REPO_* variable still
+    # names its store path, which must not be collected under it.
+    paths = set(request.paths.values())
     try:
         added, removed = gcroots.sync(gcroots.roots_dir(state_dir, key, profile), paths,
                                       dry_run=dry_run)
@@ -170,6 +173,18 @@ def _sync_roots(state_dir: str, key: str, profile: str, request: Request, blocke
         log.info(f"{verb} add a GC root for {p}")
     for p in removed:
         log.info(f"{verb} remove the GC root of {p}")
+
+
+def _move_roots(state_dir: str, was: str, key: str, profile: str, log: Log) -> None:
+    """The GC roots of a state taken over (its hub dir moved) go with it: filed under the
+    old hub dir they would outlive every later drop."""
+    from . import gcroots
+
+    try:
+        gcroots.move(gcroots.roots_dir(state_dir, was, profile),
+                     gcroots.roots_dir(state_dir, key, profile))
+    except (gcroots.GcRootError, OSError) as exc:
+        log.warning(f"the GC roots of the moved hub cache stay where they were: {exc}")
 
 
 def _report_failed(result: Plan, failed: list[tuple[Action, OSError]], wants: list[Want],
@@ -227,9 +242,10 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
             if other.profile == profile and other.hub_dir != key and same:
                 log.warning("the hub cache was moved or renamed; taking over its state",
                             was=other.hub_dir, now=key)
-                other.hub_dir = key
+                was, other.hub_dir = other.hub_dir, key
                 _save_state(state_path, other)
                 statemod.delete(path)
+                _move_roots(state_dir, was, key, profile, log)
                 return
 
 
@@ -249,7 +265,8 @@ def run_deactivate(
     (changed by someone else, or blocked) stay in the state for a later run. A hub dir
     that is missing or not the folder the state was made in raises
     :class:`EnvironmentProblem` and keeps the state, unless ``forget``: then that state is
-    dropped without touching any cache (for a cache removed on purpose).
+    dropped, with its GC roots, without touching any cache (for a cache removed on
+    purpose).
     """
     results = []
     key = os.path.realpath(hub_dir) if hub_dir else None
@@ -273,6 +290,9 @@ def run_deactivate(
             if not dry_run:
                 statemod.delete(path)
                 remove_receipts(state_dir, profile, st.hub_dir)
+                from . import gcroots
+
+                gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
             results.append((st.hub_dir, Plan()))
             continue
         if gone and st.records:

@@ -14,7 +14,9 @@ actions; nothing is written until :func:`apply`. Rules:
 - every write re-checks, right before it, that the path still holds what was planned
   (compare, then rename): a concurrent writer's change is left alone and reported;
 - a partial store path (``partial``) is linked file by file (:mod:`activate.tree`), so
-  huggingface_hub never writes into the store through it.
+  huggingface_hub never writes into the store through it;
+- while we hold a user's ref, ``refs/model-repo-kept/<ref>`` names their revision, so
+  ``hf cache prune`` does not take it for detached (:meth:`_FolderPlan.keep_previous`).
 """
 
 from __future__ import annotations
@@ -399,8 +401,15 @@ class _FolderPlan:
         if entry.kind != "file":
             self.observe(rel, None)
         if entry.kind == "missing":
+            # Ours, removed by someone (hf cache rm of our revision): what it held before
+            # us is still to be given back.
+            prev = rec if rec is not None and rec.created else None
+            new = Record(rel, "ref", commit, created=True,
+                         previous=prev.previous if prev else None,
+                         previous_held=prev.previous_held if prev else False)
+            self.keep_previous(rel, new)
             self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING))
-            self.records[rel] = Record(rel, "ref", commit, created=True)
+            self.records[rel] = new
             return
         if entry.kind != "file":
             self.block(names, rel, f"{_what(entry)} is where the ref file belongs; model-repo "
@@ -424,6 +433,7 @@ class _FolderPlan:
                 co = self.co_own(rel, "ref", commit)
                 self.records[rel] = (replace(co, value=commit, owned=()) if co else
                                      Record(rel, "ref", commit, created=False))
+            self.keep_previous(rel, self.records[rel])
             return
         wanting = self.wanted_by_other(rel, content)
         holder = (f"profile {wanting!r}" if wanting else None) or self.owned_by_other(
@@ -436,6 +446,7 @@ class _FolderPlan:
                        f"(rm {self.full(rel)}) and activate again")
             if ours:
                 self.records[rel] = rec  # type: ignore[assignment]
+                self.keep_previous(rel, rec)  # type: ignore[arg-type]
             return
         # Whatever it held (even bytes that are no commit) comes back when we let go.
         if ours:
@@ -444,9 +455,56 @@ class _FolderPlan:
             previous = content
             held = self.fs.lstat(f"{self.folder}/snapshots/{content}").kind != "missing" \
                 if COMMIT_RE.match(content) else False
+        new = Record(rel, "ref", commit, created=True, previous=previous, previous_held=held)
+        self.keep_previous(rel, new)  # before the ref moves: their revision stays named
         self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content)))
-        self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous,
-                                   previous_held=held)
+        self.records[rel] = new
+
+    def keep_previous(self, rel: str, rec: Record) -> None:
+        """While ``rec`` (a ref we replaced) holds the user's ref, their revision keeps a
+        ref huggingface_hub counts: ``refs/model-repo-kept/<ref>`` names the commit the
+        ref held before us, while that snapshot exists. ``hf cache prune`` (and
+        ``scan_cache_dir``'s detached revisions) then see it as referenced, not as
+        something to delete. Removed with the ref's give-back. Something else where it
+        belongs: left alone, with a note (the model is not blocked for it)."""
+        previous = rec.previous
+        if not (rec.created and rec.previous_held and previous and COMMIT_RE.match(previous)):
+            return
+        if self.fs.lstat(f"{self.folder}/snapshots/{previous}").kind == "missing":
+            return
+        ref = rel[len(self.folder) + len("/refs/"):]
+        kept = f"{self.folder}/refs/{KEPT_REFS}/{ref}"
+        parts = kept.split("/")
+        for i in range(3, len(parts)):
+            sub = "/".join(parts[:i])
+            kind = self.fs.lstat(sub).kind
+            if kind == "missing":
+                self.actions.append(Action("mkdir", sub))
+            elif kind != "dir":
+                self.out.notes.append(f"cannot keep {previous} referenced: "
+                                      f"{self.full(sub)} is not a folder")
+                return
+            self.wanted_dirs.add(sub)
+            if sub not in self.records:  # as ensure_dir, without blocking the model
+                before = self.old.get(sub)
+                self.records[sub] = Record(sub, "dir", created=kind == "missing" or bool(
+                    before and before.created) or any(
+                    r.kind == "dir" and r.created for _, r in self.others_at.get(sub, ())))
+        entry = self.fs.lstat(kept)
+        if entry.kind == "missing":
+            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING))
+            self.records[kept] = Record(kept, "ref", previous, created=True)
+            return
+        content = _read_ref(self.fs, kept) if entry.kind == "file" else None
+        if content != previous:
+            self.out.notes.append(f"cannot keep {previous} referenced: {self.full(kept)} "
+                                  "holds something else")
+            return
+        mine = self.mine(kept, "ref")
+        co = None if mine and mine.owns(content) else self.co_own(kept, "ref", content)
+        self.records[kept] = (replace(mine, value=content, owned=()) if mine and mine.owns(content)
+                              else replace(co, value=content, owned=()) if co
+                              else Record(kept, "ref", content, created=False))
 
     def foreign_holder(self, content: str, target: str) -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
@@ -478,7 +536,9 @@ class _FolderPlan:
             if act.op == "ref" and act.value:
                 final_refs[act.path] = act.value
         restored: set[str] = set()  # back to a value from before us: it holds no link of ours
-        for rec in sorted((r for r in gone if r.kind == "ref"), key=lambda r: r.path):
+        # Refs given back before the refs that kept their revisions named.
+        for rec in sorted((r for r in gone if r.kind == "ref"),
+                          key=lambda r: (f"/refs/{KEPT_REFS}/" in r.path, r.path)):
             owner = self.wanted_by_other(rec.path, rec.value)
             current = final_refs.get(rec.path)
             if owner:
@@ -552,6 +612,9 @@ class _FolderPlan:
                 actions.append(Action("rmdir", rec.path))
             records.pop(rec.path, None)
 
+
+#: Folder under a repo's ``refs/`` naming the user's revisions while we hold their refs.
+KEPT_REFS = "model-repo-kept"
 
 #: Largest ref file we replace (and keep to restore); a ref is 40 bytes.
 _REF_MAX = 4096

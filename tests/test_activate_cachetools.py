@@ -1,0 +1,89 @@
+"""The user's own cache tools against what the activator linked (issue 13, findings 5, 6).
+
+huggingface_hub's ``hf cache rm`` (a repo, a revision or one file), ``hf cache prune`` and
+``scan_cache_dir().delete_revisions(...).execute()`` run for real, as root, against real
+store paths: they may remove what the activator linked (it is linked again on the next
+run), but never change a store path, never delete the user's own download while the
+activator holds its ref, and never make the activator forget the ref it must give back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COMMIT_A, TINY_BERT_REPO, Workspace, manifest, model
+
+REPO = "models--model-repo-example--tiny-bert"
+USER_COMMIT = "c" * 40
+
+
+def hf(*args: str, hub: Path) -> subprocess.CompletedProcess:
+    """Run huggingface_hub's own ``hf`` command line (the installed one) on ``hub``."""
+    exe = Path(sys.executable).parent / "hf"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c",
+                                          "import sys; from huggingface_hub.cli.hf import main; "
+                                          "sys.argv[0] = 'hf'; sys.exit(main())"]
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    res = subprocess.run([*cmd, "cache", *args, "--cache-dir", str(hub), "--yes"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def user_download(hub: Path, commit: str = USER_COMMIT) -> Path:
+    """What huggingface_hub leaves after the user's own download of ``commit``: a blob,
+    a snapshot dir whose file links to it, and ``refs/main`` naming the commit."""
+    repo = hub / REPO
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    blob = repo / "blobs" / ("e" * 40)
+    blob.write_text('{"user": true}')
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "config.json").symlink_to(f"../../blobs/{blob.name}")
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap
+
+
+def test_prune_keeps_the_users_revision_while_we_hold_their_ref(ws: Workspace,
+                                                                 tiny_bert_store_path: str) -> None:
+    """While the activator holds the user's refs/main, the user's revision is still named
+    by a ref huggingface_hub counts: `hf cache prune` leaves their download alone, and the
+    drop gives their ref back."""
+    snap = user_download(ws.hub)
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(data).code == 0
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+    hf("prune", hub=ws.hub)
+    assert (snap / "config.json").read_text() == '{"user": true}'
+    assert ws.activate(data).code == 0
+    assert ws.activate(manifest({})).code == 0
+    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
+                  for p in (ws.hub / REPO / "refs").rglob("*"))
+    assert refs == ["main"]
+    assert (snap / "config.json").read_text() == '{"user": true}'
+
+
+def test_the_users_ref_survives_rm_of_our_revision(ws: Workspace, tiny_bert_store_path: str) -> None:
+    """`hf cache rm <our commit>` removes our snapshot link and refs/main; the next run
+    links them again and still gives the user's ref back when the model is dropped."""
+    snap = user_download(ws.hub)
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(data).code == 0
+    hf("rm", COMMIT_A, hub=ws.hub)
+    assert not (ws.hub / REPO / "snapshots" / COMMIT_A).exists()
+    assert not (ws.hub / REPO / "refs" / "main").exists()
+    res = ws.activate(data)
+    assert res.code == 0, res.stderr
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+    assert ws.activate(manifest({})).code == 0
+    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    assert (snap / "config.json").read_text() == '{"user": true}'
+    assert sorted(p.name for p in (ws.hub / REPO / "snapshots").iterdir()) == [USER_COMMIT]
