@@ -46,6 +46,8 @@ class Outcome:
     #: Set when the final state save failed: every link is in place and the state
     #: saved before the changes still owns them all, but the run must say so (exit 3).
     state_error: str | None = None
+    #: The hub dir's real path (what states and receipts are filed under).
+    hub_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def run_activate(
                     f"{name}: store path {request.paths[name]} is missing; its MODEL_REPO "
                     "variable points nowhere until it is rebuilt"
                 )
-        outcome = Outcome(result, {})
+        outcome = Outcome(result, {}, hub_key=key)
         if writing:
             failed_actions = {id(a) for a, _ in failed}
             outcome.done = [a for a in result.actions if id(a) not in failed_actions]

@@ -288,12 +288,24 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         from .noop import remove_receipt, write_receipt
 
         directory = state_dir(args.state_dir, environ)
-        if outcome.complete and not result.problems and not outcome.state_error:
-            write_receipt(directory, args.manifest, args.cache_dir, environ, request.profile,
-                          os.path.realpath(hub_dir), [(r.kind, r.path, r.value or "", r.created)
-                                                      for r in outcome.records], outcome.env)
-        else:
-            remove_receipt(directory, args.manifest, args.cache_dir, environ)
+        try:
+            if outcome.complete and not result.problems and not outcome.state_error:
+                write_receipt(directory, args.manifest, args.cache_dir, environ,
+                              request.profile, outcome.hub_key,
+                              [(r.kind, r.path, r.value or "", r.created)
+                               for r in outcome.records], outcome.env)
+            else:
+                remove_receipt(directory, args.manifest, args.cache_dir, environ)
+        except OSError as exc:
+            # The receipt is a cache of this run for the next one's quick exit: without
+            # it the next run takes the full path. Never fail a run for it.
+            try:
+                remove_receipt(directory, args.manifest, args.cache_dir, environ)
+            except OSError:
+                pass
+            log.warning(f"could not write the receipt of this run in {directory}: "  # type: ignore[attr-defined]
+                        f"{exc.strerror or exc}; the next activation takes the full path "
+                        "(free space in the state dir to make repeat runs quick again)")
     _emit(outcome.env, args.format, args.env_file)
     if outcome.state_error:
         # Every link is in place and the state saved before the changes owns them all;
