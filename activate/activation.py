@@ -46,6 +46,8 @@ class Outcome:
     #: Set when the final state save failed: every link is in place and the state
     #: saved before the changes still owns them all, but the run must say so (exit 3).
     state_error: str | None = None
+    #: The hub dir's real path (what states and receipts are filed under).
+    hub_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def run_activate(
                     f"{name}: store path {request.paths[name]} is missing; its MODEL_REPO "
                     "variable points nowhere until it is rebuilt"
                 )
-        outcome = Outcome(result, {})
+        outcome = Outcome(result, {}, hub_key=key)
         if writing:
             failed_actions = {id(a) for a, _ in failed}
             outcome.done = [a for a in result.actions if id(a) not in failed_actions]
@@ -213,7 +215,8 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
     under another spelling of this hub dir, it is adopted (``adopt``).
     """
     try:
-        state = statemod.read(state_path, header_only=True)  # read whole under the lock
+        # read whole under the lock; a read-only run renames nothing aside
+        state = statemod.read(state_path, header_only=True, aside=adopt)
     except statemod.CorruptState as exc:
         log.warning(exc.message())
         return
@@ -271,7 +274,7 @@ def run_deactivate(
     results = []
     key = os.path.realpath(hub_dir) if hub_dir else None
     corrupt: list[statemod.CorruptState] = []
-    states = statemod.list_states(state_dir, corrupt)
+    states = statemod.list_states(state_dir, corrupt, aside=not dry_run)
     for exc in corrupt:
         log.warning(exc.message())
     for path, st in states:
@@ -331,12 +334,12 @@ def _converge(
     Returns the plan, the failed actions, and the records the state must keep (the
     intent when something failed, so a later run can finish)."""
     try:
-        old = statemod.load(state_path, profile, key)
+        old = statemod.load(state_path, profile, key, aside=writing)
     except statemod.CorruptState as exc:
         log.warning(exc.message())
         old = statemod.State(profile, key)
     corrupt: list[statemod.CorruptState] = []
-    others = statemod.load_others(state_dir, key, profile, corrupt)
+    others = statemod.load_others(state_dir, key, profile, corrupt, aside=writing)
     for exc in corrupt:
         log.warning(exc.message())
     fs = HubFS(hub_dir, before_write)

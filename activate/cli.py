@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
         "what its last activation could not link.",
         epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed or "
         "blocked, 2 bad input (--profile names no profile with a state: the profiles "
-        "that have one are listed), 70 internal error.")
+        "that have one are listed), 3 a state cannot be read (no permission, damaged, "
+        "or written by a newer model-repo), 70 internal error. Writes nothing.")
     hub(status, "only the profiles linking into this hub cache")
     status.add_argument("--profile", metavar="PROFILE",
                         help="only this profile (e.g. home-manager, nixos, devenv:/path)")
@@ -195,8 +196,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_ENVIRONMENT
     except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
         from .activation import EnvironmentProblem
+        from .state import StateProblem
 
-        if isinstance(exc, (EnvironmentProblem, OutputError)):
+        if isinstance(exc, (EnvironmentProblem, OutputError, StateProblem)):
             log.error(str(exc))
             return EXIT_ENVIRONMENT
         import traceback
@@ -288,12 +290,24 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         from .noop import remove_receipt, write_receipt
 
         directory = state_dir(args.state_dir, environ)
-        if outcome.complete and not result.problems and not outcome.state_error:
-            write_receipt(directory, args.manifest, args.cache_dir, environ, request.profile,
-                          os.path.realpath(hub_dir), [(r.kind, r.path, r.value or "", r.created)
-                                                      for r in outcome.records], outcome.env)
-        else:
-            remove_receipt(directory, args.manifest, args.cache_dir, environ)
+        try:
+            if outcome.complete and not result.problems and not outcome.state_error:
+                write_receipt(directory, args.manifest, args.cache_dir, environ,
+                              request.profile, outcome.hub_key,
+                              [(r.kind, r.path, r.value or "", r.created)
+                               for r in outcome.records], outcome.env)
+            else:
+                remove_receipt(directory, args.manifest, args.cache_dir, environ)
+        except OSError as exc:
+            # The receipt is a cache of this run for the next one's quick exit: without
+            # it the next run takes the full path. Never fail a run for it.
+            try:
+                remove_receipt(directory, args.manifest, args.cache_dir, environ)
+            except OSError:
+                pass
+            log.warning(f"could not write the receipt of this run in {directory}: "  # type: ignore[attr-defined]
+                        f"{exc.strerror or exc}; the next activation takes the full path "
+                        "(free space in the state dir to make repeat runs quick again)")
     _emit(outcome.env, args.format, args.env_file)
     if outcome.state_error:
         # Every link is in place and the state saved before the changes owns them all;
@@ -341,15 +355,20 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
     import json
 
     from .noop import verify_records
-    from .state import list_states, state_dir
-
     from .cachedir import flag_hub_dir
+    from .state import CorruptState, list_states, state_dir
 
     hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)
     report = []
     existing: list[tuple[str, str]] = []  # (profile, hub dir) of every state
-    for path, st in list_states(directory):
+    # Read-only: a corrupt state stays where it is; an unreadable state dir or a state
+    # of a newer model-repo raises StateProblem (exit 3, said in main).
+    corrupt: list[CorruptState] = []
+    states = list_states(directory, corrupt, aside=False)
+    for exc in corrupt:
+        log.error(exc.message())  # type: ignore[attr-defined]
+    for path, st in states:
         existing.append((st.profile, st.hub_dir))
         if hub_filter and st.hub_dir != hub_filter:
             continue
@@ -401,6 +420,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
                 sys.stdout.write(f"  blocked  {b}\n")
     bad = any(e["status"] != "ok" for p in report for e in p["entries"]) or any(
         p["blocked"] for p in report)
+    if corrupt:
+        return EXIT_ENVIRONMENT
     return EXIT_PARTIAL if bad else EXIT_OK
 
 

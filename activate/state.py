@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .statefile import STATE_VERSION, state_dir, state_file, write_if_changed
 
-__all__ = ["Record", "State", "CorruptState", "load", "load_others", "list_states", "save",
+__all__ = ["Record", "State", "CorruptState", "StateProblem", "NewerState", "load", "load_others", "list_states", "save",
            "delete", "state_dir", "state_file", "hub_identity", "valid_record_path"]
 
 #: Record kinds: ``dir`` (a folder we may remove when empty), ``snapshot`` (symlink to a
@@ -144,6 +144,36 @@ class CorruptState(Exception):
                 "values it recorded to restore are in it if you need them by hand")
 
 
+class StateProblem(Exception):
+    """The state dir cannot be used as it is (exit 3); nothing in it was changed."""
+
+
+class NewerState(StateProblem):
+    """A state file written by a newer model-repo (a higher state version): what an older
+    generation meets after a rollback. It is left untouched; the run stops."""
+
+    def __init__(self, path: str, version: int) -> None:
+        super().__init__(
+            f"the state file {path} was written by a newer model-repo (state version "
+            f"{version}; this one reads versions 1 to {STATE_VERSION}): a rollback to an "
+            "older generation? It is left untouched. Activate with the newer model-repo "
+            "(switch back to that generation), or remove the file if you no longer need "
+            "the links and refs it records")
+        self.path = path
+        self.version = version
+
+
+class UnreadableStateDir(StateProblem):
+    """The state dir (or a state in it) exists but this user cannot read it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"cannot read the state {path}: {reason}; run as the user who owns it (or "
+            "with read access to it), or choose another with --state-dir / "
+            "MODEL_REPO_STATE_DIR")
+        self.path = path
+
+
 def hub_identity(hub_dir: str) -> tuple[int, int] | None:
     """``(st_dev, st_ino)`` of the hub dir (following symlinks), or None if missing."""
     try:
@@ -153,21 +183,29 @@ def hub_identity(hub_dir: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def read(path: str, *, header_only: bool = False) -> State | None:
+def read(path: str, *, header_only: bool = False, aside: bool = True) -> State | None:
     """The state at ``path``; None when it does not exist. Raises :class:`CorruptState`
-    (after moving the file aside) when it exists but is not a usable state.
-    ``header_only``: read the header line and at most one record (``records`` then holds
-    that one, enough to tell whether there are any), not the whole file."""
+    (after moving the file aside when ``aside``; read-only commands pass False and
+    change nothing) when it exists but is not a usable state, :class:`NewerState` (file
+    untouched) when a newer model-repo wrote it, :class:`UnreadableStateDir` when this
+    user may not read it. ``header_only``: read the header line and at most one record
+    (``records`` then holds that one, enough to tell whether there are any), not the
+    whole file."""
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
         return None
+    except PermissionError as exc:
+        raise UnreadableStateDir(path, exc.strerror or str(exc)) from None
     except OSError as exc:
         raise CorruptState(path, None, exc.strerror or str(exc)) from None
     try:
         with fh:
             head = json.loads(fh.readline(), object_pairs_hook=_no_duplicates)
-            if not isinstance(head, dict) or head.get("version") not in (1, STATE_VERSION):
+            version = head.get("version") if isinstance(head, dict) else None
+            if type(version) is int and version > STATE_VERSION:
+                raise NewerState(path, version)
+            if version not in (1, STATE_VERSION):
                 raise ValueError("unknown state version")
             version = int(head["version"])
             records = []
@@ -186,7 +224,8 @@ def read(path: str, *, header_only: bool = False) -> State | None:
                 hub_id=(int(hub_id[0]), int(hub_id[1])) if hub_id else None,
             )
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        raise CorruptState(path, _keep_aside(path), str(exc) or type(exc).__name__) from None
+        kept = _keep_aside(path) if aside else None
+        raise CorruptState(path, kept, str(exc) or type(exc).__name__) from None
     return state
 
 
@@ -212,39 +251,44 @@ def _keep_aside(path: str) -> str | None:
     return kept
 
 
-def load(path: str, profile: str, hub_dir: str) -> State:
+def load(path: str, profile: str, hub_dir: str, *, aside: bool = True) -> State:
     """The state at ``path``, or an empty one when absent or not this profile's (the file
-    name is a hash of hub dir and profile). Raises :class:`CorruptState`."""
-    state = read(path)
+    name is a hash of hub dir and profile). Raises as :func:`read`."""
+    state = read(path, aside=aside)
     if state is not None and state.profile == profile and state.hub_dir == hub_dir:
         return state
     return State(profile=profile, hub_dir=hub_dir)
 
 
 def load_others(directory: str, hub_dir: str, profile: str,
-                problems: list[CorruptState] | None = None) -> list[State]:
+                problems: list[CorruptState] | None = None, *, aside: bool = True) -> list[State]:
     """States of the other profiles (same state dir) that link into ``hub_dir``;
-    unreadable ones are moved aside and appended to ``problems`` (when given)."""
+    unusable ones are handled as by :func:`list_states`."""
     return [
         state
-        for _, state in list_states(directory, problems)
+        for _, state in list_states(directory, problems, aside=aside)
         if state.hub_dir == hub_dir and state.profile != profile
     ]
 
 
-def list_states(directory: str, problems: list[CorruptState] | None = None) -> list[tuple[str, State]]:
-    """Every readable state in ``directory`` as ``(file path, state)``; unreadable ones are
-    moved aside and appended to ``problems`` (when given)."""
+def list_states(directory: str, problems: list[CorruptState] | None = None, *,
+                aside: bool = True) -> list[tuple[str, State]]:
+    """Every readable state in ``directory`` as ``(file path, state)``; corrupt ones are
+    moved aside (when ``aside``) and appended to ``problems`` (when given). A missing
+    ``directory`` holds none; one this user cannot list raises
+    :class:`UnreadableStateDir`, a state of a newer model-repo :class:`NewerState`."""
     try:
         names = sorted(os.listdir(directory))
-    except OSError:
+    except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise UnreadableStateDir(directory, exc.strerror or str(exc)) from None
     out = []
     for name in names:
         if name.endswith(".json") and not name.startswith("receipt-"):
             path = os.path.join(directory, name)
             try:
-                state = read(path)
+                state = read(path, aside=aside)
             except CorruptState as exc:
                 if problems is not None:
                     problems.append(exc)

@@ -762,3 +762,29 @@ def test_a_version_1_state_under_a_symlinked_spelling_is_taken_over(tmp_path: Pa
     run_activate(request_of(validate_manifest(manifest({}))), hub_dir=str(spelled),
                  explicit_hub=True, state_dir=str(state_dir), log=log)
     assert shape(real) == original
+
+
+def test_no_space_for_the_receipt_warns_and_goes_on(
+        ws: Workspace, paths: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13, finding 11: the receipt (written after the final save) is a cache of the
+    run for the next one's quick exit; a full disk there is a warning, not exit 70."""
+    from activate import statefile
+
+    original = statefile.write_if_changed
+
+    def full(path: str, chunks: object, **kw: object) -> bool:
+        if os.path.basename(path).startswith("receipt-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(path, chunks, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("activate.noop.write_if_changed", full)
+    res = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")}))
+    assert res.code == 0, res.stderr
+    assert "receipt" in res.stderr and "No space left" in res.stderr
+    assert "internal error" not in res.stderr
+    assert res.env()["MODEL_REPO_X"] == paths["p1"] and res.env()["HF_HUB_OFFLINE"] == "1"
+    assert not [p for p in ws.state.iterdir() if p.name.startswith("receipt-")]
+    monkeypatch.setattr("activate.noop.write_if_changed", original)
+    again = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")}))
+    assert again.code == 0 and again.env() == res.env()
+    assert [p for p in ws.state.iterdir() if p.name.startswith("receipt-")]
