@@ -428,9 +428,21 @@ def _share_like_parent(path: str) -> None:
 
 
 class _hub_lock:
-    """The per-cache lock: ``<hub>/.locks/model-repo.lock`` held with filelock, mode 0664
-    so users sharing a cache through a group can all take it. ``enabled=False`` (dry
-    runs, read-only commands) takes no lock and writes nothing."""
+    """The per-cache lock: an exclusive ``flock`` on ``<hub>/.locks/model-repo.lock``, the
+    same lock filelock's ``UnixFileLock`` takes (so activators of older versions, which
+    used filelock, still exclude this one). The file is created mode 0664 so users
+    sharing a cache through a group can all take it, and is never removed.
+    ``enabled=False`` (dry runs, read-only commands) takes no lock and writes nothing.
+
+    Neither ``.locks`` nor the lock file is followed if it is a symlink: ``.locks`` is
+    opened ``O_DIRECTORY | O_NOFOLLOW`` and the lock ``O_NOFOLLOW`` relative to it, so a
+    symlink planted there, even after the check, is refused
+    (:class:`EnvironmentProblem`), never truncated or created through. This is done here
+    rather than left to filelock: filelock follows such a symlink before 3.20.1 (and
+    truncates its target), and nixpkgs' stable releases ship older versions."""
+
+    #: Seconds between two tries of a held lock (filelock's default poll interval).
+    POLL = 0.05
 
     def __init__(self, hub_dir: str, timeout: float, enabled: bool, log: Log) -> None:
         self.enabled = enabled
@@ -438,59 +450,91 @@ class _hub_lock:
         self.log = log
         self.locks_dir = os.path.join(hub_dir, ".locks")
         self.path = os.path.join(self.locks_dir, LOCK_NAME)
-        self._lock: object = None
+        self._fd: int | None = None
+
+    def _not_plain(self, path: str, want_dir: bool) -> EnvironmentProblem:
+        return EnvironmentProblem(
+            f"{path} is not a plain {'directory' if want_dir else 'file'} (a "
+            "symlink?); model-repo will not follow it: remove it and run again"
+        )
+
+    def _cannot_open(self, exc: OSError) -> EnvironmentProblem:
+        return EnvironmentProblem(
+            f"cannot open the lock {self.path}: {exc.strerror}; the hub cache "
+            "must be writable by every user who activates into it"
+        )
+
+    def _open(self) -> int:
+        """A descriptor of the lock file, created (mode 0664) if missing. Raises
+        :class:`EnvironmentProblem` for a symlink or other non-plain ``.locks`` or lock,
+        or a cache this user cannot write."""
+        try:
+            os.mkdir(self.locks_dir)
+            _share_like_parent(self.locks_dir)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot create {self.locks_dir}: {exc.strerror}; make the hub cache "
+                "writable by this user"
+            ) from None
+        try:
+            dir_fd = os.open(self.locks_dir,
+                             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._not_plain(self.locks_dir, True) from None
+            raise
+        try:
+            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            try:
+                fd = os.open(LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o664, dir_fd=dir_fd)
+                os.fchmod(fd, 0o664)  # whatever the umask
+            except FileExistsError:
+                fd = os.open(LOCK_NAME, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise self._not_plain(self.path, False) from None
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise self._cannot_open(exc) from None
+            raise
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted there
+            os.close(fd)
+            raise self._not_plain(self.path, False)
+        return fd
 
     def __enter__(self) -> _hub_lock:
         if not self.enabled:
             return self
-        import filelock
+        import fcntl
 
-        for path, want_dir in ((self.locks_dir, True), (self.path, False)):
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                if want_dir:
-                    try:
-                        os.mkdir(path)
-                        _share_like_parent(path)
-                    except FileExistsError:
-                        pass
-                    except OSError as exc:
-                        raise EnvironmentProblem(
-                            f"cannot create {path}: {exc.strerror}; make the hub cache "
-                            "writable by this user"
-                        ) from None
-                continue
-            ok = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
-            if not ok:
-                raise EnvironmentProblem(
-                    f"{path} is not a plain {'directory' if want_dir else 'file'} (a "
-                    "symlink?); model-repo will not follow it: remove it and run again"
-                )
-        lock = filelock.FileLock(self.path, timeout=self.timeout, mode=0o664,
-                                 preserve_lock_file=True)
+        fd = self._open()
         start = time.monotonic()
         try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise EnvironmentProblem(
-                f"another model-repo activator has held {self.path} for more than "
-                f"{self.timeout:g} s; wait for it to finish (or raise --lock-timeout)"
-            ) from None
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise EnvironmentProblem(
-                    f"cannot open the lock {self.path}: {exc.strerror}; the hub cache "
-                    "must be writable by every user who activates into it"
-                ) from None
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - start >= self.timeout >= 0:
+                        raise EnvironmentProblem(
+                            f"another model-repo activator has held {self.path} for more "
+                            f"than {self.timeout:g} s; wait for it to finish (or raise "
+                            "--lock-timeout)"
+                        ) from None
+                    time.sleep(self.POLL)
+        except BaseException:
+            os.close(fd)
             raise
         waited = time.monotonic() - start
         if waited > 0.5:
             self.log.info("waited for the cache lock", seconds=round(waited, 2))
-        self._lock = lock
+        self._fd = fd
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._lock is not None:
-            self._lock.release()  # type: ignore[attr-defined]
-            self._lock = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None

@@ -12,6 +12,18 @@ from typing import Any, TextIO
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
 
+def _no_event_padding(renderer: Any) -> dict[str, int]:
+    """The keyword that turns off :class:`structlog.dev.ConsoleRenderer`'s padding of the
+    event (default 30 columns): ``pad_event_to`` from structlog 25.5 on (where
+    ``pad_event`` is deprecated and warns), ``pad_event`` before (structlog 24.1 to 25.4,
+    which reject ``pad_event_to`` with a ``TypeError``). Feature-detected from the
+    constructor's signature, so every structlog in pyproject.toml's range works."""
+    import inspect
+
+    params = inspect.signature(renderer.__init__).parameters
+    return {"pad_event_to": 0} if "pad_event_to" in params else {"pad_event": 0}
+
+
 class Log:
     """A leveled logger. ``level``: a key of :data:`LEVELS`; ``fmt``: ``console``
     (``[level] event key=value``, coloured on a terminal, no timestamp) or ``json`` (one
@@ -38,9 +50,9 @@ class Log:
             else:
                 # A terminal, journald and Home Manager's activation output add their own
                 # times; the console line is "[level] event key=value ...".
-                processors.append(structlog.dev.ConsoleRenderer(
-                    colors=self.stream.isatty(), pad_event_to=0
-                ))
+                renderer = structlog.dev.ConsoleRenderer
+                processors.append(renderer(colors=self.stream.isatty(),
+                                           **_no_event_padding(renderer)))
             self._logger = structlog.wrap_logger(
                 structlog.PrintLogger(file=self.stream),
                 processors=processors,

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import stat
 from pathlib import Path
 
 import pytest
@@ -661,25 +662,80 @@ def test_locks_folder_is_group_writable_in_a_shared_cache(ws: Workspace, paths: 
     assert mode & 0o070 == 0o070 and mode & 0o2000
 
 
-def test_filelock_floor_refuses_a_symlinked_lock(tmp_path: Path) -> None:
-    """The floor in pyproject.toml is a filelock that opens its lock with O_NOFOLLOW
-    (3.20.1 for UnixFileLock, 3.20.3 for SoftFileLock); the installed one behaves so."""
-    import tomllib
-    from importlib.metadata import version
+@pytest.mark.parametrize("planted", ["before", "after the check"])
+def test_hub_lock_refuses_a_symlink_planted_at_it(
+        planted: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlink at ``.locks/model-repo.lock`` (planted before the run, or between any
+    check and the open: a race) is refused with the cache error, and what it points to
+    is neither truncated nor locked: the activator opens the lock O_NOFOLLOW itself, so
+    this holds with every filelock in pyproject.toml's range (before 3.20.1 filelock
+    followed the symlink and truncated its target)."""
+    from activate.activation import LOCK_NAME, EnvironmentProblem, _hub_lock
+    from activate.log import Log
 
-    import filelock
-
-    deps = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
-    (spec,) = [d for d in deps["project"]["dependencies"] if d.startswith("filelock")]
-    assert spec == "filelock>=3.20.3"
-    assert tuple(int(x) for x in version("filelock").split(".")[:3]) >= (3, 20, 3)
+    hub = tmp_path / "hub"
+    (hub / ".locks").mkdir(parents=True)
+    lock = hub / ".locks" / LOCK_NAME
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    (tmp_path / "x.lock").symlink_to(victim)
-    with pytest.raises(OSError):
-        with filelock.FileLock(str(tmp_path / "x.lock"), timeout=1):
+    if planted == "before":
+        lock.symlink_to(victim)
+    else:
+        real_lstat, real_open = os.lstat, os.open
+        done: list[bool] = []
+
+        def plant() -> None:
+            if not done:
+                done.append(True)
+                lock.symlink_to(victim)
+
+        def lstat(path: object, *a: object, **kw: object) -> os.stat_result:
+            st = real_lstat(path, *a, **kw)  # type: ignore[arg-type]
+            if os.fsdecode(path) == str(lock):  # type: ignore[arg-type]
+                plant()
+            return st
+
+        def open_(path: object, *a: object, **kw: object) -> int:
+            if os.path.basename(os.fsdecode(path)) == LOCK_NAME:  # type: ignore[arg-type]
+                plant()
+            return real_open(path, *a, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        monkeypatch.setattr(os, "open", open_)
+    with pytest.raises(EnvironmentProblem, match="not a plain file"):
+        with _hub_lock(str(hub), 1.0, True, Log()):
             pass
-    assert victim.read_text() == "precious"
+    monkeypatch.undo()
+    assert lock.is_symlink() and victim.read_text() == "precious"
+
+
+def test_hub_lock_excludes_filelock_and_is_created_group_writable(tmp_path: Path) -> None:
+    """The hub lock is the flock filelock takes on the same file (activators of older
+    versions used filelock: each excludes the other), created mode 0664 whatever the
+    umask, and kept after release."""
+    import filelock
+
+    from activate.activation import LOCK_NAME, EnvironmentProblem, _hub_lock
+    from activate.log import Log
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    old = os.umask(0o077)
+    try:
+        with _hub_lock(str(hub), 1.0, True, Log()):
+            with pytest.raises(filelock.Timeout):
+                filelock.FileLock(str(hub / ".locks" / LOCK_NAME), timeout=0.1).acquire()
+    finally:
+        os.umask(old)
+    lock = hub / ".locks" / LOCK_NAME
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o664
+    with filelock.FileLock(str(lock), timeout=1):
+        with pytest.raises(EnvironmentProblem, match="held"):
+            with _hub_lock(str(hub), 0.2, True, Log()):
+                pass
+    with _hub_lock(str(hub), 0, True, Log()):  # free again: one try is enough
+        pass
+    assert lock.is_file()
 
 
 # ------------------------------------------------------- GC roots (issue 9)
