@@ -19,7 +19,7 @@ _model_repo_options() {
         'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --log-format' ;;
         'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --log-format' ;;
         'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --lock-file --log-format' ;;
-        'update') echo '-h --help --dry-run --json -v --verbose --debug -q --quiet --lock-file --log-format' ;;
+        'update') echo '-h --help --dry-run --check --json -v --verbose --debug -q --quiet --lock-file --log-format' ;;
         'export') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --store-path --file --include --exclude --compression --state-dir --persist-dir --log-format' ;;
         'import') echo '-h --help --dataset --all -y --yes --no-check-sigs -v --verbose --debug -q --quiet -r --revision --ref --persist-dir --log-format' ;;
         'store') echo '-h --help' ;;

@@ -156,6 +156,7 @@ complete -c model-repo -n 'test (__model_repo_path) = '\''lock'\''' -l 'log-form
 complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -s 'h' -d 'show this help message and exit'
 complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -l 'help' -d 'show this help message and exit'
 complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -l 'dry-run' -d 'print what would change; write nothing'
+complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -l 'check' -d 'only resolve the refs (no download, nothing written): exit 1 when the lock file is behi...'
 complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -l 'json' -d 'machine-readable output'
 complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -s 'v' -d 'log more: each step and Hub request (stderr); --debug is nix-hug'\''s name for it'
 complete -c model-repo -n 'test (__model_repo_path) = '\''update'\''' -l 'verbose' -d 'log more: each step and Hub request (stderr); --debug is nix-hug'\''s name for it'
