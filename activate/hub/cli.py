@@ -51,7 +51,7 @@ def add_repo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_log_arguments(p: argparse.ArgumentParser) -> None:
-    """``-v/--verbose/--debug``, ``-q/--quiet`` and ``--log-format``."""
+    """``-v/--verbose/--debug``, ``-q/--quiet``, ``--log-format`` and ``--color``."""
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
                        help="log more: each step and Hub request (stderr); --debug is "
@@ -60,6 +60,9 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
                        help="log errors only; no progress bars")
     p.add_argument("--log-format", choices=("console", "json"), default="console",
                    help="stderr log format (default: console)")
+    from ..log import add_color_argument
+
+    add_color_argument(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -38,6 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
         p.add_argument("--log-format", choices=("console", "json"), default="console",
                        help="stderr log format (default: console)")
+        from ..log import add_color_argument
+
+        add_color_argument(p)
 
     def repo_args(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument("repo", metavar="REPO", nargs=None if required else "?",
