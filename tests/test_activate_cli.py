@@ -375,3 +375,36 @@ def test_no_color_and_the_color_flag(ws: Workspace) -> None:
     piped = subprocess.run([sys.executable, "-m", "activate", *args], capture_output=True,
                            env=env, cwd=ROOT)
     assert esc.decode() not in piped.stderr.decode()
+
+
+def _readme_demo_block() -> list[str]:
+    """The lines of README's fenced block that shows the demo's output."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```\n$ model-repo activate --manifest /tmp/model-repo-demo-")
+    return text[start + 4:text.index("\n```", start + 4)].splitlines()
+
+
+def test_the_demo_prints_what_readme_shows_and_leaves_no_folder(tmp_path: Path) -> None:
+    """``examples/demo.py`` (what ``scripts/demo.sh`` runs after setup): its stdout is
+    README's block line for line (``…`` stands for any text), and its temporary folder
+    is gone afterwards."""
+    pytest.importorskip("torch", reason="pip install torch (the demo loads the model)")
+    pytest.importorskip("transformers", reason="pip install transformers (the demo)")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = done.stdout.splitlines()
+    want = _readme_demo_block()
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want):
+        pattern = ".*".join(re.escape(part) for part in w.replace("/tmp/", f"{tmp}/")
+                            .split("…"))
+        assert re.fullmatch(pattern, g), (g, w)
+    assert "did link" in done.stderr
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("model-repo-demo-")] == []
