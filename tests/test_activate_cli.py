@@ -408,3 +408,13 @@ def test_the_demo_prints_what_readme_shows_and_leaves_no_folder(tmp_path: Path) 
         assert re.fullmatch(pattern, g), (g, w)
     assert "did link" in done.stderr
     assert [p.name for p in tmp.iterdir() if p.name.startswith("model-repo-demo-")] == []
+
+
+@pytest.mark.parametrize("name", ["export", "import", "store"])
+def test_each_persist_command_lists_its_own_exit_codes(name: str) -> None:
+    """``store --help`` and ``export --help`` do not list ``import``'s exit codes
+    (``import --all``, a declined confirmation); ``store`` gives its own exit 1."""
+    text = " ".join(_subparsers()[name].format_help().split())
+    assert "Exit codes: 0 ok" in text
+    assert ("import --all" in text) == (name == "import"), text
+    assert ("1 store ls: an entry is broken" in text) == (name == "store"), text
