@@ -418,3 +418,11 @@ def test_each_persist_command_lists_its_own_exit_codes(name: str) -> None:
     assert "Exit codes: 0 ok" in text
     assert ("import --all" in text) == (name == "import"), text
     assert ("1 store ls: an entry is broken" in text) == (name == "store"), text
+
+
+def test_the_flake_outputs_table_names_every_command() -> None:
+    """docs/nix.md's flake-outputs row of the package lists every subcommand."""
+    docs = (ROOT / "docs" / "nix.md").read_text()
+    (row,) = [ln for ln in docs.splitlines() if ln.startswith("| `packages.<system>.default`")]
+    listed = re.findall(r"`([a-z]+)`", row.split("every subcommand", 1)[1].split(")", 1)[0])
+    assert sorted(listed) == sorted(COMMANDS), row

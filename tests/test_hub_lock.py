@@ -277,3 +277,25 @@ def test_the_home_manager_lock_file_is_every_models_default(tmp_path: Path):
     assert r["modelPaths"]["m"].endswith(f"-hf-o--n-{REV[:12]}")
     # network options apply to per-file fetches: no "does not use it" warning
     assert r["failedAssertions"] == [] and r["warnings"] == []
+
+
+def test_the_docs_lock_file_snippet_works_pasted_on_its_own(tmp_path: Path):
+    """docs/nix.md's lockFile snippet, pasted as it is into a Home Manager configuration
+    (with the lock file it names beside it), links its model: it enables the module."""
+    from nixeval import hm_eval
+
+    docs = (ROOT / "docs" / "nix.md").read_text()
+    start = docs.index("```nix\nprograms.model-repo = {            # Home Manager")
+    block = docs[start + len("```nix\n"):docs.index("```", start + 7)]
+    snippet = block[:block.index("\n};\n") + 4]  # the module part, without the lib comment
+    lockp = write_lock(tmp_path, repo="sentence-transformers/all-MiniLM-L6-v2")
+    data = json.loads(lockp.read_text())
+    data["models"] = {"all-MiniLM-L6-v2": data["models"]["m"]}
+    lockp.write_text(json.dumps(data))
+    r = hm_eval("{ " + snippet.replace("./model-repo.lock.json", str(lockp)) + " }")
+    entry = r["manifest"]["models"]["all-MiniLM-L6-v2"]
+    assert entry["repoId"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert entry["revision"] == REV
+    # Enabled: the variable of the model is in the session (a disabled module sets none).
+    assert r["sessionVariables"]["MODEL_REPO_ALL_MINILM_L6_V2"] == r["modelPaths"][
+        "all-MiniLM-L6-v2"]
