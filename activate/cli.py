@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "unwritable cache), 70 internal error.",
     )
     from . import __version__
+    from .log import add_color_argument
 
     parser.add_argument("--version", action="version", version=f"model-repo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
         p.add_argument("--log-format", choices=("console", "json"), default="console",
                        help="stderr log format (default: console)")
+        add_color_argument(p)
         p.add_argument("--state-dir", metavar="DIR",
                        help="where profile states live (default: $MODEL_REPO_STATE_DIR, "
                        "else the platform's user state dir, ~/.local/state/model-repo)")
@@ -168,7 +170,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 sys.stderr.write(f"model-repo: error: {exc}\n")
                 return EXIT_ENVIRONMENT
             return EXIT_OK
-    args = _parser().parse_args(argv)
+    args = parse_args(_parser(), argv)
     if getattr(args, "hub_command", False):  # prefetch, ls: activate/hub/
         from .hub.cli import run
 
@@ -183,7 +185,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     level = "debug" if args.verbose else "error" if args.quiet else "warning"
     if getattr(args, "dry_run", False) and not args.quiet:
         level = "debug" if args.verbose else "info"
-    log = Log(level, args.log_format)
+    log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
+              environ=environ)
     try:
         if args.command in ("activate", "env"):
             return _activate(args, environ, log)
@@ -206,6 +209,32 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
         return EXIT_INTERNAL
     raise AssertionError(args.command)  # pragma: no cover
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that an argument no command knows is reported
+    by the innermost subcommand's parser (``model-repo prefetch: error: unrecognized
+    arguments: --bogus`` with prefetch's usage), not the top-level one: argparse hands a
+    subparser's leftovers up to the parser that started (``parse_known_args``). Exits 2
+    through :meth:`argparse.ArgumentParser.error`, as argparse does."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _innermost(parser: argparse.ArgumentParser,
+               args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (nested) subcommand ``args`` were parsed by: the subparsers
+    actions are followed by their ``dest`` (``command``, then ``store_command``…)."""
+    import argparse
+
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None or name not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[name]
 
 
 #: Options of ``activate`` the no-op path understands; anything else (``--dry-run``,

@@ -937,3 +937,45 @@ def test_planted_lock_nar_folder_and_url_links_are_refused(tmp_path: Path,
     assert res.returncode == 0, res.stderr
     assert {p: p.read_bytes() for p in victims} == victims
     assert _entries(env)[path]["status"] == "valid"
+
+
+def test_a_bare_name_resolves_as_prefetch_pinned_it(tmp_path: Path, models: Models) -> None:
+    """``prefetch gpt2 --add-to-store`` pins what the Hub calls the repo
+    (``openai-community/gpt2``); ``export gpt2`` and ``import gpt2`` then find that store
+    path and that entry offline, and a bare name two repos share is an error naming
+    both."""
+    pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub (prefetch)")
+    from mockhub import MockHub
+
+    full = "model-repo-test-org/alias" + secrets.token_hex(3)
+    bare = full.split("/")[1]
+    files = {"config.json": b'{"model_type": "bert", "id": "%s"}\n' % secrets.token_hex(8)
+             .encode()}
+    with MockHub() as hub:
+        commit = hub.add_repo(full, files)
+        hub.aliases[("model", bare)] = full
+        env = {**_env(tmp_path), "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        pre = cli(env, "prefetch", bare, "--add-to-store", "--json")
+        assert pre.returncode == 0, pre.stderr
+    path = json.loads(pre.stdout)["storePath"]
+    models.made.append(path)
+    assert json.loads(pre.stdout)["repo"] == full
+    exp = cli(env, "export", bare)
+    assert exp.returncode == 0, exp.stderr
+    assert exp.stdout.strip() == path
+    entry = _entries(env)[path]
+    assert entry["repoId"] == full and commit.startswith(entry["revision"])
+    _delete(path)
+    imp = cli(env, "import", bare)
+    assert imp.returncode == 0, imp.stderr
+    assert _valid(path)
+    # Another org's repo of the same name: the bare name is ambiguous, both are named.
+    other = models.fixed(_commit(), "another-org/" + bare)
+    amb = cli(env, "export", bare)
+    assert amb.returncode == 2 and full in amb.stderr and f"another-org/{bare}" in amb.stderr
+    assert "give the full repo id" in amb.stderr
+    assert cli(env, "export", "another-org/" + bare).stdout.strip() == other
+    amb = cli(env, "import", bare)
+    assert amb.returncode == 2 and "names several repos in the persist folder" in amb.stderr

@@ -593,6 +593,50 @@ def test_parser_imports_nothing_heavy():
     assert out.strip() == "[] ['x']"
 
 
+def test_prefetch_leaves_nothing_in_the_download_folder(hub: MockHub, tmp_path: Path):
+    """After a successful prefetch the download folder holds nothing: no files, no
+    temporary tree, no ``.lock`` file."""
+    repo = "model-repo-test/no-leftovers"
+    hub.add_repo(repo, {"a.txt": b"a" * 100, "sub/b.txt": b"b"})
+    ok(cli(hub, tmp_path, "prefetch", repo, "-q"))
+    assert os.listdir(tmp_path / "cache" / "model-repo" / "prefetch") == []
+
+
+def test_turn_lock_excludes_and_removes_its_file(tmp_path: Path):
+    """:class:`TurnLock`: a second taker waits (``on_wait`` once) until the holder lets
+    go, and whoever lets go last leaves no file behind."""
+    import threading
+
+    from activate.hub.prefetch import TurnLock
+
+    path = str(tmp_path / "x.lock")
+    first = TurnLock(path)
+    first.acquire()
+    waits: list[int] = []
+    inside: list[str] = []
+    second = TurnLock(path)
+
+    def take() -> None:
+        second.acquire(lambda: waits.append(1))
+        inside.append("second")
+        second.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not waits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waits == [1] and inside == []
+    inside.append("first")
+    first.release()
+    t.join(10)
+    assert inside == ["first", "second"] and not os.path.lexists(path)
+    os.symlink(str(tmp_path / "elsewhere"), path)
+    with pytest.raises(OSError):
+        TurnLock(path).acquire()
+    assert not os.path.lexists(tmp_path / "elsewhere")
+
+
 def test_progress_bars_only_on_a_terminal(hub: MockHub, tmp_path: Path):
     """stderr not a tty: no progress bars; stderr a pty: huggingface_hub's bars."""
     import fcntl

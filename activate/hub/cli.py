@@ -51,7 +51,7 @@ def add_repo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_log_arguments(p: argparse.ArgumentParser) -> None:
-    """``-v/--verbose/--debug``, ``-q/--quiet`` and ``--log-format``."""
+    """``-v/--verbose/--debug``, ``-q/--quiet``, ``--log-format`` and ``--color``."""
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
                        help="log more: each step and Hub request (stderr); --debug is "
@@ -60,6 +60,9 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
                        help="log errors only; no progress bars")
     p.add_argument("--log-format", choices=("console", "json"), default="console",
                    help="stderr log format (default: console)")
+    from ..log import add_color_argument
+
+    add_color_argument(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -126,13 +129,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "commit of the ref it follows, and print the files added, removed and changed and "
         "the bytes a build will download. Any error leaves the lock file untouched; the "
         "write is atomic.",
-        epilog=epilog)
+        epilog=epilog.replace("0 ok,", "0 ok (--check: the lock file is current), 1 "
+                              "--check: the lock file is behind a ref,"))
     up.add_argument("names", nargs="*", metavar="NAME", help="models of the lock file "
                     "(default: all)")
     up.add_argument("--lock-file", default="model-repo.lock.json", metavar="PATH",
                     help=lock_help)
-    up.add_argument("--dry-run", action="store_true",
-                    help="print what would change; write nothing")
+    mode = up.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print what would change; write nothing")
+    mode.add_argument("--check", action="store_true",
+                      help="only resolve the refs (no download, nothing written): exit 1 "
+                      "when the lock file is behind one of them, 0 when it is current "
+                      "(for CI jobs)")
     up.add_argument("--json", action="store_true", help="machine-readable output")
     add_log_arguments(up)
     up.set_defaults(hub_command=True)

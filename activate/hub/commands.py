@@ -29,7 +29,8 @@ def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     default = "info" if args.command == "prefetch" else "warning"
     level = "debug" if args.verbose else "error" if args.quiet else default
-    log = Log(level, args.log_format)
+    log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
+              environ=environ)
     from .signals import on_interrupt
 
     on_interrupt.install()  # SIGINT/SIGTERM: one line, temporary folders removed, exit now

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *,
     from ..log import Log
 
     level = "debug" if args.verbose else "error" if args.quiet else "info"
-    log = Log(level, args.log_format)
+    log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
+              environ=environ)
     return exit_status(lambda: _run(args, environ, log, stdin if stdin is not None else sys.stdin),
                        log, bad_input=(ConfigError,))
 

@@ -39,6 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
         p.add_argument("--log-format", choices=("console", "json"), default="console",
                        help="stderr log format (default: console)")
+        from ..log import add_color_argument
+
+        add_color_argument(p)
 
     def repo_args(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument("repo", metavar="REPO", nargs=None if required else "?",
@@ -49,11 +52,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "activated profiles record (e.g. main)")
         p.add_argument("--dataset", action="store_true", help="the repo is a dataset")
 
-    epilog = ("Exit codes: 0 ok, 1 partial (import --all: some not imported; "
-              "confirmation declined), 2 bad input, 3 environment (Nix missing, corrupt "
-              "persist folder, nix copy failed), 70 internal error.")
+    def codes(partial: str, environment: str) -> str:
+        """The exit codes of one command (each its own: ``store --help`` does not list
+        ``import``'s)."""
+        return (f"Exit codes: 0 ok, {partial}2 bad input, 3 environment ({environment}), "
+                "70 internal error.")
+
+    epilog = codes("1 partial (import --all: some not imported; confirmation declined), ",
+                   "Nix missing, corrupt persist folder, nix copy failed")
     exp = sub.add_parser(
-        "export", epilog=epilog,
+        "export", epilog=codes("", "Nix missing, an unreadable persist folder "
+                                      "manifest, nix copy or nix-store --dump failed"),
         help="copy a model's store path into the persist folder (a Nix binary cache)",
         description="Copy the store path of REPO (fetched by Nix, or added by `prefetch "
         "--add-to-store`) into the persist folder, a Nix binary cache, and record it there, "
@@ -92,7 +101,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     store = sub.add_parser("store", help="the persist folder: ls, path",
                            description="Inspect the persist folder: `store ls` lists what it "
                            "holds and in which state, `store path` prints where it is.",
-                           epilog=epilog)
+                           epilog=codes("1 store ls: an entry is broken, ",
+                                        "Nix missing, an unreadable persist folder "
+                                        "manifest"))
     store.set_defaults(hub_command=True, persist_command=True)
     ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken",

@@ -35,7 +35,7 @@ from .binarycache import (check_cached, fixed_output_path, nar_file, narinfo_has
 from .nixstore import (DEFAULT_STORE_DIR, NIX_FLAGS, STORE_BASE, Nix, check_store_path,
                        copy_unusable, last_line, parse_hf_name, store_dir_of)
 from .persistcli import COMPRESSIONS, repo_of
-from .persistmanifest import HEX, Entry, locked, read_manifest, write_manifest
+from .persistmanifest import HEX, Entry, locked, names_repo, read_manifest, write_manifest
 
 @dataclass
 class Candidate:
@@ -50,45 +50,58 @@ class Candidate:
 
 
 def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> list[Candidate]:
-    """What the profiles in ``state_dir`` linked for ``repo_id``: snapshot links give the
-    store path and the full commit, ref records name commits."""
-    from ..naming import repo_folder_name
+    """What the profiles in ``state_dir`` linked for ``repo_id`` (a bare NAME: for any
+    ``ORG/NAME``, :func:`names_repo`): snapshot links give the store path and the full
+    commit, ref records name commits."""
     from ..state import list_states
 
     types = [repo_type] if repo_type else ["model", "dataset"]
-    folders = {repo_folder_name(repo_id, t): t for t in types}
+
+    def folder_repo(folder: str) -> tuple[str, str] | None:
+        for t in types:  # <type>s--ORG--NAME (huggingface_hub's repo_folder_name)
+            head = f"{t}s--"
+            if folder.startswith(head):
+                rid = folder[len(head):].replace("--", "/")
+                if names_repo(repo_id, rid):
+                    return rid, t
+        return None
+
     found: dict[str, Candidate] = {}
-    refs: dict[str, set[str]] = {}
+    refs: dict[tuple[str, str], set[str]] = {}
     for _path, st in list_states(state_dir):
         for rec in st.records:
             folder, _, rest = rec.path.partition("/")
-            if folder not in folders or not rec.value:
+            which = folder_repo(folder) if rec.value else None
+            if which is None:
                 continue
             if rec.kind == "snapshot" and rest.startswith("snapshots/"):
                 commit = rest[len("snapshots/"):]
-                found.setdefault(rec.value, Candidate(rec.value, repo_id, folders[folder],
-                                                      commit))
+                found.setdefault(rec.value, Candidate(rec.value, which[0], which[1], commit))
             elif rec.kind == "ref" and rest.startswith("refs/"):
-                refs.setdefault(rec.value, set()).add(rest[len("refs/"):])
+                refs.setdefault((which[0], rec.value), set()).add(rest[len("refs/"):])
     for cand in found.values():
-        cand.refs |= refs.get(cand.commit, set())
+        cand.refs |= refs.get((cand.repo_id, cand.commit), set())
     return list(found.values())
 
 
 def _store_candidates(repo_id: str, store_dir: str) -> list[str]:
-    """Store paths (valid or not) named as the fetcher names ``repo_id``."""
-    prefix = "hf-" + repo_id.replace("/", "--") + "-"
+    """Store paths (valid or not) named as the fetcher names ``repo_id`` (a bare NAME:
+    any ``ORG/NAME``, :func:`names_repo`)."""
+    exact = "hf-" + repo_id.replace("/", "--") + "-"  # <hash>-hf-ORG--NAME-<12 hex>
+    bare = "--" + repo_id + "-" if "/" not in repo_id else None  # …--NAME-<12 hex>
     try:
         names = os.listdir(store_dir)
     except OSError:
         return []
     out = []
     for name in names:
-        if len(name) == 32 + 1 + len(prefix) + 12 and name[33:].startswith(prefix) and \
-                STORE_BASE.fullmatch(name):
+        hit = (len(name) == 33 + len(exact) + 12 and name[33:].startswith(exact)) or (
+            bare is not None and name[-12 - len(bare):-12] == bare
+            and name[32:36] == "-hf-")
+        if hit and STORE_BASE.fullmatch(name):
             path = os.path.join(store_dir, name)
             parsed = parse_hf_name(path)
-            if parsed and parsed[0] == repo_id:
+            if parsed and names_repo(repo_id, parsed[0]):
                 out.append(path)
     return sorted(out)
 
@@ -157,7 +170,7 @@ def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | Non
         if path not in cands:
             parsed = parse_hf_name(path)
             assert parsed is not None
-            cands[path] = Candidate(path, repo_id, repo_type or "model", parsed[1])
+            cands[path] = Candidate(path, parsed[0], repo_type or "model", parsed[1])
     valid = nix.valid(sorted(cands))
     pool = [cands[p] for p in sorted(valid)]
     if revision is not None:
@@ -179,6 +192,10 @@ def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | Non
                       + f": build it, or `model-repo prefetch {repo_id} --add-to-store"
                       + (f" --revision {revision}" if revision else "") + "`, then export; "
                       "or give the path with --store-path")
+    if len(pool) > 1 and len({c.repo_id for c in pool}) > 1:
+        ids = sorted({c.repo_id for c in pool})
+        raise Failure(EXIT_BAD_INPUT, f"{repo_id!r} names several repos in the store "
+                      f"({', '.join(ids)}): give the full repo id ORG/NAME")
     if len(pool) > 1:
         listing = "; ".join(f"{c.store_path} (commit {c.commit[:12]}"
                             + (f", refs {', '.join(sorted(c.refs))}" if c.refs else "") + ")"

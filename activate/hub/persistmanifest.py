@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import EXIT_ENVIRONMENT, Failure
+from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 from .binarycache import check_cached, narinfo_hash, open_nofollow
 
 MANIFEST = "model-repo-persist.json"
@@ -182,6 +182,15 @@ def locked(directory: str) -> Iterator[None]:
         os.close(fd)
 
 
+def names_repo(asked: str, repo_id: str) -> bool:
+    """Whether the REPO argument ``asked`` names ``repo_id``: the same id, or ``asked``
+    is a bare NAME and ``repo_id`` is ``ORG/NAME``. The Hub answers a bare name with the
+    repo's full id (``gpt2`` is ``openai-community/gpt2``), which is what ``prefetch``
+    pins and names the store path after; offline, a bare name is matched to the full
+    ids found (several: the caller lists them)."""
+    return repo_id == asked or ("/" not in asked and repo_id.endswith("/" + asked))
+
+
 def select_entries(entries: Sequence[Entry], *, repo_id: str | None, repo_type: str | None,
                    revision: str | None, store_path: str | None) -> list[Entry]:
     """The entries an ``import`` argument names: by store path, or by repo id (and type
@@ -191,6 +200,13 @@ def select_entries(entries: Sequence[Entry], *, repo_id: str | None, repo_type: 
         return [e for e in entries if e.store_path == store_path]
     pool = [e for e in entries if e.repo_id == repo_id
             and (repo_type is None or e.repo_type == repo_type)]
+    if not pool and repo_id is not None:  # a bare NAME: the ORG/NAME it was pinned as
+        pool = [e for e in entries if names_repo(repo_id, e.repo_id)
+                and (repo_type is None or e.repo_type == repo_type)]
+        ids = sorted({e.repo_id for e in pool})
+        if len(ids) > 1:
+            raise Failure(EXIT_BAD_INPUT, f"{repo_id!r} names several repos in the persist "
+                          f"folder ({', '.join(ids)}): give the full repo id ORG/NAME")
     if revision is not None:
         pool = [e for e in pool if e.ref == revision or (
             HEX.fullmatch(revision) is not None

@@ -143,6 +143,62 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
+class TurnLock:
+    """An exclusive ``flock`` on ``path`` that leaves no file behind: the holder unlinks
+    ``path`` before it lets go, and a taker that finds, once it holds the lock, that
+    ``path`` is gone or is another inode (the previous holder removed it while it waited)
+    lets go and opens the path again. So at any time at most one process holds a lock on
+    the file ``path`` names (the usual protocol of lock files removed after use).
+    Opened ``O_NOFOLLOW``: a symlink planted at ``path`` is an error (``OSError``),
+    never followed."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, on_wait: Callable[[], object] = lambda: None) -> None:
+        """Take the lock, calling ``on_wait()`` once if another process holds it first
+        (then waiting for as long as it does)."""
+        import fcntl
+
+        waited = False
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not waited:
+                        waited = True
+                        on_wait()
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+                try:
+                    now = os.stat(self.path, follow_symlinks=False)
+                except FileNotFoundError:
+                    now = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                self._fd = fd
+                return
+            os.close(fd)  # the holder before us removed it: take the new file's lock
+
+    def release(self) -> None:
+        """Remove the lock file, then let go (a waiter then sees it gone and retries)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
 def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log: Any,
              session: Any, res: Resolved, chosen: list[RemoteFile],
              nix_store: str | None) -> int:
@@ -158,7 +214,8 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     SIGINT/SIGTERM (:mod:`activate.hub.signals`); the download folder is removed after a
     success and kept after an interruption or a failure, for the next run. Two prefetches
     of the same repo and commit take turns (a lock file beside the download folder), so
-    one never removes the folder the other is filling.
+    one never removes the folder the other is filling; the lock file is removed by whoever
+    holds it last (:class:`TurnLock`), so nothing is left beside the folders.
 
     With ``--add-to-store`` and ``auto_persist`` (:mod:`activate.hub.config`), a copy of
     this exact pin in the persist folder is restored instead of downloading
@@ -175,18 +232,12 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
         if kept is not None:
             return _print_pin(args, sel, res, chosen, store_name(res.repo_id, res.commit),
                               kept.nar_hash, kept.store_path)
-    from filelock import FileLock, Timeout
-
     root = download_dir(environ)
     make_folder(root, "download folder", _DOWNLOAD_FIX)
-    lock = FileLock(os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit)
+    lock = TurnLock(os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit)
                                  + ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.warning("another prefetch of this repo and commit is running: waiting for it",
-                    lock=lock.lock_file)
-        lock.acquire()
+    lock.acquire(lambda: log.warning("another prefetch of this repo and commit is running: "
+                                     "waiting for it", lock=lock.path))
     try:
         name, sri_hash, store_path = _fetch_and_hash(args, sel, environ, log, session, res,
                                                      chosen, nix_store, root)

@@ -11,6 +11,8 @@ downloaded again (their hash is reused).
 Every model is resolved and pinned before anything is written: any error (repo gone,
 gated without a token, network) leaves the lock file as it was; the write itself is
 atomic (:func:`activate.hub.lockfile.write_lock`). ``--dry-run`` writes nothing.
+``update --check`` only resolves the refs and exits 1 when the lock file is behind
+one of them (for CI jobs), 0 when it is current.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from .api import (EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, Failure, HubSession, 
 from .commands import Selection, select_files, selection
 from .lockfile import LOCK_VERSION, LockedFile, LockedModel, LockFile, read_lock, write_lock
 from .prefetch import human_size
+
+#: ``update --check``: the lock file is behind a ref it follows.
+EXIT_BEHIND = 1
+#: ``--lock-file`` when not given (:mod:`activate.hub.cli`).
+DEFAULT_LOCK = "model-repo.lock.json"
 
 
 @dataclass
@@ -137,6 +144,8 @@ def run_update(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -
                       f"has {', '.join(sorted(lock.models)) or 'no model'}); add a model "
                       "with `model-repo lock NAME ORG/NAME`")
     session = HubSession(environ, log)
+    if getattr(args, "check", False):
+        return _check(args, lock, names, session)
     changes = []
     for name in names:
         old = lock.models[name]
@@ -153,6 +162,38 @@ def run_update(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -
         write_lock(args.lock_file, LockFile(version=LOCK_VERSION, models=models))
     _report(args, changes, dry_run=args.dry_run)
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace, lock: LockFile, names: list[str],
+           session: HubSession) -> int:
+    """``update --check``: resolve each named model's ref (no file is pinned or
+    downloaded, nothing is written) and print, per model, whether the lock file is
+    behind it (text, or ``--json``: ``{lockFile, check: true, models: [{name, repo, ref,
+    from, to, behind}]}``). Returns 1 (:data:`EXIT_BEHIND`) when any is behind, else 0:
+    a CI job fails while the lock file needs ``model-repo update``."""
+    rows = []
+    for name in names:
+        old = lock.models[name]
+        info = session.resolve(old.repo, old.repoType, old.ref)
+        rows.append((name, old, info.commit))
+    behind = [name for name, old, commit in rows if commit != old.commit]
+    if args.json:
+        import json
+
+        doc = {"lockFile": args.lock_file, "check": True, "models": [
+            {"name": name, "repo": old.repo, "ref": old.ref, "from": old.commit,
+             "to": commit, "behind": commit != old.commit} for name, old, commit in rows]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        lines = [f"{name}: {old.repo} {old.ref} " + (
+            f"{old.commit[:12]} is behind {commit[:12]}" if commit != old.commit
+            else f"{old.commit[:12]}, up to date") for name, old, commit in rows]
+        if behind:
+            lines.append(f"{len(behind)} of {len(rows)} behind: run `model-repo update "
+                         f"{' '.join(behind)}`" + (f" --lock-file {args.lock_file}"
+                                                   if args.lock_file != DEFAULT_LOCK else ""))
+        sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_BEHIND if behind else EXIT_OK
 
 
 def _report(args: argparse.Namespace, changes: list[Change], *, dry_run: bool) -> None:
