@@ -81,7 +81,8 @@ def test_package_checks_its_tests_and_imports_and_relaxes_nothing() -> None:
 
 def test_stub_does_what_nixpkgs_does_with_bad_arguments() -> None:
     """The stub refuses what nixpkgs refuses: no format, both pyproject and format, a
-    dependency built for another interpreter; a function of finalAttrs is accepted."""
+    dependency built for another interpreter, pytestFlagsArray; a function of finalAttrs
+    is accepted."""
     def err(body: str) -> str:
         with pytest.raises(NixError) as exc:
             nix_eval(f"let {_env()} in ({body}).outPath")
@@ -94,6 +95,9 @@ def test_stub_does_what_nixpkgs_does_with_bad_arguments() -> None:
     assert "Python version mismatch" in err(
         'py.buildPythonApplication { pname = "x"; version = "1"; pyproject = true; '
         'dependencies = [ py.forOtherPython.pydantic ]; }')
+    assert "pytestFlagsArray" in err(
+        'py.buildPythonApplication { pname = "x"; version = "1"; pyproject = true; '
+        'pytestFlagsArray = [ "tests/a.py" ]; }')
     ok = nix_eval(f"""let {_env()} ok = (py.buildPythonApplication (final: {{
         pname = "x"; version = "1"; pyproject = true; pythonRelaxDeps = [ "pydantic" ];
       }})).nativeBuildInputs; in map (d: d.name) ok""")

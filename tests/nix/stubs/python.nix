@@ -17,7 +17,9 @@
 #     not passed on; every other argument (pytest's enabledTestPaths, disabledTests,
 #     pythonImportsCheck, postInstall, meta ...) is, as mkDerivation keeps it;
 #   - outputs gain "dist" for the pyproject, setuptools and wheel formats;
-#   - a function of finalAttrs is accepted in place of the attribute set.
+#   - a function of finalAttrs is accepted in place of the attribute set;
+#   - a non-empty `pytestFlagsArray` is an error (nixpkgs banned it in 2026, NixOS/nixpkgs
+#     PR 513772: use `pytestFlags` or `enabledTestPaths`, known since 25.05).
 # The result is a derivation-shaped attribute set with a fake out path (nothing is built).
 {
   lib,
@@ -128,7 +130,11 @@ let
         attrs.propagatedBuildInputs or [ ] ++ attrs.dependencies or [ ] ++ [ python ]
       );
       # As with a real derivation, its paths exist only once its arguments are valid.
-      valid = builtins.seq format' (lib.foldl' (ok: d: builtins.seq d ok) true propagated);
+      valid =
+        if attrs.pytestFlagsArray or [ ] != [ ] then
+          throw "${name}: `pytestFlagsArray` is no longer supported: use `pytestFlags` or `enabledTestPaths`"
+        else
+          builtins.seq format' (lib.foldl' (ok: d: builtins.seq d ok) true propagated);
       final =
         if attrs.disabled or false then
           throw "${name} not supported for interpreter python${pythonVersion}"
