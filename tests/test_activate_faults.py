@@ -723,13 +723,15 @@ def test_hub_lock_excludes_filelock_and_is_created_group_writable(tmp_path: Path
     old = os.umask(0o077)
     try:
         with _hub_lock(str(hub), 1.0, True, Log()):
+            lock = hub / ".locks" / LOCK_NAME
+            assert stat.S_IMODE(lock.stat().st_mode) == 0o664
+            # mode=0o664 as the activators that used filelock passed (filelock 3.x chmods
+            # the lock to its mode on every open).
             with pytest.raises(filelock.Timeout):
-                filelock.FileLock(str(hub / ".locks" / LOCK_NAME), timeout=0.1).acquire()
+                filelock.FileLock(str(lock), timeout=0.1, mode=0o664).acquire()
     finally:
         os.umask(old)
-    lock = hub / ".locks" / LOCK_NAME
-    assert stat.S_IMODE(lock.stat().st_mode) == 0o664
-    with filelock.FileLock(str(lock), timeout=1):
+    with filelock.FileLock(str(lock), timeout=1, mode=0o664):
         with pytest.raises(EnvironmentProblem, match="held"):
             with _hub_lock(str(hub), 0.2, True, Log()):
                 pass

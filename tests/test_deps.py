@@ -51,3 +51,46 @@ def test_console_log_line_with_either_structlog_renderer(
     log.warning("disk full", path="/x")
     log.debug("not shown")
     assert re.fullmatch(r"\[warning\s*\] disk full path=/x\n", out.getvalue()), out.getvalue()
+
+
+def _floors() -> dict[str, str]:
+    """``{name: floor}`` of every runtime dependency and the ``hub`` extra in pyproject.toml."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floors = {}
+    for spec in project["dependencies"] + project["optional-dependencies"]["hub"]:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", spec)
+        assert m, f"{spec}: every runtime dependency is declared as name>=floor"
+        floors[m[1].lower().replace("_", "-")] = m[2]
+    return floors
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = tuple(int(x) for x in version.split("."))
+    return parts + (0,) * (3 - len(parts))
+
+
+def test_oldest_constraints_pin_exactly_the_declared_floors() -> None:
+    """CI's second pass (scripts/test-oldest.sh) installs .ci/oldest-constraints.txt: it
+    must pin each runtime dependency at its floor in pyproject.toml, or the floor is
+    untested."""
+    pins = {}
+    for line in (ROOT / ".ci" / "oldest-constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    floors = _floors()
+    assert set(floors) == {"pydantic", "platformdirs", "filelock", "structlog", "huggingface-hub"}
+    for name, floor in floors.items():
+        assert name in pins, f"{name} is not pinned in .ci/oldest-constraints.txt"
+        assert _release(pins[name]) == _release(floor), (name, pins[name], floor)
+
+
+def test_installed_dependencies_are_inside_the_declared_range() -> None:
+    """The venv this suite runs in (newest or oldest) satisfies the floors, so a pass is
+    evidence for the range README states."""
+    from importlib.metadata import version
+
+    for name, floor in _floors().items():
+        got = tuple(int(x) for x in re.findall(r"\d+", version(name))[:3])
+        assert got >= _release(floor), (name, version(name), floor)
