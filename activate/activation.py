@@ -64,6 +64,8 @@ class Request:
     paths: dict[str, str]
     wants: list[Want]
     unlinked: tuple[str, ...]
+    #: Prepared datasets to link into the ``datasets`` cache (:mod:`activate.datasets_link`).
+    prepared: tuple = ()
 
 
 def request_of(manifest: object) -> Request:
@@ -76,7 +78,15 @@ def request_of(manifest: object) -> Request:
         wants=[Want(name, m.folder, m.revision, tuple(m.refs), m.path, m.partial)
                for name, m in models.items() if m.link],
         unlinked=tuple(name for name, m in models.items() if not m.link),
+        prepared=tuple(_prepared_of(models)),
     )
+
+
+def _prepared_of(models: dict) -> list:
+    from .datasets_link import Prepared
+
+    return [Prepared(name, m.repo_id, m.prepared) for name, m in models.items()
+            if m.prepared is not None]
 
 
 def run_activate(
@@ -91,12 +101,16 @@ def run_activate(
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     before_write: Callable[[str], None] | None = None,
     gc_roots: bool = False,
+    datasets_dir: tuple[str, bool] | None = None,
 ) -> Outcome:
     """Link ``request``'s models into ``hub_dir`` and return the outcome.
 
     ``gc_roots``: keep one indirect GC root per existing store path of the manifest's
     models (every one is exported, linked, blocked or ``link = false``), and drop the roots
     of paths no longer in it (:mod:`activate.gcroots`).
+
+    ``datasets_dir``: ``(datasets cache dir, explicit)`` to link ``request.prepared`` into
+    (and to drop what this profile linked there before); None: no datasets linking.
 
     ``dry_run``: plan and report, write nothing. ``read_only``: like dry_run, for
     ``model-repo env``. Raises :class:`EnvironmentProblem` when the hub dir or state dir
@@ -129,6 +143,10 @@ def run_activate(
         if read_only:
             touched = {a.path.split("/", 1)[0] for a in result.actions if a.op != "unlink"}
             in_place = in_place and not any(w.folder in touched for w in wants)
+        if datasets_dir is not None:
+            in_place = _sync_datasets(request, datasets_dir[0], state_dir, result, log,
+                                      dry_run=not writing, lock_timeout=lock_timeout,
+                                      before_write=before_write) and in_place
         outcome.complete = in_place
         offline = request.offline
         if offline and not in_place:
@@ -140,6 +158,7 @@ def run_activate(
             request.paths,
             hub_dir=hub_dir if explicit_hub else None,
             offline=offline and in_place,
+            datasets_dir=datasets_dir[0] if datasets_dir and datasets_dir[1] else None,
         )
         outcome.records = records
         if writing:
@@ -164,7 +183,7 @@ def _sync_roots(state_dir: str, key: str, profile: str, request: Request, dry_ru
 
     # Every exported path stays rooted: a blocked model's MODEL_REPO_* variable still
     # names its store path, which must not be collected under it.
-    paths = set(request.paths.values())
+    paths = set(request.paths.values()) | {p.path for p in request.prepared}
     try:
         added, removed = gcroots.sync(gcroots.roots_dir(state_dir, key, profile), paths,
                                       dry_run=dry_run)
@@ -175,6 +194,54 @@ def _sync_roots(state_dir: str, key: str, profile: str, request: Request, dry_ru
         log.info(f"{verb} add a GC root for {p}")
     for p in removed:
         log.info(f"{verb} remove the GC root of {p}")
+
+
+def _sync_datasets(request: Request, datasets_dir: str, state_dir: str, result: Plan,
+                   log: Log, *, dry_run: bool, lock_timeout: float,
+                   before_write: Callable[[str], None] | None) -> bool:
+    """Link ``request.prepared`` into ``datasets_dir`` (:func:`activate.datasets_link.sync`);
+    its problems join ``result``'s. True when every prepared dataset is in place."""
+    from . import datasets_link
+
+    if not request.prepared and not datasets_link.has_state(state_dir, request.profile):
+        return True
+    try:
+        res = datasets_link.sync(datasets_dir, request.profile, state_dir,
+                                 list(request.prepared), dry_run=dry_run,
+                                 lock_timeout=lock_timeout, before_write=before_write)
+    except (datasets_link.DatasetsCacheProblem, OSError) as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    _report_datasets(res, result, log)
+    key = os.path.realpath(datasets_dir)
+    for _path, cache in datasets_link.profile_states(state_dir, request.profile):
+        if cache != key:  # the datasets cache moved (HF_DATASETS_CACHE changed): drop there
+            _drop_datasets(cache, request.profile, state_dir, result, log, dry_run=dry_run,
+                           lock_timeout=lock_timeout)
+    return not res.blocked
+
+
+def _report_datasets(res: object, result: Plan, log: Log) -> None:
+    for line in res.done:  # type: ignore[attr-defined]
+        log.info(f"datasets cache: {line}")
+    for name, path, reason, fix in res.problems:  # type: ignore[attr-defined]
+        result.problems.append(Problem([name], path, reason, fix))
+
+
+def _drop_datasets(cache: str, profile: str, state_dir: str, result: Plan, log: Log, *,
+                   dry_run: bool, lock_timeout: float) -> None:
+    """Remove what ``profile`` linked into the datasets cache ``cache``; a cache that is
+    missing keeps its state (an unmounted filesystem), with a warning."""
+    from . import datasets_link
+
+    if not os.path.isdir(cache):
+        log.warning("the datasets cache is missing; its state is kept", cache=cache)
+        return
+    try:
+        res = datasets_link.sync(cache, profile, state_dir, [], dry_run=dry_run,
+                                 lock_timeout=lock_timeout)
+    except (datasets_link.DatasetsCacheProblem, OSError) as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    _report_datasets(res, result, log)
 
 
 def _move_roots(state_dir: str, was: str, key: str, profile: str, log: Log) -> None:
@@ -272,6 +339,14 @@ def run_deactivate(
     purpose).
     """
     results = []
+    from . import datasets_link
+
+    if hub_dir is None:  # a whole-profile drop takes its datasets links too
+        for _path, cache in datasets_link.profile_states(state_dir, profile):
+            dplan = Plan()
+            _drop_datasets(cache, profile, state_dir, dplan, log, dry_run=dry_run,
+                           lock_timeout=lock_timeout)
+            results.append((cache, dplan))
     key = os.path.realpath(hub_dir) if hub_dir else None
     corrupt: list[statemod.CorruptState] = []
     states = statemod.list_states(state_dir, corrupt, aside=not dry_run)

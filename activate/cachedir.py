@@ -109,3 +109,38 @@ def _expandvars(path: str, environ: Mapping[str, str]) -> str:
         return environ.get(name, match.group(0))
 
     return re.sub(_VAR_PATTERN, value, path, flags=re.ASCII)
+
+
+def default_datasets_cache(environ: Mapping[str, str]) -> str:
+    """Return the cache the ``datasets`` library prepares datasets in, for ``environ``.
+
+    Mirrors ``datasets.config.HF_DATASETS_CACHE`` (datasets 2.x to 5.x) exactly, first set
+    wins: ``HF_DATASETS_CACHE`` > ``$HF_HOME/datasets`` >
+    ``$XDG_CACHE_HOME/huggingface/datasets`` > ``~/.cache/huggingface/datasets``. Unlike
+    huggingface_hub, ``datasets`` expands no ``$VAR``; it expands ``~`` of ``HF_HOME``
+    (with the ``XDG_CACHE_HOME`` fallback joined in) and, where it reads the cache
+    (``os.path.expanduser(str(config.HF_DATASETS_CACHE))``), of the final value, which
+    goes through ``pathlib.Path`` (``//`` and ``.`` components and a trailing ``/``
+    dropped, ``..`` kept). An empty variable counts as set. The result may be relative
+    (only if a variable is); :func:`resolve_datasets_dir` makes it absolute.
+    """
+    from pathlib import PurePosixPath
+
+    xdg = environ.get("XDG_CACHE_HOME", "~/.cache")
+    hf_home = _expanduser(environ.get("HF_HOME", os.path.join(xdg, "huggingface")), environ)
+    value = environ.get("HF_DATASETS_CACHE", os.path.join(hf_home, "datasets"))
+    return _expanduser(str(PurePosixPath(value)), environ)
+
+
+def resolve_datasets_dir(
+    flag: str | None, manifest_dir: str | None, environ: Mapping[str, str]
+) -> tuple[str, bool]:
+    """Return ``(datasets cache dir, explicit)``, absolute and normalised, as
+    :func:`resolve_hub_dir` does for the hub dir: the ``--datasets-cache-dir`` flag, then
+    the manifest's ``datasetsCacheDir``, then :func:`default_datasets_cache`. ``explicit``:
+    the environment output then carries ``HF_DATASETS_CACHE``."""
+    if flag:
+        return flag_hub_dir(flag, environ), True
+    if manifest_dir:
+        return os.path.normpath(manifest_dir), True
+    return os.path.abspath(default_datasets_cache(environ)), False

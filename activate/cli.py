@@ -271,7 +271,7 @@ def _noop_request(argv: Sequence[str]) -> dict[str, str] | None:
 
 def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
     from .activation import request_of, run_activate
-    from .cachedir import resolve_hub_dir
+    from .cachedir import resolve_datasets_dir, resolve_hub_dir
     from .manifest import ManifestError, parse_manifest
     from .state import state_dir
 
@@ -288,6 +288,7 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         return EXIT_BAD_INPUT
     del data  # the models hold what they need; this copy is megabytes at 10,000 models
     hub_dir, explicit = resolve_hub_dir(args.cache_dir, manifest.cache_dir, environ)
+    datasets_dir = resolve_datasets_dir(None, manifest.datasets_cache_dir, environ)
     request = request_of(manifest)
     model_count = len(manifest.models)
     del manifest
@@ -301,6 +302,7 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         read_only=args.command == "env",
         lock_timeout=getattr(args, "lock_timeout", 60.0),
         gc_roots=getattr(args, "gc_roots", False),
+        datasets_dir=datasets_dir,
     )
     result = outcome.plan
     for note in result.notes:
@@ -320,7 +322,10 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
 
         directory = state_dir(args.state_dir, environ)
         try:
-            if outcome.complete and not result.problems and not outcome.state_error:
+            # No receipt with prepared datasets: the no-op check verifies hub links only,
+            # and the datasets cache follows HF_DATASETS_CACHE (a full run then).
+            if (outcome.complete and not result.problems and not outcome.state_error
+                    and not request.prepared):
                 write_receipt(directory, args.manifest, args.cache_dir, environ,
                               request.profile, outcome.hub_key,
                               [(r.kind, r.path, r.value or "", r.created)

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 FORMATS = ("sh", "fish", "json", "dotenv", "devenv")
 
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+#: ``HF_DATASETS_OFFLINE``: the ``datasets`` library reads it before ``HF_HUB_OFFLINE``
+#: (``datasets.config``), so a ``HF_DATASETS_OFFLINE=0`` left in a shell would otherwise
+#: send ``load_dataset`` to the Hub.
+OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def environment(
@@ -23,20 +26,25 @@ def environment(
     *,
     hub_dir: str | None,
     offline: bool,
+    datasets_dir: str | None = None,
 ) -> dict[str, str]:
     """The variables to export, sorted by name (so every run prints the same bytes).
 
     ``model_paths``: model name -> store path (``MODEL_REPO_<NAME>``, the loadable
     directory). ``hub_dir``: exported as ``HF_HUB_CACHE`` when not None (the caller
-    passes it when the cache is not huggingface_hub's default). ``offline``: add
-    ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` (the caller decides: only when
-    every linked model is in place).
+    passes it when the cache is not huggingface_hub's default). ``datasets_dir``: exported
+    as ``HF_DATASETS_CACHE`` when not None (likewise, for the ``datasets`` cache).
+    ``offline``: add ``HF_DATASETS_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` and
+    ``TRANSFORMERS_OFFLINE=1`` (the caller decides: only when every linked model is in
+    place).
     """
     from .naming import env_var_name
 
     env = {env_var_name(name): path for name, path in sorted(model_paths.items())}
     if hub_dir is not None:
         env["HF_HUB_CACHE"] = hub_dir
+    if datasets_dir is not None:
+        env["HF_DATASETS_CACHE"] = datasets_dir
     if offline:
         for var in OFFLINE_VARS:
             env[var] = "1"

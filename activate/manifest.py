@@ -95,6 +95,15 @@ class Model(BaseModel):
             "into the store.",
         ),
     ] = False
+    prepared: Annotated[
+        str | None,
+        Field(
+            description="Store path of the dataset prepared as the `datasets` library's "
+            "arrow cache (lib/datasets.nix: <config>/<version>/<commit>/ directories); "
+            "linked into the datasets cache so `datasets.load_dataset(repoId)` works "
+            "offline. Only with repoType = 'dataset'; null = none.",
+        ),
+    ] = None
 
     @field_validator("repo_id")
     @classmethod
@@ -134,6 +143,15 @@ class Model(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_prepared(self) -> Model:
+        if self.prepared is not None and self.repo_type != "dataset":
+            raise ValueError(
+                "prepared is set but repoType is not 'dataset': only datasets are "
+                "prepared for the `datasets` library; remove prepared"
+            )
+        return self
+
     @property
     def folder(self) -> str:
         """The repo's folder in the hub cache (``models--org--name``)."""
@@ -166,11 +184,21 @@ class Manifest(BaseModel):
             "$XDG_CACHE_HOME/huggingface/hub > ~/.cache/huggingface/hub).",
         ),
     ] = None
+    datasets_cache_dir: Annotated[
+        str | None,
+        Field(
+            alias="datasetsCacheDir",
+            description="Absolute `datasets` cache dir that prepared datasets are linked "
+            "into, or null to resolve it as the `datasets` library does "
+            "(HF_DATASETS_CACHE > $HF_HOME/datasets > $XDG_CACHE_HOME/huggingface/datasets "
+            "> ~/.cache/huggingface/datasets).",
+        ),
+    ] = None
     offline: Annotated[
         bool,
         Field(
-            description="Emit HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1 (only when "
-            "every linked model is in place).",
+            description="Emit HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1 and "
+            "TRANSFORMERS_OFFLINE=1 (only when every linked model is in place).",
         ),
     ] = False
     store_dir: Annotated[
@@ -195,6 +223,14 @@ class Manifest(BaseModel):
         if value is None:
             return None
         _check_abs_path(value, "cacheDir")
+        return os.path.normpath(value)
+
+    @field_validator("datasets_cache_dir")
+    @classmethod
+    def _check_datasets_cache_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _check_abs_path(value, "datasetsCacheDir")
         return os.path.normpath(value)
 
     @field_validator("store_dir")
@@ -233,6 +269,10 @@ class Manifest(BaseModel):
             path_error = store_path_error(model.path, self.store_dir)
             if path_error:
                 problems.append(f"models.{name!r}.path: {path_error}")
+            if model.prepared is not None:
+                prepared_error = store_path_error(model.prepared, self.store_dir)
+                if prepared_error:
+                    problems.append(f"models.{name!r}.prepared: {prepared_error}")
             if not model.link:
                 continue
             key = (model.folder, model.revision)

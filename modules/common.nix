@@ -170,7 +170,9 @@ rec {
       ) list;
     };
 
+  # HF_DATASETS_OFFLINE too: the `datasets` library reads it before HF_HUB_OFFLINE.
   offlineVars = {
+    HF_DATASETS_OFFLINE = "1";
     HF_HUB_OFFLINE = "1";
     TRANSFORMERS_OFFLINE = "1";
   };

@@ -66,7 +66,7 @@ def test_env_file_and_formats(ws: Workspace, tiny_bert_store_path: str) -> None:
     fish = ws.activate(data, fmt="fish")
     assert f"set -gx MODEL_REPO_M '{tiny_bert_store_path}'\n" in fish.stdout
     devenv = ws.activate(data, fmt="devenv")
-    assert devenv.stdout.startswith("HF_HUB_CACHE\0")
+    assert devenv.stdout.startswith("HF_DATASETS_OFFLINE\0MQ==\0HF_HUB_CACHE\0")
 
 
 def test_env_command_changes_nothing(ws: Workspace, tiny_bert_store_path: str) -> None:

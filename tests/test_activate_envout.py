@@ -90,4 +90,7 @@ def test_environment_contents() -> None:
     env = environment({"b": "/nix/store/b", "a.x": "/nix/store/a"}, hub_dir=None, offline=False)
     assert env == {"MODEL_REPO_A_X": "/nix/store/a", "MODEL_REPO_B": "/nix/store/b"}
     env = environment({}, hub_dir="/h", offline=True)
-    assert env == {"HF_HUB_CACHE": "/h", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    assert env == {"HF_DATASETS_OFFLINE": "1", "HF_HUB_CACHE": "/h", "HF_HUB_OFFLINE": "1",
+                   "TRANSFORMERS_OFFLINE": "1"}
+    env = environment({}, hub_dir=None, offline=False, datasets_dir="/d")
+    assert env == {"HF_DATASETS_CACHE": "/d"}

@@ -27,6 +27,7 @@ def test_layout_is_flat_snapshot_link(ws: Workspace, tiny_bert_store_path: str) 
     assert sorted(p.name for p in repo.iterdir()) == ["refs", "snapshots"]
     env = res.env()
     assert env == {
+        "HF_DATASETS_OFFLINE": "1",
         "HF_HUB_CACHE": str(ws.hub),
         "HF_HUB_OFFLINE": "1",
         "MODEL_REPO_TINY_BERT": tiny_bert_store_path,

@@ -36,6 +36,7 @@ def test_service_tmpfiles_group_and_environment():
     env = r["environment"]
     assert env == {
         "HF_HUB_CACHE": "/var/cache/huggingface/hub",
+        "HF_DATASETS_OFFLINE": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "MODEL_REPO_EMBEDDING": r["modelPaths"]["embedding"],
