@@ -147,6 +147,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Print the JSON Schema (draft 2020-12) of the manifest, version 1, "
         "generated from the activator's own models (schemas/manifest.schema.json holds "
         "the same text).")
+    prep = sub.add_parser(
+        "prepare-dataset",
+        help="write a dataset snapshot as the datasets library's arrow cache",
+        description="Prepare a dataset repo's files (SNAPSHOT: its store path, or any "
+        "directory of them) with the `datasets` library, offline, into OUT as "
+        "<config>/<version>/<commit>/ directories: what `datasets.load_dataset(REPO_ID)` "
+        "reads offline once the activator links it into HF_DATASETS_CACHE (manifest field "
+        "`prepared`). lib/datasets.nix runs this in a derivation. Needs the `datasets` "
+        "package. Prints the directories written.")
+    prep.add_argument("snapshot", metavar="SNAPSHOT", help="directory of the dataset's files")
+    prep.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the dataset's repo id")
+    prep.add_argument("--revision", required=True, metavar="COMMIT",
+                      help="the snapshot's commit (40 hex characters)")
+    prep.add_argument("--out", required=True, metavar="DIR",
+                      help="where to write (must not exist; made atomically)")
+    prep.add_argument("--config", action="append", metavar="NAME",
+                      help="prepare only this config (repeatable; default: every config "
+                      "of the dataset card)")
     from .hub.cli import add_parsers  # cheap: huggingface_hub is imported only when run
 
     add_parsers(sub)
@@ -180,6 +198,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         sys.stdout.write(render_schema())
         return EXIT_OK
+    if args.command == "prepare-dataset":
+        return _prepare_dataset(args)
     from .log import Log
 
     level = "debug" if args.verbose else "error" if args.quiet else "warning"
@@ -209,6 +229,23 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
         return EXIT_INTERNAL
     raise AssertionError(args.command)  # pragma: no cover
+
+
+def _prepare_dataset(args: argparse.Namespace) -> int:
+    from .datasets_prepare import PrepareError, prepare_dataset
+
+    try:
+        written = prepare_dataset(args.snapshot, args.repo_id, args.revision, args.out,
+                                  configs=args.config)
+    except PrepareError as exc:
+        sys.stderr.write(f"model-repo prepare-dataset: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except ImportError as exc:
+        sys.stderr.write(f"model-repo prepare-dataset: error: {exc}: install the `datasets` "
+                         "package (pip install 'datasets>=2.16')\n")
+        return EXIT_ENVIRONMENT
+    sys.stdout.write("".join(f"{rel}\n" for rel in written))
+    return EXIT_OK
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -297,6 +298,7 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
                 try:
                     if kind == "dir":
                         fs.mkdir(rel)
+                        _share_like_parent(fs, rel)
                     else:
                         fs.create_symlink(rel, value)
                 except (OSError, Blocked) as exc:
@@ -322,6 +324,18 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
         finally:
             fs.forget()
     return result
+
+
+def _share_like_parent(fs: HubFS, rel: str) -> None:
+    """A directory we made in a group-shared cache (group rwx, as the NixOS module's 2775)
+    gets group rwx and the parent's setgid bit whatever our umask: every user of the
+    group must be able to write ``Dataset.map`` caches into it. Through the directory's
+    own descriptor (no path is followed)."""
+    parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+    pmode = os.fstat(fs.dir_fd(parent)).st_mode
+    if pmode & 0o070 == 0o070:
+        fd = fs.dir_fd(rel)
+        os.fchmod(fd, (os.fstat(fd).st_mode & 0o7777) | 0o070 | (pmode & stat.S_ISGID))
 
 
 class _nolock:

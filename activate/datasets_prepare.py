@@ -22,6 +22,7 @@ Needs the ``datasets`` package (imported here only; the rest of model-repo does 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -43,10 +44,13 @@ def prepare_dataset(snapshot: str, repo_id: str, revision: str, out: str,
     (``README.md`` YAML ``configs:``) declares, or ``default`` when it declares none.
     Returns the relative ``<config>/<version>/<commit>`` directories written, sorted.
 
-    Runs offline (``HF_HUB_OFFLINE=1`` is set for the ``datasets`` import); every
-    temporary file lives in a directory beside ``out`` that is removed afterwards.
-    Raises :class:`PrepareError` for a bad repo id, revision, snapshot, config name or an
-    existing ``out``; ImportError when ``datasets`` is not installed.
+    Runs offline (``HF_HUB_OFFLINE=1`` is set for the ``datasets`` import); the work
+    happens in a temporary directory under ``TMPDIR``, removed afterwards; the result is
+    renamed to ``out`` (copied when ``TMPDIR`` is another filesystem, and removed if that
+    fails).
+    Raises :class:`PrepareError` for a bad repo id, revision, snapshot, config name, an
+    existing ``out``, or data ``datasets`` cannot read (its error named); ImportError when
+    ``datasets`` is not installed.
     """
     error = repo_id_error(repo_id)
     if error:
@@ -66,12 +70,18 @@ def prepare_dataset(snapshot: str, repo_id: str, revision: str, out: str,
     from datasets.naming import camelcase_to_snakecase
 
     name = camelcase_to_snakecase(repo_id.split("/")[-1])
-    work = tempfile.mkdtemp(prefix=".prepare-", dir=os.path.dirname(out))
+    # The work happens in TMPDIR (in a Nix build, out's parent is the store itself).
+    work = tempfile.mkdtemp(prefix="model-repo-prepare-")
     try:
         cache = os.path.join(work, "cache")
         result = os.path.join(work, "out")
         os.mkdir(result)
-        module = dataset_module_factory(snapshot, cache_dir=cache)
+        try:
+            module = dataset_module_factory(snapshot, cache_dir=cache)
+        except Exception as exc:  # noqa: BLE001 - datasets' own errors, reported as input
+            raise PrepareError(f"datasets cannot read {snapshot} as a dataset "
+                               f"({type(exc).__name__}: {exc}): give the directory of the "
+                               "dataset repo's files (data files and README.md)") from None
         kwargs = dict(module.builder_kwargs)
         kwargs.pop("dataset_name", None)
         kwargs.pop("config_name", None)
@@ -89,10 +99,23 @@ def prepare_dataset(snapshot: str, repo_id: str, revision: str, out: str,
                                   hash=revision, info=info, **kwargs)
             rel = os.path.join(builder.config_id, str(builder.config.version), revision)
             target = os.path.join(result, rel)
-            builder.download_and_prepare(output_dir=target)
+            try:
+                builder.download_and_prepare(output_dir=target)
+            except Exception as exc:  # noqa: BLE001 - datasets' own errors
+                raise PrepareError(f"datasets could not prepare config {config_name!r} "
+                                   f"({type(exc).__name__}: {exc})") from None
             written.append(rel)
         _drop_locks(result)
-        os.rename(result, out)
+        try:
+            os.rename(result, out)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            try:  # only out may be written (a Nix build's $out): copied, removed on error
+                shutil.copytree(result, out, symlinks=True)
+            except BaseException:
+                shutil.rmtree(out, ignore_errors=True)
+                raise
         return sorted(written)
     finally:
         shutil.rmtree(work, ignore_errors=True)

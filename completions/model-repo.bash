@@ -3,7 +3,7 @@
 
 _model_repo_subcommands() {
     case "$1" in
-        '') echo 'activate env status deactivate schema prefetch ls lock update export import store' ;;
+        '') echo 'activate env status deactivate schema prepare-dataset prefetch ls lock update export import store' ;;
         'store') echo 'ls path' ;;
     esac
 }
@@ -16,6 +16,7 @@ _model_repo_options() {
         'status') echo '-h --help --json -v --verbose -q --quiet --cache-dir --profile --log-format --color --state-dir' ;;
         'deactivate') echo '-h --help --dry-run --forget -v --verbose -q --quiet --profile --cache-dir --lock-timeout --log-format --color --state-dir' ;;
         'schema') echo '-h --help' ;;
+        'prepare-dataset') echo '-h --help --repo-id --revision --out --config' ;;
         'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --log-format --color' ;;
         'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --log-format --color' ;;
         'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --lock-file --log-format --color' ;;
@@ -57,6 +58,10 @@ _model_repo_takes_value() {
         'deactivate --log-format') return 0 ;;
         'deactivate --color') return 0 ;;
         'deactivate --state-dir') return 0 ;;
+        'prepare-dataset --repo-id') return 0 ;;
+        'prepare-dataset --revision') return 0 ;;
+        'prepare-dataset --out') return 0 ;;
+        'prepare-dataset --config') return 0 ;;
         'prefetch -r') return 0 ;;
         'prefetch --revision') return 0 ;;
         'prefetch --ref') return 0 ;;

@@ -4,7 +4,7 @@
 function __model_repo_subcommands
     switch $argv[1]
         case ''
-            echo 'activate' 'env' 'status' 'deactivate' 'schema' 'prefetch' 'ls' 'lock' 'update' 'export' 'import' 'store'
+            echo 'activate' 'env' 'status' 'deactivate' 'schema' 'prepare-dataset' 'prefetch' 'ls' 'lock' 'update' 'export' 'import' 'store'
         case 'store'
             echo 'ls' 'path'
     end
@@ -14,7 +14,7 @@ end
 function __model_repo_path
     set -l path ''
     set -l skip 0
-    set -l takes 'activate --manifest' 'activate --format' 'activate --env-file' 'activate --cache-dir' 'activate --lock-timeout' 'activate --log-format' 'activate --color' 'activate --state-dir' 'env --manifest' 'env --format' 'env --env-file' 'env --cache-dir' 'env --log-format' 'env --color' 'env --state-dir' 'status --cache-dir' 'status --profile' 'status --log-format' 'status --color' 'status --state-dir' 'deactivate --profile' 'deactivate --cache-dir' 'deactivate --lock-timeout' 'deactivate --log-format' 'deactivate --color' 'deactivate --state-dir' 'prefetch -r' 'prefetch --revision' 'prefetch --ref' 'prefetch --file' 'prefetch --include' 'prefetch --exclude' 'prefetch --log-format' 'prefetch --color' 'ls -r' 'ls --revision' 'ls --ref' 'ls --file' 'ls --include' 'ls --exclude' 'ls --log-format' 'ls --color' 'lock -r' 'lock --revision' 'lock --ref' 'lock --file' 'lock --include' 'lock --exclude' 'lock --lock-file' 'lock --log-format' 'lock --color' 'update --lock-file' 'update --log-format' 'update --color' 'export -r' 'export --revision' 'export --ref' 'export --store-path' 'export --file' 'export --include' 'export --exclude' 'export --compression' 'export --state-dir' 'export --persist-dir' 'export --log-format' 'export --color' 'import -r' 'import --revision' 'import --ref' 'import --persist-dir' 'import --log-format' 'import --color' 'store ls --persist-dir' 'store ls --log-format' 'store ls --color' 'store path --persist-dir' 'store path --log-format' 'store path --color'
+    set -l takes 'activate --manifest' 'activate --format' 'activate --env-file' 'activate --cache-dir' 'activate --lock-timeout' 'activate --log-format' 'activate --color' 'activate --state-dir' 'env --manifest' 'env --format' 'env --env-file' 'env --cache-dir' 'env --log-format' 'env --color' 'env --state-dir' 'status --cache-dir' 'status --profile' 'status --log-format' 'status --color' 'status --state-dir' 'deactivate --profile' 'deactivate --cache-dir' 'deactivate --lock-timeout' 'deactivate --log-format' 'deactivate --color' 'deactivate --state-dir' 'prepare-dataset --repo-id' 'prepare-dataset --revision' 'prepare-dataset --out' 'prepare-dataset --config' 'prefetch -r' 'prefetch --revision' 'prefetch --ref' 'prefetch --file' 'prefetch --include' 'prefetch --exclude' 'prefetch --log-format' 'prefetch --color' 'ls -r' 'ls --revision' 'ls --ref' 'ls --file' 'ls --include' 'ls --exclude' 'ls --log-format' 'ls --color' 'lock -r' 'lock --revision' 'lock --ref' 'lock --file' 'lock --include' 'lock --exclude' 'lock --lock-file' 'lock --log-format' 'lock --color' 'update --lock-file' 'update --log-format' 'update --color' 'export -r' 'export --revision' 'export --ref' 'export --store-path' 'export --file' 'export --include' 'export --exclude' 'export --compression' 'export --state-dir' 'export --persist-dir' 'export --log-format' 'export --color' 'import -r' 'import --revision' 'import --ref' 'import --persist-dir' 'import --log-format' 'import --color' 'store ls --persist-dir' 'store ls --log-format' 'store ls --color' 'store path --persist-dir' 'store path --log-format' 'store path --color'
     for w in (commandline -opc)[2..-1]
         if test $skip = 1
             set skip 0
@@ -39,6 +39,7 @@ complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'env' -d 'pri
 complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'status' -d 'what is linked, for which profile, dangling, blocked'
 complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'deactivate' -d 'remove every link and ref a profile created'
 complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'schema' -d 'print the manifest'\''s JSON Schema'
+complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'prepare-dataset' -d 'write a dataset snapshot as the datasets library'\''s arrow cache'
 complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'prefetch' -d 'resolve a ref to a commit, download the files and print the Nix pin (revision + hash)'
 complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'ls' -d 'list a repo'\''s files and sizes at a ref, without downloading'
 complete -c model-repo -n 'test (__model_repo_path) = '\'''\''' -a 'lock' -d 'pin a repo per file into the lock file (model-repo.lock.json)'
@@ -106,6 +107,12 @@ complete -c model-repo -n 'test (__model_repo_path) = '\''deactivate'\''' -l 'co
 complete -c model-repo -n 'test (__model_repo_path) = '\''deactivate'\''' -l 'state-dir' -r -F -d 'where profile states live (default: $MODEL_REPO_STATE_DIR, else the platform'\''s user sta...'
 complete -c model-repo -n 'test (__model_repo_path) = '\''schema'\''' -s 'h' -d 'show this help message and exit'
 complete -c model-repo -n 'test (__model_repo_path) = '\''schema'\''' -l 'help' -d 'show this help message and exit'
+complete -c model-repo -n 'test (__model_repo_path) = '\''prepare-dataset'\''' -s 'h' -d 'show this help message and exit'
+complete -c model-repo -n 'test (__model_repo_path) = '\''prepare-dataset'\''' -l 'help' -d 'show this help message and exit'
+complete -c model-repo -n 'test (__model_repo_path) = '\''prepare-dataset'\''' -l 'repo-id' -r -F -d 'the dataset'\''s repo id'
+complete -c model-repo -n 'test (__model_repo_path) = '\''prepare-dataset'\''' -l 'revision' -r -F -d 'the snapshot'\''s commit (40 hex characters)'
+complete -c model-repo -n 'test (__model_repo_path) = '\''prepare-dataset'\''' -l 'out' -r -F -d 'where to write (must not exist; made atomically)'
+complete -c model-repo -n 'test (__model_repo_path) = '\''prepare-dataset'\''' -l 'config' -r -F -d 'prepare only this config (repeatable; default: every config of the dataset card)'
 complete -c model-repo -n 'test (__model_repo_path) = '\''prefetch'\''' -s 'h' -d 'show this help message and exit'
 complete -c model-repo -n 'test (__model_repo_path) = '\''prefetch'\''' -l 'help' -d 'show this help message and exit'
 complete -c model-repo -n 'test (__model_repo_path) = '\''prefetch'\''' -l 'dataset' -d 'the repo is a dataset (skips asking the Hub for a bare ORG/NAME)'

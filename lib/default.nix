@@ -8,9 +8,13 @@ let
   fetch = import ./fetch.nix { inherit lib; };
   cache = import ./cache.nix { inherit lib; };
   manifest = import ./manifest.nix { inherit lib; };
+  datasets = import ./datasets.nix { inherit lib; };
 in
 {
-  inherit naming options manifest;
+  inherit naming options manifest datasets;
+  # pkgs -> { snapshot; repoId; revision; configs ? [ ]; … } -> the dataset's arrow
+  # cache for the `datasets` library (lib/datasets.nix)
+  inherit (datasets) prepareDataset;
   inherit (naming) envVarName hubFolderName isValidModelName;
   inherit (fetch) fetchModel fetchDataset fetchModelConfig derivedRevision;
   inherit (cache) buildCache;

@@ -9,8 +9,14 @@ let
   # One model -> its manifest entry.
   #   cfg: evaluated model options, drv: what fetchModelConfig returned,
   #   linkEnabled: the module-wide switch (integration enabled / linkToHuggingFace).
+  #   prepared: the dataset prepared for the `datasets` library (lib/datasets.nix), or null.
   mkEntry =
-    { cfg, drv, linkEnabled }:
+    {
+      cfg,
+      drv,
+      linkEnabled,
+      prepared ? null,
+    }:
     let
       s = fetch.sourceType cfg;
       hfInt = cfg.integration.huggingface;
@@ -49,7 +55,8 @@ let
       # files given): the activator then links a real snapshot folder of per-file
       # links, so huggingface_hub never writes a missing file into the store.
       partial = s != "url" && isPartial cfg.source.${s};
-    };
+    }
+    // lib.optionalAttrs (prepared != null) { prepared = "${prepared}"; };
 
   # files / include / exclude on source.huggingface, source.git-lfs; include /
   # exclude on source.s3. source.url lists exactly the model's files: never partial.
@@ -61,8 +68,10 @@ let
       cacheDir,
       offline,
       models,
+      datasetsCacheDir ? null,
     }:
-    {
+    lib.optionalAttrs (datasetsCacheDir != null) { inherit datasetsCacheDir; }
+    // {
       version = 1;
       inherit
         profile

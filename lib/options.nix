@@ -541,6 +541,28 @@ let
           };
         };
 
+        # A dataset prepared for the `datasets` library (lib/datasets.nix).
+        integration.datasets = {
+          enable = mkOption {
+            type = types.bool;
+            default = false;
+            description = ''
+              Whether to prepare this dataset (`source.huggingface.repoType =
+              "dataset"`) as the `datasets` library's arrow cache and link it into
+              `HF_DATASETS_CACHE`, so that `datasets.load_dataset("org/name")` (with
+              a config name and split) works offline. Built from the dataset's store
+              path with nixpkgs' `python3Packages.datasets` (lib/datasets.nix). With
+              several configs prepared, `load_dataset` needs the config name.
+            '';
+          };
+          configs = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+            example = [ "default" ];
+            description = "Configs to prepare (default: every config of the dataset card).";
+          };
+        };
+
         auth = {
           tokenEnvVar = mkOption {
             type = types.nullOr (types.strMatching "[A-Za-z_][A-Za-z0-9_]*");

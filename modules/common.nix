@@ -4,7 +4,7 @@
 
 let
   mr = import ../lib { inherit lib; };
-  inherit (mr) naming manifest;
+  inherit (mr) naming manifest datasets;
   inherit (lib) mkOption types literalExpression;
 
   groupBy' = f: xs: builtins.groupBy f xs;
@@ -83,17 +83,43 @@ rec {
       profile,
       cacheDir,
       offline,
+      # The `datasets` cache prepared datasets are linked into (null: the activator
+      # resolves it as the datasets library does).
+      datasetsCacheDir ? null,
     }:
     let
       models = cfg.models;
       list = lib.mapAttrsToList (attr: m: { inherit attr m; }) models;
       drvs = lib.mapAttrs (_: m: mr.fetchModelConfig pkgs m) models;
+      isDataset = m: m.source.huggingface != null && m.source.huggingface.repoType == "dataset";
+      wantsPrepared = m: m.integration.datasets.enable;
+      # Datasets prepared for the `datasets` library (lib/datasets.nix), by attribute.
+      prepared = lib.mapAttrs (
+        attr: m:
+        let
+          e = manifest.mkEntry {
+            cfg = m;
+            drv = drvs.${attr};
+            inherit linkEnabled;
+          };
+        in
+        if wantsPrepared m && isDataset m then
+          datasets.prepareDataset pkgs {
+            snapshot = drvs.${attr};
+            inherit (e) repoId revision;
+            inherit (m.integration.datasets) configs;
+            package = cfg.package or null;
+          }
+        else
+          null
+      ) models;
       entries = lib.listToAttrs (
         map (x: {
           name = x.m.name;
           value = manifest.mkEntry {
             cfg = x.m;
             drv = drvs.${x.attr};
+            prepared = prepared.${x.attr};
             inherit linkEnabled;
           };
         }) list
@@ -106,6 +132,7 @@ rec {
       );
       manifestData = manifest.mkManifest {
         inherit profile cacheDir offline;
+        datasetsCacheDir = if anyPrepared then datasetsCacheDir else null;
         models = entries;
       };
 
@@ -132,9 +159,11 @@ rec {
       ) (groupBy' (x: x.key) refKeys);
 
       quoteList = xs: lib.concatMapStringsSep ", " (x: "\"${x}\"") xs;
+      anyPrepared = builtins.any (p: p != null) (builtins.attrValues prepared);
+      notDatasets = builtins.filter (x: wantsPrepared x.m && !isDataset x.m) list;
     in
     {
-      inherit drvs entries envVars;
+      inherit drvs entries envVars prepared anyPrepared;
       manifest = manifestData;
       manifestFile = pkgs.writeText "model-repo-manifest.json" (builtins.toJSON manifestData);
       anyLinked = linked != [ ];
@@ -143,6 +172,10 @@ rec {
 
       assertions =
         map (x: {
+          assertion = false;
+          message = "${opt}.models.${x.attr}.integration.datasets.enable is set, but the model is not a Hub dataset: set source.huggingface.repoType = \"dataset\" (only datasets are prepared for the `datasets` library), or remove it.";
+        }) notDatasets
+        ++ map (x: {
           assertion = false;
           message = ''
             ${opt}.models.${x.attr}: model name "${x.m.name}" is not allowed. Names must match ${naming.modelNameRule} (letters, digits, "_", then also ".", "+", "-"; at most 100 characters). Rename the attribute or set ${opt}.models.${x.attr}.name.'';

@@ -221,7 +221,7 @@ def test_every_command_has_a_description_in_help() -> None:
         assert first_words in " ".join(text.split()), (name, text)
 
 
-_SYNOPSIS = re.compile(r"^model-repo ([a-z]+)\b(.*)$")
+_SYNOPSIS = re.compile(r"^model-repo ([a-z][a-z-]*)\b(.*)$")
 _OPTION = re.compile(r"(?<![\w-])(--?[a-z][a-z0-9-]*)")
 _CHOICES = re.compile(r"(--[a-z][a-z0-9-]*) ([a-z0-9]+(?:\|[a-z0-9]+)+)")
 
@@ -253,7 +253,7 @@ def _readme_synopses() -> dict[str, str]:
 
 #: Every command of ``model-repo``; a test below holds this list to the parser.
 COMMANDS = ("activate", "env", "status", "deactivate", "schema", "prefetch", "ls", "lock",
-            "update", "export", "import", "store")
+            "update", "export", "import", "store", "prepare-dataset")
 
 
 def test_readme_has_one_synopsis_per_command() -> None:
@@ -281,7 +281,7 @@ def test_readme_flag_list_matches_the_parser(name: str) -> None:
         (action,) = [a for a in actions if opt in a.option_strings]
         assert choices.split("|") == list(action.choices), (name, opt, action.choices)
     section = (ROOT / "README.md").read_text().split("## Command line", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `model-repo ([a-z]+)([^`]*)` \|", section, re.M)
+    rows = re.findall(r"^\| `model-repo ([a-z][a-z-]*)([^`]*)` \|", section, re.M)
     assert name in [n for n, _ in rows], f"README's command table lacks {name}"
     for row_name, rest in rows:
         if row_name == name:

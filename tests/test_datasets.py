@@ -65,17 +65,33 @@ def write_snapshot(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """``(snapshot store path, prepared store path)``, both real store paths."""
+    """``(snapshot store path, prepared store path)``, both real store paths; prepared
+    by ``model-repo prepare-dataset`` (what lib/datasets.nix's builder runs) from the
+    read-only store path, with HOME unwritable (as in the Nix sandbox)."""
     need_datasets()
-    from activate.datasets_prepare import prepare_dataset
-
     base = tmp_path_factory.mktemp("ds")
     snap = nix_store_add(write_snapshot(base / "tiny-set"))
     out = base / "tiny-set-prepared"
-    rels = prepare_dataset(snap, REPO_ID, COMMIT, str(out))
-    assert rels == [f"default/0.0.0/{COMMIT}", f"extra/0.0.0/{COMMIT}"]
+    res = prepare_cli(snap, str(out))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"default/0.0.0/{COMMIT}", f"extra/0.0.0/{COMMIT}"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".lock")]
+    again = base / "again"
+    assert prepare_cli(snap, str(again)).returncode == 0
+    assert tree_bytes(again) == tree_bytes(out)  # the same bytes every build
     return snap, nix_store_add(out)
+
+
+def prepare_cli(snap: str, out: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/homeless-shelter",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "activate", "prepare-dataset", snap,
+                           "--repo-id", REPO_ID, "--revision", COMMIT, "--out", out, *extra],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def plain_snapshot(root: Path) -> Path:
@@ -331,4 +347,165 @@ def test_prepare_rejects_bad_input(tmp_path: Path) -> None:
     (tmp_path / "o3").mkdir()
     with pytest.raises(PrepareError, match="exists"):
         prepare_dataset(str(snap), REPO_ID, COMMIT, str(tmp_path / "o3"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o3", "snap"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PrepareError, match="datasets cannot read"):
+        prepare_dataset(str(empty), REPO_ID, COMMIT, str(tmp_path / "o4"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "o3", "snap"]
+    res = prepare_cli(str(snap), str(tmp_path / "o5"), "--config", "nope")
+    assert res.returncode == 2 and "config 'nope' is not in the dataset card" in res.stderr
+    assert not (tmp_path / "o5").exists()
+
+
+def test_prepare_dataset_derivation_builds_for_real(ws: Workspace, tmp_path: Path) -> None:
+    """lib/datasets.nix's prepareDataset, built with nix-build (the stub runCommand: a
+    real derivation over /bin/sh, as nixpkgs' runs its script), with this Python (and
+    the real datasets) standing in for pkgs.python3.withPackages: the output is what
+    `model-repo prepare-dataset` writes, the activator links it, load_dataset reads it."""
+    need_datasets()
+    import shutil
+
+    from nixeval import lib_expr, missing_input, nix_string
+
+    if shutil.which("nix-build") is None:
+        missing_input("nix-build not found: install Debian's nix-bin (apt-get install -y nix-bin)")
+    snap = nix_store_add(write_snapshot(tmp_path / "tiny-set"))
+    # A python for the builder: this interpreter with the worktree on PYTHONPATH.
+    py = tmp_path / "python-env"
+    (py / "bin").mkdir(parents=True)
+    root = Path(__file__).resolve().parent.parent
+    (py / "bin" / "python").write_text(
+        f"#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} \"$@\"\n")
+    (py / "bin" / "python").chmod(0o755)
+    py_path = nix_store_add(py)
+    expr = (f"let lib = {lib_expr()}; ds = import ./lib/datasets.nix {{ inherit lib; }}; "
+            "pkgs = import ./tests/nix/stubs/pkgs.nix { inherit lib; }; in "
+            f"ds.prepareDataset pkgs {{ snapshot = builtins.storePath {nix_string(snap)}; "
+            f"repoId = {nix_string(REPO_ID)}; revision = {nix_string(COMMIT)}; "
+            f"configs = [ \"extra\" ]; python = builtins.storePath {nix_string(py_path)}; }}")
+    res = subprocess.run(["nix-build", "--no-out-link", "--option", "substituters", "",
+                          "-E", expr], cwd=root, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout.strip().splitlines()[-1]
+    assert out.endswith("-Org-TinySet-datasets-prepared")
+    assert sorted(str(p.relative_to(out)) for p in Path(out).rglob("*") if p.is_file()) == [
+        f"extra/0.0.0/{COMMIT}/dataset_info.json", f"extra/0.0.0/{COMMIT}/tiny_set-train.arrow"]
+    m = manifest({"tiny": dataset_model(snap, out)}, profile="nix")
+    act = ws.activate(m)
+    assert act.code == 0, act.stderr
+    code = ("import datasets, sys; print(datasets.load_dataset(sys.argv[1], split='train')[:]['q'])")
+    env = {"HOME": str(ws.root / "home"), **act.env()}
+    got = subprocess.run([sys.executable, "-c", code, REPO_ID], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert got.returncode == 0 and got.stdout.strip() == "['x', 'y']", got.stderr[-2000:]
+
+
+def test_prepare_dataset_rejects_bad_pins() -> None:
+    from nixeval import lib_expr, nix_eval_error
+
+    base = (f"let lib = {lib_expr()}; ds = import ./lib/datasets.nix {{ inherit lib; }}; "
+            "pkgs = import ./tests/nix/stubs/pkgs.nix { inherit lib; }; in "
+            "(ds.prepareDataset pkgs { snapshot = \"/x\"; python = \"/p\"; ")
+    err = nix_eval_error(base + f"repoId = \"{REPO_ID}\"; revision = \"main\"; }}).drvPath")
+    assert "revision \"main\" is not a commit" in err
+    err = nix_eval_error(base + f"repoId = \"a--b/c\"; revision = \"{COMMIT}\"; }}).drvPath")
+    assert "repoId \"a--b/c\" is not a Hub repo id" in err
+
+
+def _dataset_module_model(enable: bool = True, repo_type: str = "dataset") -> str:
+    from nixeval import hf_model
+
+    return hf_model(REPO_ID, huggingface={"repoType": repo_type},
+                    integration={"datasets": {"enable": enable, "configs": ["default"]}})
+
+
+def _check_prepared_manifest(m: dict, datasets_dir: str | None) -> None:
+    from activate.manifest import validate_manifest
+
+    entry = m["models"]["tiny"]
+    assert entry["repoType"] == "dataset"
+    assert entry["prepared"].endswith("-Org-TinySet-datasets-prepared")
+    assert m.get("datasetsCacheDir") == datasets_dir
+    validate_manifest(m)  # what the activator reads
+
+
+def test_home_manager_module_prepares_and_exports() -> None:
+    from nixeval import hm_eval
+
+    r = hm_eval(f"""{{ programs.model-repo = {{ enable = true;
+        integration.huggingface.cacheDir = "/home/alice/.hf";
+        models.tiny = {_dataset_module_model()}; }}; }}""")
+    assert r["failedAssertions"] == []
+    _check_prepared_manifest(r["manifest"], "/home/alice/.hf/datasets")
+    env = r["sessionVariables"]
+    assert env["HF_DATASETS_CACHE"] == "/home/alice/.hf/datasets"
+    assert env["HF_DATASETS_OFFLINE"] == "1" and env["HF_HUB_OFFLINE"] == "1"
+    # Without cacheDir the activator resolves the datasets cache as datasets does.
+    r = hm_eval(f"{{ programs.model-repo = {{ enable = true; models.tiny = {_dataset_module_model()}; }}; }}")
+    _check_prepared_manifest(r["manifest"], None)
+    assert "HF_DATASETS_CACHE" not in r["sessionVariables"]
+
+
+def test_devenv_module_prepares_and_exports() -> None:
+    from nixeval import devenv_eval
+
+    r = devenv_eval(f"{{ services.model-repo = {{ enable = true; models.tiny = {_dataset_module_model()}; }}; }}")
+    assert r["failedAssertions"] == []
+    datasets_dir = r["manifest"]["datasetsCacheDir"]
+    assert datasets_dir.startswith("/home/alice/project/") and datasets_dir.endswith("/datasets")
+    _check_prepared_manifest(r["manifest"], datasets_dir)
+    assert r["env"]["HF_DATASETS_CACHE"] == datasets_dir
+    assert r["env"]["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_nixos_module_prepares_and_exports() -> None:
+    from nixeval import nixos_eval
+
+    r = nixos_eval(f"{{ services.model-repo = {{ enable = true; models.tiny = {_dataset_module_model()}; }}; }}")
+    _check_prepared_manifest(r["manifest"], "/var/cache/huggingface/datasets")
+    assert "d /var/cache/huggingface/datasets 2775 root model-repo - -" in r["tmpfiles"]
+    assert r["environment"]["HF_DATASETS_CACHE"] == "/var/cache/huggingface/datasets"
+    assert r["environment"]["HF_DATASETS_OFFLINE"] == "1"
+    # Nothing prepared: no datasets entries at all.
+    r = nixos_eval(f"{{ services.model-repo = {{ enable = true; models.tiny = {_dataset_module_model(False)}; }}; }}")
+    assert "prepared" not in r["manifest"]["models"]["tiny"]
+    assert "datasetsCacheDir" not in r["manifest"] and "HF_DATASETS_CACHE" not in r["environment"]
+    assert len(r["tmpfiles"]) == 2
+
+
+def test_module_refuses_datasets_on_a_model() -> None:
+    from nixeval import hm_eval
+
+    r = hm_eval(f"{{ programs.model-repo = {{ enable = true; models.tiny = {_dataset_module_model(True, 'model')}; }}; }}")
+    assert any("integration.datasets.enable is set, but the model is not a Hub dataset" in m
+               for m in r["failedAssertions"])
+
+
+def test_group_shared_cache_gets_group_writable_dirs(tmp_path: Path) -> None:
+    """In a 2775 cache (the NixOS module's), every directory we make is group rwx with
+    setgid whatever the umask, so the group's users can write map caches there."""
+    prep = fake_prepared(tmp_path / "prep")
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache.chmod(0o2775)
+    old = os.umask(0o022)
+    try:
+        res = datasets_link.sync(str(cache), "nixos", str(tmp_path / "s"),
+                                 [Prepared("tiny", REPO_ID, prep)])
+    finally:
+        os.umask(old)
+    assert not res.problems
+    dirs = [p for p in cache.rglob("*") if p.is_dir() and not p.is_symlink()]
+    assert len(dirs) == 4
+    for d in dirs:
+        assert d.stat().st_mode & 0o2070 == 0o2070, (d, oct(d.stat().st_mode))
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o755)
+    old = os.umask(0o022)
+    try:
+        datasets_link.sync(str(private), "hm", str(tmp_path / "s2"),
+                           [Prepared("tiny", REPO_ID, prep)])
+    finally:
+        os.umask(old)
+    assert (private / FOLDER).stat().st_mode & 0o070 == 0o050

@@ -41,6 +41,7 @@ let
     linkEnabled = cfg.linkToHuggingFace;
     cacheDir = hubDir;
     offline = cfg.linkToHuggingFace && cfg.offlineMode;
+    datasetsCacheDir = "${cacheDir}/datasets";
   };
 
   cli = config.devenv.cli.version or null;
@@ -233,6 +234,7 @@ in
       env = lib.mapAttrs (_: lib.mkDefault) (
         r.envVars
         // lib.optionalAttrs cfg.linkToHuggingFace { HF_HUB_CACHE = hubDir; }
+        // lib.optionalAttrs r.anyPrepared { HF_DATASETS_CACHE = "${cacheDir}/datasets"; }
         // lib.optionalAttrs (cfg.linkToHuggingFace && cfg.offlineMode) common.offlineVars
       );
     })

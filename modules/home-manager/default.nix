@@ -34,6 +34,7 @@ let
     linkEnabled = hf.enable;
     cacheDir = hubDir;
     offline = hf.enable && hf.offlineMode;
+    datasetsCacheDir = if cacheDir == null then null else "${cacheDir}/datasets";
   };
 
   exe = lib.getExe cfg.package;
@@ -41,7 +42,10 @@ let
   sessionVars =
     r.envVars
     // lib.optionalAttrs (hf.enable && hf.offlineMode) common.offlineVars
-    // lib.optionalAttrs (hf.enable && hubDir != null) { HF_HUB_CACHE = hubDir; };
+    // lib.optionalAttrs (hf.enable && hubDir != null) { HF_HUB_CACHE = hubDir; }
+    // lib.optionalAttrs (r.anyPrepared && cacheDir != null) {
+      HF_DATASETS_CACHE = "${cacheDir}/datasets";
+    };
 
   # Home Manager's own test (modules/lib-bash/activation-init.sh: `[[ -v DRY_RUN ]]`):
   # DRY_RUN set, even to the empty string, means a dry run.

@@ -34,11 +34,13 @@ let
     profile = "nixos";
     cacheDir = hubDir;
     offline = hf.enable && hf.offlineMode;
+    datasetsCacheDir = "${cacheDir}/datasets";
   };
 
   serviceEnvironment =
     r.envVars
     // lib.optionalAttrs hf.enable { HF_HUB_CACHE = hubDir; }
+    // lib.optionalAttrs r.anyPrepared { HF_DATASETS_CACHE = "${cacheDir}/datasets"; }
     // lib.optionalAttrs (hf.enable && hf.offlineMode) common.offlineVars
     // lib.optionalAttrs (cfg.auth.tokenFile != null) { HF_TOKEN_PATH = cfg.auth.tokenFile; };
 in
@@ -173,10 +175,15 @@ in
       environment.systemPackages = mkIf cfg.installCommand [ cfg.package ];
       environment.sessionVariables = mkIf cfg.setSessionVariables serviceEnvironment;
 
-      systemd.tmpfiles.rules = mkIf hf.enable [
-        "d ${cacheDir} 2775 ${cfg.user} ${cfg.group} - -"
-        "d ${hubDir} 2775 ${cfg.user} ${cfg.group} - -"
-      ];
+      systemd.tmpfiles.rules = mkIf hf.enable (
+        [
+          "d ${cacheDir} 2775 ${cfg.user} ${cfg.group} - -"
+          "d ${hubDir} 2775 ${cfg.user} ${cfg.group} - -"
+        ]
+        # The datasets cache: group-writable too (`datasets` writes its *.lock files and
+        # Dataset.map its caches there).
+        ++ lib.optional r.anyPrepared "d ${cacheDir}/datasets 2775 ${cfg.user} ${cfg.group} - -"
+      );
 
       # Whenever the module is enabled, even with no model left to link: a new
       # manifest changes the unit, so `nixos-rebuild switch` reruns it and it

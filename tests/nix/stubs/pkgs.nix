@@ -214,6 +214,31 @@ in
 
   inherit runCommand;
 
+  # nixpkgs' python3 for lib/datasets.nix: `withPackages f` applies f to python3.pkgs
+  # and gives one environment with python and those packages
+  # (pkgs/development/interpreters/python/with-packages.nix, a buildEnv): here a fake
+  # derivation recording the packages as `withPackagesArgs`. `pkgs.toPythonModule drv`
+  # marks a derivation as a module of this python, as nixpkgs' python-packages-base.nix
+  # does (passthru pythonModule = python).
+  python3 =
+    let
+      python = {
+        type = "derivation";
+        name = "python3-3.12.9";
+        outPath = fakeStorePath "python3-3.12.9" "python3";
+        pkgs = {
+          datasets = fakeDrv "python3.12-datasets-4.0.0" "datasets" { pythonModule = python; };
+          toPythonModule = drv: drv // { pythonModule = python; };
+        };
+        withPackages =
+          f:
+          fakeDrv "python3-3.12.9-env" (builtins.toJSON (map (p: p.name) (f python.pkgs))) {
+            withPackagesArgs = f python.pkgs;
+          };
+      };
+    in
+    python;
+
   # nixpkgs' linkFarm (pkgs/build-support/trivial-builders/default.nix), the same
   # code: entries are an attribute set name -> path, or a list of { name; path; }
   # folded into one with `//` (last wins for a repeated name; quadratic, as
