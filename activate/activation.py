@@ -145,7 +145,8 @@ def run_activate(
             in_place = in_place and not any(w.folder in touched for w in wants)
         if datasets_dir is not None:
             in_place = _sync_datasets(request, datasets_dir[0], state_dir, result, log,
-                                      dry_run=not writing, lock_timeout=lock_timeout,
+                                      dry_run=not writing, read_only=read_only,
+                                      lock_timeout=lock_timeout,
                                       before_write=before_write) and in_place
         outcome.complete = in_place
         offline = request.offline
@@ -197,10 +198,11 @@ def _sync_roots(state_dir: str, key: str, profile: str, request: Request, dry_ru
 
 
 def _sync_datasets(request: Request, datasets_dir: str, state_dir: str, result: Plan,
-                   log: Log, *, dry_run: bool, lock_timeout: float,
+                   log: Log, *, dry_run: bool, read_only: bool, lock_timeout: float,
                    before_write: Callable[[str], None] | None) -> bool:
     """Link ``request.prepared`` into ``datasets_dir`` (:func:`activate.datasets_link.sync`);
-    its problems join ``result``'s. True when every prepared dataset is in place."""
+    its problems join ``result``'s. True when every prepared dataset is in place (for
+    ``read_only``, ``model-repo env``: already in place, nothing left to make)."""
     from . import datasets_link
 
     if not request.prepared and not datasets_link.has_state(state_dir, request.profile):
@@ -217,7 +219,7 @@ def _sync_datasets(request: Request, datasets_dir: str, state_dir: str, result: 
         if cache != key:  # the datasets cache moved (HF_DATASETS_CACHE changed): drop there
             _drop_datasets(cache, request.profile, state_dir, result, log, dry_run=dry_run,
                            lock_timeout=lock_timeout)
-    return not res.blocked
+    return not res.blocked and not (read_only and res.pending)
 
 
 def _report_datasets(res: object, result: Plan, log: Log) -> None:

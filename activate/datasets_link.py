@@ -68,6 +68,8 @@ class Result:
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     blocked: set[str] = field(default_factory=set)
+    #: A dry run found entries to make: the wanted datasets are not in place yet.
+    pending: bool = False
 
 
 class DatasetsCacheProblem(Exception):
@@ -273,6 +275,7 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
             return result  # nothing wanted; a state there is kept for when it is back
         if dry_run:
             result.done.append(f"would create the datasets cache {cache_dir}")
+            result.pending = True
             return result
         os.makedirs(cache_dir, exist_ok=True)
     key = os.path.realpath(cache_dir)
@@ -286,6 +289,7 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
         try:
             make, record, drop, owner = _plan(fs, want, mine, others, result)
             if dry_run:
+                result.pending = bool(make)
                 result.done.extend(f"would {op} {rel}" for op, rel, _ in make)
                 result.done.extend(f"would remove {e[0]}" for e in drop)
                 return result

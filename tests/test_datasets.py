@@ -509,3 +509,103 @@ def test_group_shared_cache_gets_group_writable_dirs(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (private / FOLDER).stat().st_mode & 0o070 == 0o050
+
+
+def test_env_command_withholds_offline_until_linked(ws: Workspace, tmp_path: Path) -> None:
+    """`model-repo env` changes nothing and exports the offline variables only when the
+    prepared dataset is already linked."""
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-env")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-env"))
+    path = ws.write_manifest(manifest({"tiny": dataset_model(snap, prep)}, profile="pe"))
+    args = ("--manifest", str(path), "--cache-dir", str(ws.hub), "--state-dir", str(ws.state),
+            "--format", "json")
+    dcache = ws.root / "home" / ".cache" / "huggingface" / "datasets"
+    before = ws.run("env", *args)
+    assert before.code == 0 and "HF_DATASETS_OFFLINE" not in before.env()
+    assert not dcache.exists()
+    assert ws.run("activate", *args).code == 0
+    assert ws.run("env", *args).env()["HF_DATASETS_OFFLINE"] == "1"
+
+
+def test_gc_roots_keep_the_prepared_path(ws: Workspace, tmp_path: Path) -> None:
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-gc")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-gc"))
+    res = ws.activate(manifest({"tiny": dataset_model(snap, prep)}, profile="gc"), "--gc-roots")
+    assert res.code == 0, res.stderr
+    rooted = {os.readlink(p) for p in (ws.state / "gcroots").rglob("*") if p.is_symlink()}
+    assert {snap, prep} <= rooted
+    assert ws.run("deactivate", "--profile", "gc", "--state-dir", str(ws.state)).code == 0
+    assert not [p for p in (ws.state / "gcroots").rglob("*") if p.is_symlink()]
+
+
+def test_planted_symlink_blocks_and_nothing_is_written_through_it(tmp_path: Path) -> None:
+    """Another user of a shared cache replaces a folder on our way with a symlink to a
+    directory of theirs (or of root's): the dataset is blocked, nothing is created or
+    removed through the link."""
+    prep = fake_prepared(tmp_path / "prep")
+    want = [Prepared("tiny", REPO_ID, prep)]
+    cache, state, elsewhere = tmp_path / "c", tmp_path / "s", tmp_path / "elsewhere"
+    cache.mkdir()
+    elsewhere.mkdir()
+    (cache / FOLDER).symlink_to(elsewhere)
+    res = datasets_link.sync(str(cache), "a", str(state), want)
+    assert res.blocked == {"tiny"} and list(elsewhere.iterdir()) == []
+    # Swapped in after we linked: the drop removes nothing through it either.
+    (cache / FOLDER).unlink()
+    assert not datasets_link.sync(str(cache), "a", str(state), want).problems
+    real = cache / "moved"
+    (cache / FOLDER).rename(real)
+    (cache / FOLDER).symlink_to(elsewhere)
+    (elsewhere / "default").mkdir()
+    res = datasets_link.sync(str(cache), "a", str(state), [])
+    assert (elsewhere / "default").is_dir() and (cache / FOLDER).is_symlink()
+    assert res.problems  # what it could not check stays recorded
+
+
+def test_unprivileged_user_activates_and_loads(prepared: tuple[str, str]) -> None:
+    """The user (not root) runs the activator for its own caches and loads by repo id
+    offline with only the printed environment; map writes into its own cache."""
+    import pwd
+    import shutil
+    import tempfile
+
+    name = os.environ.get("MODEL_REPO_TEST_USER") or "model-repo-test"
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip(f"needs root and runuser (util-linux) to run as the unprivileged user {name}")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], capture_output=True)
+        pw = pwd.getpwnam(name)
+    assert pw.pw_uid != 0
+    snap, prep = prepared
+    base = Path(tempfile.mkdtemp(prefix="model-repo-ds-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        m = base / "manifest.json"
+        m.write_text(json.dumps(manifest({"tiny": dataset_model(snap, prep)}, profile="u")))
+        root = Path(__file__).resolve().parent.parent
+
+        def as_user(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+            extra = [f"{k}={v}" for k, v in (env or {}).items()]
+            return subprocess.run(["runuser", "-u", name, "--", "env", "-i", "PATH=/usr/bin:/bin",
+                                   f"HOME={home}", f"PYTHONPATH={root}", *extra, sys.executable,
+                                   *args], capture_output=True, text=True, timeout=300)
+
+        act = as_user("-m", "activate", "activate", "--manifest", str(m), "--format", "json")
+        assert act.returncode == 0, act.stderr
+        env = json.loads(act.stdout)
+        got = as_user("-c", LOADER, REPO_ID, env=env)
+        assert got.returncode == 0, got.stderr[-3000:]
+        out = json.loads(got.stdout.splitlines()[-1])
+        assert out["train"] == ["a", "bb", "ccc"] and out["extra"] == ["x", "y"]
+        cache_file = Path(out["map_cache"][0])
+        assert str(cache_file).startswith(str(home / ".cache" / "huggingface" / "datasets"))
+        assert cache_file.stat().st_uid == pw.pw_uid
+        assert as_user("-m", "activate", "deactivate", "--profile", "u").returncode == 0
+        assert cache_file.exists()  # the user's own map cache survives the drop
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
