@@ -260,9 +260,10 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
     ``profile`` linked before and no longer wants (an empty ``prepared`` drops
     everything). ``dry_run``: plan and report, change nothing.
 
-    A name that exists and is not ours blocks its dataset (a problem, ``blocked``),
-    except a directory on the way (``<org>___<name>/<config>/<version>``: new names are
-    added beside the user's) and an identical symlink (in place; left to its maker).
+    A name that exists and is not ours blocks its dataset (a problem, ``blocked``; nothing
+    of that dataset is made), except a directory (``<org>___<name>/<config>/<version>/
+    <commit>``: new names are added beside the user's, never removed by us) and an
+    identical symlink (in place; left to its maker).
     Raises :class:`DatasetsCacheProblem` when the cache, its lock or the state cannot be
     used.
     """
@@ -388,11 +389,11 @@ def _plan(fs: HubFS, want: list[tuple[str, str, str | None, str]],
         if found.kind == "missing":
             make.append(("mkdir" if kind == "dir" else "link", rel, (kind, value)))
         elif kind == "dir" and found.kind == "dir":
-            is_leaf = rel.count("/") == 3
+            # Ours (or co-owned): recorded. Not ours (the user's own folders, or a commit
+            # dir we made and forgot on a drop because it held the user's map caches):
+            # our links go in beside what is there, under names that must be free.
             if ours:
                 record.append(entry)
-            elif is_leaf:
-                _block(result, model, fs, rel, "a directory that is not ours", blocked_prefix)
         elif kind == "link" and found.kind == "link" and found.target == value:
             if ours:
                 record.append(entry)
@@ -419,9 +420,10 @@ def _block(result: Result, model: str, fs: HubFS, rel: str, what: str,
 def _remove(fs: HubFS, entry: tuple[str, str, str | None],
             others: set[tuple[str, str, str | None]]) -> tuple[bool, str]:
     """Remove one entry of ours unless another profile records it. Returns ``(gone from
-    our state, note)``: a link that changed is kept (and stays recorded); a directory
-    that holds anything else (the user's ``cache-*.arrow`` of ``Dataset.map``) is kept
-    and forgotten, never emptied."""
+    our state, note)``: a link that changed and a directory that holds anything else (the
+    user's ``cache-*.arrow`` of ``Dataset.map``) are kept and forgotten, never removed or
+    emptied; an entry behind a symlink on its way stays recorded (it cannot be checked
+    without following the link)."""
     rel, kind, value = entry
     path = os.path.join(fs.hub_dir, rel)
     if entry in others:
@@ -436,7 +438,31 @@ def _remove(fs: HubFS, entry: tuple[str, str, str | None],
             return True, f"kept {path}: it holds files model-repo did not make"
         fs.unlink(rel, ("link", value))
         return True, f"remove {rel}"
-    except (Changed, Blocked) as exc:
+    except Blocked as exc:
+        if _under_a_file(fs, rel):
+            return True, ""  # a file took the place of a folder on its way: it is gone
         return False, f"changed ({exc}); kept"
+    except Changed as exc:
+        # Not our link any more (replaced, or never made before an interruption and
+        # then taken): left alone and forgotten, there is nothing of ours to remove.
+        return True, f"kept {path}: it is {exc.found}, not ours"
     except FileNotFoundError:
         return True, ""
+
+
+def _under_a_file(fs: HubFS, rel: str) -> bool:
+    """True when a folder on the way to ``rel`` is now a non-directory that is not a
+    symlink (so ``rel`` cannot exist); a symlink there says nothing (never followed)."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        try:
+            kind = fs.lstat("/".join(parts[:i])).kind
+        except Blocked:
+            return False
+        if kind == "link":
+            return False
+        if kind not in ("dir", "missing"):
+            return True
+        if kind == "missing":
+            return False
+    return False

@@ -236,6 +236,7 @@ def test_users_own_entry_blocks_and_is_kept(ws: Workspace, tmp_path: Path) -> No
     theirs = dcache / FOLDER / "default" / "0.0.0" / COMMIT
     theirs.mkdir(parents=True)
     (theirs / "dataset_info.json").write_text("theirs")
+    (theirs / "cache-0123.arrow").write_text("their map cache")
     before = tree(dcache)
     res = ws.activate(manifest({"tiny": dataset_model(snap, prep)}, profile="p3"))
     assert res.code == 1
@@ -276,7 +277,7 @@ def test_two_profiles_co_own_and_drop_in_any_order(tmp_path: Path) -> None:
 
 
 def test_a_changed_link_is_kept(tmp_path: Path) -> None:
-    """Someone replaces one of our links: the drop keeps it (and its record)."""
+    """Someone replaces one of our links: the drop keeps it, says so, and forgets it."""
     prep = fake_prepared(tmp_path / "prep")
     cache, state = tmp_path / "c", tmp_path / "s"
     cache.mkdir()
@@ -285,7 +286,9 @@ def test_a_changed_link_is_kept(tmp_path: Path) -> None:
     link.unlink()
     link.symlink_to("/elsewhere")
     res = datasets_link.sync(str(cache), "a", str(state), [])
-    assert res.problems and os.readlink(link) == "/elsewhere"
+    assert os.readlink(link) == "/elsewhere" and not res.problems
+    assert any("not ours" in line for line in res.done)
+    assert not datasets_link.has_state(str(state), "a")
 
 
 class Fault(Exception):
@@ -609,3 +612,134 @@ def test_unprivileged_user_activates_and_loads(prepared: tuple[str, str]) -> Non
         assert cache_file.exists()  # the user's own map cache survives the drop
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- the threat model's actors, in sequences ------------------------------------------
+
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+
+OTHER_REPO = "Org/OtherSet"
+
+
+class DatasetsCampaign(RuleBasedStateMachine):
+    """Two profiles linking one or two prepared datasets into one datasets cache,
+    interrupted before any write, dropping in any order; the user plants files where
+    our entries go and runs ``map`` (a ``cache-*.arrow`` in a linked commit dir).
+    Always: the user's files survive byte for byte, the prepared dirs (the store) are
+    unchanged; after a clean run every wanted link is in place unless a file of the
+    user's is on its way; once every profile dropped cleanly, only the user's files,
+    the folders holding them and our lock remain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="model-repo-ds-campaign-"))
+        self.cache, self.state = self.root / "cache", self.root / "state"
+        self.cache.mkdir()
+        self.preps = {
+            "one": Prepared("one", REPO_ID, fake_prepared(self.root / "prep-one")),
+            "two": Prepared("two", OTHER_REPO, fake_prepared(self.root / "prep-two", COMMIT[::-1])),
+        }
+        self.store_before = {k: tree(Path(p.path)) for k, p in self.preps.items()}
+        self.wants: dict[str, frozenset[str] | None] = {"a": frozenset(), "b": frozenset()}
+        self.user: dict[str, str] = {}  # relative path -> content
+
+    def _entries(self, name: str) -> list[tuple[str, str, str | None, str]]:
+        return datasets_link.wanted([self.preps[name]])[0]
+
+    def _sync(self, profile: str, names: frozenset[str], fault: int | None) -> None:
+        calls = []
+
+        def hook(what: str) -> None:
+            calls.append(what)
+            if fault is not None and len(calls) == fault + 1:
+                raise Fault(what)
+
+        try:
+            datasets_link.sync(str(self.cache), profile, str(self.state),
+                               [self.preps[n] for n in sorted(names)], before_write=hook)
+            self.wants[profile] = names
+        except Fault:
+            self.wants[profile] = None  # unknown until the next clean run
+
+    @rule(profile=st.sampled_from(["a", "b"]),
+          names=st.frozensets(st.sampled_from(["one", "two"])),
+          fault=st.none() | st.integers(0, 8))
+    def activate(self, profile: str, names: frozenset[str], fault: int | None) -> None:
+        self._sync(profile, names, fault)
+
+    @rule(profile=st.sampled_from(["a", "b"]), fault=st.none() | st.integers(0, 8))
+    def drop(self, profile: str, fault: int | None) -> None:
+        self._sync(profile, frozenset(), fault)
+
+    @rule(name=st.sampled_from(["one", "two"]), index=st.integers(0, 6))
+    def user_plants(self, name: str, index: int) -> None:
+        """The user's own file where one of our entries goes (if free)."""
+        entries = self._entries(name)
+        rel = entries[index % len(entries)][0]
+        path = self.cache / rel
+        if os.path.lexists(path) or any(
+                (self.cache / p).is_symlink() or (self.cache / p).is_file()
+                for p in [rel.rsplit("/", i)[0] for i in range(1, rel.count("/") + 1)]):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"user {rel}")
+        self.user[rel] = f"user {rel}"
+
+    @rule(name=st.sampled_from(["one", "two"]))
+    def user_maps(self, name: str) -> None:
+        """Dataset.map's cache file in a linked commit dir."""
+        leaf = [e[0] for e in self._entries(name) if e[1] == "dir"][-1]
+        path = self.cache / leaf
+        if path.is_dir() and not path.is_symlink() and (path / "dataset_info.json").is_symlink():
+            rel = f"{leaf}/cache-{len(self.user)}.arrow"
+            (self.cache / rel).write_text("map")
+            self.user[rel] = "map"
+
+    @invariant()
+    def users_and_store_intact(self) -> None:
+        for rel, content in self.user.items():
+            assert (self.cache / rel).read_text() == content, rel
+        assert {k: tree(Path(p.path)) for k, p in self.preps.items()} == self.store_before
+
+    @invariant()
+    def wanted_links_in_place(self) -> None:
+        for names in self.wants.values():
+            for name in names or ():
+                entries = self._entries(name)
+                if any(rel in self.user for rel, *_ in entries):
+                    continue  # a file of the user's on its way blocks the dataset
+                for rel, kind, value, _ in entries:
+                    path = self.cache / rel
+                    if kind == "link":
+                        assert os.readlink(path) == value, rel
+                    else:
+                        assert path.is_dir() and not path.is_symlink(), rel
+
+    @invariant()
+    def all_dropped_leaves_only_the_users(self) -> None:
+        if any(w != frozenset() for w in self.wants.values()):
+            return
+        keep = {".model-repo.lock"} | set(self.user)
+        for rel in self.user:
+            parts = rel.split("/")
+            keep |= {"/".join(parts[:i]) for i in range(1, len(parts))}
+        left = {str(p.relative_to(self.cache)) for p in self.cache.rglob("*")}
+        assert left <= keep, sorted(left - keep)
+        assert not list((self.state / "datasets").glob("*.json")) if (self.state / "datasets").exists() else True
+
+    def teardown(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+DatasetsCampaign.TestCase.settings = settings(
+    max_examples=int(os.environ.get("MODEL_REPO_DS_CAMPAIGN_EXAMPLES", "60")),
+    stateful_step_count=12, deadline=None, derandomize=True, database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow])
+test_datasets_campaign = DatasetsCampaign.TestCase
