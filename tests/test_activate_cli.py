@@ -312,7 +312,8 @@ def test_status_for_an_unknown_profile_lists_the_profiles(
 #: A valid argument list of each command, before the unknown flag is added.
 _ARGS = {"activate": ["--manifest", "m.json"], "env": ["--manifest", "m.json"],
          "deactivate": ["--profile", "p"], "prefetch": ["o/n"], "ls": ["o/n"],
-         "lock": ["m", "o/n"], "export": ["o/n"], "store": ["ls"]}
+         "lock": ["m", "o/n"], "export": ["o/n"], "store": ["ls"],
+         "prepare-dataset": ["d", "--repo-id", "o/n", "--revision", "0" * 40, "--out", "o"]}
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -424,5 +425,5 @@ def test_the_flake_outputs_table_names_every_command() -> None:
     """docs/nix.md's flake-outputs row of the package lists every subcommand."""
     docs = (ROOT / "docs" / "nix.md").read_text()
     (row,) = [ln for ln in docs.splitlines() if ln.startswith("| `packages.<system>.default`")]
-    listed = re.findall(r"`([a-z]+)`", row.split("every subcommand", 1)[1].split(")", 1)[0])
+    listed = re.findall(r"`([a-z][a-z-]*)`", row.split("every subcommand", 1)[1].split(")", 1)[0])
     assert sorted(listed) == sorted(COMMANDS), row
