@@ -743,3 +743,25 @@ DatasetsCampaign.TestCase.settings = settings(
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow])
 test_datasets_campaign = DatasetsCampaign.TestCase
+
+
+def test_a_new_datasets_cache_takes_the_links_with_it(ws: Workspace, tmp_path: Path) -> None:
+    """HF_DATASETS_CACHE changes between activations: the links move to the new cache
+    and the old one is emptied of ours; a missing old cache keeps its state."""
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-mv")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-mv"))
+    path = ws.write_manifest(manifest({"tiny": dataset_model(snap, prep)}, profile="mv"))
+    args = ("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+            "--state-dir", str(ws.state), "--format", "json")
+    old, new = ws.root / "old", ws.root / "new"
+    home = str(ws.root / "home")
+    assert ws.run(*args, environ={"HOME": home, "HF_DATASETS_CACHE": str(old)}).code == 0
+    assert (old / FOLDER / "default" / "0.0.0" / COMMIT / "dataset_info.json").is_symlink()
+    res = ws.run(*args, environ={"HOME": home, "HF_DATASETS_CACHE": str(new)})
+    assert res.code == 0, res.stderr
+    assert (new / FOLDER / "default" / "0.0.0" / COMMIT / "dataset_info.json").is_symlink()
+    assert sorted(p.name for p in old.iterdir()) == [".model-repo.lock"]
+    assert [c for _, c in datasets_link.profile_states(str(ws.state), "mv")] == [str(new)]
+    assert ws.run("deactivate", "--profile", "mv", "--state-dir", str(ws.state)).code == 0
+    assert sorted(p.name for p in new.iterdir()) == [".model-repo.lock"]
+    assert not datasets_link.has_state(str(ws.state), "mv")
