@@ -205,9 +205,9 @@ def _sync_datasets(request: Request, datasets_dir: str, state_dir: str, result: 
     ``read_only``, ``model-repo env``: already in place, nothing left to make)."""
     from . import datasets_link
 
-    if not request.prepared and not datasets_link.has_state(state_dir, request.profile):
-        return True
     try:
+        if not request.prepared and not datasets_link.has_state(state_dir, request.profile):
+            return True
         res = datasets_link.sync(datasets_dir, request.profile, state_dir,
                                  list(request.prepared), dry_run=dry_run,
                                  lock_timeout=lock_timeout, before_write=before_write)
@@ -215,7 +215,11 @@ def _sync_datasets(request: Request, datasets_dir: str, state_dir: str, result: 
         raise EnvironmentProblem(str(exc)) from None
     _report_datasets(res, result, log)
     key = os.path.realpath(datasets_dir)
-    for _path, cache in datasets_link.profile_states(state_dir, request.profile):
+    try:
+        states = datasets_link.profile_states(state_dir, request.profile)
+    except datasets_link.DatasetsCacheProblem as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    for _path, cache in states:
         if cache != key:  # the datasets cache moved (HF_DATASETS_CACHE changed): drop there
             _drop_datasets(cache, request.profile, state_dir, result, log, dry_run=dry_run,
                            lock_timeout=lock_timeout)
@@ -344,7 +348,11 @@ def run_deactivate(
     from . import datasets_link
 
     if hub_dir is None:  # a whole-profile drop takes its datasets links too
-        for _path, cache in datasets_link.profile_states(state_dir, profile):
+        try:
+            dstates = datasets_link.profile_states(state_dir, profile)
+        except datasets_link.DatasetsCacheProblem as exc:
+            raise EnvironmentProblem(str(exc)) from None
+        for _path, cache in dstates:
             dplan = Plan()
             _drop_datasets(cache, profile, state_dir, dplan, log, dry_run=dry_run,
                            lock_timeout=lock_timeout)

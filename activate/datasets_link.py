@@ -38,6 +38,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .hubfs import Blocked, Changed, HubFS
@@ -92,7 +93,9 @@ def has_state(state_dir: str, profile: str) -> bool:
 
 
 def profile_states(state_dir: str, profile: str) -> list[tuple[str, str]]:
-    """``(state path, cache dir)`` of every datasets state of ``profile``."""
+    """``(state path, cache dir)`` of every datasets state of ``profile``. Raises
+    :class:`DatasetsCacheProblem` for a state that is unreadable or of another version
+    (a rollback refuses instead of forgetting what a newer activator linked)."""
     directory = os.path.join(state_dir, STATE_SUBDIR)
     try:
         names = sorted(os.listdir(directory))
@@ -101,10 +104,7 @@ def profile_states(state_dir: str, profile: str) -> list[tuple[str, str]]:
     found = []
     for name in names:
         if name.endswith(".json") and not name.startswith("."):
-            try:
-                data = _load(os.path.join(directory, name))
-            except DatasetsCacheProblem:
-                continue
+            data = _load(os.path.join(directory, name))  # a newer or unreadable one: raises
             if data and data.get("profile") == profile:
                 found.append((os.path.join(directory, name), str(data.get("cache"))))
     return found
@@ -211,10 +211,7 @@ def _others(state_dir: str, key: str, profile: str) -> set[tuple[str, str, str |
     for name in names:
         if not name.endswith(".json") or name.startswith("."):
             continue
-        try:
-            data = _load(os.path.join(directory, name))
-        except DatasetsCacheProblem:
-            continue
+        data = _load(os.path.join(directory, name))  # unknown entries: never guess, raise
         if data and data.get("cache") == key and data.get("profile") != profile:
             found.update((e[0], e[1], e[2]) for e in data.get("entries", []))
     return found
@@ -254,7 +251,7 @@ class _lock:
 
 def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared], *,
          dry_run: bool = False, lock_timeout: float = 60.0,
-         before_write=None) -> Result:
+         before_write: Callable[[str], None] | None = None) -> Result:
     """Make ``cache_dir`` (a ``datasets`` cache, absolute) hold ``prepared`` for
     ``profile`` and nothing else of ``profile``'s: link what is missing, remove what
     ``profile`` linked before and no longer wants (an empty ``prepared`` drops

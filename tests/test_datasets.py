@@ -765,3 +765,23 @@ def test_a_new_datasets_cache_takes_the_links_with_it(ws: Workspace, tmp_path: P
     assert ws.run("deactivate", "--profile", "mv", "--state-dir", str(ws.state)).code == 0
     assert sorted(p.name for p in new.iterdir()) == [".model-repo.lock"]
     assert not datasets_link.has_state(str(ws.state), "mv")
+
+
+def test_a_newer_datasets_state_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    """A rollback: this activator meets a datasets state of a newer version: exit 3,
+    nothing changed in the datasets cache, the state kept."""
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-new")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-new"))
+    m = manifest({"tiny": dataset_model(snap, prep)}, profile="nv")
+    assert ws.activate(m).code == 0
+    ((spath, cache),) = datasets_link.profile_states(str(ws.state), "nv")
+    data = json.loads(Path(spath).read_text())
+    data["version"] = 2
+    Path(spath).write_text(json.dumps(data))
+    before = tree(Path(cache))
+    res = ws.run("deactivate", "--profile", "nv", "--state-dir", str(ws.state))
+    assert res.code == 3 and "upgrade model-repo" in res.stderr
+    assert tree(Path(cache)) == before and json.loads(Path(spath).read_text())["version"] == 2
+    res = ws.activate(manifest({}, profile="nv"))
+    assert res.code == 3 and "upgrade model-repo" in res.stderr
+    assert tree(Path(cache)) == before
