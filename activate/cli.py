@@ -420,8 +420,9 @@ def _emit(env: Mapping[str, str], fmt: str, env_file: str | None) -> None:
 def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -> int:
     """``model-repo status``: the report on stdout (text, or a JSON list with --json).
 
-    Exit 0 when every entry is ok, 1 when one is dangling/missing/changed or a model is
-    blocked, 2 when ``--profile`` names a profile without a state (under ``--cache-dir``
+    Items of the datasets caches (``datasetsCacheDir`` in place of ``hubDir``) follow,
+    unless ``--cache-dir`` is given. Exit 0 when every entry is ok, 1 when one is
+    dangling/missing/changed or a model is blocked, 2 when ``--profile`` names a profile without a state (under ``--cache-dir``
     if given): stdout stays empty and the error lists the profiles that have one."""
     import json
 
@@ -472,6 +473,15 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
         report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
                        "upToDate": st.complete, "entries": entries,
                        "blocked": st.problems})
+    if not hub_filter:  # the datasets caches' links (activate/datasets_link.py)
+        from .datasets_link import DatasetsCacheProblem
+        from .datasets_link import status as datasets_status
+
+        try:
+            report.extend(datasets_status(directory, args.profile))
+        except DatasetsCacheProblem as exc:
+            log.error(str(exc))  # type: ignore[attr-defined]
+            return EXIT_ENVIRONMENT
     if args.profile and not report:
         log.error(_unknown_profile(args.profile, hub_filter, directory, existing))  # type: ignore[attr-defined]
         return EXIT_BAD_INPUT
@@ -481,7 +491,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
         if not report:
             sys.stdout.write("no profile has linked anything (no state found)\n")
         for prof in report:
-            sys.stdout.write(f"profile {prof['profile']} -> {prof['hubDir']}\n")
+            where = prof.get("hubDir") or f"datasets cache {prof['datasetsCacheDir']}"
+            sys.stdout.write(f"profile {prof['profile']} -> {where}\n")
             for e in prof["entries"]:
                 sys.stdout.write(f"  {e['status']:<8} {e['kind']:<8} {e['path']}"
                                  f" -> {e['value']}\n")

@@ -110,6 +110,47 @@ def profile_states(state_dir: str, profile: str) -> list[tuple[str, str]]:
     return found
 
 
+def status(state_dir: str, profile: str | None) -> list[dict[str, object]]:
+    """The ``model-repo status`` items of the datasets states (of ``profile``, or all):
+    ``{profile, datasetsCacheDir, stateFile, upToDate, entries, blocked}``, each link
+    entry ``{path, kind, value, created, status}`` with status ``ok``, ``dangling`` (its
+    store path is gone), ``missing`` or ``changed``. Reads only (``lstat``, ``readlink``);
+    raises :class:`DatasetsCacheProblem` for a state it cannot read."""
+    directory = os.path.join(state_dir, STATE_SUBDIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    report: list[dict[str, object]] = []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        spath = os.path.join(directory, name)
+        data = _load(spath)
+        if not data or (profile is not None and data.get("profile") != profile):
+            continue
+        cache = str(data.get("cache"))
+        entries = []
+        for rel, kind, value in (tuple(e) for e in data.get("entries", [])):
+            if kind != "link":
+                continue
+            full = os.path.join(cache, rel)
+            try:
+                found = os.readlink(full)
+                state = ("ok" if os.path.exists(full) else "dangling") if found == value \
+                    else "changed"
+            except FileNotFoundError:
+                state = "missing"
+            except OSError:
+                state = "changed"
+            entries.append({"path": full, "kind": "link", "value": value, "created": True,
+                            "status": state})
+        report.append({"profile": data.get("profile"), "datasetsCacheDir": cache,
+                       "stateFile": spath, "upToDate": True, "entries": entries,
+                       "blocked": []})
+    return report
+
+
 def state_path(state_dir: str, cache_key: str, profile: str) -> str:
     """Where ``profile``'s datasets state for the cache ``cache_key`` (its real path)
     lives: ``<state dir>/datasets/<sha256[:32]>.json``."""

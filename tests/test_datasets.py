@@ -785,3 +785,19 @@ def test_a_newer_datasets_state_is_refused(ws: Workspace, tmp_path: Path) -> Non
     res = ws.activate(manifest({}, profile="nv"))
     assert res.code == 3 and "upgrade model-repo" in res.stderr
     assert tree(Path(cache)) == before
+
+
+def test_status_reports_the_datasets_links(ws: Workspace, tmp_path: Path) -> None:
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-st")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-st"))
+    assert ws.activate(manifest({"tiny": dataset_model(snap, prep)}, profile="st")).code == 0
+    res = ws.run("status", "--profile", "st", "--json", "--state-dir", str(ws.state))
+    assert res.code == 0, res.stderr
+    items = [i for i in json.loads(res.stdout) if "datasetsCacheDir" in i]
+    assert len(items) == 1 and len(items[0]["entries"]) == 2
+    assert {e["status"] for e in items[0]["entries"]} == {"ok"}
+    link = Path(items[0]["entries"][0]["path"])
+    link.unlink()
+    res = ws.run("status", "--profile", "st", "--state-dir", str(ws.state))
+    assert res.code == 1 and f"missing  link     {link}" in res.stdout
+    assert "-> datasets cache " in res.stdout
