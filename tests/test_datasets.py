@@ -120,6 +120,9 @@ out["test"] = datasets.load_dataset(sys.argv[1], "default", split="test")[:]["te
 out["extra"] = datasets.load_dataset(sys.argv[1], "extra", split="train")[:]["q"]
 dd = datasets.load_dataset(sys.argv[1], "default")
 out["splits"] = sorted(dd)
+# the user's own clean-up of map caches: removes its cache-*.arrow, never our links
+dd["train"].map(lambda r: {"m": 0})
+out["cleaned"] = dd["train"].cleanup_cache_files()
 m = dd["train"].map(lambda r: {"n": len(r["text"])})
 out["mapped"] = m[:]["n"]
 out["map_cache"] = [f["filename"] for f in m.cache_files]
@@ -199,8 +202,10 @@ def test_load_dataset_by_repo_id_offline(ws: Workspace, prepared: tuple[str, str
     got = load(env, home)
     assert got["train"] == ["a", "bb", "ccc"] and got["test"] == ["t"]
     assert got["extra"] == ["x", "y"] and got["splits"] == ["test", "train"]
-    assert got["mapped"] == [1, 2, 3]
+    assert got["mapped"] == [1, 2, 3] and got["cleaned"] == 1
     assert [os.path.dirname(f) for f in got["map_cache"]] == [str(leaf)]
+    assert sorted(p.name for p in leaf.iterdir() if p.is_symlink()) == [
+        "dataset_info.json", "tiny_set-test.arrow", "tiny_set-train.arrow"]
     assert (tree(Path(prep)), tree(Path(snap))) == before_store
 
     # The hub side: the dataset's snapshot is linked as usual.
