@@ -87,6 +87,8 @@ python3Packages.buildPythonApplication {
     "activate.cli"
     "activate.activation"
     "activate.noop"
+    "activate.datasets_link"
+    "activate.datasets_prepare"
     "activate.hub"
     "activate.hub.cli"
     "activate.hub.commands"
