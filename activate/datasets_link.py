@@ -94,8 +94,10 @@ def has_state(state_dir: str, profile: str) -> bool:
 
 def profile_states(state_dir: str, profile: str) -> list[tuple[str, str]]:
     """``(state path, cache dir)`` of every datasets state of ``profile``. Raises
-    :class:`DatasetsCacheProblem` for a state that is unreadable or of another version
-    (a rollback refuses instead of forgetting what a newer activator linked)."""
+    :class:`DatasetsCacheProblem` for a state of ``profile`` of another version (a
+    rollback refuses instead of forgetting what a newer activator linked); unreadable
+    states are skipped here (:func:`sync` refuses to work beside one: it cannot tell what
+    that state owns)."""
     directory = os.path.join(state_dir, STATE_SUBDIR)
     try:
         names = sorted(os.listdir(directory))
@@ -104,8 +106,12 @@ def profile_states(state_dir: str, profile: str) -> list[tuple[str, str]]:
     found = []
     for name in names:
         if name.endswith(".json") and not name.startswith("."):
-            data = _load(os.path.join(directory, name))  # a newer or unreadable one: raises
+            try:  # another profile's unreadable state is not this profile's concern
+                data = _load(os.path.join(directory, name), any_version=True)
+            except DatasetsCacheProblem:
+                continue
             if data and data.get("profile") == profile:
+                _load(os.path.join(directory, name))  # of another version: raises
                 found.append((os.path.join(directory, name), str(data.get("cache"))))
     return found
 
@@ -204,16 +210,20 @@ def _leaves(path: str) -> list[tuple[str, list[str]]]:
     return leaves
 
 
-def _load(path: str) -> dict | None:
+def _load(path: str, any_version: bool = False) -> dict | None:
+    """A datasets state; None when missing. Raises :class:`DatasetsCacheProblem` when it
+    is unreadable or (unless ``any_version``) of another version."""
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         raise DatasetsCacheProblem(f"the datasets state {path} is unreadable ({exc}): move it "
                                    "aside and activate again") from None
-    if data.get("version") != STATE_VERSION:
+    if not any_version and data.get("version") != STATE_VERSION:
         raise DatasetsCacheProblem(f"the datasets state {path} has version "
                                    f"{data.get('version')!r}; this activator reads "
                                    f"{STATE_VERSION}: upgrade model-repo")

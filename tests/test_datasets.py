@@ -806,3 +806,19 @@ def test_status_reports_the_datasets_links(ws: Workspace, tmp_path: Path) -> Non
     res = ws.run("status", "--profile", "st", "--state-dir", str(ws.state))
     assert res.code == 1 and f"missing  link     {link}" in res.stdout
     assert "-> datasets cache " in res.stdout
+
+
+def test_an_unreadable_datasets_state_blocks_only_that_cache(ws: Workspace, tmp_path: Path) -> None:
+    """A corrupt datasets state: profiles without datasets activate as before; linking
+    into a datasets cache refuses (exit 3: it cannot tell what that state owns)."""
+    from conftest import model
+
+    (ws.state / "datasets").mkdir(parents=True)
+    (ws.state / "datasets" / ("0" * 32 + ".json")).write_text("{not json")
+    plain = ws.activate(manifest({"m": model(nix_store_add(plain_snapshot(tmp_path / "m")))},
+                                 profile="plain"))
+    assert plain.code == 0, plain.stderr
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-bad")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-bad"))
+    res = ws.activate(manifest({"tiny": dataset_model(snap, prep)}, profile="ds"))
+    assert res.code == 3 and "is unreadable" in res.stderr
