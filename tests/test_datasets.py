@@ -822,3 +822,69 @@ def test_an_unreadable_datasets_state_blocks_only_that_cache(ws: Workspace, tmp_
     snap = nix_store_add(plain_snapshot(tmp_path / "snap-bad"))
     res = ws.activate(manifest({"tiny": dataset_model(snap, prep)}, profile="ds"))
     assert res.code == 3 and "is unreadable" in res.stderr
+
+
+def test_group_member_loads_and_maps_from_a_system_cache(prepared: tuple[str, str]) -> None:
+    """The NixOS layout: root activates into a 2775 datasets cache of a group (umask 022);
+    a member of the group, not root, loads by repo id and its map cache lands in the
+    commit dir root made (group rwx), the store untouched."""
+    import grp
+    import pwd
+    import shutil
+    import tempfile
+
+    name = os.environ.get("MODEL_REPO_TEST_USER") or "model-repo-test"
+    group = "model-repo-share"
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip(f"needs root and runuser (util-linux) to run as the group member {name}")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], capture_output=True)
+        pw = pwd.getpwnam(name)
+    try:
+        gr = grp.getgrnam(group)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", group], capture_output=True)
+        gr = grp.getgrnam(group)
+    if name not in gr.gr_mem:
+        subprocess.run(["usermod", "-a", "-G", group, name], check=True, capture_output=True)
+    snap, prep = prepared
+    store_before = tree(Path(prep))
+    base = Path(tempfile.mkdtemp(prefix="model-repo-ds-sys-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        dcache = base / "huggingface" / "datasets"
+        dcache.mkdir(parents=True)
+        for d in (dcache.parent, dcache):
+            os.chown(d, 0, gr.gr_gid)
+            d.chmod(0o2775)
+        m = manifest({"tiny": dataset_model(snap, prep)}, profile="nixos",
+                     cache_dir=str(base / "huggingface" / "hub"))
+        m["datasetsCacheDir"] = str(dcache)
+        (base / "m.json").write_text(json.dumps(m))
+        root = Path(__file__).resolve().parent.parent
+        code = ("import os, sys; os.umask(0o022); from activate.cli import main; "
+                "sys.exit(main(sys.argv[1:]))")
+        act = subprocess.run([sys.executable, "-c", code, "activate", "--manifest",
+                              str(base / "m.json"), "--state-dir", str(base / "state"),
+                              "--format", "json"], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "HOME": str(base), "PYTHONPATH": str(root)})
+        assert act.returncode == 0, act.stderr
+        env = json.loads(act.stdout)
+        assert env["HF_DATASETS_CACHE"] == str(dcache)
+        home = base / "home"
+        home.mkdir()
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        extra = [f"{k}={v}" for k, v in env.items()]
+        got = subprocess.run(["runuser", "-u", name, "--", "env", "-i", "PATH=/usr/bin:/bin",
+                              f"HOME={home}", *extra, sys.executable, "-c", LOADER, REPO_ID],
+                             capture_output=True, text=True, timeout=300)
+        assert got.returncode == 0, got.stderr[-3000:]
+        out = json.loads(got.stdout.splitlines()[-1])
+        cache_file = Path(out["map_cache"][0])
+        assert cache_file.parent == dcache / FOLDER / "default" / "0.0.0" / COMMIT
+        assert cache_file.stat().st_uid == pw.pw_uid and cache_file.parent.stat().st_uid == 0
+        assert tree(Path(prep)) == store_before
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
