@@ -72,6 +72,7 @@
                   jsonschema
                   python-dotenv
                   transformers
+                  datasets
                 ]
               ))
               pkgs.nix

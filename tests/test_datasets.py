@@ -888,3 +888,19 @@ def test_group_member_loads_and_maps_from_a_system_cache(prepared: tuple[str, st
         assert tree(Path(prep)) == store_before
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_flake_check_of_datasets_evaluates() -> None:
+    """tests/nix/checks.nix's datasets-load-offline (run by `nix flake check` in ./dev
+    with real nixpkgs) evaluates; its prepare step is lib.prepareDataset, built for real
+    above."""
+    from nixeval import lib_expr, nix_eval
+
+    expr = (f"let lib = {lib_expr()}; pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }}; "
+            "act = { type = \"derivation\"; name = \"model-repo-0.1\"; "
+            "outPath = \"/nix/store/00000000000000000000000000000000-model-repo-0.1\"; "
+            "meta.mainProgram = \"model-repo\"; }; "
+            "c = import ./tests/nix/checks.nix { inherit pkgs; system = \"x86_64-linux\"; "
+            "nixpkgsLib = lib; pkgsPath = null; homeManager = null; devenv = null; "
+            "activator = act; }; in c.datasets-load-offline.drvPath")
+    assert str(nix_eval(expr)).endswith("-model-repo-check-datasets.drv")

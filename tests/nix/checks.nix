@@ -174,6 +174,36 @@ let
     };
   cache = mr.buildCache pkgs { models = [ tinyModel ]; };
   python = pkgs.python3.withPackages (ps: [ ps.huggingface-hub ]);
+
+  # A tiny dataset repo (one CSV), prepared for the `datasets` library with
+  # lib.prepareDataset (nixpkgs' python3Packages.datasets and this activator), linked by
+  # the activator and loaded by repo id offline.
+  tinyDataset = pkgs.runCommand "tiny-dataset" { } ''
+    mkdir -p $out/data
+    printf 'text,label\na,0\nbb,1\n' > $out/data/train.csv
+  '';
+  preparedDataset = mr.prepareDataset pkgs {
+    snapshot = tinyDataset;
+    repoId = "model-repo-test/TinySet";
+    revision = rev;
+    package = activator;
+  };
+  datasetsManifest = pkgs.writeText "datasets-manifest.json" (
+    builtins.toJSON {
+      version = 1;
+      profile = "check";
+      offline = true;
+      storeDir = builtins.storeDir;
+      models.tiny = {
+        repoId = "model-repo-test/TinySet";
+        repoType = "dataset";
+        revision = rev;
+        path = "${tinyDataset}";
+        prepared = "${preparedDataset}";
+      };
+    }
+  );
+  datasetsPython = pkgs.python3.withPackages (ps: [ ps.datasets ]);
 in
 {
   eval-home-manager-linux = expect "home-manager-linux" (hmExpect (hm "x86_64-linux" false));
@@ -233,6 +263,20 @@ in
     PY
     touch $out
   '';
+
+  datasets-load-offline =
+    pkgs.runCommand "model-repo-check-datasets" { nativeBuildInputs = [ datasetsPython ]; }
+      ''
+        export HOME=$TMPDIR HF_HOME=$TMPDIR/hf
+        eval "$(${lib.getExe activator} activate --manifest ${datasetsManifest} --state-dir $TMPDIR/state)"
+        test "$HF_DATASETS_OFFLINE" = 1
+        python - <<'PY'
+        import datasets
+        ds = datasets.load_dataset("model-repo-test/TinySet", split="train")
+        assert ds[:]["text"] == ["a", "bb"], ds[:]
+        PY
+        touch $out
+      '';
 
   activator = activator;
 }
