@@ -90,7 +90,7 @@ let
         inherit (e) hash;
       }
       // networkCurlOpts cfg
-      // bearerAuth cfg
+      // bearerAuth cfg "source.huggingface.endpoint" [ cfg.source.huggingface.endpoint ]
     );
 
   # A model's options -> { drv (the snapshot directory); extra (passthru) }.
