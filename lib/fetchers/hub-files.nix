@@ -81,17 +81,24 @@ let
 
   # One file: a fixed-output fetchurl named after the file's base name, so
   # that its store path follows only the name and the bytes.
+  #   common: the arguments every file of the model shares (fetchArgs).
   fetchHubFile =
-    pkgs: cfg: e:
+    pkgs: cfg: common: e:
     pkgs.fetchurl (
-      {
+      common
+      // {
         name = storeSafe (builtins.baseNameOf e.path);
         url = fileUrl cfg.source.huggingface e.path;
         inherit (e) hash;
       }
-      // networkCurlOpts cfg
-      // bearerAuth cfg "source.huggingface.endpoint" [ cfg.source.huggingface.endpoint ]
     );
+
+  # Curl options and the bearer header, the same for every file of a model:
+  # computed (and the token's transport checked) once.
+  fetchArgs =
+    cfg:
+    networkCurlOpts cfg
+    // bearerAuth cfg "source.huggingface.endpoint" [ cfg.source.huggingface.endpoint ];
 
   # A model's options -> { drv (the snapshot directory); extra (passthru) }.
   fetchHubFiles =
@@ -101,10 +108,11 @@ let
       # path -> its fetchurl, one attribute set (linear). nixpkgs' linkFarm takes
       # it as it is; given a list it folds the entries with `//`, a copy of the
       # set per file: quadratic (bench/nix_eval.py).
+      common = fetchArgs cfg;
       files = lib.listToAttrs (
         map (e: {
           name = e.path;
-          value = fetchHubFile pkgs cfg e;
+          value = fetchHubFile pkgs cfg common e;
         }) (pinnedFiles cfg)
       );
     in
