@@ -6,6 +6,8 @@ let
   inherit (lib) mkOption types literalExpression;
   naming = import ./naming.nix { inherit lib; };
   lockfile = import ./lockfile.nix { inherit lib; };
+  # The Hub, source.huggingface.endpoint's default (huggingface_hub's ENDPOINT).
+  defaultHubEndpoint = "https://huggingface.co";
 
   # How to get a pinned commit and hash; part of every error about them.
   pinHint =
@@ -159,7 +161,7 @@ let
           };
           endpoint = mkOption {
             type = types.strMatching "https?://[^ ]+";
-            default = "https://huggingface.co";
+            default = defaultHubEndpoint;
             description = "The Hub (or mirror) that per-file fetches ({option}`fileHashes`) download from, as `HF_ENDPOINT`.";
           };
         }
@@ -565,6 +567,20 @@ let
               `extra-sandbox-paths` when the sandbox is on.
             '';
           };
+          moduleTokenForEndpoint = mkOption {
+            type = types.bool;
+            default = false;
+            description = ''
+              Whether the module-wide token (NixOS:
+              `services.model-repo.auth.tokenFile`) is this model's default
+              token also when {option}`source.huggingface.endpoint` is not the
+              Hub (`https://huggingface.co`). Off: a mirror or another host
+              never gets the Hub token unless the model opts in here (or
+              sets its own `auth.tokenFile` / `auth.tokenEnvVar`). A token
+              sent over plain `http://` to a host other than loopback is an
+              evaluation error whatever this says.
+            '';
+          };
           user = mkOption {
             type = types.strMatching "[^[:space:]]+";
             default = "model-repo";
@@ -620,7 +636,8 @@ let
       globalNetwork ? { },
       # A module-wide token file (NixOS: services.model-repo.auth.tokenFile, seed
       # 000): the default auth.tokenFile of every source.huggingface model that sets
-      # neither auth.tokenFile nor auth.tokenEnvVar. null: no default.
+      # neither auth.tokenFile nor auth.tokenEnvVar and fetches from the Hub
+      # (endpoint https://huggingface.co, or auth.moduleTokenForEndpoint). null: no default.
       defaultTokenFile ? null,
       # A module-wide lock file: the default lockFile of every model.
       defaultLockFile ? null,
@@ -637,8 +654,15 @@ let
           (
             { config, ... }:
             {
+              # Only to the Hub itself, unless the model opts in for its endpoint.
               auth.tokenFile = lib.mkIf (
-                defaultTokenFile != null && config.source.huggingface != null && config.auth.tokenEnvVar == null
+                defaultTokenFile != null
+                && config.source.huggingface != null
+                && config.auth.tokenEnvVar == null
+                && (
+                  lib.removeSuffix "/" config.source.huggingface.endpoint == defaultHubEndpoint
+                  || config.auth.moduleTokenForEndpoint
+                )
               ) (lib.mkDefault defaultTokenFile);
               lockFile = lib.mkIf (defaultLockFile != null) (lib.mkDefault defaultLockFile);
             }

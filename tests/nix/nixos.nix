@@ -129,4 +129,8 @@ in
   fetchArgs = lib.mapAttrs (
     _: p: builtins.removeAttrs (p.fetchArgs or { }) [ "passthru" ]
   ) cfg.services.model-repo.modelPaths;
+  # Per-file models: each file's fetchurl netrcPhase (null: no token sent).
+  fileNetrc = lib.mapAttrs (
+    _: p: lib.mapAttrs (_: f: f.fetchArgs.netrcPhase or null) (p.files or { })
+  ) cfg.services.model-repo.modelPaths;
 }
