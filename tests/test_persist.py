@@ -937,3 +937,60 @@ def test_planted_lock_nar_folder_and_url_links_are_refused(tmp_path: Path,
     assert res.returncode == 0, res.stderr
     assert {p: p.read_bytes() for p in victims} == victims
     assert _entries(env)[path]["status"] == "valid"
+
+
+def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Models) -> None:
+    """Issue 14, finding 12: bad entries in model-repo's manifest and in nix-hug's (a
+    storePath that is not one, outside the store, in another store dir, `..`; missing or
+    mistyped fields; not an object; terminal escapes) are listed as broken, one line
+    each; `store ls` and `import --all` still handle the good entries (exit 1: partial)."""
+    env = _env(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    ours, theirs = models.fixed(_commit()), models.fixed(_commit())
+    for p in (ours, theirs):
+        assert cli(env, "export", p, "-q").returncode == 0
+    doc = json.loads((persist / "model-repo-persist.json").read_text())
+    good, hug = doc["entries"]
+    assert (good["storePath"], hug["storePath"]) == (ours, theirs)
+    base = {k: v for k, v in good.items() if k != "storePath"}
+    bad = [{**base, "storePath": "not-a-path"}, {**base, "storePath": "/etc/passwd"},
+           {**base, "storePath": "/gnu/store/" + "a" * 32 + "-x"},
+           {**base, "storePath": ours + "/../" + os.path.basename(theirs)},
+           {**base, "storePath": theirs, "narSize": "12"},
+           {**base, "storePath": theirs, "names": "abc"},
+           {k: v for k, v in good.items() if k != "revision"}, 42, None,
+           {**base, "repoId": "evil\x1b[31m\nfake line", "storePath": "\x1b[2J"}]
+    doc["entries"] = [bad[0], good, *bad[1:]]
+    (persist / "model-repo-persist.json").write_text(json.dumps(doc))
+    (persist / "nix-hug-manifest.json").write_text(json.dumps([
+        {"repoId": hug["repoId"], "type": "model", "rev": hug["revision"],
+         "storePath": theirs}, {"storePath": theirs}, {"repoId": "x", "storePath": "../x"},
+        "junk"]))
+    _delete(ours, theirs)
+
+    res = cli(env, "store", "ls")
+    assert res.returncode == 1, res.stderr
+    lines = res.stdout.splitlines()[1:]
+    assert len(lines) == 1 + len(bad) + 1 + 3, res.stdout
+    assert [ln.split()[0] for ln in lines].count("persisted") == 2, res.stdout
+    assert [ln.split()[0] for ln in lines].count("broken") == len(bad) + 3
+    assert "\x1b" not in res.stdout and "\\x1b[31m\\x0afake line" in res.stdout
+    rows = json.loads(cli(env, "store", "ls", "--json").stdout)["entries"]
+    assert {r["storePath"]: r["status"] for r in rows if r["status"] != "broken"} == {
+        ours: "persisted", theirs: "persisted"}
+    assert all(r["problem"] for r in rows if r["status"] == "broken")
+
+    res = cli(env, "import", "--all")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(res.stdout.split()) == sorted([ours, theirs])
+    assert _valid(ours) and _valid(theirs)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[error")]
+    assert len(errors) == len(bad) + 3, res.stderr   # one line per broken entry
+    # Rewriting the manifest (a new export) keeps the broken entries as they were, but
+    # those of the path exported again, which the new entry replaces.
+    assert cli(env, "export", ours, "-q").returncode == 0
+    again = json.loads((persist / "model-repo-persist.json").read_text())["entries"]
+    assert again[:-1] == [e for e in doc["entries"]
+                          if not isinstance(e, dict) or e.get("storePath") != ours]
+    assert again[-1]["storePath"] == ours
