@@ -49,10 +49,17 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *,
     ``NIX_STORE_DIR``. Output on stdout, logs on stderr."""
     from ..log import Log
 
+    from .signals import on_interrupt
+
     level = "debug" if args.verbose else "error" if args.quiet else "info"
     log = Log(level, args.log_format)
-    return exit_status(lambda: _run(args, environ, log, stdin if stdin is not None else sys.stdin),
-                       log, bad_input=(ConfigError,))
+    on_interrupt.install()  # SIGINT = SIGTERM: Nix stopped, nothing half-made left, exit
+    try:
+        return exit_status(lambda: _run(args, environ, log,
+                                        stdin if stdin is not None else sys.stdin),
+                           log, bad_input=(ConfigError,))
+    finally:
+        on_interrupt.uninstall()
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any, stdin: TextIO) -> int:

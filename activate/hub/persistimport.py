@@ -133,8 +133,11 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
     size = 0
     ok = False
     got = ""
+    from .signals import on_interrupt
+
     with subprocess.Popen([nix.nix_store, "--import"], stdin=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc, \
+            on_interrupt.child(proc):
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write(struct.pack("<Q", 1))
@@ -193,6 +196,19 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
                       "was imported (export it again while it is in the store, or rebuild it)")
     if log:
         log.info("importing", path=store_path, dir=directory)
+
+    def remove_partial() -> None:
+        if os.path.lexists(store_path) and not nix.valid([store_path]):
+            nix.delete(store_path)
+
+    from .signals import on_interrupt
+
+    with on_interrupt.cleanup(remove_partial):
+        return _import_path(nix, directory, store_path, no_check_sigs=no_check_sigs)
+
+
+def _import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool) -> bool:
+    """The import itself (:func:`import_path`)."""
     try:
         if nix.nix is None:
             import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
