@@ -44,6 +44,7 @@ import pty
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -979,3 +980,169 @@ def test_a_bare_name_resolves_as_prefetch_pinned_it(tmp_path: Path, models: Mode
     assert cli(env, "export", "another-org/" + bare).stdout.strip() == other
     amb = cli(env, "import", bare)
     assert amb.returncode == 2 and "names several repos in the persist folder" in amb.stderr
+
+
+def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Models) -> None:
+    """Issue 14, finding 12: bad entries in model-repo's manifest and in nix-hug's (a
+    storePath that is not one, outside the store, in another store dir, `..`; missing or
+    mistyped fields; not an object; terminal escapes) are listed as broken, one line
+    each; `store ls` and `import --all` still handle the good entries (exit 1: partial)."""
+    env = _env(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    ours, theirs = models.fixed(_commit()), models.fixed(_commit())
+    for p in (ours, theirs):
+        assert cli(env, "export", p, "-q").returncode == 0
+    doc = json.loads((persist / "model-repo-persist.json").read_text())
+    good, hug = doc["entries"]
+    assert (good["storePath"], hug["storePath"]) == (ours, theirs)
+    base = {k: v for k, v in good.items() if k != "storePath"}
+    bad = [{**base, "storePath": "not-a-path"}, {**base, "storePath": "/etc/passwd"},
+           {**base, "storePath": "/gnu/store/" + "a" * 32 + "-x"},
+           {**base, "storePath": ours + "/../" + os.path.basename(theirs)},
+           {**base, "storePath": theirs, "narSize": "12"},
+           {**base, "storePath": theirs, "names": "abc"},
+           {k: v for k, v in good.items() if k != "revision"}, 42, None,
+           {**base, "repoId": "evil\x1b[31m\nfake line", "storePath": "\x1b[2J"}]
+    doc["entries"] = [bad[0], good, *bad[1:]]
+    (persist / "model-repo-persist.json").write_text(json.dumps(doc))
+    (persist / "nix-hug-manifest.json").write_text(json.dumps([
+        {"repoId": hug["repoId"], "type": "model", "rev": hug["revision"],
+         "storePath": theirs}, {"storePath": theirs}, {"repoId": "x", "storePath": "../x"},
+        "junk"]))
+    _delete(ours, theirs)
+
+    res = cli(env, "store", "ls")
+    assert res.returncode == 1, res.stderr
+    lines = res.stdout.splitlines()[1:]
+    assert len(lines) == 1 + len(bad) + 1 + 3, res.stdout
+    assert [ln.split()[0] for ln in lines].count("persisted") == 2, res.stdout
+    assert [ln.split()[0] for ln in lines].count("broken") == len(bad) + 3
+    assert "\x1b" not in res.stdout and "\\x1b[31m\\x0afake line" in res.stdout
+    rows = json.loads(cli(env, "store", "ls", "--json").stdout)["entries"]
+    assert {r["storePath"]: r["status"] for r in rows if r["status"] != "broken"} == {
+        ours: "persisted", theirs: "persisted"}
+    assert all(r["problem"] for r in rows if r["status"] == "broken")
+
+    res = cli(env, "import", "--all")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(res.stdout.split()) == sorted([ours, theirs])
+    assert _valid(ours) and _valid(theirs)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[error")]
+    assert len(errors) == len(bad) + 3, res.stderr   # one line per broken entry
+    # Rewriting the manifest (a new export) keeps the broken entries as they were, but
+    # those of the path exported again, which the new entry replaces.
+    assert cli(env, "export", ours, "-q").returncode == 0
+    again = json.loads((persist / "model-repo-persist.json").read_text())["entries"]
+    assert again[:-1] == [e for e in doc["entries"]
+                          if not isinstance(e, dict) or e.get("storePath") != ours]
+    assert again[-1]["storePath"] == ours
+
+
+# ------------------------------------------------------------------------ signals
+
+
+def _big_model(tmp: Path, models: Models, mb: int) -> str:
+    d = tmp / "big" / ("hf-model-repo-test--big-" + _commit()[:12])
+    d.mkdir(parents=True)
+    with open(d / "model.safetensors", "wb") as fh:
+        for _ in range(mb):
+            fh.write(os.urandom(1 << 20))
+    out = subprocess.run([need_nix(), "--add-fixed", "--recursive", "sha256", str(d)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    models.made.append(out)
+    shutil.rmtree(d)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --import"])
+def test_signal_during_import_leaves_nothing(tmp_path: Path, models: Models,
+                                             sig: signal.Signals, how: str) -> None:
+    """Issue 14, finding 13: SIGINT or SIGTERM sent (as a terminal, systemd or a
+    supervisor does) to the whole process group of `import` while Nix writes into the
+    store: one line, exit 128+signal, and no unregistered directory left at the store
+    path (before: SIGTERM left it). The process group is stopped at the moment the
+    directory appears, so the signal always lands mid-import."""
+    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = _big_model(tmp_path, models, 64)
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    assert not os.path.lexists(path)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "import", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.lexists(path):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the import never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not _valid(path), "the import finished before the signal: use a bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    assert not os.path.lexists(path), f"{path} left in the store"
+    assert not _valid(path)
+    res = cli(env, "import", path)   # and the next run imports it
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+    # Nix's own empty lock file beside the path (left by the killed Nix) is gone too.
+    assert not os.path.lexists(path + ".lock")
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from activate.hub.signals import on_interrupt
+from activate.statefile import write_if_changed
+
+def chunks():
+    yield b"half of a lock file"
+    Path(sys.argv[2]).write_text("writing")
+    time.sleep(60)
+    yield b"never"
+
+on_interrupt.install()
+write_if_changed(sys.argv[1], chunks(), durable=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_a_file_write_leaves_no_temporary_file(tmp_path: Path,
+                                                             sig: signal.Signals) -> None:
+    """Issue 14, finding 13 (the lock write): a real signal while the one writer
+    (statefile.write_if_changed, used by `lock`/`update`, the persist manifest and
+    narinfo) streams into its temporary file, under the Hub commands' handler: exit
+    128+signal, the temporary file removed, the target as it was."""
+    target = tmp_path / "models.lock.json"
+    target.write_text("old\n")
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(marker)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # it is there
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip() == f"model-repo: interrupted by {sig.name}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker", "models.lock.json"]
+    assert target.read_text() == "old\n"

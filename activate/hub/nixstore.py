@@ -53,8 +53,15 @@ class Nix:
         return cls(nix, nix_store)
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(argv), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        """Run ``argv`` to its end, output captured; a SIGINT/SIGTERM meanwhile is passed
+        on to it (:mod:`activate.hub.signals`)."""
+        from .signals import on_interrupt
+
+        with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True) as proc, \
+                on_interrupt.child(proc):
+            out, err = proc.communicate()
+        return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
 
     def valid(self, paths: Sequence[str]) -> set[str]:
         """Which of ``paths`` are valid (registered) store paths."""

@@ -331,6 +331,7 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
                       "closure only `nix copy` exports: install Nix 2.4 or later (the `nix` "
                       "command)")
     from ..statefile import create_temp, forget_temp, write_if_changed
+    from .signals import on_interrupt
 
     nar_dir = os.path.join(directory, "nar")
     os.makedirs(nar_dir, exist_ok=True)
@@ -344,7 +345,7 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     try:
         with subprocess.Popen([nix.nix_store, "--dump", store_path], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc, \
-                open(fd, "wb") as out:
+                on_interrupt.child(proc), open(fd, "wb") as out:
             assert proc.stdout is not None and proc.stderr is not None
             while chunk := proc.stdout.read(1 << 20):
                 digest.update(chunk)

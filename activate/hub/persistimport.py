@@ -60,15 +60,29 @@ def _wire_str(data: bytes) -> bytes:
 
 def status_of(nix: Nix, directory: str, entries: Sequence[Entry]) -> list[tuple[str, str]]:
     """For each entry: ``("valid", "")`` in the store, ``("persisted", "")`` only in the
-    persist folder (importable), or ``("broken", why)`` (neither usable)."""
-    valid = nix.valid([e.store_path for e in entries])
+    persist folder (importable), or ``("broken", why)`` (neither usable, or the entry
+    itself is broken: :attr:`Entry.problem`). One entry never hides the others: paths
+    Nix cannot even check are broken ones."""
+    paths = sorted({e.store_path for e in entries if not e.problem})
+    try:
+        valid = nix.valid(paths)
+        unusable: dict[str, str] = {}
+    except Failure:
+        valid, unusable = set(), {}
+        for p in paths:
+            try:
+                valid |= nix.valid([p])
+            except Failure as f:
+                unusable[p] = f.message
     out = []
     for e in entries:
-        if e.store_path in valid:
+        if e.problem or e.store_path in unusable:
+            out.append(("broken", e.problem or unusable[e.store_path]))
+        elif e.store_path in valid:
             out.append(("valid", ""))
-            continue
-        _, problem = check_cached(directory, e.store_path)
-        out.append(("broken", problem) if problem else ("persisted", ""))
+        else:
+            _, problem = check_cached(directory, e.store_path)
+            out.append(("broken", problem) if problem else ("persisted", ""))
     return out
 
 
@@ -119,8 +133,11 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
     size = 0
     ok = False
     got = ""
+    from .signals import on_interrupt
+
     with subprocess.Popen([nix.nix_store, "--import"], stdin=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc, \
+            on_interrupt.child(proc):
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write(struct.pack("<Q", 1))
@@ -179,6 +196,19 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
                       "was imported (export it again while it is in the store, or rebuild it)")
     if log:
         log.info("importing", path=store_path, dir=directory)
+
+    def remove_partial() -> None:
+        if os.path.lexists(store_path) and not nix.valid([store_path]):
+            nix.delete(store_path)
+
+    from .signals import on_interrupt
+
+    with on_interrupt.cleanup(remove_partial):
+        return _import_path(nix, directory, store_path, no_check_sigs=no_check_sigs)
+
+
+def _import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool) -> bool:
+    """The import itself (:func:`import_path`)."""
     try:
         if nix.nix is None:
             import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
@@ -260,7 +290,8 @@ def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
         log.warning(f"auto-persist: {f.message}; downloading instead")
         return None
     for e in reversed(entries):
-        if (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type, commit) and \
+        if not e.problem and (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type,
+                                                                      commit) and \
                 (e.files, e.include, e.exclude) == (list(files), list(include), list(exclude)):
             break
     else:
@@ -325,7 +356,8 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
     if args.all:
         if args.repo:
             raise Failure(EXIT_BAD_INPUT, "give REPO or --all, not both")
-        chosen = list({e.store_path: e for e in entries}.values())
+        chosen = list({e.store_path: e for e in entries if not e.problem}.values())
+        chosen += [e for e in entries if e.problem]
         if not chosen:
             log.warning("nothing to import: the persist folder records no model",
                         dir=directory)
@@ -350,6 +382,16 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
             what = path or repo_id + (f" at {revision}" if revision else "")
             raise Failure(EXIT_BAD_INPUT, f"the persist folder {directory} records no "
                           f"{what}: `model-repo store ls` lists what it holds")
+        good = [e for e in chosen if not e.problem]
+        if not good:
+            raise Failure(EXIT_ENVIRONMENT, f"the persist folder's entry is broken: "
+                          f"{chosen[0].problem}")
+        chosen = good
+    skipped = [e for e in chosen if e.problem]
+    for e in skipped:
+        log.error(f"broken entry skipped: {e.problem}")
+    failed = len(skipped)
+    chosen = [e for e in chosen if not e.problem]
     states = dict(zip([e.store_path for e in chosen], status_of(nix, directory, chosen)))
     todo = [e for e in chosen if states[e.store_path][0] != "valid"]
     for e in chosen:
@@ -363,7 +405,6 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
     if unsigned and not trusted:
         trusted = confirm(unsigned, directory, stdin=stdin, stderr=sys.stderr)
         declined = not trusted
-    failed = 0
     for e in todo:
         if e.store_path in unsigned and not trusted:
             log.warning("not imported (not confirmed)", path=e.store_path)
@@ -380,6 +421,6 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
             continue
         log.info("imported", path=e.store_path)
         sys.stdout.write(f"{e.store_path}\n")
-    if declined and failed == len(todo):
+    if declined and failed - len(skipped) == len(todo):
         log.error("nothing imported: the confirmation was declined")
     return EXIT_PARTIAL if failed else EXIT_OK
