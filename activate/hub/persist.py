@@ -260,7 +260,14 @@ class Nix:
             raise Failure(EXIT_ENVIRONMENT, f"export and import {NIX_MISSING}")
         return cls(nix, nix_store)
 
-    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *argv: str, bar: tuple[int, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` (output captured); ``bar`` = (bytes, label): a progress bar on a
+        terminal (:func:`activate.hub.progress.run_measured`)."""
+        if bar is not None:
+            from .progress import run_measured
+
+            return run_measured(list(argv), total=bar[0], desc=bar[1])
         return subprocess.run(list(argv), capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
 
@@ -622,7 +629,7 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                 log.info("already in the persist folder", path=store_path, dir=directory)
         elif nix.nix is not None and not _copy_unusable(proc := nix.run(
                 nix.nix, *_NIX_FLAGS, "copy", "--to", persist_url(directory, compression),
-                store_path)):
+                store_path, bar=_bar(nix, store_path, None, "Exporting"))):
             if proc.returncode != 0:
                 raise Failure(EXIT_ENVIRONMENT, f"nix copy {store_path} to {directory} "
                               "failed: " + _last_line(proc.stderr))
@@ -909,7 +916,7 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
     directory Nix left at the store path is removed first, so nothing is half-imported."""
     if nix.valid([store_path]):
         return False
-    _, problem = check_cached(directory, store_path)
+    cached, problem = check_cached(directory, store_path)
     if problem is not None:
         raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: {problem}; nothing "
                       "was imported (export it again while it is in the store, or rebuild it)")
@@ -922,7 +929,7 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
         argv = [nix.nix, *_NIX_FLAGS, "copy", "--from", persist_url(directory)]
         if no_check_sigs:
             argv.append("--no-check-sigs")
-        proc = nix.run(*argv, store_path)
+        proc = nix.run(*argv, store_path, bar=_bar(nix, store_path, cached, "Importing"))
         if _copy_unusable(proc):
             import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
             return True
@@ -943,6 +950,24 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
     raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path} from {directory}: {reason}; "
                   f"nothing was imported{leftover}; the persist folder's copy is damaged: "
                   "export it again while it is in the store, or rebuild it")
+
+
+def _bar(nix: Nix, store_path: str, narinfo: Mapping[str, str] | None,
+         verb: str) -> tuple[int, str] | None:
+    """The progress bar of a ``nix copy`` of ``store_path``: (bytes, label), its size
+    from ``narinfo`` (import: ``FileSize``) or the store (export: ``narSize``); None
+    when bars are off (not a terminal, ``-q``) or the size is unknown."""
+    from .progress import enabled
+
+    if not enabled():
+        return None
+    try:
+        size = int(narinfo.get("FileSize") or narinfo.get("NarSize") or 0) if narinfo \
+            else int(nix.path_info(store_path).get("narSize") or 0)
+    except (Failure, ValueError, TypeError, AttributeError):
+        return None
+    name = os.path.basename(store_path).split("-", 1)[-1]
+    return (size, f"{verb} {name}") if size > 0 else None
 
 
 def confirm(paths: Sequence[str], directory: str, *, stdin: TextIO, stderr: TextIO) -> bool:
@@ -1059,6 +1084,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *,
     ``NIX_STORE_DIR``. Output on stdout, logs on stderr."""
     from ..log import Log
 
+    from .progress import configure
+
+    configure(quiet=args.quiet)  # bars on a terminal only, never with -q
     level = "debug" if args.verbose else "error" if args.quiet else "info"
     log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
               environ=environ)
