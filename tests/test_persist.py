@@ -834,3 +834,13 @@ def test_export_and_import_show_a_bytes_bar_on_a_terminal_only(tmp_path: Path,
     _delete(path)
     code, _, term = on_terminal(env, "import", path, "-q")
     assert code == 0 and _valid(path) and term == b"", term
+    # Without `nix` (nix-store --dump / --import): the same bars.
+    fallback = {**env, "PATH": _only_nix_store(tmp_path)}
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(fallback, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(fallback, "import", path)
+    assert code == 0 and _valid(path), term
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term

@@ -752,15 +752,23 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     tmp = os.path.join(nar_dir, f".dump-{os.getpid()}.tmp")
     digest = hashlib.sha256()
     size = 0
+    from .progress import byte_bar, enabled
+
+    total = 0
+    if enabled():  # the NAR's size, for the bar
+        with contextlib.suppress(ValueError):
+            total = int(nix.run(nix.nix_store, "--query", "--size", store_path).stdout or 0)
     try:
         with subprocess.Popen([nix.nix_store, "--dump", store_path], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc, \
-                open(tmp, "wb") as out:
+                open(tmp, "wb") as out, \
+                byte_bar(total, "Exporting " + os.path.basename(store_path)[33:]) as bar:
             assert proc.stdout is not None and proc.stderr is not None
             while chunk := proc.stdout.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                bar.update(len(chunk))
             err = proc.stderr.read().decode(errors="replace")
         if proc.returncode != 0:
             raise Failure(EXIT_ENVIRONMENT, f"nix-store --dump {store_path} failed: "
@@ -832,8 +840,11 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
     size = 0
     ok = False
     got = ""
+    from .progress import byte_bar
+
     with subprocess.Popen([nix.nix_store, "--import"], stdin=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc, \
+            byte_bar(want_size, "Importing " + os.path.basename(store_path)[33:]) as bar:
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write(struct.pack("<Q", 1))
@@ -842,6 +853,7 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
                     digest.update(chunk)
                     size += len(chunk)
                     proc.stdin.write(chunk)
+                    bar.update(len(chunk))
             import base64
 
             got = "sha256-" + base64.b64encode(digest.digest()).decode()

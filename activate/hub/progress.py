@@ -70,13 +70,13 @@ def rate_bar_class() -> type:
 
 
 def byte_bar(total: int, desc: str) -> Any:
-    """A bytes bar (``desc``, ``total`` bytes, size and rate; use as a context manager,
-    ``.update(n)``), or a silent stand-in when bars are off."""
+    """A bytes bar (``desc``, ``total`` bytes, 0: unknown; size and rate; use as a
+    context manager, ``.update(n)``), or a silent stand-in when bars are off."""
     if not _enabled:
         return _Silent()
     from huggingface_hub.utils import tqdm as hf_tqdm
 
-    return hf_tqdm(total=total, desc=desc, unit="B", unit_scale=True,
+    return hf_tqdm(total=total if total > 0 else None, desc=desc, unit="B", unit_scale=True,
                    bar_format=_BYTES_FORMAT, file=sys.stderr, leave=True)
 
 
