@@ -1146,3 +1146,41 @@ def test_signal_during_a_file_write_leaves_no_temporary_file(tmp_path: Path,
     assert err.strip() == f"model-repo: interrupted by {sig.name}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marker", "models.lock.json"]
     assert target.read_text() == "old\n"
+
+
+def test_export_and_import_show_a_bytes_bar_on_a_terminal_only(tmp_path: Path,
+                                                               models: Models) -> None:
+    """``export`` and ``import`` (``nix copy``, which reports no byte progress to a
+    file:// cache) show a bytes bar with the rate on a terminal; none on a pipe or with
+    -q."""
+    if not shutil.which("nix"):
+        missing_input(NIX_MISSING)
+    from test_prefetch import BYTES_AND_RATE, on_terminal
+
+    env = _env(tmp_path)
+    path = models.fixed(_commit())
+    piped = cli(env, "export", path)
+    assert piped.returncode == 0, piped.stderr
+    assert "Exporting" not in piped.stderr and "B/s" not in piped.stderr
+    _delete(path)
+    code, _, term = on_terminal(env, "import", path)
+    assert code == 0 and _valid(path), term
+    name = os.path.basename(path).split("-", 1)[1]
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(env, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(env, "import", path, "-q")
+    assert code == 0 and _valid(path) and term == b"", term
+    # Without `nix` (nix-store --dump / --import): the same bars.
+    fallback = {**env, "PATH": _only_nix_store(tmp_path)}
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(fallback, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(fallback, "import", path)
+    assert code == 0 and _valid(path), term
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term

@@ -20,7 +20,9 @@ EXIT_ENVIRONMENT = 3
 EXIT_INTERNAL = 70
 
 DEFAULT_REF = "main"
-HUB_MISSING = "install model-repo[hub] (huggingface_hub) for prefetch and ls"
+HUB_MISSING = ("the Hub commands need huggingface_hub: use the Nix package (it has it), "
+               "or run `pip install huggingface_hub` (from a checkout: `pip install "
+               "'.[hub]'`)")
 GATED_NO_TOKEN = "this repo is gated: set HF_TOKEN (or run `hf auth login`)"
 
 

@@ -31,7 +31,10 @@ def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     level = "debug" if args.verbose else "error" if args.quiet else default
     log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
               environ=environ)
+    from . import progress
     from .signals import on_interrupt
+
+    progress.configure(quiet=args.quiet)  # bars on a terminal only, never with -q
 
     on_interrupt.install()  # SIGINT/SIGTERM: one line, temporary folders removed, exit now
     try:

@@ -49,8 +49,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *,
     ``NIX_STORE_DIR``. Output on stdout, logs on stderr."""
     from ..log import Log
 
+    from .progress import configure
     from .signals import on_interrupt
 
+    configure(quiet=args.quiet)  # bars on a terminal only, never with -q
     level = "debug" if args.verbose else "error" if args.quiet else "info"
     log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
               environ=environ)

@@ -32,7 +32,7 @@ from ..persistdir import ConfigError, narinfo_path
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure, make_folder
 from .binarycache import (check_cached, fixed_output_path, nar_file, narinfo_hash,
                           nix_base32, open_nofollow, persist_url)
-from .nixstore import (DEFAULT_STORE_DIR, NIX_FLAGS, STORE_BASE, Nix, check_store_path,
+from .nixstore import (copy_bar, DEFAULT_STORE_DIR, NIX_FLAGS, STORE_BASE, Nix, check_store_path,
                        copy_unusable, last_line, parse_hf_name, store_dir_of)
 from .persistcli import COMPRESSIONS, repo_of
 from .persistmanifest import HEX, Entry, locked, names_repo, read_manifest, write_manifest
@@ -281,7 +281,7 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                 log.info("already in the persist folder", path=store_path, dir=directory)
         elif nix.nix is not None and not copy_unusable(proc := nix.run(
                 nix.nix, *NIX_FLAGS, "copy", "--to", persist_url(directory, compression),
-                store_path)):
+                store_path, bar=copy_bar(nix, store_path, None, "Exporting"))):
             if proc.returncode != 0:
                 raise Failure(EXIT_ENVIRONMENT, f"nix copy {store_path} to {directory} "
                               "failed: " + last_line(proc.stderr))
@@ -339,18 +339,26 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
         raise Failure(EXIT_ENVIRONMENT, f"{nar_dir} is a symbolic link, which model-repo "
                       "never writes through: remove it (and check who can write "
                       f"{directory})")
+    from .progress import byte_bar, enabled
+
+    total = 0
+    if enabled():  # the NAR's size, for the bar
+        with contextlib.suppress(ValueError):
+            total = int(nix.run(nix.nix_store, "--query", "--size", store_path).stdout or 0)
     fd, tmp = create_temp(os.path.join(nar_dir, "dump"), 0o644)
     digest = hashlib.sha256()
     size = 0
     try:
         with subprocess.Popen([nix.nix_store, "--dump", store_path], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc, \
-                on_interrupt.child(proc), open(fd, "wb") as out:
+                on_interrupt.child(proc), open(fd, "wb") as out, \
+                byte_bar(total, "Exporting " + os.path.basename(store_path)[33:]) as bar:
             assert proc.stdout is not None and proc.stderr is not None
             while chunk := proc.stdout.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                bar.update(len(chunk))
             err = proc.stderr.read().decode(errors="replace")
         if proc.returncode != 0:
             raise Failure(EXIT_ENVIRONMENT, f"nix-store --dump {store_path} failed: "

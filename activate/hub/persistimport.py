@@ -42,7 +42,7 @@ from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure
 from .binarycache import (ca_verified, check_cached, fixed_output_path, narinfo_hash,
                           persist_url)
 from .nar import NarError, nar_hash, sri
-from .nixstore import (NIX_FLAGS, Nix, check_store_path, copy_unusable, last_line,
+from .nixstore import (NIX_FLAGS, copy_bar, Nix, check_store_path, copy_unusable, last_line,
                        parse_hf_name, store_dir_of)
 from .persistcli import repo_of
 from .persistmanifest import Entry, read_all, read_manifest, select_entries
@@ -133,11 +133,13 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
     size = 0
     ok = False
     got = ""
+    from .progress import byte_bar
     from .signals import on_interrupt
 
     with subprocess.Popen([nix.nix_store, "--import"], stdin=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc, \
-            on_interrupt.child(proc):
+            on_interrupt.child(proc), \
+            byte_bar(want_size, "Importing " + os.path.basename(store_path)[33:]) as bar:
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write(struct.pack("<Q", 1))
@@ -146,6 +148,7 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
                     digest.update(chunk)
                     size += len(chunk)
                     proc.stdin.write(chunk)
+                    bar.update(len(chunk))
             import base64
 
             got = "sha256-" + base64.b64encode(digest.digest()).decode()
@@ -190,7 +193,7 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
     directory Nix left at the store path is removed first, so nothing is half-imported."""
     if nix.valid([store_path]):
         return False
-    _, problem = check_cached(directory, store_path)
+    cached, problem = check_cached(directory, store_path)
     if problem is not None:
         raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: {problem}; nothing "
                       "was imported (export it again while it is in the store, or rebuild it)")
@@ -204,10 +207,12 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
     from .signals import on_interrupt
 
     with on_interrupt.cleanup(remove_partial):
-        return _import_path(nix, directory, store_path, no_check_sigs=no_check_sigs)
+        return _import_path(nix, directory, store_path, no_check_sigs=no_check_sigs,
+                            bar=copy_bar(nix, store_path, cached, "Importing"))
 
 
-def _import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool) -> bool:
+def _import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool,
+                 bar: tuple[int, str] | None = None) -> bool:
     """The import itself (:func:`import_path`)."""
     try:
         if nix.nix is None:
@@ -216,7 +221,7 @@ def _import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bo
         argv = [nix.nix, *NIX_FLAGS, "copy", "--from", persist_url(directory)]
         if no_check_sigs:
             argv.append("--no-check-sigs")
-        proc = nix.run(*argv, store_path)
+        proc = nix.run(*argv, store_path, bar=bar)
         if copy_unusable(proc):
             import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
             return True

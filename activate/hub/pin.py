@@ -103,8 +103,13 @@ def pin_files(session: Any, res: Resolved, chosen: Sequence[RemoteFile],
     (git's object id), so its hash is reused without a download. Returns them in the
     order given. Raises :class:`Failure` on a Hub error or a download that does not
     match the listing (exit 3), on a gated repo without access (exit 2)."""
+    from .progress import byte_bar
+
     out = []
     fetched = 0
+    todo = sum(f.size for f in chosen if not f.lfs_sha256
+               and not (known and f.blob_id and f.blob_id in known))
+    bar = byte_bar(todo, f"Pinning {res.repo_id}") if todo else None
     for f in chosen:
         if f.lfs_sha256:
             try:
@@ -120,7 +125,11 @@ def pin_files(session: Any, res: Resolved, chosen: Sequence[RemoteFile],
             continue
         digest = _download_hash(session, res, f)
         fetched += f.size
+        if bar is not None:
+            bar.update(f.size)
         out.append(PinnedFile(f.path, f.size, sri_from_hex(digest), False, f.blob_id))
+    if bar is not None:
+        bar.close()
     log.info("pinned per file", files=len(out), lfs=sum(p.lfs for p in out),
              downloaded=fetched)
     return out

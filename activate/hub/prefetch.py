@@ -294,7 +294,9 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
         name = store_name(res.repo_id, res.commit)
         tree = os.path.join(workdir, name)
         os.mkdir(tree)
-        if args.quiet or not sys.stderr.isatty():
+        from . import progress
+
+        if not progress.enabled():  # not a terminal, or -q (commands.run_command)
             disable_progress_bars()
         # Same files as git's sparse checkout: pass the user's patterns when
         # huggingface_hub's glob rules select the same set, else the exact paths.
@@ -311,7 +313,8 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
         session.call("downloading the files", lambda: snapshot_download(
             res.repo_id, repo_type=res.repo_type, revision=res.commit, local_dir=dl,
             allow_patterns=allow, ignore_patterns=ignore, endpoint=session.endpoint,
-            token=session.token), repo_id=res.repo_id, repo_type=res.repo_type,
+            token=session.token, tqdm_class=progress.rate_bar_class()),
+            repo_id=res.repo_id, repo_type=res.repo_type,
             ref=sel.revision)
         for f in chosen:
             src = os.path.join(dl, f.path)
