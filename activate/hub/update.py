@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import (EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, Failure, HubSession, Resolved)
-from .commands import Selection, select_files, selection
+from .api import (DEFAULT_TIMEOUT, EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, TIMEOUT_ENV,
+                  Failure, HubSession, Resolved, printable, timeout_setting)
+from .selection import Selection, select_files, selection
 from .lockfile import LOCK_VERSION, LockedFile, LockedModel, LockFile, read_lock, write_lock
 from .prefetch import human_size
 
@@ -68,7 +69,8 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     from .pin import pin_files
 
     if res is None:
-        res = session.resolve(sel.repo_id, sel.repo_type, sel.revision)
+        res = session.resolve(sel.repo_id, sel.repo_type, sel.revision,
+                              paths=sel.only_files)
     if res.ref is None:
         raise Failure(EXIT_BAD_INPUT, f"--revision {sel.revision!r} is a commit: a lock entry "
                       "follows a branch or tag (main, v1.0) that `model-repo update` moves "
@@ -113,7 +115,7 @@ def run_lock(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> 
                       "'_')")
     sel = selection(args, environ)
     lock = read_lock(args.lock_file, missing_ok=True)  # a broken file fails before the Hub
-    session = HubSession(environ, log)
+    session = HubSession(environ, log, timeout_setting(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT))
     old = lock.models.get(args.name)
     entry = pin_entry(session, sel, log, old if old is not None and old.repo == sel.repo_id
                       else None)
@@ -136,13 +138,13 @@ def run_update(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -
         raise Failure(EXIT_BAD_INPUT, f"{', '.join(unknown)}: not in {args.lock_file} (it "
                       f"has {', '.join(sorted(lock.models)) or 'no model'}); add a model "
                       "with `model-repo lock NAME ORG/NAME`")
-    session = HubSession(environ, log)
+    session = HubSession(environ, log, timeout_setting(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT))
     changes = []
     for name in names:
         old = lock.models[name]
         sel = Selection(old.repo, old.repoType, old.ref, tuple(old.exactFiles),
                         tuple(old.include), tuple(old.exclude))
-        info = session.resolve(old.repo, old.repoType, old.ref)
+        info = session.resolve(old.repo, old.repoType, old.ref, paths=sel.only_files)
         if info.commit == old.commit:
             changes.append(diff(name, old, old))
             continue
@@ -173,7 +175,7 @@ def _report(args: argparse.Namespace, changes: list[Change], *, dry_run: bool) -
         return
     lines = []
     for c in changes:
-        head = f"{c.name}: {c.new.repo} {c.new.ref}"
+        head = f"{c.name}: {c.new.repo} {printable(c.new.ref)}"
         if not c.moved:
             lines.append(f"{head} {c.new.commit[:12]}, up to date")
             continue
@@ -182,8 +184,8 @@ def _report(args: argparse.Namespace, changes: list[Change], *, dry_run: bool) -
         lines.append(f"{head} {verb} {frm}{c.new.commit[:12]}")
         for mark, paths in (("+", c.added), ("~", c.changed)):
             for p in paths:
-                lines.append(f"  {mark} {p}  {human_size(c.new.files[p].size)}")
-        lines += [f"  - {p}" for p in c.removed]
+                lines.append(f"  {mark} {printable(p)}  {human_size(c.new.files[p].size)}")
+        lines += [f"  - {printable(p)}" for p in c.removed]
         lines.append(f"  {len(c.added)} added, {len(c.removed)} removed, {len(c.changed)} "
                      f"changed; {human_size(c.download_bytes)} to download "
                      f"({c.download_bytes} bytes)")
