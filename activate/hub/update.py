@@ -11,6 +11,9 @@ downloaded again (their hash is reused).
 Every model is resolved and pinned before anything is written: any error (repo gone,
 gated without a token, network) leaves the lock file as it was; the write itself is
 atomic (:func:`activate.hub.lockfile.write_lock`). ``--dry-run`` writes nothing.
+Concurrent commands on one lock file take turns for the write and merge into the file
+as it is then (:func:`activate.hub.lockfile.lock_file_turn`): ``lock NAME`` sets its
+entry, ``update`` moves an entry only if no other command changed it meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any
 from .api import (DEFAULT_TIMEOUT, EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, TIMEOUT_ENV,
                   Failure, HubSession, Resolved, printable, timeout_setting)
 from .selection import Selection, select_files, selection
-from .lockfile import LOCK_VERSION, LockedFile, LockedModel, LockFile, read_lock, write_lock
+from .lockfile import (LOCK_VERSION, LockedFile, LockedModel, LockFile, lock_file_turn,
+                       read_lock, write_lock)
 from .prefetch import human_size
 
 
@@ -121,8 +125,10 @@ def run_lock(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> 
                       else None)
     change = diff(args.name, old, entry)
     if change.moved:
-        write_lock(args.lock_file, LockFile(version=LOCK_VERSION,
-                                            models={**lock.models, args.name: entry}))
+        with lock_file_turn(args.lock_file):  # merge into the file as it is now
+            now = read_lock(args.lock_file, missing_ok=True)
+            write_lock(args.lock_file, LockFile(version=LOCK_VERSION,
+                                                models={**now.models, args.name: entry}))
     _report(args, [change], dry_run=False)
     return EXIT_OK
 
@@ -150,9 +156,19 @@ def run_update(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -
             continue
         changes.append(diff(name, old, pin_entry(session, sel, log, old, info)))
     if not args.dry_run and any(c.moved for c in changes):
-        models = dict(lock.models)
-        models.update({c.name: c.new for c in changes})
-        write_lock(args.lock_file, LockFile(version=LOCK_VERSION, models=models))
+        with lock_file_turn(args.lock_file):  # merge into the file as it is now
+            now = read_lock(args.lock_file)
+            models = dict(now.models)
+            for c in changes:
+                if not c.moved:
+                    continue
+                if now.models.get(c.name) != c.old:  # another command changed it meanwhile
+                    log.warning("kept the entry another command wrote meanwhile",
+                                model=c.name, lockFile=args.lock_file)
+                    c.new, c.added, c.removed, c.changed = c.old, [], [], []
+                    continue
+                models[c.name] = c.new
+            write_lock(args.lock_file, LockFile(version=LOCK_VERSION, models=models))
     _report(args, changes, dry_run=args.dry_run)
     return EXIT_OK
 
