@@ -788,3 +788,27 @@ def test_no_space_for_the_receipt_warns_and_goes_on(
     again = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")}))
     assert again.code == 0 and again.env() == res.env()
     assert [p for p in ws.state.iterdir() if p.name.startswith("receipt-")]
+
+
+def test_a_hub_dir_replaced_by_a_symlink_is_refused(tmp_path: Path, paths: dict) -> None:
+    """Issue 13, finding 4 without another user: the hub dir moved away and a symlink
+    to another folder put in its place. States are filed under the real path, so the
+    new target has none; the state filed under the path as given still has the old
+    folder's identity: exit 3, nothing written there; --forget drops that state."""
+    ws = Workspace(tmp_path)
+    assert ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")})).code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ws.hub.rename(tmp_path / "hub-away")
+    ws.hub.symlink_to(elsewhere)
+    before = (tree(elsewhere), tree(tmp_path / "hub-away"), tree(ws.state))
+    res = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x"),
+                                "y": model(paths["p2"], repo_id="org/y")}))
+    assert res.code == 3, res.stderr
+    assert "replaced by a symlink" in res.stderr and "Nothing was written" in res.stderr
+    assert (tree(elsewhere), tree(tmp_path / "hub-away"), tree(ws.state)) == before
+    forget = ws.run("deactivate", "--profile", "test", "--cache-dir", str(ws.hub),
+                    "--state-dir", str(ws.state), "--forget")
+    assert forget.code == 0, forget.stderr
+    assert not [p for p in ws.state.iterdir() if p.suffix == ".json"]
+    assert tree(elsewhere) == before[0]

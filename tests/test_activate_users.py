@@ -171,3 +171,123 @@ def test_status_and_env_never_write(tmp_path: Path, store: str) -> None:
                  str(ws.hub), "--state-dir", str(ws.state), "--format", "json")
     assert env.code == 0 and env.env()["MODEL_REPO_X"] == store
     assert (tree(ws.state), tree(ws.hub)) == before
+
+
+# ------------------------------------------------- a member of a group-shared cache
+
+
+def _group_cache(shared: Path, member: Member) -> Path:
+    """``shared/hf/hub`` as the NixOS module makes it: both root-owned, the cache group,
+    mode 2775. Returns the hub dir."""
+    hf = shared / "hf"
+    hub = hf / "hub"
+    for d in (hf, hub):
+        d.mkdir()
+        os.chown(d, 0, member.group)
+        d.chmod(0o2775)
+    return hub
+
+
+SWAPPER = r"""
+import os, sys, time
+hub, target, stop = sys.argv[1:4]
+locks, away = os.path.join(hub, ".locks"), os.path.join(hub, ".locks-away")
+swaps = 0
+deadline = time.monotonic() + 120
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    try:
+        os.rename(locks, away)
+        os.symlink(target, locks)
+        swaps += 1
+    except OSError:
+        pass
+    try:
+        if os.path.islink(locks):
+            os.unlink(locks)
+        os.rename(away, locks)
+    except OSError:
+        pass
+print(swaps)
+"""
+
+
+def test_a_member_swapping_locks_for_a_symlink_never_makes_root_write_outside(
+        shared: Path, member: Member, store: str) -> None:
+    """Finding 3: a member of the cache group swaps ``<hub>/.locks`` for a symlink into a
+    root-only folder in a loop while root activates again and again. The lock is opened
+    relative to the hub dir's descriptor, never following a link: nothing appears
+    outside the cache, and each run either works or stops (exit 3) naming the symlink."""
+    hub = _group_cache(shared, member)
+    secret = shared / "secret"
+    secret.mkdir(mode=0o700)
+    ws = Workspace(hub.parent)
+    old = os.umask(0o002)
+    try:
+        assert ws.activate(manifest({"x": model(store, repo_id="org/x")})).code == 0
+        stop = shared / "stop"
+        swapper = member.spawn(SWAPPER, str(hub), str(secret / "made" / "deeper"), str(stop))
+        codes = []
+        try:
+            for i in range(40):
+                models = {"x": model(store, repo_id="org/x"),
+                          f"m{i}": model(store, repo_id=f"org/m{i}")}
+                res = ws.activate(manifest(models))  # a new manifest: never the no-op path
+                codes.append((res.code, res.stderr))
+        finally:
+            stop.touch()
+            out, err = swapper.communicate(timeout=60)
+    finally:
+        os.umask(old)
+    assert int(out.strip() or 0) > 100, (out, err)  # the member did race
+    assert os.listdir(secret) == [], os.listdir(secret)
+    outside = sorted(p.name for p in shared.iterdir())
+    assert outside == ["hf", "secret", "stop"], outside
+    for code, stderr in codes:
+        assert code in (0, 3), stderr
+        if code == 3:
+            assert "not a plain directory" in stderr or "not a plain file" in stderr, stderr
+    assert 0 in [c for c, _ in codes]
+
+
+VICTIM_FILES = ["keep.txt"]
+
+
+def _swap_hub_for_symlink(member: Member, hub: Path, victim: Path) -> None:
+    """What a member can do in a 2775 parent: move the hub dir away, a symlink in its
+    place."""
+    source = ("import os, sys; hub, victim = sys.argv[1:3]; "
+              "os.rename(hub, hub + '-away'); os.symlink(victim, hub)")
+    proc = member.spawn(source, str(hub), str(victim))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert hub.is_symlink() and os.lstat(hub).st_uid == member.uid
+
+
+@pytest.mark.parametrize("first_run", [False, True], ids=["with-state", "first-run"])
+def test_a_member_replacing_the_hub_dir_by_a_symlink_stops_root(
+        shared: Path, member: Member, store: str, first_run: bool) -> None:
+    """Finding 4: the member renames the 2775 hub dir away and puts a symlink to a
+    folder of its choice (here a root-owned one) in its place. Root's next activation,
+    deactivation or status-free run stops with exit 3 naming the symlink and its owner;
+    nothing is written in the chosen folder, the moved cache or the state dir."""
+    hub = _group_cache(shared, member)
+    victim = shared / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("root's")
+    ws = Workspace(hub.parent)
+    data = manifest({"x": model(store, repo_id="org/x")})
+    if not first_run:
+        assert ws.activate(data).code == 0
+    _swap_hub_for_symlink(member, hub, victim)
+    away = shared / "hf" / "hub-away"
+    before = (tree(victim), tree(away), os.readlink(hub), tree(ws.state))
+    more = manifest({"x": model(store, repo_id="org/x"), "y": model(store, repo_id="org/y")})
+    runs = [ws.activate(more)]
+    if not first_run:
+        runs.append(ws.run("deactivate", "--profile", "test", "--state-dir", str(ws.state)))
+    for res in runs:
+        assert res.code == 3, res.stderr
+        assert str(hub) in res.stderr and member.name in res.stderr, res.stderr
+        assert "Nothing was written" in res.stderr
+    assert (tree(victim), tree(away), os.readlink(hub), tree(ws.state)) == before
+    assert sorted(os.listdir(victim)) == VICTIM_FILES
