@@ -812,3 +812,53 @@ def test_a_hub_dir_replaced_by_a_symlink_is_refused(tmp_path: Path, paths: dict)
     assert forget.code == 0, forget.stderr
     assert not [p for p in ws.state.iterdir() if p.suffix == ".json"]
     assert tree(elsewhere) == before[0]
+
+
+def _long_tree(parent: str, parts: list[str], content: bytes) -> None:
+    """Make ``parent/<parts...>`` (a file) through directory descriptors: its full path
+    may be longer than PATH_MAX."""
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in parts[:-1]:
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        f = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+        os.write(f, content)
+        os.close(f)
+    finally:
+        os.close(fd)
+
+
+def test_a_partial_model_with_a_4006_byte_file_path(ws: Workspace) -> None:
+    """Issue 13, finding 12: a file path of 4,006 bytes inside a partial model. The tree
+    is made through descriptors; status must say ok (not "changed") and a repeat run
+    takes the no-op path, as for any model."""
+    import tempfile
+
+    parts = ["d" * 199] * 19 + ["f" * 201 + ".json"]
+    assert len("/".join(parts)) == 4006
+    src = tempfile.mkdtemp(prefix="mr12-", dir="/tmp")  # short: the store copy fits PATH_MAX
+    try:
+        name = os.path.join(src, "long-model")
+        os.mkdir(name)
+        with open(os.path.join(name, "config.json"), "w") as fh:
+            fh.write('{"long": "%s"}' % os.urandom(4).hex())
+        _long_tree(name, parts, b"deep")
+        store = nix_store_add(Path(name))
+    finally:
+        shutil.rmtree(src)
+    data = manifest({"x": model(store, repo_id="org/x", partial=True)})
+    first = ws.activate(data)
+    assert first.code == 0, first.stderr
+    status = ws.run("status", "--state-dir", str(ws.state), "--json")
+    assert status.code == 0, (status.stdout, status.stderr)
+    (prof,) = json.loads(status.stdout)
+    assert [e["status"] for e in prof["entries"]] == ["ok"] * len(prof["entries"])
+    from activate.noop import try_noop
+
+    path = ws.root / "manifest.json"
+    env = try_noop(str(path), cache_flag=str(ws.hub), state_flag=str(ws.state),
+                   environ={"HOME": str(ws.root / "home")})
+    assert env is not None and env["MODEL_REPO_X"] == store
