@@ -368,7 +368,10 @@ def _deactivate_one(profile: str, path: str, st: statemod.State, root: HubRoot, 
         )
     if root.fd is None:  # no hub dir, no records: nothing to undo there
         if not dry_run:
+            from . import gcroots
+
             statemod.delete(path)
+            gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
             remove_receipts(state_dir, profile, st.hub_dir)
         return st.hub_dir, Plan()
     with _hub_lock(root, lock_timeout, not dry_run, log):
@@ -528,11 +531,17 @@ class _hub_lock:
         if not self.enabled:
             return self
         assert self.root.fd is not None, "the hub dir is opened before the lock"
-        dfd = self._open_locks_dir(self.root.fd)
-        try:
-            fd = self._open_lock_file(dfd)
-        finally:
-            os.close(dfd)
+        for _ in range(10):
+            dfd = self._open_locks_dir(self.root.fd)
+            try:
+                fd = self._open_lock_file(dfd)
+                break
+            except FileNotFoundError:
+                continue  # .locks was removed or replaced meanwhile: open it again
+            finally:
+                os.close(dfd)
+        else:  # pragma: no cover - replaced ten times in a row
+            raise EnvironmentProblem(f"{self.locks_dir} keeps being replaced; run again")
         try:
             self._wait(fd)
         except BaseException:
@@ -583,6 +592,8 @@ class _hub_lock:
                 return fd
             except FileExistsError:
                 pass
+            except FileNotFoundError:
+                raise  # the folder itself is gone (the caller opens it again)
             except OSError as exc:
                 raise self._lock_error(exc) from None
             try:
@@ -595,7 +606,7 @@ class _hub_lock:
                 os.close(fd)
                 raise self._not_plain(self.path, "file")
             return fd
-        raise EnvironmentProblem(f"{self.path} keeps disappearing; run again")  # pragma: no cover
+        raise FileNotFoundError(errno.ENOENT, "removed again and again", self.path)  # pragma: no cover
 
     def _lock_error(self, exc: OSError) -> EnvironmentProblem:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
