@@ -261,23 +261,25 @@ def test_a_member_swapping_locks_for_a_symlink_never_makes_root_write_outside(
 VICTIM_FILES = ["keep.txt"]
 
 
-def _swap_hub_for_symlink(member: Member, hub: Path, victim: Path) -> None:
-    """What a member can do in a 2775 parent: move the hub dir away, a symlink in its
-    place."""
+def _swap_hub(member: Member, hub: Path, victim: Path, kind: str) -> None:
+    """What a member can do in a 2775 parent: move the hub dir away, a symlink to
+    ``victim`` (or a folder of its own) in its place."""
+    make = "os.symlink(victim, hub)" if kind == "symlink" else "os.mkdir(hub)"
     source = ("import os, sys; hub, victim = sys.argv[1:3]; "
-              "os.rename(hub, hub + '-away'); os.symlink(victim, hub)")
+              f"os.rename(hub, hub + '-away'); {make}")
     proc = member.spawn(source, str(hub), str(victim))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert hub.is_symlink() and os.lstat(hub).st_uid == member.uid
+    assert hub.is_symlink() == (kind == "symlink") and os.lstat(hub).st_uid == member.uid
 
 
+@pytest.mark.parametrize("kind", ["symlink", "folder"])
 @pytest.mark.parametrize("first_run", [False, True], ids=["with-state", "first-run"])
-def test_a_member_replacing_the_hub_dir_by_a_symlink_stops_root(
-        shared: Path, member: Member, store: str, first_run: bool) -> None:
+def test_a_member_replacing_the_hub_dir_stops_root(
+        shared: Path, member: Member, store: str, first_run: bool, kind: str) -> None:
     """Finding 4: the member renames the 2775 hub dir away and puts a symlink to a
-    folder of its choice (here a root-owned one) in its place. Root's next activation,
-    deactivation or status-free run stops with exit 3 naming the symlink and its owner;
+    folder of its choice (here a root-owned one), or a folder of its own, in its place.
+    Root's next activation and deactivation stop with exit 3 naming it and its owner;
     nothing is written in the chosen folder, the moved cache or the state dir."""
     hub = _group_cache(shared, member)
     victim = shared / "victim"
@@ -287,9 +289,14 @@ def test_a_member_replacing_the_hub_dir_by_a_symlink_stops_root(
     data = manifest({"x": model(store, repo_id="org/x")})
     if not first_run:
         assert ws.activate(data).code == 0
-    _swap_hub_for_symlink(member, hub, victim)
+    _swap_hub(member, hub, victim, kind)
     away = shared / "hf" / "hub-away"
-    before = (tree(victim), tree(away), os.readlink(hub), tree(ws.state))
+
+    def snapshot() -> tuple:
+        return (tree(victim), tree(away), tree(hub) if kind == "folder" else os.readlink(hub),
+                tree(ws.state))
+
+    before = snapshot()
     more = manifest({"x": model(store, repo_id="org/x"), "y": model(store, repo_id="org/y")})
     runs = [ws.activate(more)]
     if not first_run:
@@ -298,7 +305,7 @@ def test_a_member_replacing_the_hub_dir_by_a_symlink_stops_root(
         assert res.code == 3, res.stderr
         assert str(hub) in res.stderr and member.name in res.stderr, res.stderr
         assert "Nothing was written" in res.stderr
-    assert (tree(victim), tree(away), os.readlink(hub), tree(ws.state)) == before
+    assert snapshot() == before
     assert sorted(os.listdir(victim)) == VICTIM_FILES
 
 
