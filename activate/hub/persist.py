@@ -431,13 +431,17 @@ def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> li
     """What the profiles in ``state_dir`` linked for ``repo_id``: snapshot links give the
     store path and the full commit, ref records name commits."""
     from ..naming import repo_folder_name
-    from ..state import list_states
+    from ..state import StateProblem, list_states
 
     types = [repo_type] if repo_type else ["model", "dataset"]
     folders = {repo_folder_name(repo_id, t): t for t in types}
     found: dict[str, Candidate] = {}
     refs: dict[str, set[str]] = {}
-    for _path, st in list_states(state_dir):
+    try:
+        states = list_states(state_dir, aside=False)  # a lookup: renames nothing
+    except StateProblem:
+        states = []  # unreadable, or a newer model-repo's: no candidates from it
+    for _path, st in states:
         for rec in st.records:
             folder, _, rest = rec.path.partition("/")
             if folder not in folders or not rec.value:
