@@ -76,8 +76,8 @@ def open_hub(path: str, *, create: bool = False) -> HubRoot:
     The path is resolved one component at a time from ``/``: each directory opened with
     ``O_DIRECTORY | O_NOFOLLOW`` relative to its parent's descriptor, each symlink read
     and its target resolved the same way, so what is checked is what is opened. Each
-    step is checked as systemd's ``chase()`` with ``CHASE_SAFE`` does, adapted to a
-    writer: see :func:`_unsafe_step` (as root, every directory and symlink on the way
+    step is checked as systemd's ``chase()`` with ``CHASE_SAFE`` does, turned around for
+    a writer: see :func:`_unsafe_step` (as root, every directory and symlink on the way
     must be root's). ``create``: make missing directories (mode 0777 masked by the umask,
     as ``os.makedirs``); otherwise a missing hub dir gives ``fd=None``.
 
@@ -152,17 +152,15 @@ def _unsafe_step(parent: os.stat_result, child: os.stat_result, euid: int) -> bo
     """True when stepping from directory ``parent`` into ``child`` (a directory or a
     symlink) is unsafe for a process with ``euid``.
 
-    Ours is always safe. As root, anything not root's is unsafe: another user could have
-    put it there (a symlink planted in a group-writable folder, a folder swapped in) to
-    make root write where that user cannot; this is the reverse of systemd's rule, which
-    guards readers. As another user, systemd's ``CHASE_SAFE`` rule: out of a root-owned
-    directory anything goes; out of a directory of user X only X's entries.
+    As root, anything not root's is unsafe: another user could have put it there (a
+    symlink planted in a group-writable folder, a folder swapped in) to make root write
+    where that user cannot. This turns systemd's ``CHASE_SAFE`` rule (which guards a
+    privileged reader against a step from an unprivileged directory into a privileged
+    one) around for a privileged writer. Another user's run may step anywhere: it can
+    only write where it may anyway, and caches shared by a group hold folders made by
+    several users (the identity check of the state still applies).
     """
-    if child.st_uid == euid:
-        return False
-    if euid == 0:
-        return True
-    return parent.st_uid != 0 and parent.st_uid != child.st_uid
+    return euid == 0 and child.st_uid != 0
 
 
 def _check_step(path: str, parent: str, parent_st: os.stat_result, where: str, kind: str,
