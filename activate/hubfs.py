@@ -104,6 +104,7 @@ def open_hub(path: str, *, create: bool = False) -> HubRoot:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 if not create:
+                    os.close(fd)
                     return HubRoot(path, os.path.realpath(path), None, None)
                 try:
                     os.mkdir(name, 0o777, dir_fd=fd)
@@ -126,6 +127,7 @@ def open_hub(path: str, *, create: bool = False) -> HubRoot:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 if not create:
+                    os.close(fd)
                     return HubRoot(path, os.path.realpath(path), None, None)
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), where)
             try:

@@ -862,3 +862,28 @@ def test_a_partial_model_with_a_4006_byte_file_path(ws: Workspace) -> None:
     env = try_noop(str(path), cache_flag=str(ws.hub), state_flag=str(ws.state),
                    environ={"HOME": str(ws.root / "home")})
     assert env is not None and env["MODEL_REPO_X"] == store
+
+
+def test_lock_file_mode_and_a_planted_lock_file(ws: Workspace, paths: dict) -> None:
+    """The lock file we create is 0664 whatever the umask (a group shares it); one that
+    is already there (say a hard link someone planted to a file of ours) is only opened
+    and locked: never truncated, never chmod-ed. A symlink there is refused (exit 3)."""
+    old = os.umask(0o022)
+    try:
+        assert ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")})).code == 0
+    finally:
+        os.umask(old)
+    lock = ws.hub / ".locks" / activation.LOCK_NAME
+    assert oct(lock.stat().st_mode & 0o7777) == oct(0o664)
+    victim = ws.hub / ".locks" / "victim"
+    victim.write_text("precious")
+    victim.chmod(0o600)
+    lock.unlink()
+    os.link(victim, lock)
+    assert ws.activate(manifest({"y": model(paths["p1"], repo_id="org/y")})).code == 0
+    assert victim.read_text() == "precious" and victim.stat().st_mode & 0o7777 == 0o600
+    lock.unlink()
+    lock.symlink_to(victim)
+    res = ws.activate(manifest({"z": model(paths["p1"], repo_id="org/z")}))
+    assert res.code == 3 and "not a plain file" in res.stderr
+    assert victim.read_text() == "precious" and victim.stat().st_mode & 0o7777 == 0o600
