@@ -191,23 +191,28 @@ def _group_cache(shared: Path, member: Member) -> Path:
 
 SWAPPER = r"""
 import os, sys, time
-hub, target, stop = sys.argv[1:4]
-locks, away = os.path.join(hub, ".locks"), os.path.join(hub, ".locks-away")
+hub, target, stop, ready = sys.argv[1:5]
+locks = os.path.join(hub, ".locks")
+away, link = os.path.join(hub, ".locks-away"), os.path.join(hub, ".locks-link")
+os.symlink(target, link)  # made once, then renamed in and out: each swap is two renames
 swaps = 0
+open(ready, "w").close()
 deadline = time.monotonic() + 120
 while not os.path.exists(stop) and time.monotonic() < deadline:
     try:
         os.rename(locks, away)
-        os.symlink(target, locks)
+        os.rename(link, locks)
         swaps += 1
     except OSError:
         pass
     try:
         if os.path.islink(locks):
-            os.unlink(locks)
+            os.rename(locks, link)
         os.rename(away, locks)
     except OSError:
         pass
+if os.path.islink(link):
+    os.unlink(link)
 print(swaps)
 """
 
@@ -226,17 +231,26 @@ def test_a_member_swapping_locks_for_a_symlink_never_makes_root_write_outside(
     try:
         assert ws.activate(manifest({"x": model(store, repo_id="org/x")})).code == 0
         stop = shared / "stop"
-        swapper = member.spawn(SWAPPER, str(hub), str(secret / "made" / "deeper"), str(stop))
+        ready = hub.parent / "swapper-ready"  # the group may write there (2775)
+        swapper = member.spawn(SWAPPER, str(hub), str(secret / "made" / "deeper"), str(stop),
+                               str(ready))
+        for _ in range(600):  # the member races from the first root run on
+            if ready.exists() or swapper.poll() is not None:
+                break
+            time.sleep(0.05)
         codes = []
         try:
             start = time.monotonic()
+            longest = 0.0
             for i in range(150):  # at least 40 runs and 3 s of racing
                 if i >= 40 and time.monotonic() - start > 3:
                     break
                 models = {"x": model(store, repo_id="org/x"),
                           f"m{i}": model(store, repo_id=f"org/m{i}")}
+                t0 = time.monotonic()
                 res = ws.activate(manifest(models))  # a new manifest: never the no-op path
                 codes.append((res.code, res.stderr))
+                longest = max(longest, time.monotonic() - t0)
         finally:
             stop.touch()
             out, err = swapper.communicate(timeout=60)
@@ -245,7 +259,7 @@ def test_a_member_swapping_locks_for_a_symlink_never_makes_root_write_outside(
     swaps = int(out.strip() or 0)
     exits = [c for c, _ in codes]
     print(f"\n[users] {len(codes)} root runs during {swaps} swaps of .locks: "
-          f"{exits.count(0)} exit 0, {exits.count(3)} exit 3")
+          f"{exits.count(0)} exit 0, {exits.count(3)} exit 3; longest run {longest:.2f} s")
     assert swaps > 10, (out, err)  # the member did race
     assert os.listdir(secret) == [], os.listdir(secret)
     outside = sorted(p.name for p in shared.iterdir())
