@@ -354,10 +354,10 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
     if given): stdout stays empty and the error lists the profiles that have one."""
     import json
 
-    from .noop import verify_records
-    from .tree import Below
     from .cachedir import flag_hub_dir
+    from .noop import verify_records
     from .state import CorruptState, list_states, state_dir
+    from .tree import Below
 
     hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)

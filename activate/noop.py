@@ -16,7 +16,7 @@ import os
 import stat
 
 from .statefile import state_dir, write_if_changed
-from .tree import Below
+from .tree import Below, verify
 
 # The no-op path must not import typing or collections (~10 ms): annotations are
 # strings (PEP 563) and these names exist only for type checkers.
@@ -63,8 +63,6 @@ def _verify(hub_dir: str, records: list[Mapping[str, object]], below: Below) -> 
                 if not os.path.isdir(value):
                     return False
             elif kind == "tree":
-                from .tree import verify
-
                 if not verify(hub_dir, rel, str(rec["value"]), below):
                     return False
             elif kind == "ref":
