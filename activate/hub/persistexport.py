@@ -53,7 +53,7 @@ def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> li
     """What the profiles in ``state_dir`` linked for ``repo_id`` (a bare NAME: for any
     ``ORG/NAME``, :func:`names_repo`): snapshot links give the store path and the full
     commit, ref records name commits."""
-    from ..state import list_states
+    from ..state import StateProblem, list_states
 
     types = [repo_type] if repo_type else ["model", "dataset"]
 
@@ -68,7 +68,11 @@ def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> li
 
     found: dict[str, Candidate] = {}
     refs: dict[tuple[str, str], set[str]] = {}
-    for _path, st in list_states(state_dir):
+    try:
+        states = list_states(state_dir, aside=False)  # a lookup: renames nothing
+    except StateProblem:
+        states = []  # unreadable, or a newer model-repo's: no candidates from it
+    for _path, st in states:
         for rec in st.records:
             folder, _, rest = rec.path.partition("/")
             which = folder_repo(folder) if rec.value else None
