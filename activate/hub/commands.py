@@ -13,6 +13,7 @@ from typing import Any
 
 from .api import (DEFAULT_REF, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, GATED_NO_TOKEN,
                   Failure, HubSession, RemoteFile, Resolved, exit_status)
+from .ggufsel import gguf_fields, json_of, model_ref, role, split_arg, with_gguf
 from .prefetch import human_size
 from .sparse import sparse_patterns, sparse_select
 
@@ -66,6 +67,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
     if args.command == "prefetch" and "/" not in res.repo_id:
         raise Failure(EXIT_BAD_INPUT, f"invalid repo id {res.repo_id!r}: the Nix options "
                       "take a full repo id ORG/NAME, and the Hub gave no other name for it")
+    sel = with_gguf(res, sel)  # ORG/NAME:QUANT -> the .gguf file(s) and mmproj
     chosen = select_files(res, sel)
     _warn_case(log, res, sel)
     if args.command == "ls":
@@ -119,7 +121,8 @@ def _print_per_file(args: argparse.Namespace, res: Resolved, sel: Selection,
                          for p in pinned]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_per_file_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+        sys.stdout.write(render_per_file_nix(repo_id=model_ref(res.repo_id, sel),
+                                             repo_type=res.repo_type,
                                              commit=res.commit, ref=res.ref, date=date,
                                              include=sel.include, exclude=sel.exclude,
                                              exact=sel.files, files=pinned))
@@ -139,6 +142,11 @@ class Selection:
     files: tuple[str, ...]
     include: tuple[str, ...]
     exclude: tuple[str, ...]
+    #: ``ORG/NAME:QUANT``'s tag, the ``--mmproj`` choice ("auto", None: none, a path) and,
+    #: once resolved, the GGUF selection (:mod:`activate.hub.ggufsel`).
+    quant: str | None = None
+    mmproj: str | None = "auto"
+    gguf: Any = None
 
     @property
     def patterns(self) -> list[str]:
@@ -156,7 +164,8 @@ def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection
     from .repoarg import RepoArgError, parse_repo
 
     try:
-        ref = parse_repo(args.repo, endpoint=environ.get("HF_ENDPOINT"))
+        repo_arg, quant = split_arg(args.repo)
+        ref = parse_repo(repo_arg, endpoint=environ.get("HF_ENDPOINT"))
     except RepoArgError as exc:
         raise Failure(EXIT_BAD_INPUT, str(exc)) from None
     repo_type = ref.repo_type
@@ -183,7 +192,9 @@ def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection
                           "root, such as config.json or onnx/model.onnx (no leading or "
                           "trailing '/', no '.' or '..')")
     return Selection(ref.repo_id, repo_type, revision, tuple(files),
-                     tuple(args.include or ()), tuple(args.exclude or ()))
+                     tuple(args.include or ()), tuple(args.exclude or ()),
+                     **gguf_fields(args, quant, files=files, include=args.include,
+                                   exclude=args.exclude))
 
 
 def select_files(res: Resolved, sel: Selection) -> list[RemoteFile]:
@@ -247,6 +258,8 @@ def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,
                       for f in chosen],
             "totalSize": total,
         }
+        if sel.gguf is not None:
+            doc["gguf"] = json_of(sel)
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     at = f"{res.ref} = {res.commit}" if res.ref else res.commit
@@ -254,8 +267,13 @@ def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,
     if res.gated:
         lines.append("# gated: downloading needs HF_TOKEN (or `hf auth login`) with access")
     width = max([len(str(f.size)) for f in chosen] + [4])
+    if sel.gguf is not None:
+        lines.append(f"# {model_ref(res.repo_id, sel)}: llama.cpp loads {sel.gguf.main}"
+                     + (f" (mmproj {sel.gguf.mmproj})" if sel.gguf.mmproj else ""))
     for f in chosen:
-        lines.append(f"{f.size:>{width}}  {f.path}" + ("  (lfs)" if f.lfs_sha256 else ""))
+        mark = role(sel, f.path)
+        lines.append(f"{f.size:>{width}}  {f.path}" + ("  (lfs)" if f.lfs_sha256 else "")
+                     + (f"  [{mark}]" if mark else ""))
     summary = f"{len(chosen)} files, {total} bytes ({human_size(total)})"
     if len(chosen) != len(res.files):
         all_total = sum(f.size for f in res.files)

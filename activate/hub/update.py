@@ -26,6 +26,7 @@ from typing import Any
 
 from .api import (EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, Failure, HubSession, Resolved)
 from .commands import Selection, select_files, selection
+from .ggufsel import with_gguf
 from .lockfile import LOCK_VERSION, LockedFile, LockedModel, LockFile, read_lock, write_lock
 from .prefetch import human_size
 
@@ -89,6 +90,7 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     if err:
         raise Failure(EXIT_BAD_INPUT, f"--revision {res.ref!r}: {err}; a lock entry's ref is "
                       "written to the hub cache as refs/<ref>")
+    sel = with_gguf(res, sel)  # ORG/NAME:QUANT -> exact files (exactFiles)
     chosen = select_files(res, sel)
     if not chosen:
         raise Failure(EXIT_BAD_INPUT, f"no file of {res.repo_id} at {res.commit} matches "
