@@ -181,7 +181,7 @@ def select_gguf(paths: list[str], quant: str, mmproj: str | None = "auto") -> Gg
                  for k in matched]
         raise GgufError("ambiguous", f"the quantization tag {quant!r} matches several "
                         f".gguf files: {_shown(shown)}; give a longer tag that ends only "
-                        "one of them (or pick files with --file / files)")
+                        "one of them (or list the files: --file, source.huggingface.files)")
     key = matched[0]
     group = groups[key]
     if key[2]:
@@ -189,8 +189,8 @@ def select_gguf(paths: list[str], quant: str, mmproj: str | None = "auto") -> Gg
         if missing:
             first = group[min(group)]
             raise GgufError("missing-part", f"the split model {first} has {key[2]} parts "
-                            f"but part(s) {', '.join(f'{n:05d}' for n in missing)} are not "
-                            "in the repo: all parts are needed (a partly uploaded "
+                            f"but part(s) {_shown([f'{n:05d}' for n in missing], 10)} are "
+                            "not in the repo: all parts are needed (a partly uploaded "
                             "model? pin another commit)")
         parts = tuple(group[n] for n in range(1, key[2] + 1))
     else:
@@ -206,7 +206,8 @@ def _mmproj(paths: list[str], quant: str, tag: str, folder: str,
     if choice != "auto":
         if choice not in paths or not _is_gguf(choice):
             raise GgufError("mmproj-missing", f"mmproj {choice!r} is not a .gguf file of "
-                            "the repo (give a listed path, \"auto\", or none)")
+                            "the repo (give a listed path, \"auto\", or none: --mmproj none; mmproj = "
+                            "null)")
         return choice
     found = sorted(p for p in paths if _is_mmproj(p))
     here = [p for p in found if _dirname(p) == folder]
@@ -222,5 +223,5 @@ def _mmproj(paths: list[str], quant: str, tag: str, folder: str,
         if len(pool) <= 1:
             return pool[0] if pool else None
     raise GgufError("mmproj-ambiguous", f"several mmproj files could go with {quant!r}: "
-                    f"{_shown(pool)}; choose one (--mmproj PATH, or source.huggingface."
-                    "mmproj), or none (--no-mmproj, mmproj = null)")
+                    f"{_shown(pool)}; choose one (--mmproj PATH; source.huggingface.mmproj "
+                    "= \"PATH\"), or none (--mmproj none; mmproj = null)")

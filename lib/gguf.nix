@@ -49,7 +49,12 @@ let
       part = if split then part else 0;
     };
 
-  shown = xs: concatStringsSep ", " xs;
+  # At most `limit` items, then how many there are (activate/gguf.py _shown).
+  shownMax =
+    limit: xs:
+    concatStringsSep ", " (lib.take limit xs)
+    + lib.optionalString (length xs > limit) ", … (${toString (length xs)} in all)";
+  shown = shownMax 20;
 
   fail = kind: message: {
     ok = false;
@@ -66,7 +71,7 @@ let
       keys = [ (toLower quant) "f16" "bf16" "f32" ];
       hitsOf = key: filter (p: endsWithTag (stemOf p) key) pool;
       decided = lib.findFirst (h: h != [ ]) null (map hitsOf keys);
-      ambiguous = ps: fail "mmproj-ambiguous" "several mmproj files could go with \"${quant}\": ${shown ps}; choose one (source.huggingface.mmproj = \"PATH\"), or none (mmproj = null)";
+      ambiguous = ps: fail "mmproj-ambiguous" "several mmproj files could go with \"${quant}\": ${shown ps}; choose one (--mmproj PATH; source.huggingface.mmproj = \"PATH\"), or none (--mmproj none; mmproj = null)";
     in
     if choice == null then
       { ok = true; mmproj = null; }
@@ -74,7 +79,7 @@ let
       if builtins.elem choice paths && isGguf choice then
         { ok = true; mmproj = choice; }
       else
-        fail "mmproj-missing" "mmproj \"${choice}\" is not a .gguf file of the repo (give a listed path, \"auto\", or null)"
+        fail "mmproj-missing" "mmproj \"${choice}\" is not a .gguf file of the repo (give a listed path, \"auto\", or none: --mmproj none; mmproj = null)"
     else if decided != null then
       if length decided == 1 then { ok = true; mmproj = head decided; } else ambiguous decided
     else if length pool <= 1 then
@@ -101,6 +106,7 @@ let
       group = head matchedList;
       total = (head group).total;
       byPart = builtins.listToAttrs (map (c: { name = toString c.part; value = c.path; }) group);
+      # Parts are numbered 1..N with N < 100000 (5 digits): the range stays bounded.
       missing = filter (n: !(byPart ? ${toString n})) (lib.range 1 total);
       pad = n: lib.fixedWidthString 5 "0" (toString n);
       parts = if total == 0 then [ (head group).path ] else map (n: byPart.${toString n}) (lib.range 1 total);
@@ -119,10 +125,10 @@ let
     else if length matchedList > 1 then
       fail "ambiguous" "the quantization tag \"${quant}\" matches several .gguf files: ${
         shown (map (g: firstPath g + lib.optionalString ((head g).total > 0) " (${toString (head g).total} parts)") matchedList)
-      }; give a longer tag that ends only one of them (or list the files in source.huggingface.files)"
+      }; give a longer tag that ends only one of them (or list the files: --file, source.huggingface.files)"
     else if missing != [ ] then
       fail "missing-part" "the split model ${firstPath group} has ${toString total} parts but part(s) ${
-        concatStringsSep ", " (map pad missing)
+        shownMax 10 (map pad missing)
       } are not in the repo: all parts are needed (a partly uploaded model? pin another commit)"
     else if !mm.ok then
       mm

@@ -179,3 +179,26 @@ def test_split_model_ref_python_and_nix():
             f"map (r: let s = g.splitModelRef r; in [ s.repo s.quant ]) "
             f"{nix_value([a for a, _ in REFS])}")
     assert nix_eval(expr) == [list(w) for _, w in REFS]
+
+
+def test_messages_are_bounded_and_equal_in_python_and_nix():
+    """A hostile listing (a split model claiming 99999 parts, thousands of .gguf files):
+    the error names a bounded number of candidates, in the same words on both sides."""
+    cases = [
+        (["m-Q8_0-00001-of-99999.gguf"], "Q8_0"),
+        (["m-Q8_0.gguf"] + [f"mmproj-{i}.gguf" for i in range(50)], "Q8_0"),
+        (["m-Q8_0.gguf"], "Q4_K_M"),
+        ([f"m{i}-Q4_K_M.gguf" for i in range(3000)], "Q4_K_M"),
+        ([f"m{i}-Q4_K_M.gguf" for i in range(3000)], "Q8_0"),
+    ]
+    want = []
+    for paths, quant in cases:
+        with pytest.raises(GgufError) as exc:
+            select_gguf(paths, quant)
+        want.append(str(exc.value))
+        assert len(str(exc.value)) < 2000
+    expr = (f"let lib = {lib_expr()}; g = import ./lib/gguf.nix {{ inherit lib; }}; in "
+            f"map (c: (g.select c).message) "
+            f"{nix_value([{'paths': p, 'quant': q} for p, q in cases])}")
+    got = nix_eval(expr)
+    assert [g.replace('"', "'") for g in got] == [w.replace('"', "'") for w in want]
