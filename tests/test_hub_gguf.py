@@ -120,3 +120,18 @@ def test_lock_keeps_the_selection_as_exact_files(hub: MockHub, tmp_path: Path):
     assert entry["repo"] == REPO
     assert entry["exactFiles"] == ["Tiny-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]
     assert sorted(entry["files"]) == ["Tiny-UD-Q4_K_XL.gguf", "mmproj-F16.gguf"]
+
+
+def test_a_hostile_listing_is_refused_only_where_it_is_chosen(tmp_path: Path):
+    """The Hub actor: a .gguf name breaking the repo file path rule is refused (exit 3)
+    when the tag picks it, and harmless when the tag picks another file."""
+    with MockHub(page_size=50) as h:
+        h.add_repo("model-repo-test/Evil-GGUF", {
+            "a/../../evil-Q4_K_M.gguf": gguf("evil"), "ok-Q8_0.gguf": gguf("Q8_0")})
+        p = run(h, tmp_path, "prefetch", "model-repo-test/Evil-GGUF:Q4_K_M")
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert "has a \"..\" segment" in p.stderr and p.stdout == ""
+        assert h.seen("cdn") == []
+        p = run(h, tmp_path, "ls", "model-repo-test/Evil-GGUF:Q8_0")
+        assert p.returncode == 0, p.stderr
+        assert "ok-Q8_0.gguf" in p.stdout and "evil" not in p.stdout

@@ -110,44 +110,46 @@ def test_file_variable_collides_with_another_models_name():
                in m for m in r["failedAssertions"]), r["failedAssertions"]
 
 
+def docs_snippet(first_line: str) -> str:
+    """The ```nix block of docs/nix.md that starts with ``first_line``, with nixpkgs'
+    llama-cpp package replaced by a stub package (the test's pkgs have none)."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "nix.md").read_text()
+    start = docs.index("```nix\n" + first_line) + len("```nix\n")
+    return docs[start:docs.index("```", start)].replace("pkgs.llama-cpp", "llama")
+
+
 def test_home_manager_llama_server_user_service():
     """docs/nix.md's Home Manager snippet: a systemd user service running llama-server on
-    the model file, in the real Home Manager module set."""
-    r = hm_eval(f"""{{ config, lib, pkgs, ... }}: {{
+    the model file, in the real Home Manager module set; systemd's own quoting."""
+    r = hm_eval(f"""{{ config, lib, pkgs, ... }}: let llama = config.programs.model-repo.package; in {{
       {PROBE_OPTION}
       config = {{
-        programs.model-repo = {{ enable = true; models.tiny = {GGUF_MODEL}; }};
-        systemd.user.services.llama-server = let m = config.programs.model-repo.modelPaths.tiny; in {{
-          Unit.Description = "llama.cpp server";
-          Service.ExecStart = "${{config.programs.model-repo.package}}/bin/llama-server -m ${{m.modelPath}} --mmproj ${{m.mmprojPath}} --alias ${{m.modelRef}} --port 8080";
-          Install.WantedBy = [ "default.target" ];
-        }};
+        programs.model-repo = {{ enable = true; models.llama = {GGUF_MODEL}; }};
+        {docs_snippet("systemd.user.services.llama-server")}
         probe = config.systemd.user.services.llama-server.Service.ExecStart;
       }};
     }}""")
-    out = r["modelPaths"]["tiny"]
-    assert f"/bin/llama-server -m {out}/{PARTS[0]} --mmproj {out}/mmproj-F16.gguf " \
-           "--alias o/Tiny-GGUF:Q8_0 --port 8080" in r["probe"][0]
+    out = r["modelPaths"]["llama"]
+    assert f'/bin/llama-server -m "{out}/{PARTS[0]}" --mmproj "{out}/mmproj-F16.gguf" ' \
+           '--alias "o/Tiny-GGUF:Q8_0" --port 8080' in r["probe"][0], r["probe"]
     assert "llama-server" in r["systemdUserUnits"]
-    assert r["sessionVariables"]["MODEL_REPO_TINY_FILE"] == f"{out}/{PARTS[0]}"
+    assert r["sessionVariables"]["MODEL_REPO_LLAMA_FILE"] == f"{out}/{PARTS[0]}"
 
 
 def test_devenv_llama_server_process():
     """docs/nix.md's devenv snippet: a devenv process running llama-server, in the real
     devenv module set."""
-    r = devenv_eval(f"""{{ config, lib, ... }}: {{
+    r = devenv_eval(f"""{{ config, lib, ... }}: let llama = config.services.model-repo.package; in {{
       {PROBE_OPTION}
       config = {{
-        services.model-repo = {{ enable = true; models.tiny = {GGUF_MODEL}; }};
-        processes.llama-server.exec = let m = config.services.model-repo.modelPaths.tiny; in
-          "llama-server -m ${{m.modelPath}} --mmproj ${{m.mmprojPath}} --alias ${{m.modelRef}} --port 8080";
+        services.model-repo = {{ enable = true; models.llama = {GGUF_MODEL}; }};
+        {docs_snippet("processes.llama-server.exec")}
         probe = config.processes.llama-server.exec;
       }};
     }}""")
-    out = r["modelPaths"]["tiny"]
-    assert r["probe"] == (f"llama-server -m {out}/{PARTS[0]} --mmproj {out}/mmproj-F16.gguf "
-                          "--alias o/Tiny-GGUF:Q8_0 --port 8080")
-    assert r["env"]["MODEL_REPO_TINY_FILE"] == f"{out}/{PARTS[0]}"
+    out = r["modelPaths"]["llama"]
+    assert r["probe"].endswith(f"/bin/llama-server -m {out}/{PARTS[0]} --port 8080")
+    assert r["env"]["MODEL_REPO_LLAMA_FILE"] == f"{out}/{PARTS[0]}"
 
 
 def _lock(tmp: Path, exact: list[str], files: list[str]) -> Path:
@@ -215,3 +217,42 @@ def test_lock_then_nix_build_a_split_gguf_from_the_mock_hub(tmp_path: Path):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir()) == \
         sorted(PARTS + ["mmproj-F16.gguf"])
     assert not os.path.exists(out / "Tiny-Q4_K_M.gguf")
+
+
+ODD = "we ird'$(touch pwned)%n\"-Q8_0.gguf"  # allowed by the repo file path rule
+
+
+def test_an_odd_file_name_reaches_llama_server_as_one_argument(tmp_path: Path):
+    """The Hub actor's odd (but valid) .gguf name: the devenv snippet's
+    lib.escapeShellArg gives bash one argument, nothing run; NixOS's ExecStart quotes it
+    for systemd (JSON-quoted, % doubled)."""
+    import subprocess
+
+    model = nix_value({"source": {"huggingface": {"repo": "o/Odd-GGUF:Q8_0", "revision": REV,
+                                                  "files": [ODD]}}, "hash": HASH})
+    r = devenv_eval(f"""{{ config, lib, ... }}: {{
+      {PROBE_OPTION}
+      config = {{
+        services.model-repo = {{ enable = true; models.odd = {model}; }};
+        processes.llama-server.exec = let m = config.services.model-repo.modelPaths.odd; in
+          "printf '%s\\\\n' -m ${{lib.escapeShellArg m.modelPath}}";
+        probe = config.processes.llama-server.exec;
+      }};
+    }}""")
+    out = subprocess.run(["bash", "-c", r["probe"]], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.splitlines() == ["-m", f"{r['modelPaths']['odd']}/{ODD}"]
+    assert not (tmp_path / "pwned").exists()
+
+    r = nixos_eval(f"""{{ config, lib, ... }}: {{
+      imports = [ ./tests/nix/stubs/llama-cpp.nix ];
+      config = {{
+        _module.args.utils = import ./tests/nix/stubs/systemd-utils.nix {{ inherit lib; }};
+        services.model-repo = {{ enable = true; models.odd = {model}; }};
+        services.llama-cpp = {{ enable = true; package = config.services.model-repo.package;
+          model = config.services.model-repo.modelPaths.odd; }};
+      }};
+    }}""")
+    exec_start = r["services"]["llama-cpp"]["serviceConfig"]["ExecStart"]
+    quoted = json.dumps(f"{r['modelPaths']['odd']}/{ODD}").replace("%", "%%").replace("$", "$$")
+    assert f'"-m" {quoted} ' in exec_start, exec_start
