@@ -38,7 +38,7 @@ let
       entry =
         lock.models.${model} or (fail model "lockFile ${toString lockFile} has no entry \"${model}\": run `model-repo lock ${model} ${
           if src.repoType == "dataset" then "datasets/" else ""
-        }${src.repo} --ref ${src.ref}` (or set source.huggingface.revision and a hash).");
+        }${ref'} --ref ${src.ref}` (or set source.huggingface.revision and a hash).");
       same = a: b: a == b;
       badPaths = builtins.filter (p: !(repopath.isRepoPath p)) (builtins.attrNames (entry.files or { }));
       quant = src.quant or null;

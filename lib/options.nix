@@ -12,13 +12,13 @@ let
 
   # How to get a pinned commit and hash; part of every error about them.
   pinHint =
-    { repo, repoType ? "model", ref ? "main" }:
+    { repo, repoType ? "model", ref ? "main", quant ? null }:
     let
       url = naming.hubGitUrl { repoId = repo; inherit repoType; };
     in
     ''
       Get the commit and the SRI hash of the snapshot with
-          model-repo prefetch ${repo}
+          model-repo prefetch ${repo}${lib.optionalString (quant != null) ":${quant}"}
       (it prints both), or the commit alone with
           git ls-remote ${url} ${ref}
       A branch or tag name moves when upstream pushes, which would break the
@@ -48,11 +48,11 @@ let
         ${hint}'';
 
   checkRevision =
-    { model, repo, repoType ? "model", ref ? "main", revision }:
+    { model, repo, repoType ? "model", ref ? "main", quant ? null, revision }:
     checkCommit {
       inherit model revision;
       option = "source.huggingface.revision";
-      hint = pinHint { inherit repo repoType ref; };
+      hint = pinHint { inherit repo repoType ref quant; };
     };
 
   # `how`: the sentence telling where the hash comes from, per source.
@@ -158,7 +158,7 @@ let
               revision:
               checkRevision {
                 inherit model revision;
-                inherit (config) repo repoType ref;
+                inherit (config) repo repoType ref quant;
               };
             description = ''
               The commit to fetch: exactly 40 lowercase hex characters. Branch
@@ -551,7 +551,9 @@ let
               allowNull = src.url != null || (src.huggingface != null && src.huggingface.fileHashes != { });
               how =
                 if src.huggingface != null then
-                  "Run `model-repo prefetch ${src.huggingface.repo}` to print it."
+                  "Run `model-repo prefetch ${src.huggingface.repo}${
+                    lib.optionalString (src.huggingface.quant != null) ":${src.huggingface.quant}"
+                  }` to print it."
                 else if src.url != null then
                   "For source.url.url this is the file's own hash: `nix-prefetch-url URL` prints it (`nix hash convert --hash-algo sha256 <it>` gives the sha256-… form), or give files = [ { url; sha256 = \"<64 hex from the Hub>\"; } ]."
                 else

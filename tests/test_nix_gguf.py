@@ -256,3 +256,21 @@ def test_an_odd_file_name_reaches_llama_server_as_one_argument(tmp_path: Path):
     exec_start = r["services"]["llama-cpp"]["serviceConfig"]["ExecStart"]
     quoted = json.dumps(f"{r['modelPaths']['odd']}/{ODD}").replace("%", "%%").replace("$", "$$")
     assert f'"-m" {quoted} ' in exec_start, exec_start
+
+
+def test_hints_carry_the_tag(tmp_path: Path):
+    err = nix_eval_error(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      in (mr.fetchModel pkgs {{ name = "t"; source.huggingface.repo = "o/Tiny-GGUF:Q8_0"; }}).outPath""")
+    assert "Run `model-repo prefetch o/Tiny-GGUF:Q8_0` to print it" in err, err
+    err = nix_eval_error(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      in (mr.fetchModel pkgs {{ name = "t"; hash = "{HASH}"; source.huggingface.repo = "o/Tiny-GGUF:Q8_0"; }}).outPath""")
+    assert "model-repo prefetch o/Tiny-GGUF:Q8_0\n" in err, err
+    lockp = tmp_path / "model-repo.lock.json"
+    lockp.write_text('{"version": 1, "models": {}}')
+    err = nix_eval_error(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      in (mr.fetchModel pkgs {{ name = "t"; lockFile = {nix_string(lockp)};
+        source.huggingface.repo = "o/Tiny-GGUF:Q8_0"; }}).outPath""")
+    assert "run `model-repo lock t o/Tiny-GGUF:Q8_0 --ref main`" in err, err
