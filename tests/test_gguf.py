@@ -6,6 +6,8 @@ ONE nix-instantiate call."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from activate.gguf import GgufError, select_gguf, split_model_ref
 
@@ -202,3 +204,49 @@ def test_messages_are_bounded_and_equal_in_python_and_nix():
             f"{nix_value([{'paths': p, 'quant': q} for p, q in cases])}")
     got = nix_eval(expr)
     assert [g.replace('"', "'") for g in got] == [w.replace('"', "'") for w in want]
+
+
+def test_a_pin_selects_itself_again():
+    """What the CLI pins (the selection's files) selects the same files again with
+    mmproj "auto": the Nix side, which sees only the pinned files, finds the same model
+    file and mmproj whatever --mmproj was."""
+    for name, paths, quant, mm, parts, _ in TABLE:
+        if isinstance(parts, str):
+            continue
+        first = select_gguf(paths, quant, mm)
+        again = select_gguf(list(first.files), quant)
+        assert again == first, name
+
+
+_NAME = st.builds(
+    lambda folder, stem, sep, tag, split, ext: (
+        f"{folder}{stem}{sep}{tag}" + (f"-{split[0]:05d}-of-{split[1]:05d}" if split else "")
+        + ext),
+    st.sampled_from(["", "Q8_0/", "BF16/", "sub/dir/"]),
+    st.sampled_from(["Model", "mmproj", "mmproj-model", "x", "Llama-3-8B", ""]),
+    st.sampled_from(["-", ".", "_", "", "-UD-"]),
+    st.sampled_from(["Q4_K_M", "q4_k_m", "Q4_K", "Q8_0", "F16", "BF16", "IQ2_XXS", "K_M"]),
+    st.one_of(st.none(), st.tuples(st.integers(0, 3), st.integers(0, 3))),
+    st.sampled_from([".gguf", ".GGUF", ".gguf.part", ".bin"]),
+)
+_CASE = st.tuples(st.lists(_NAME, max_size=8, unique=True),
+                  st.sampled_from(["Q4_K_M", "Q4_K", "q8_0", "F16", "BF16", "K_M", "UD-Q4_K_M"]),
+                  st.sampled_from(["auto", None]))
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_CASE, min_size=40, max_size=40))
+def test_generated_listings_select_the_same_in_python_and_nix(cases):
+    expr = (f"let lib = {lib_expr()}; g = import ./lib/gguf.nix {{ inherit lib; }}; in "
+            f"map (c: let r = g.select c; in if r.ok then {{ ok = true; inherit (r) parts mmproj; }}"
+            f" else {{ ok = false; inherit (r) kind message; }}) "
+            f"{nix_value([{'paths': p, 'quant': q, 'mmproj': m} for p, q, m in cases])}")
+    got = nix_eval(expr)
+    for (paths, quant, mm), g in zip(cases, got):
+        try:
+            s = select_gguf(paths, quant, mm)
+            want = {"ok": True, "parts": list(s.parts), "mmproj": s.mmproj}
+        except GgufError as e:
+            want = {"ok": False, "kind": e.kind, "message": str(e).replace('"', "'")}
+            g = dict(g, message=g["message"].replace('"', "'"))
+        assert g == want, (paths, quant, mm)
