@@ -274,3 +274,15 @@ def test_hints_carry_the_tag(tmp_path: Path):
       in (mr.fetchModel pkgs {{ name = "t"; lockFile = {nix_string(lockp)};
         source.huggingface.repo = "o/Tiny-GGUF:Q8_0"; }}).outPath""")
     assert "run `model-repo lock t o/Tiny-GGUF:Q8_0 --ref main`" in err, err
+
+
+def test_a_hostile_lock_entry_fails_on_its_path_before_the_tag(tmp_path: Path):
+    """The lock-file actor: an entry of a tagged model whose file path breaks the repo
+    file path rule is refused for that path (the selection never sees it)."""
+    evil = "../../evil-Q8_0.gguf"
+    lockp = _lock(tmp_path, [evil], [evil])
+    err = nix_eval_error(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      in (mr.fetchModel pkgs {{ name = "tiny"; lockFile = {nix_string(lockp)};
+        source.huggingface.repo = "o/Tiny-GGUF:Q8_0"; }}).modelPath""")
+    assert 'has the file path "../../evil-Q8_0.gguf", which has a ".." segment' in err, err
