@@ -159,7 +159,9 @@ def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection
 
     A URL's ``/tree/REV`` or ``/blob/REV/FILE`` gives the revision (and file) unless
     ``--revision`` names another one (exit 2: they disagree); ``--dataset`` with a form
-    that says "model" is an error. Raises :class:`Failure` (exit 2) naming the argument.
+    that says "model" is an error. ``ORG/NAME:QUANT`` sets ``quant`` (and ``--mmproj``
+    ``mmproj``): :func:`activate.hub.ggufsel.with_gguf` turns them into exact files once
+    the listing is known. Raises :class:`Failure` (exit 2) naming the argument.
     """
     from .repoarg import RepoArgError, parse_repo
 
