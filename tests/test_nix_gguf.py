@@ -286,3 +286,10 @@ def test_a_hostile_lock_entry_fails_on_its_path_before_the_tag(tmp_path: Path):
       in (mr.fetchModel pkgs {{ name = "tiny"; lockFile = {nix_string(lockp)};
         source.huggingface.repo = "o/Tiny-GGUF:Q8_0"; }}).modelPath""")
     assert 'has the file path "../../evil-Q8_0.gguf", which has a ".." segment' in err, err
+
+
+def test_lib_exposes_the_rule():
+    r = nix_eval(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }}; in
+      [ (mr.gguf.select {{ paths = {nix_value(PARTS + ["mmproj-F16.gguf"])}; quant = "q8_0"; }}).main
+        (mr.gguf.splitModelRef "o/Tiny-GGUF:Q8_0").quant ]""")
+    assert r == [PARTS[0], "Q8_0"]
