@@ -34,14 +34,13 @@ def _control(ch: str) -> bool:
     return o < 0x20 or 0x7F <= o <= 0x9F
 
 
-def repo_path_error(path: object, *, fetched: bool = True) -> str | None:
+def repo_path_error(path: object) -> str | None:
     """Why ``path`` (``str``, or ``bytes`` as read from a file system) is not a repo file
     path, or None when it is one (module docstring). The reason is a phrase to follow the
     path, e.g. ``has a ".." segment``; the first broken rule wins, in the order
     ``lib/repopath.nix`` checks them: empty, leading "/", trailing "/", then per segment
     (empty, ".", "..", longer than 255 bytes, not UTF-8, a control character), then a
-    name ending in ".drv" — that last rule only when ``fetched`` (a file Nix fetches; a
-    Hub listing's other entries may hold such a name as long as it is left out)."""
+    name ending in ".drv"."""
     if isinstance(path, bytes):
         raw = path
     elif isinstance(path, str):
@@ -72,7 +71,7 @@ def repo_path_error(path: object, *, fetched: bool = True) -> str | None:
             return "is not UTF-8"
         if any(_control(ch) for ch in text):
             return "holds a control character"
-    if fetched and segments[-1].endswith(b".drv"):
+    if segments[-1].endswith(b".drv"):
         return 'ends in ".drv", a name Nix refuses for a fetched file'
     return None
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..repopath import repo_path_error, shown
+from ..repopath import shown
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -557,9 +557,9 @@ def remote_files(entries: Sequence[Any], repo_id: str) -> list[RemoteFile]:
     "size", "oid", "lfs": {"oid", "size"}}``; folders skipped), sorted by path bytes.
 
     Every field is checked, since a lock file and a Nix build take them as they are:
-    ``path`` (the repo file path rule, :func:`activate.repopath.repo_path_error`, but
-    for the ".drv" name checked only on the files selected; no path twice, no file
-    inside a file),
+    ``path`` a non-empty string (the repo file path rule is checked on the files a
+    command selects, :func:`activate.hub.selection.check_repo_paths`, so ``--exclude``
+    leaves a bad one out), no path twice, no file inside a file,
     ``size`` an integer 0 … 2^53, ``oid`` a git blob sha1 (40 lowercase hex), ``lfs.oid``
     a sha256 (64 lowercase hex) with ``lfs.size`` equal to ``size``. Raises
     :class:`Failure` (exit 3) naming the file and the field."""
@@ -573,11 +573,9 @@ def remote_files(entries: Sequence[Any], repo_id: str) -> list[RemoteFile]:
         if e["type"] == "directory":
             continue  # not used: the paths of its files are checked
         path = e.get("path")
-        err = repo_path_error(path, fetched=False)
-        if err:
+        if not isinstance(path, str) or not path:
             raise Failure(EXIT_ENVIRONMENT, f"the Hub lists a file of {repo_id} whose path "
-                          f"{shown(path)[:400]} {err}: it is not a repo file path model-repo "
-                          "can pin or fetch; check HF_ENDPOINT")
+                          f"{shown(path)[:400]} is not a non-empty string; check HF_ENDPOINT")
 
         def bad(field: str, value: object, want: str) -> Failure:
             return Failure(EXIT_ENVIRONMENT, f"the Hub's listing of {repo_id} gives "

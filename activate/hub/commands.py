@@ -13,6 +13,7 @@ from typing import Any
 from .api import (DEFAULT_PREFETCH_TIMEOUT, DEFAULT_TIMEOUT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT,
                   EXIT_OK, GATED_NO_TOKEN, TIMEOUT_ENV, Failure, HubSession, RemoteFile,
                   Resolved, Watchdog, exit_status, printable, timeout_setting)
+from .ggufsel import gguf_fields, json_of, model_ref, role, split_arg, with_gguf
 from .prefetch import human_size
 from .selection import Selection, select_files, selection
 
@@ -90,6 +91,7 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
     if args.command == "prefetch" and "/" not in res.repo_id:
         raise Failure(EXIT_BAD_INPUT, f"invalid repo id {res.repo_id!r}: the Nix options "
                       "take a full repo id ORG/NAME, and the Hub gave no other name for it")
+    sel = with_gguf(res, sel)  # ORG/NAME:QUANT -> the .gguf file(s) and mmproj
     chosen = select_files(res, sel)
     _warn_case(log, res, sel)
     if args.command == "ls":
@@ -143,7 +145,8 @@ def _print_per_file(args: argparse.Namespace, res: Resolved, sel: Selection,
                          for p in pinned]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_per_file_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+        sys.stdout.write(render_per_file_nix(repo_id=model_ref(res.repo_id, sel),
+                                             repo_type=res.repo_type,
                                              commit=res.commit, ref=res.ref, date=date,
                                              include=sel.include, exclude=sel.exclude,
                                              exact=sel.files, files=pinned))
@@ -182,6 +185,8 @@ def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,
                       for f in chosen],
             "totalSize": total,
         }
+        if sel.gguf is not None:
+            doc["gguf"] = json_of(sel)
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     at = f"{res.ref} = {res.commit}" if res.ref else res.commit
@@ -189,9 +194,13 @@ def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,
     if res.gated:
         lines.append("# gated: downloading needs HF_TOKEN (or `hf auth login`) with access")
     width = max([len(str(f.size)) for f in chosen] + [4])
+    if sel.gguf is not None:
+        lines.append(f"# {model_ref(res.repo_id, sel)}: llama.cpp loads {sel.gguf.main}"
+                     + (f" (mmproj {sel.gguf.mmproj})" if sel.gguf.mmproj else ""))
     for f in chosen:
+        mark = role(sel, f.path)
         lines.append(f"{f.size:>{width}}  {printable(f.path)}"
-                     + ("  (lfs)" if f.lfs_sha256 else ""))
+                     + ("  (lfs)" if f.lfs_sha256 else "") + (f"  [{mark}]" if mark else ""))
     summary = f"{len(chosen)} files, {total} bytes ({human_size(total)})"
     if len(chosen) != len(res.files):
         all_total = sum(f.size for f in res.files)

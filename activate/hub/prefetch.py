@@ -376,7 +376,9 @@ def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[R
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+        from .ggufsel import model_ref
+
+        sys.stdout.write(render_nix(repo_id=model_ref(res.repo_id, sel), repo_type=res.repo_type,
                                     commit=res.commit, ref=res.ref, date=date,
                                     files=sel.files, include=sel.include,
                                     exclude=sel.exclude, sri_hash=sri_hash))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .api import DEFAULT_REF, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure, RemoteFile, Resolved
 from .sparse import sparse_patterns, sparse_select
@@ -24,6 +25,11 @@ class Selection:
     files: tuple[str, ...]
     include: tuple[str, ...]
     exclude: tuple[str, ...]
+    #: ``ORG/NAME:QUANT``'s tag, the ``--mmproj`` choice ("auto", None: none, a path) and,
+    #: once resolved, the GGUF selection (:mod:`activate.hub.ggufsel`).
+    quant: str | None = None
+    mmproj: str | None = "auto"
+    gguf: Any = None
 
     @property
     def patterns(self) -> list[str]:
@@ -43,12 +49,16 @@ def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection
 
     A URL's ``/tree/REV`` or ``/blob/REV/FILE`` gives the revision (and file) unless
     ``--revision`` names another one (exit 2: they disagree); ``--dataset`` with a form
-    that says "model" is an error. Raises :class:`Failure` (exit 2) naming the argument.
+    that says "model" is an error. ``ORG/NAME:QUANT`` sets ``quant`` (and ``--mmproj``
+    ``mmproj``): :func:`activate.hub.ggufsel.with_gguf` turns them into exact files once
+    the listing is known. Raises :class:`Failure` (exit 2) naming the argument.
     """
+    from .ggufsel import gguf_fields, split_arg
     from .repoarg import RepoArgError, parse_repo
 
     try:
-        ref = parse_repo(args.repo, endpoint=environ.get("HF_ENDPOINT"))
+        repo_arg, quant = split_arg(args.repo)
+        ref = parse_repo(repo_arg, endpoint=environ.get("HF_ENDPOINT"))
     except RepoArgError as exc:
         raise Failure(EXIT_BAD_INPUT, str(exc)) from None
     repo_type = ref.repo_type
@@ -75,7 +85,9 @@ def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection
                           "root, such as config.json or onnx/model.onnx (no leading or "
                           "trailing '/', no '.' or '..')")
     return Selection(ref.repo_id, repo_type, revision, tuple(files),
-                     tuple(args.include or ()), tuple(args.exclude or ()))
+                     tuple(args.include or ()), tuple(args.exclude or ()),
+                     **gguf_fields(args, quant, files=files, include=args.include,
+                                   exclude=args.exclude))
 
 
 def select_files(res: Resolved, sel: Selection) -> list[RemoteFile]:

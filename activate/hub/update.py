@@ -29,6 +29,7 @@ from typing import Any
 
 from .api import (DEFAULT_TIMEOUT, EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, TIMEOUT_ENV,
                   Failure, HubSession, Resolved, printable, timeout_setting)
+from .ggufsel import with_gguf
 from .selection import Selection, select_files, selection
 from .lockfile import (LOCK_VERSION, LockedFile, LockedModel, LockFile, lock_file_turn,
                        read_lock, write_lock)
@@ -95,6 +96,7 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     if err:
         raise Failure(EXIT_BAD_INPUT, f"--revision {res.ref!r}: {err}; a lock entry's ref is "
                       "written to the hub cache as refs/<ref>")
+    sel = with_gguf(res, sel)  # ORG/NAME:QUANT -> exact files (exactFiles)
     chosen = select_files(res, sel)
     if not chosen:
         raise Failure(EXIT_BAD_INPUT, f"no file of {res.repo_id} at {res.commit} matches "

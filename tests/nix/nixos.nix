@@ -118,6 +118,8 @@ in
   groups = builtins.attrNames cfg.users.groups;
   users = lib.mapAttrs (_: u: { extraGroups = u.extraGroups or [ ]; group = u.group or null; }) cfg.users.users;
   tmpfiles = cfg.systemd.tmpfiles.rules;
+  # What a test's module puts in its own option `probe` (null: none).
+  probe = cfg.probe or null;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
   warnings = cfg.warnings;
   environment = cfg.services.model-repo.environment;
