@@ -880,22 +880,36 @@ def _plant_links(persist: Path, store_path: str, outside: Path) -> None:
     (persist / "nix-cache-info").symlink_to(outside / "created-through-a-link")
 
 
-@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump"])
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump", "shared folder"])
 def test_export_never_writes_through_planted_symlinks(tmp_path: Path, models: Models,
                                                       how: str) -> None:
     """Issue 14, finding 3: in a persist folder another user can write, links planted
     under the names export writes (the manifest's and narinfo's temporary files, the
     NAR's, nix-cache-info) are never followed: every victim keeps its bytes, nothing is
-    created outside, and the export works."""
-    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    created outside, and the export works. A folder others can write (mode 1777) is
+    never given to `nix copy --to`, whose own temporary names (`<file>.tmp.<pid>.<n>`,
+    planted here too) it would follow."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path)) if how == "nix-store --dump" \
+        else _env(tmp_path)
     victims = _victims(tmp_path)
     persist = Path(env["MODEL_REPO_PERSIST_DIR"])
     path = models.fixed(_commit())
     _plant_links(persist, path, tmp_path / "outside")
     if how == "nix copy":
         (persist / "nix-cache-info").unlink()  # nix copy writes it itself (not ours)
+    if how == "shared folder":
+        from activate.persistdir import narinfo_path
+
+        persist.chmod(0o1777)
+        (persist / "nar").chmod(0o1777)
+        last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+        for pid in range(last, last + 3000):
+            Path(f"{narinfo_path(str(persist), path)}.tmp.{pid}.1").symlink_to(
+                tmp_path / "outside" / "victim-narinfo")
     res = cli(env, "export", path)
     assert res.returncode == 0, res.stderr
+    if how == "shared folder":
+        assert "model-repo's own writer" in res.stderr
     assert {p: p.read_bytes() for p in victims} == victims
     assert not (tmp_path / "outside" / "created-through-a-link").exists()
     assert _entries(env)[path]["status"] == "valid"
