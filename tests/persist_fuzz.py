@@ -170,6 +170,8 @@ def _write(plan: dict[str, Any], m: Materials, persist: Path, outside: Path,
                 "utf-8", "surrogateescape") + spec["junk"]
             Path(narinfo_path(str(persist), store_path)).write_bytes(text)
         target = persist / url
+        if os.path.lexists(target):  # both paths' NARs may be the same file
+            target.unlink()
         damage = spec["damage"]
         if damage == "genuine":
             target.write_bytes(nar)
