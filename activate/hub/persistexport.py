@@ -137,6 +137,8 @@ def named_models(state_dir: str) -> list[NamedModel]:
 
 
 def matches_revision(cand: Candidate, revision: str) -> bool:
+    """True when ``revision`` is one of ``cand``'s refs or a prefix of its commit (7 to
+    40 hex digits, compared over the shorter of the two)."""
     if revision in cand.refs:
         return True
     if HEX.fullmatch(revision):
@@ -412,7 +414,10 @@ def export_after_prefetch(environ: Mapping[str, str], log: Any, *, store_path: s
 
 
 def run_export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
-            directory: str) -> int:
+               directory: str) -> int:
+    """``model-repo export``: find REPO's store path (a model name, a repo id and
+    revision, or a store path), copy it into ``directory`` and print it (or the entry
+    with ``--json``). Returns the exit status; raises :class:`Failure`."""
     from ..statefile import state_dir
 
     states = state_dir(args.state_dir, environ)

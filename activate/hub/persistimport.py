@@ -351,7 +351,11 @@ def _check_tree(path: str, chosen: Sequence[RemoteFile],
 
 
 def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
-            directory: str, stdin: TextIO) -> int:
+               directory: str, stdin: TextIO) -> int:
+    """``model-repo import``: restore REPO's entries (or all with ``--all``) from
+    ``directory``, asking on ``stdin`` for unsigned paths unless ``--yes``; prints each
+    path now valid. Returns 0, or 1 when some were not imported (broken entries, a
+    declined confirmation); raises :class:`Failure`."""
     entries = read_all(directory)
     if args.all:
         if args.repo:
