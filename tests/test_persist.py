@@ -1118,3 +1118,38 @@ def test_signal_during_a_file_write_leaves_no_temporary_file(tmp_path: Path,
     assert err.strip() == f"model-repo: interrupted by {sig.name}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marker", "models.lock.json"]
     assert target.read_text() == "old\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_export_leaves_no_temporary_file(tmp_path: Path, models: Models,
+                                                       sig: signal.Signals) -> None:
+    """A signal while `export` (nix-store --dump) streams the NAR into the folder: exit
+    128+signal, one line, no temporary NAR, narinfo or manifest left; the next export
+    works."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    path = _big_model(tmp_path, models, 64)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "export", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (persist / "nar").is_dir() or not any((persist / "nar").iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not (persist / "model-repo-persist.json").exists(), "finished: bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    left = sorted(str(p.relative_to(persist)) for p in persist.rglob("*"))
+    assert left == [".model-repo-persist.lock", "nar"], left
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
