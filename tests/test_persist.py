@@ -1153,3 +1153,35 @@ def test_signal_during_export_leaves_no_temporary_file(tmp_path: Path, models: M
     assert left == [".model-repo-persist.lock", "nar"], left
     res = cli(env, "export", path)
     assert res.returncode == 0, res.stderr
+
+
+def test_fallback_import_reads_no_more_than_the_narinfo_says(tmp_path: Path,
+                                                            models: Models) -> None:
+    """Without nix copy, an xz NAR that decompresses past its narinfo's NarSize (a
+    decompression bomb) is cut at NarSize + 1 byte, and one that is not xz at all is a
+    clear error (exit 3, before: a traceback, exit 70); nothing is left in the store."""
+    import lzma
+
+    from activate.persistdir import narinfo_path
+
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = models.fixed(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info_file = Path(narinfo_path(str(persist), path))
+    info = dict(ln.split(": ", 1) for ln in info_file.read_text().splitlines())
+    nar = (persist / info["URL"]).read_bytes()
+    for name, data, expect in (
+            ("bomb.nar.xz", lzma.compress(nar + b"\0" * (20 << 20)), "got sha256-"),
+            ("junk.nar.xz", b"not xz at all" * 100, "LZMAError")):
+        (persist / "nar" / name).write_bytes(data)
+        info.update({"URL": f"nar/{name}", "Compression": "xz",
+                     "FileSize": str(len(data))})
+        info_file.write_text("".join(f"{k}: {v}\n" for k, v in info.items()))
+        res = cli(env, "import", path, "--yes")
+        assert res.returncode == 3, res.stderr
+        assert expect in res.stderr and "Traceback" not in res.stderr
+        if name == "bomb.nar.xz":
+            assert f"{int(info['NarSize']) + 1} bytes)" in res.stderr, res.stderr
+        _nothing_left(path)
