@@ -103,7 +103,7 @@ narinfo_mutation = st.one_of(
               st.one_of(st.sampled_from(_VALUES), st.text(max_size=30))),
 )
 nar_damage = st.sampled_from(["genuine", "genuine", "truncated", "flipped", "planted",
-                              "random", "link out", "missing"])
+                              "random", "link out", "missing", "xz", "xz bomb"])
 json_value = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
     | st.text(max_size=20),
@@ -145,6 +145,7 @@ def folders(draw: Any) -> dict[str, Any]:
         "nix_hug": draw(st.one_of(st.none(), st.lists(
             st.one_of(st.sampled_from(["good", "fake"]), json_value), max_size=3))),
         "nar_folder_link": draw(st.sampled_from([False, False, False, True])),
+        "without_nix_copy": draw(st.booleans()),
     }
 
 
@@ -183,6 +184,16 @@ def _write(plan: dict[str, Any], m: Materials, persist: Path, outside: Path,
             target.write_bytes(m.planted_nar)
         elif damage == "random":
             target.write_bytes(os.urandom(len(nar)))
+        elif damage in ("xz", "xz bomb"):
+            import lzma
+
+            packed = lzma.compress(nar + (b"\0" * (4 << 20) if damage == "xz bomb" else b""))
+            target.write_bytes(packed)
+            info.update({"Compression": "xz", "FileSize": str(len(packed))})
+            if spec["present"]:
+                text = "".join(f"{k}: {v}\n" for k, v in info.items()).encode(
+                    "utf-8", "surrogateescape") + spec["junk"]
+                Path(narinfo_path(str(persist), store_path)).write_bytes(text)
         elif damage == "link out":
             target.symlink_to(outside / "victim")
         entries.append((which, store_path, info))
@@ -271,10 +282,18 @@ def run_example(plan: dict[str, Any], m: Materials, counts: Counter[str]) -> Non
     fake = "/nix/store/" + "".join(secrets.choice(B32) for _ in range(32)) + "-fuzz-fake"
     _write(plan, m, persist, outside, fake)
     before_outside = _snapshot(outside)
-    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(work / "home"),
+    path_var = os.environ.get("PATH", os.defpath)
+    if plan.get("without_nix_copy"):  # nix-store only: our own --dump/--import code
+        only = m.root / "only-nix-store"
+        if not only.exists():
+            only.mkdir()
+            (only / "nix-store").symlink_to(m.nix_store)
+        path_var = str(only)
+    env = {"PATH": path_var, "HOME": str(work / "home"),
            "MODEL_REPO_PERSIST_DIR": str(persist), "MODEL_REPO_STATE_DIR": str(work / "state"),
            "XDG_CONFIG_HOME": str(work / "config")}
     subprocess.run([m.nix_store, "--delete", m.good], capture_output=True)
+    imported_untrusted = False
     try:
         for argv, trusted in ((["store", "ls", "--json"], False), (["import", "--all"], False),
                               (["import", m.good], False), (["import", "--all", "--yes"], True),
@@ -292,11 +311,15 @@ def run_example(plan: dict[str, Any], m: Materials, counts: Counter[str]) -> Non
                 # Without trust only a content-addressed path enters the store.
                 if _valid(m.nix_store, m.good):
                     assert _ca_correct(m.nix_store, m.good), argv
-                    counts["good imported without --yes (CA checked)"] += 1
+                    imported_untrusted = True
                 assert not _valid(m.nix_store, fake), (argv, err)
             assert _snapshot(outside) == before_outside, argv
+        if imported_untrusted:
+            counts["examples: good imported without --yes (CA checked)"] += 1
         if _valid(m.nix_store, fake):
-            counts["fake imported with --yes (trusted)"] += 1
+            counts["examples: fake imported with --yes (trusted)"] += 1
+        if plan.get("without_nix_copy"):
+            counts["examples: without nix copy"] += 1
         assert sorted(p.name for p in work.iterdir()) in (
             ["outside", "persist"], ["home", "outside", "persist"],
             ["home", "outside", "persist", "state"], ["outside", "persist", "state"]), \
