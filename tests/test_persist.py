@@ -880,22 +880,36 @@ def _plant_links(persist: Path, store_path: str, outside: Path) -> None:
     (persist / "nix-cache-info").symlink_to(outside / "created-through-a-link")
 
 
-@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump"])
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump", "shared folder"])
 def test_export_never_writes_through_planted_symlinks(tmp_path: Path, models: Models,
                                                       how: str) -> None:
     """Issue 14, finding 3: in a persist folder another user can write, links planted
     under the names export writes (the manifest's and narinfo's temporary files, the
     NAR's, nix-cache-info) are never followed: every victim keeps its bytes, nothing is
-    created outside, and the export works."""
-    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    created outside, and the export works. A folder others can write (mode 1777) is
+    never given to `nix copy --to`, whose own temporary names (`<file>.tmp.<pid>.<n>`,
+    planted here too) it would follow."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path)) if how == "nix-store --dump" \
+        else _env(tmp_path)
     victims = _victims(tmp_path)
     persist = Path(env["MODEL_REPO_PERSIST_DIR"])
     path = models.fixed(_commit())
     _plant_links(persist, path, tmp_path / "outside")
     if how == "nix copy":
         (persist / "nix-cache-info").unlink()  # nix copy writes it itself (not ours)
+    if how == "shared folder":
+        from activate.persistdir import narinfo_path
+
+        persist.chmod(0o1777)
+        (persist / "nar").chmod(0o1777)
+        last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+        for pid in range(last, last + 3000):
+            Path(f"{narinfo_path(str(persist), path)}.tmp.{pid}.1").symlink_to(
+                tmp_path / "outside" / "victim-narinfo")
     res = cli(env, "export", path)
     assert res.returncode == 0, res.stderr
+    if how == "shared folder":
+        assert "model-repo's own writer" in res.stderr
     assert {p: p.read_bytes() for p in victims} == victims
     assert not (tmp_path / "outside" / "created-through-a-link").exists()
     assert _entries(env)[path]["status"] == "valid"
@@ -1184,3 +1198,70 @@ def test_export_and_import_show_a_bytes_bar_on_a_terminal_only(tmp_path: Path,
     code, _, term = on_terminal(fallback, "import", path)
     assert code == 0 and _valid(path), term
     assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_export_leaves_no_temporary_file(tmp_path: Path, models: Models,
+                                                       sig: signal.Signals) -> None:
+    """A signal while `export` (nix-store --dump) streams the NAR into the folder: exit
+    128+signal, one line, no temporary NAR, narinfo or manifest left; the next export
+    works."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    path = _big_model(tmp_path, models, 64)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "export", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (persist / "nar").is_dir() or not any((persist / "nar").iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not (persist / "model-repo-persist.json").exists(), "finished: bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    left = sorted(str(p.relative_to(persist)) for p in persist.rglob("*"))
+    assert left == [".model-repo-persist.lock", "nar"], left
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+
+
+def test_fallback_import_reads_no_more_than_the_narinfo_says(tmp_path: Path,
+                                                            models: Models) -> None:
+    """Without nix copy, an xz NAR that decompresses past its narinfo's NarSize (a
+    decompression bomb) is cut at NarSize + 1 byte, and one that is not xz at all is a
+    clear error (exit 3, before: a traceback, exit 70); nothing is left in the store."""
+    import lzma
+
+    from activate.persistdir import narinfo_path
+
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = models.fixed(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info_file = Path(narinfo_path(str(persist), path))
+    info = dict(ln.split(": ", 1) for ln in info_file.read_text().splitlines())
+    nar = (persist / info["URL"]).read_bytes()
+    for name, data, expect in (
+            ("bomb.nar.xz", lzma.compress(nar + b"\0" * (20 << 20)), "got sha256-"),
+            ("junk.nar.xz", b"not xz at all" * 100, "LZMAError")):
+        (persist / "nar" / name).write_bytes(data)
+        info.update({"URL": f"nar/{name}", "Compression": "xz",
+                     "FileSize": str(len(data))})
+        info_file.write_text("".join(f"{k}: {v}\n" for k, v in info.items()))
+        res = cli(env, "import", path, "--yes")
+        assert res.returncode == 3, res.stderr
+        assert expect in res.stderr and "Traceback" not in res.stderr
+        if name == "bomb.nar.xz":
+            assert f"{int(info['NarSize']) + 1} bytes)" in res.stderr, res.stderr
+        _nothing_left(path)

@@ -98,12 +98,15 @@ class Nix:
 
 
 def last_line(text: str) -> str:
+    """The line of a Nix command's stderr that says what went wrong: the last
+    ``error:`` line, else the last non-empty one."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
     return (errors or lines or ["(no output)"])[-1]
 
 
 def store_dir_of(store_path: str) -> str:
+    """The store directory of ``store_path`` (``/nix/store``)."""
     return os.path.dirname(store_path.rstrip("/"))
 
 

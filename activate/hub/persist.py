@@ -93,6 +93,8 @@ def _visible(text: str) -> str:
 
 
 def store_ls(args: argparse.Namespace, environ: Mapping[str, str], directory: str) -> int:
+    """``model-repo store ls``: each entry of ``directory`` (ours, then nix-hug's) with
+    its state, as a table or ``--json``. Returns 1 when one is broken, else 0."""
     entries = read_all(directory)
     nix = Nix.find(environ)
     states = status_of(nix, directory, entries)

@@ -154,6 +154,8 @@ def named_models(state_dir: str) -> list[NamedModel]:
 
 
 def matches_revision(cand: Candidate, revision: str) -> bool:
+    """True when ``revision`` is one of ``cand``'s refs or a prefix of its commit (7 to
+    40 hex digits, compared over the shorter of the two)."""
     if revision in cand.refs:
         return True
     if HEX.fullmatch(revision):
@@ -269,11 +271,17 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                       f"{', '.join(COMPRESSIONS)}")
     make_folder(directory, "persist folder", "set another one (--persist-dir, "
                 "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)")
+    nar_dir = os.path.join(directory, "nar")
+    if os.path.islink(nar_dir):
+        raise Failure(EXIT_ENVIRONMENT, f"{nar_dir} is a symbolic link, which model-repo "
+                      "never writes through: remove it (and check who can write "
+                      f"{directory})")
+    shared = writable_by_others(directory) or writable_by_others(nar_dir)
     with locked(directory):
         info, problem = check_cached(directory, store_path)
         if problem is None and info is not None:
             problem = _stale_or_damaged(nix, directory, store_path, info)
-        if problem is not None and os.path.exists(narinfo_path(directory, store_path)):
+        if problem is not None and os.path.lexists(narinfo_path(directory, store_path)):
             # nix copy skips a path whose narinfo exists: drop the bad entry first.
             if log:
                 log.warning(f"replacing the persisted copy: {problem}", path=store_path)
@@ -283,7 +291,7 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
         if problem is None and info is not None:
             if log:
                 log.info("already in the persist folder", path=store_path, dir=directory)
-        elif nix.nix is not None and not copy_unusable(proc := nix.run(
+        elif nix.nix is not None and not shared and not copy_unusable(proc := nix.run(
                 nix.nix, *NIX_FLAGS, "copy", "--to", persist_url(directory, compression),
                 store_path, bar=copy_bar(nix, store_path, None, "Exporting"))):
             if proc.returncode != 0:
@@ -295,6 +303,10 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
             if log:
                 log.info("exported", path=store_path, dir=directory, compression=compression)
         else:
+            if shared and nix.nix is not None and log:
+                log.warning("the persist folder can be written by other users: exporting "
+                            "with model-repo's own writer, which never follows a planted "
+                            "link (nix-store --dump), not nix copy", dir=directory)
             if compression != "none" and log:
                 log.warning(f"without nix copy the NAR is stored uncompressed, not "
                             f"{compression}")
@@ -317,6 +329,21 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
             raise Failure(EXIT_ENVIRONMENT, f"cannot write the manifest in {directory}: "
                           f"{exc.strerror or exc}") from exc
     return entry
+
+
+def writable_by_others(path: str) -> bool:
+    """True when a user other than this process's could create or replace entries in the
+    folder ``path`` (owned by another user, or group- or world-writable; False when it
+    does not exist). ``nix copy --to`` writes there through temporary names it does not
+    create exclusively (``<file>.tmp.<pid>.<n>``, followed if planted as links), so
+    :func:`export_path` writes such a folder with :func:`dump_to_cache` instead."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return st.st_uid != os.geteuid() or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
@@ -416,7 +443,10 @@ def export_after_prefetch(environ: Mapping[str, str], log: Any, *, store_path: s
 
 
 def run_export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
-            directory: str) -> int:
+               directory: str) -> int:
+    """``model-repo export``: find REPO's store path (a model name, a repo id and
+    revision, or a store path), copy it into ``directory`` and print it (or the entry
+    with ``--json``). Returns the exit status; raises :class:`Failure`."""
     from ..statefile import state_dir
 
     states = state_dir(args.state_dir, environ)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 from ..persistdir import ConfigError, narinfo_path
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure
 from .binarycache import (ca_verified, check_cached, fixed_output_path, narinfo_hash,
-                          persist_url)
+                          open_nofollow, persist_url)
 from .nar import NarError, nar_hash, sri
 from .nixstore import (NIX_FLAGS, copy_bar, Nix, check_store_path, copy_unusable, last_line,
                        parse_hf_name, store_dir_of)
@@ -118,20 +118,19 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
                       "addressed: pass --yes to trust the persist folder")
     compression = info.get("Compression", "none")
     nar = os.path.join(directory, info["URL"])
-    opener: Any
-    if compression == "none":
-        opener = open
-    elif compression == "xz":
-        import lzma
+    import lzma
 
-        opener = lzma.open
-    else:
+    def opener(path: str, mode: str) -> Any:
+        raw = open_nofollow(path)
+        return raw if compression == "none" else lzma.open(raw, mode)
+
+    if compression not in ("none", "xz"):
         raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: its NAR is "
                       f"{compression}-compressed, which needs `nix copy` (Nix 2.4 or later)")
     want_hash, want_size = narinfo_hash(info)
     digest = hashlib.sha256()
     size = 0
-    ok = False
+    ok = unreadable = False
     got = ""
     from .progress import byte_bar
     from .signals import on_interrupt
@@ -144,9 +143,13 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
         try:
             proc.stdin.write(struct.pack("<Q", 1))
             with opener(nar, "rb") as fh:
-                while chunk := fh.read(1 << 20):
+                # Never past the narinfo's NarSize (+1 to see it is longer): a
+                # decompression bomb or an endless file is cut there.
+                while chunk := fh.read(min(1 << 20, want_size + 1 - size)):
                     digest.update(chunk)
                     size += len(chunk)
+                    if size > want_size:
+                        break
                     proc.stdin.write(chunk)
                     bar.update(len(chunk))
             import base64
@@ -164,8 +167,9 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
                                       if deriver else "").encode())
                 trailer += struct.pack("<Q", 0) + struct.pack("<Q", 0)
                 proc.stdin.write(trailer)
-        except (BrokenPipeError, EOFError, OSError) as exc:
+        except (BrokenPipeError, EOFError, OSError, lzma.LZMAError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
+            unreadable = not isinstance(exc, BrokenPipeError)  # else Nix refused it
         finally:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
@@ -176,9 +180,10 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
     if os.path.lexists(store_path) and not nix.valid([store_path]):
         leftover = (" (removed the partial copy left in the store)" if nix.delete(store_path)
                     else f"; run nix-store --delete {store_path}")
-    reason = (problem or (last_line(err) if proc.returncode != 0 else "")) if ok else (
-        f"the NAR does not match its narinfo (NarHash {want_hash}, {want_size} bytes; "
-        f"got {got or 'nothing'}, {size} bytes)")
+    reason = f"cannot read its NAR ({problem})" if unreadable else (
+        (problem or (last_line(err) if proc.returncode != 0 else "")) if ok else (
+            f"the NAR does not match its narinfo (NarHash {want_hash}, {want_size} bytes; "
+            f"got {got or 'nothing'}, {size} bytes)"))
     raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path} from {directory}: {reason}; "
                   f"nothing was imported{leftover}; export it again while it is in the "
                   "store, or rebuild it")
@@ -356,7 +361,11 @@ def _check_tree(path: str, chosen: Sequence[RemoteFile],
 
 
 def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
-            directory: str, stdin: TextIO) -> int:
+               directory: str, stdin: TextIO) -> int:
+    """``model-repo import``: restore REPO's entries (or all with ``--all``) from
+    ``directory``, asking on ``stdin`` for unsigned paths unless ``--yes``; prints each
+    path now valid. Returns 0, or 1 when some were not imported (broken entries, a
+    declined confirmation); raises :class:`Failure`."""
     entries = read_all(directory)
     if args.all:
         if args.repo:

@@ -135,6 +135,7 @@ def _store_path(obj: dict[str, Any]) -> str:
 
 
 def manifest_path(directory: str) -> str:
+    """``<directory>/model-repo-persist.json``."""
     return os.path.join(directory, MANIFEST)
 
 
