@@ -93,8 +93,7 @@ def stream(method: str, url: str, *, headers: dict[str, str], deadline: Deadline
         if http_stream_backoff is not None:
             cm = http_stream_backoff(method, url, follow_redirects=True, **kwargs)
         else:
-            cm = contextlib.closing(http_backoff(method, url, stream=True,
-                                                 allow_redirects=True, **kwargs))
+            cm = contextlib.closing(_requests_backoff(http_backoff, method, url, **kwargs))
         with cm as r:
             if r.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
                 yield r
@@ -108,10 +107,35 @@ def stream(method: str, url: str, *, headers: dict[str, str], deadline: Deadline
     raise AssertionError  # pragma: no cover - the loop yields or raises
 
 
+def _requests_backoff(http_backoff: Any, method: str, url: str, **kwargs: Any) -> Any:
+    """huggingface_hub 0.x's ``http_backoff`` (requests), streaming; the response of the
+    last try when it gives up on a status (it raises requests' own ``HTTPError`` there,
+    which the caller's ``hf_raise_for_status`` turns into huggingface_hub's error)."""
+    try:
+        return http_backoff(method, url, stream=True, allow_redirects=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - requests.HTTPError carrying the response
+        resp = getattr(exc, "response", None)
+        if resp is None or not hasattr(resp, "status_code"):
+            raise
+        return resp
+
+
 def iter_body(r: Any) -> Iterator[bytes]:
-    """The body's chunks, for an httpx or a requests response."""
+    """The body's chunks as they arrive, for an httpx or a requests response (with
+    requests, urllib3's ``read1`` where it has one: ``iter_content`` waits for a whole
+    chunk, so a body trickling a byte at a time would never reach a deadline check)."""
     if hasattr(r, "iter_bytes"):
         return r.iter_bytes()
+    raw = getattr(r, "raw", None)
+    if raw is not None and hasattr(raw, "read1"):
+        def chunks() -> Iterator[bytes]:
+            while True:
+                data = raw.read1(1 << 16, decode_content=True)
+                if not data:
+                    return
+                yield data
+
+        return chunks()
     return r.iter_content(chunk_size=1 << 16)
 
 
