@@ -143,6 +143,8 @@ class MockHub:
         self.tree_hook = None  # callable(list of entries) -> the entries a page answers
         self.endless_pages = False  # every tree page links a next one (a new cursor)
         self.file_hook: dict[str, object] = {}  # path -> callable(handler): its answer
+        self.info_hook = None  # callable(info document) -> the document the API answers
+        self.link_hook = None  # callable(next-page URL) -> the URL the Link header gives
         self.rate_limited: dict[str, int] = {}  # path or "api" -> 429 answers left
         self.retry_after = "1"  # the Retry-After of those 429 answers
         self._lock = threading.Lock()
@@ -410,7 +412,7 @@ class _HubHandler(_Base):
                                 "pointerSize": len(b.pointer)}
             siblings.append(s)
         org = repo.repo_id.split("/")[0] if "/" in repo.repo_id else None
-        self.send_json({
+        doc = {
             "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
             "id": repo.repo_id, "author": org, "sha": commit,
             "lastModified": repo.dates[commit], "createdAt": "2021-08-30T00:00:00.000Z",
@@ -419,7 +421,8 @@ class _HubHandler(_Base):
                       else repo.gated_label),
             "disabled": False, "downloads": 0, "likes": 0, "tags": [],
             "siblings": siblings,
-        })
+        }
+        self.send_json(doc if self.mock.info_hook is None else self.mock.info_hook(doc))
 
     def tree(self, repo: Repo, rev: str, sub: str, query: dict, raw_path: str) -> None:
         commit = self.commit_of(repo, rev)
@@ -454,6 +457,8 @@ class _HubHandler(_Base):
         if cursor + self.mock.page_size < len(items) or self.mock.endless_pages:
             nxt = (f"{self.mock.url}{raw_path}?recursive={str(recursive).lower()}"
                    f"&expand=false&cursor={cursor + self.mock.page_size}")
+            if self.mock.link_hook is not None:
+                nxt = self.mock.link_hook(nxt)
             headers["Link"] = f'<{nxt}>; rel="next"'
         self.send_json(page, headers)
 
@@ -563,7 +568,7 @@ class _CdnHandler(_Base):
         for repo in list(self.mock.repos.values()):
             for blobs in list(repo.commits.values()):
                 for blob in blobs.values():
-                    if blob.lfs and blob.sha256 == sha:
+                    if blob.sha256 == sha:  # LFS files; any file a test redirects here
                         return self.send_blob(blob, {"ETag": f'"{sha}"'},
                                               self.mock.corrupt.get(sha))
         self.error(404, None, "NoSuchKey")

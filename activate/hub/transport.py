@@ -60,6 +60,18 @@ def _retry_wait(headers: Any, attempt: int) -> float:
     return float(min(60, 2 ** attempt))
 
 
+def _retries_within(seconds: float) -> int:
+    """How many of huggingface_hub's retries (at most its default 5) fit in ``seconds``:
+    its backoff sleeps 1, 2, 4, 8, 8 … seconds (``base_wait_time=1``,
+    ``max_wait_time=8``), and a sleep cannot be cut short by a deadline check."""
+    retries, total, wait = 0, 0.0, 1.0
+    while retries < 5 and total + wait < seconds:
+        total += wait
+        wait = min(8.0, wait * 2)
+        retries += 1
+    return retries
+
+
 def same_origin(url: str, endpoint: str) -> bool:
     """True when ``url`` has the scheme, host and port of ``endpoint``."""
     a, b = urlsplit(url), urlsplit(endpoint)
@@ -85,7 +97,8 @@ def stream(method: str, url: str, *, headers: dict[str, str], deadline: Deadline
     timeout = float(getattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 10) or 10)
     timeout = max(1.0, min(timeout, deadline.left()))
     kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout,
-                              "retry_on_status_codes": RETRY_STATUSES}
+                              "retry_on_status_codes": RETRY_STATUSES,
+                              "max_retries": _retries_within(deadline.left())}
     if data is not None:
         kwargs["data"] = data
     for attempt in range(RATE_LIMIT_RETRIES + 1):
