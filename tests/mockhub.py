@@ -11,6 +11,8 @@ Two ``http.server`` servers in threads on 127.0.0.1 (ephemeral ports):
   ``GET /api/{models,datasets}/{repo}[/revision/{rev}]``  repo info with ``sha``
   ``GET /api/{models,datasets}/{repo}/tree/{rev}[/{path}]?recursive=…``  the listing,
       paginated with a ``Link: <…>; rel="next"`` header (``page_size`` entries a page)
+  ``POST /api/{models,datasets}/{repo}/paths-info/{rev}``  the entries of form field
+      ``paths`` (repeated), unknown paths left out (``get_paths_info``)
   ``HEAD|GET /[datasets/]{repo}/resolve/{rev}/{path}``  a small file: 200 with
       ``X-Repo-Commit``, ``ETag`` (git blob sha1) and ``Content-Length``; an LFS file:
       302 to the CDN with ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``
@@ -25,6 +27,11 @@ answer 401 ``GatedRepo`` without a token and 403 with a token that has no access
 
 File contents are ``bytes`` or a ``Path`` (streamed from disk, hashed once).
 Every request is recorded in ``MockHub.requests``.
+
+Hostile answers (``answer_commit``, ``info_hook``, ``tree_hook``, ``endless_pages``,
+``link_hook``, ``file_hook`` with :func:`endless_body` / :func:`trickle`,
+``rate_limited`` with ``retry_after``) make it lie or never end, always bounded, for
+tests/test_hub_hostile.py and the fuzz campaign (tests/hubfuzz.py).
 
 ``MockHub.aliases`` maps an old or short id (``("model", "gpt2")``) to the repo's
 canonical id, which the API reports as ``id`` (the Hub redirects renamed and
