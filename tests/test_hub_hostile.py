@@ -198,3 +198,25 @@ def test_escape_helper_escapes_control_characters_only():
     assert printable("a\x1b[31mb\nc\td") == "a\\x1b[31mb\\nc\\td"
     assert printable("x\u202ey\u200bz") == "x\\u202ey\\u200bz"
     assert printable("\udc80") == "\\udc80"
+
+
+def test_a_hub_that_lists_otherwise_for_the_download_fails_with_one_line(tmp_path: Path):
+    """huggingface_hub's snapshot_download lists the repo's files again itself (its
+    own ``list_repo_tree``): a Hub that answers that second time with a path outside
+    the folder (after a clean first answer) ends the snapshot prefetch with exit 3 and
+    one line, nothing written outside the download folder."""
+    with MockHub(page_size=50) as hub:
+        hub.add_repo(REPO, FILES)
+        calls = []
+
+        def hook(items: list[dict]) -> list[dict]:
+            calls.append(1)
+            if len(calls) == 1:
+                return items
+            return [*items, {**items[0], "path": "../../../escaped.json"}]
+
+        hub.tree_hook = hook
+        p = cli(hub, tmp_path, "prefetch", REPO)
+        assert len(calls) >= 2  # huggingface_hub asked again
+        failed(p, 3, "escaped.json")
+        assert not list(tmp_path.parent.rglob("escaped.json"))

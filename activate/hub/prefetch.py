@@ -256,11 +256,20 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
                     ignore_patterns=ignore)) != wanted:
                 allow, ignore = [fnmatch_escape(p) for p in sorted(wanted)], None
         log.info("downloading", files=len(chosen), size=human_size(total), into=dl)
-        session.call("downloading the files", lambda: snapshot_download(
-            res.repo_id, repo_type=res.repo_type, revision=res.commit, local_dir=dl,
-            allow_patterns=allow, ignore_patterns=ignore, endpoint=session.endpoint,
-            token=session.token), repo_id=res.repo_id, repo_type=res.repo_type,
-            ref=sel.revision)
+        try:
+            session.call("downloading the files", lambda: snapshot_download(
+                res.repo_id, repo_type=res.repo_type, revision=res.commit, local_dir=dl,
+                allow_patterns=allow, ignore_patterns=ignore, endpoint=session.endpoint,
+                token=session.token), repo_id=res.repo_id, repo_type=res.repo_type,
+                ref=sel.revision)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            # huggingface_hub lists the repo again itself: a Hub answering it otherwise
+            # than our checked listing (a path outside the folder, a field missing)
+            from .api import printable
+
+            raise Failure(EXIT_ENVIRONMENT, f"downloading the files of {res.repo_id} failed: "
+                          f"{type(exc).__name__}: {printable(str(exc))[:300]}; retry, or "
+                          "check HF_ENDPOINT") from exc
         for f in chosen:
             src = os.path.join(dl, f.path)
             if os.path.isfile(src):
