@@ -11,6 +11,8 @@ Two ``http.server`` servers in threads on 127.0.0.1 (ephemeral ports):
   ``GET /api/{models,datasets}/{repo}[/revision/{rev}]``  repo info with ``sha``
   ``GET /api/{models,datasets}/{repo}/tree/{rev}[/{path}]?recursive=…``  the listing,
       paginated with a ``Link: <…>; rel="next"`` header (``page_size`` entries a page)
+  ``POST /api/{models,datasets}/{repo}/paths-info/{rev}``  the entries of form field
+      ``paths`` (repeated), unknown paths left out (``get_paths_info``)
   ``HEAD|GET /[datasets/]{repo}/resolve/{rev}/{path}``  a small file: 200 with
       ``X-Repo-Commit``, ``ETag`` (git blob sha1) and ``Content-Length``; an LFS file:
       302 to the CDN with ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``
@@ -25,6 +27,11 @@ answer 401 ``GatedRepo`` without a token and 403 with a token that has no access
 
 File contents are ``bytes`` or a ``Path`` (streamed from disk, hashed once).
 Every request is recorded in ``MockHub.requests``.
+
+Hostile answers (``answer_commit``, ``info_hook``, ``tree_hook``, ``endless_pages``,
+``link_hook``, ``file_hook`` with :func:`endless_body` / :func:`trickle`,
+``rate_limited`` with ``retry_after``) make it lie or never end, always bounded, for
+tests/test_hub_hostile.py and the fuzz campaign (tests/hubfuzz.py).
 
 ``MockHub.aliases`` maps an old or short id (``("model", "gpt2")``) to the repo's
 canonical id, which the API reports as ``id`` (the Hub redirects renamed and
@@ -143,6 +150,8 @@ class MockHub:
         self.tree_hook = None  # callable(list of entries) -> the entries a page answers
         self.endless_pages = False  # every tree page links a next one (a new cursor)
         self.file_hook: dict[str, object] = {}  # path -> callable(handler): its answer
+        self.info_hook = None  # callable(info document) -> the document the API answers
+        self.link_hook = None  # callable(next-page URL) -> the URL the Link header gives
         self.rate_limited: dict[str, int] = {}  # path or "api" -> 429 answers left
         self.retry_after = "1"  # the Retry-After of those 429 answers
         self._lock = threading.Lock()
@@ -410,7 +419,7 @@ class _HubHandler(_Base):
                                 "pointerSize": len(b.pointer)}
             siblings.append(s)
         org = repo.repo_id.split("/")[0] if "/" in repo.repo_id else None
-        self.send_json({
+        doc = {
             "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
             "id": repo.repo_id, "author": org, "sha": commit,
             "lastModified": repo.dates[commit], "createdAt": "2021-08-30T00:00:00.000Z",
@@ -419,7 +428,8 @@ class _HubHandler(_Base):
                       else repo.gated_label),
             "disabled": False, "downloads": 0, "likes": 0, "tags": [],
             "siblings": siblings,
-        })
+        }
+        self.send_json(doc if self.mock.info_hook is None else self.mock.info_hook(doc))
 
     def tree(self, repo: Repo, rev: str, sub: str, query: dict, raw_path: str) -> None:
         commit = self.commit_of(repo, rev)
@@ -454,6 +464,8 @@ class _HubHandler(_Base):
         if cursor + self.mock.page_size < len(items) or self.mock.endless_pages:
             nxt = (f"{self.mock.url}{raw_path}?recursive={str(recursive).lower()}"
                    f"&expand=false&cursor={cursor + self.mock.page_size}")
+            if self.mock.link_hook is not None:
+                nxt = self.mock.link_hook(nxt)
             headers["Link"] = f'<{nxt}>; rel="next"'
         self.send_json(page, headers)
 
@@ -563,7 +575,7 @@ class _CdnHandler(_Base):
         for repo in list(self.mock.repos.values()):
             for blobs in list(repo.commits.values()):
                 for blob in blobs.values():
-                    if blob.lfs and blob.sha256 == sha:
+                    if blob.sha256 == sha:  # LFS files; any file a test redirects here
                         return self.send_blob(blob, {"ETag": f'"{sha}"'},
                                               self.mock.corrupt.get(sha))
         self.error(404, None, "NoSuchKey")

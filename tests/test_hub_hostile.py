@@ -198,3 +198,44 @@ def test_escape_helper_escapes_control_characters_only():
     assert printable("a\x1b[31mb\nc\td") == "a\\x1b[31mb\\nc\\td"
     assert printable("x\u202ey\u200bz") == "x\\u202ey\\u200bz"
     assert printable("\udc80") == "\\udc80"
+
+
+def test_a_hub_that_lists_otherwise_for_the_download_fails_with_one_line(tmp_path: Path):
+    """huggingface_hub's snapshot_download lists the repo's files again itself (its
+    own ``list_repo_tree`` in 2.x, the info's ``siblings`` in 0.x): a Hub that answers
+    that second time with a path outside the folder (after clean first answers) ends
+    the snapshot prefetch with exit 3 and one line, nothing written outside the
+    download folder."""
+    evil = "../../../escaped.json"
+    with MockHub(page_size=50) as hub:
+        hub.add_repo(REPO, FILES)
+        trees: list[int] = []
+        infos: list[int] = []
+
+        def tree(items: list[dict]) -> list[dict]:
+            trees.append(1)
+            return items if len(trees) == 1 else [*items, {**items[0], "path": evil}]
+
+        def info(doc: dict) -> dict:
+            infos.append(1)
+            return doc if len(infos) == 1 else {
+                **doc, "siblings": [*doc["siblings"], {"rfilename": evil}]}
+
+        hub.tree_hook, hub.info_hook = tree, info
+        p = cli(hub, tmp_path, "prefetch", REPO)
+        assert len(trees) + len(infos) >= 3  # huggingface_hub asked again
+        failed(p, 3, "downloading the files")
+        assert not list(tmp_path.parent.rglob("escaped.json"))
+
+
+def test_an_endless_body_in_a_snapshot_prefetch_stops_near_the_listed_size(hub: MockHub,
+                                                                           tmp_path: Path):
+    hub.add_repo(REPO, FILES)
+    hub.file_hook["config.json"] = lambda h: endless_body(h, limit=2 << 30)
+    t = time.monotonic()
+    p = cli(hub, tmp_path, "prefetch", REPO)
+    failed(p, 3, "more than")
+    assert time.monotonic() - t < 60
+    assert hub.bytes_sent < 512 << 20  # of 2 GiB offered: the guard stopped the download
+    dl = tmp_path / "cache" / "model-repo" / "prefetch"
+    assert not [d for d in dl.iterdir() if d.is_dir()]  # nothing kept, nothing half-done

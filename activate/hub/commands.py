@@ -165,7 +165,8 @@ def _warn_case(log: Any, res: Resolved, sel: Selection) -> None:
             ("leaves out " + ", ".join(dropped[:5]) + (" …" if len(dropped) > 5 else ""))
             if dropped else "") if x)
         log.warning("on a darwin builder (git core.ignorecase=true) these patterns select "
-                    f"other files ({what}), so this hash would not reproduce there: write "
+                    f"other files ({printable(what)}), so this hash would not reproduce "
+                    "there: write "
                     "patterns that match only the files you mean whatever their case")
 
 

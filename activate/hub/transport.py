@@ -60,6 +60,18 @@ def _retry_wait(headers: Any, attempt: int) -> float:
     return float(min(60, 2 ** attempt))
 
 
+def _retries_within(seconds: float) -> int:
+    """How many of huggingface_hub's retries (at most its default 5) fit in ``seconds``:
+    its backoff sleeps 1, 2, 4, 8, 8 … seconds (``base_wait_time=1``,
+    ``max_wait_time=8``), and a sleep cannot be cut short by a deadline check."""
+    retries, total, wait = 0, 0.0, 1.0
+    while retries < 5 and total + wait < seconds:
+        total += wait
+        wait = min(8.0, wait * 2)
+        retries += 1
+    return retries
+
+
 def same_origin(url: str, endpoint: str) -> bool:
     """True when ``url`` has the scheme, host and port of ``endpoint``."""
     a, b = urlsplit(url), urlsplit(endpoint)
@@ -85,7 +97,8 @@ def stream(method: str, url: str, *, headers: dict[str, str], deadline: Deadline
     timeout = float(getattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 10) or 10)
     timeout = max(1.0, min(timeout, deadline.left()))
     kwargs: dict[str, Any] = {"headers": headers, "timeout": timeout,
-                              "retry_on_status_codes": RETRY_STATUSES}
+                              "retry_on_status_codes": RETRY_STATUSES,
+                              "max_retries": _retries_within(deadline.left())}
     if data is not None:
         kwargs["data"] = data
     for attempt in range(RATE_LIMIT_RETRIES + 1):
@@ -93,8 +106,7 @@ def stream(method: str, url: str, *, headers: dict[str, str], deadline: Deadline
         if http_stream_backoff is not None:
             cm = http_stream_backoff(method, url, follow_redirects=True, **kwargs)
         else:
-            cm = contextlib.closing(http_backoff(method, url, stream=True,
-                                                 allow_redirects=True, **kwargs))
+            cm = contextlib.closing(_requests_backoff(http_backoff, method, url, **kwargs))
         with cm as r:
             if r.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
                 yield r
@@ -108,10 +120,35 @@ def stream(method: str, url: str, *, headers: dict[str, str], deadline: Deadline
     raise AssertionError  # pragma: no cover - the loop yields or raises
 
 
+def _requests_backoff(http_backoff: Any, method: str, url: str, **kwargs: Any) -> Any:
+    """huggingface_hub 0.x's ``http_backoff`` (requests), streaming; the response of the
+    last try when it gives up on a status (it raises requests' own ``HTTPError`` there,
+    which the caller's ``hf_raise_for_status`` turns into huggingface_hub's error)."""
+    try:
+        return http_backoff(method, url, stream=True, allow_redirects=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - requests.HTTPError carrying the response
+        resp = getattr(exc, "response", None)
+        if resp is None or not hasattr(resp, "status_code"):
+            raise
+        return resp
+
+
 def iter_body(r: Any) -> Iterator[bytes]:
-    """The body's chunks, for an httpx or a requests response."""
+    """The body's chunks as they arrive, for an httpx or a requests response (with
+    requests, urllib3's ``read1`` where it has one: ``iter_content`` waits for a whole
+    chunk, so a body trickling a byte at a time would never reach a deadline check)."""
     if hasattr(r, "iter_bytes"):
         return r.iter_bytes()
+    raw = getattr(r, "raw", None)
+    if raw is not None and hasattr(raw, "read1"):
+        def chunks() -> Iterator[bytes]:
+            while True:
+                data = raw.read1(1 << 16, decode_content=True)
+                if not data:
+                    return
+                yield data
+
+        return chunks()
     return r.iter_content(chunk_size=1 << 16)
 
 
