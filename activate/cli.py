@@ -426,9 +426,10 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
     if given): stdout stays empty and the error lists the profiles that have one."""
     import json
 
-    from .noop import verify_records
     from .cachedir import flag_hub_dir
+    from .noop import verify_records
     from .state import CorruptState, list_states, state_dir
+    from .tree import Below
 
     hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)
@@ -447,18 +448,20 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
         if args.profile and st.profile != args.profile:
             continue
         entries = []
+        # Entries are read relative to the hub dir's descriptor: a path of any length.
+        below = Below.open(st.hub_dir)
         for rec in st.records:
             if rec.kind == "dir":
                 continue
             raw = rec.to_json()
-            ok = verify_records(st.hub_dir, [raw])
+            ok = below is not None and verify_records(st.hub_dir, [raw], below)
             state = "ok"
             if not ok:
-                full = os.path.join(st.hub_dir, rec.path)
-                if rec.kind in ("snapshot", "tree") and os.path.lexists(full) \
+                present = below is not None and below.exists(rec.path)
+                if rec.kind in ("snapshot", "tree") and present \
                         and not os.path.isdir(rec.value or ""):
                     state = "dangling"
-                elif not os.path.lexists(full):
+                elif not present:
                     state = "missing"
                 else:
                     state = "changed"
@@ -470,6 +473,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
                 hint = import_hint(rec.value, environ)
                 if hint:
                     entries[-1]["fix"] = hint
+        if below is not None:
+            below.close()
         report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
                        "upToDate": st.complete, "entries": entries,
                        "blocked": st.problems})

@@ -16,6 +16,7 @@ import os
 import stat
 
 from .statefile import state_dir, write_if_changed
+from .tree import Below, verify
 
 # The no-op path must not import typing or collections (~10 ms): annotations are
 # strings (PEP 563) and these names exist only for type checkers.
@@ -24,40 +25,49 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 
-def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
+def verify_records(hub_dir: str, records: list[Mapping[str, object]],
+                   below: Below | None = None) -> bool:
     """True when every record still holds on disk (the no-op check; standard library
-    only, a few syscalls per record)."""
+    only, a few syscalls per record). Entries are read relative to the hub dir's
+    descriptor (``below``, or opened here), so a path of any length is checked."""
+    own = below is None
+    if below is None:
+        below = Below.open(hub_dir)
+        if below is None:
+            return False
+    try:
+        return _verify(hub_dir, records, below)
+    finally:
+        if own:
+            below.close()
+
+
+def _verify(hub_dir: str, records: list[Mapping[str, object]], below: Below) -> bool:
     for rec in records:
-        path = os.path.join(hub_dir, str(rec["path"]))
+        rel = str(rec["path"])
         kind = rec["kind"]
         try:
             if kind == "dir":
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                if not stat.S_ISDIR(below.lstat(rel).st_mode):
                     return False
             elif kind == "snapshot":
                 value = str(rec["value"])
                 try:
-                    if os.readlink(path) != value:
+                    if below.readlink(rel) != value:
                         return False
                 except OSError as exc:
                     if exc.errno != errno.EINVAL or rec.get("created"):
                         return False
-                    if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    if not stat.S_ISDIR(below.lstat(rel).st_mode):
                         return False
                 if not os.path.isdir(value):
                     return False
             elif kind == "tree":
-                from .tree import verify
-
-                if not verify(hub_dir, str(rec["path"]), str(rec["value"])):
+                if not verify(hub_dir, rel, str(rec["value"]), below):
                     return False
             elif kind == "ref":
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    if os.read(fd, 64) != str(rec["value"]).encode():
-                        return False
-                finally:
-                    os.close(fd)
+                if below.read(rel, 64) != str(rec["value"]).encode():
+                    return False
             else:
                 return False
         except OSError:

@@ -56,12 +56,17 @@ def create_temp(path: str, mode: int = 0o600) -> tuple[int, str]:
     directory, base = os.path.split(path)
     for _ in range(100):
         tmp = os.path.join(directory, f".{base}.tmp-{os.urandom(8).hex()}")
+        # Registered first: a signal handler running right after the file exists (before
+        # the next statement) must find it.
+        _LIVE_TEMPS.add(tmp)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, mode)
-        except FileExistsError:
-            continue
-        _LIVE_TEMPS.add(tmp)
+        except BaseException as exc:
+            _LIVE_TEMPS.discard(tmp)
+            if isinstance(exc, FileExistsError):
+                continue
+            raise
         return fd, tmp
     raise FileExistsError(f"cannot create a temporary file beside {path}")  # pragma: no cover
 

@@ -31,6 +31,85 @@ if TYPE_CHECKING:
 
 BLOB_PREFIX = "model-repo-"
 
+#: The longest relative path handed to the kernel in one call: below PATH_MAX (4096 bytes
+#: on Linux, 1024 on darwin) with room to spare; a longer one is walked a directory at a
+#: time (a partial model's file path may be up to 4,096 bytes on its own).
+_ONE_CALL = 960
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Below:
+    """Read entries below one directory through its descriptor ``fd`` (owned by this
+    object: :meth:`close`), whatever the length of their relative paths: a short one in
+    one call (``dir_fd=fd``), a long one from descriptors of its parent directories,
+    opened one component at a time (``O_NOFOLLOW``) and kept until :meth:`close`. Only
+    reads; standard library only (the no-op path uses it)."""
+
+    __slots__ = ("fd", "_dirs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._dirs: dict[str, int] = {}
+
+    @classmethod
+    def open(cls, directory: str) -> Below | None:
+        """The directory at ``directory`` (followed), or None when it cannot be opened."""
+        try:
+            return cls(os.open(directory, _DIR_FLAGS))
+        except OSError:
+            return None
+
+    def at(self, rel: str) -> tuple[int, str]:
+        """``(directory descriptor, name)`` to reach ``rel`` with a ``dir_fd`` call.
+        Raises OSError when a directory on the way cannot be opened."""
+        if len(rel) < _ONE_CALL:
+            return self.fd, rel
+        parent, _, name = rel.rpartition("/")
+        return self._dir(parent), name
+
+    def _dir(self, rel: str) -> int:
+        fd = self._dirs.get(rel)
+        if fd is None:
+            if len(rel) < _ONE_CALL:
+                fd = os.open(rel, _DIR_FLAGS, dir_fd=self.fd)
+            else:
+                parent, _, name = rel.rpartition("/")
+                fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW,
+                             dir_fd=self._dir(parent) if parent else self.fd)
+            self._dirs[rel] = fd
+        return fd
+
+    def readlink(self, rel: str) -> str:
+        fd, name = self.at(rel)
+        return os.readlink(name, dir_fd=fd)
+
+    def lstat(self, rel: str) -> os.stat_result:
+        fd, name = self.at(rel)
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+    def exists(self, rel: str) -> bool:
+        """True when something (a link too) is at ``rel``."""
+        try:
+            self.lstat(rel)
+        except OSError:
+            return False
+        return True
+
+    def read(self, rel: str, limit: int) -> bytes:
+        """The first ``limit`` bytes of regular file ``rel`` (not following a link)."""
+        fd, name = self.at(rel)
+        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            return os.read(f, limit)
+        finally:
+            os.close(f)
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+        os.close(self.fd)
+
 
 def store_files(store_path: str) -> list[str]:
     """The relative paths of every non-directory under ``store_path``, sorted, ``/``
@@ -85,12 +164,22 @@ def links_in_place(read_link: Callable[[str], str | None], snapshot_rel: str,
     return True
 
 
-def verify(hub_dir: str, snapshot_rel: str, store_path: str) -> bool:
+def verify(hub_dir: str, snapshot_rel: str, store_path: str,
+           below: Below | None = None) -> bool:
     """True when the partial snapshot ``snapshot_rel`` (relative to ``hub_dir``) links
-    every file of ``store_path`` (an empty or missing store path: False)."""
+    every file of ``store_path`` (an empty or missing store path: False). ``below``: the
+    hub dir already opened (else it is opened here); links are read relative to it, so
+    a file path of any length is checked."""
+    own = below is None
+    if below is None:
+        below = Below.open(hub_dir)
+        if below is None:
+            return False
     try:
         files = store_files(store_path)
-        return bool(files) and links_in_place(
-            lambda rel: os.readlink(os.path.join(hub_dir, rel)), snapshot_rel, store_path, files)
+        return bool(files) and links_in_place(below.readlink, snapshot_rel, store_path, files)
     except OSError:
         return False
+    finally:
+        if own:
+            below.close()

@@ -17,9 +17,9 @@ _model_repo_options() {
         'deactivate') echo '-h --help --dry-run --forget -v --verbose -q --quiet --profile --cache-dir --lock-timeout --log-format --color --state-dir' ;;
         'schema') echo '-h --help' ;;
         'prepare-dataset') echo '-h --help --repo-id --revision --out --config' ;;
-        'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --log-format --color' ;;
-        'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --log-format --color' ;;
-        'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --lock-file --log-format --color' ;;
+        'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --mmproj --log-format --color' ;;
+        'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --mmproj --log-format --color' ;;
+        'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --mmproj --lock-file --log-format --color' ;;
         'update') echo '-h --help --dry-run --check --json -v --verbose --debug -q --quiet --lock-file --log-format --color' ;;
         'export') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --store-path --file --include --exclude --compression --state-dir --persist-dir --log-format --color' ;;
         'import') echo '-h --help --dataset --all -y --yes --no-check-sigs -v --verbose --debug -q --quiet -r --revision --ref --persist-dir --log-format --color' ;;
@@ -68,6 +68,7 @@ _model_repo_takes_value() {
         'prefetch --file') return 0 ;;
         'prefetch --include') return 0 ;;
         'prefetch --exclude') return 0 ;;
+        'prefetch --mmproj') return 0 ;;
         'prefetch --log-format') return 0 ;;
         'prefetch --color') return 0 ;;
         'ls -r') return 0 ;;
@@ -76,6 +77,7 @@ _model_repo_takes_value() {
         'ls --file') return 0 ;;
         'ls --include') return 0 ;;
         'ls --exclude') return 0 ;;
+        'ls --mmproj') return 0 ;;
         'ls --log-format') return 0 ;;
         'ls --color') return 0 ;;
         'lock -r') return 0 ;;
@@ -84,6 +86,7 @@ _model_repo_takes_value() {
         'lock --file') return 0 ;;
         'lock --include') return 0 ;;
         'lock --exclude') return 0 ;;
+        'lock --mmproj') return 0 ;;
         'lock --lock-file') return 0 ;;
         'lock --log-format') return 0 ;;
         'lock --color') return 0 ;;

@@ -9,9 +9,12 @@ let
   cache = import ./cache.nix { inherit lib; };
   manifest = import ./manifest.nix { inherit lib; };
   datasets = import ./datasets.nix { inherit lib; };
+  # GGUF quantization tags: gguf.select { paths; quant; mmproj ? "auto"; },
+  # gguf.splitModelRef "ORG/NAME:QUANT" (the rule of activate/gguf.py).
+  gguf = import ./gguf.nix { inherit lib; };
 in
 {
-  inherit naming options manifest datasets;
+  inherit naming options manifest gguf datasets;
   # pkgs -> { snapshot; repoId; revision; configs ? [ ]; … } -> the dataset's arrow
   # cache for the `datasets` library (lib/datasets.nix)
   inherit (datasets) prepareDataset;

@@ -70,6 +70,9 @@ let
     # Before the regular expressions, which recurse per character.
     else if builtins.stringLength seg > maxSegmentBytes then
       "has a segment longer than ${toString maxSegmentBytes} bytes"
+    # Printable ASCII (most names): valid UTF-8 without control characters.
+    else if builtins.match "[ -~]*" seg != null then
+      null
     else if !(isUtf8 seg) then
       "is not UTF-8"
     else if hasControl seg then
@@ -77,10 +80,25 @@ let
     else
       null;
 
+  # The common case in one regular expression, without splitting: at most 255
+  # bytes (so every segment is), segments of printable ASCII, none empty, "."
+  # or "..", the name not ending in ".drv". (Only short strings: the matcher
+  # recurses per character.)
+  plainPath =
+    p:
+    builtins.stringLength p <= maxSegmentBytes
+    && builtins.match "([ -.0-~]+/)*[ -.0-~]+" p != null
+    && builtins.match "(.*/)?[.][.]?(/.*)?" p == null
+    && !(lib.hasSuffix ".drv" p);
+
   # Why `p` is not a repo file path (a phrase to follow the path), or null.
   repoPathError =
     p:
     if !(builtins.isString p) then
+      "is not a string"
+    else if plainPath p then
+      null
+    else if !(builtins.isString p) then
       "is not a string"
     else if p == "" then
       "is empty"
@@ -150,11 +168,24 @@ let
   # (which huggingface_hub's hf_hub_url uses) does on the segment's UTF-8 bytes:
   # "é" -> "%C3%A9", " " -> "%20". (nixpkgs' lib.strings.escapeURL, since 23.11,
   # leaves bytes >= 0x80 as they are.)
-  escapeSegment = builtins.replaceStrings escapedFrom escapedTo;
+  escapeSegment =
+    seg:
+    # Unreserved characters only (most names): nothing to encode.
+    if builtins.match "[A-Za-z0-9_.~-]*" seg != null then
+      seg
+    else
+      builtins.replaceStrings escapedFrom escapedTo seg;
 
   # A repo file path for a URL: its segments percent-encoded, "/" kept (quote's
   # safe="/").
-  escapePath = p: lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" p);
+  escapePath =
+    p:
+    # Unreserved characters and "/" only (most paths; a short string, see
+    # plainPath): nothing to encode, nothing to split.
+    if builtins.stringLength p <= 1024 && builtins.match "[A-Za-z0-9_.~/-]*" p != null then
+      p
+    else
+      lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" p);
 in
 {
   inherit

@@ -427,3 +427,46 @@ def test_the_flake_outputs_table_names_every_command() -> None:
     (row,) = [ln for ln in docs.splitlines() if ln.startswith("| `packages.<system>.default`")]
     listed = re.findall(r"`([a-z][a-z-]*)`", row.split("every subcommand", 1)[1].split(")", 1)[0])
     assert sorted(listed) == sorted(COMMANDS), row
+
+
+def _first_model_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    first = text.index("\n## ")
+    assert text[first:].startswith("\n## Your first model\n"), "README opens with the user's path"
+    return text[first:text.index("\n## ", first + 1)]
+
+
+def test_readme_first_model_commands_parse() -> None:
+    """Each ``model-repo …`` command of README's "Your first model" is accepted by the
+    parser, the ``nix run`` alias names the flakes feature a default Nix needs, and the
+    pip way installs from a checkout (no unpublished PyPI package)."""
+    import shlex
+
+    from activate.cli import _parser
+
+    section = _first_model_section()
+    lines = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("model-repo ")]
+    lines += re.findall(r"`(model-repo [^`]+)`", section)
+    commands = {ln.split("#")[0].strip() for ln in lines}
+    assert {c.split()[1] for c in commands} >= {"prefetch", "lock", "status"}, commands
+    for cmd in commands:
+        _parser().parse_args(shlex.split(cmd)[1:])
+    assert "--extra-experimental-features 'nix-command flakes' run github:" in section
+    assert "pip install './model-repo[hub]'" in section and "pip install model-repo" not in section
+    for step in ("prefetch", "programs.model-repo", "switch", "from_pretrained"):
+        assert step in section
+
+
+def test_readme_first_model_snippet_works_pasted() -> None:
+    """The Home Manager snippet of "Your first model", with a hash in place of ``…``,
+    evaluates in the real Home Manager module set and gives ``MODEL_REPO_MINILM``."""
+    from nixeval import hm_eval
+
+    section = _first_model_section()
+    start = section.index("   programs.model-repo = {")
+    end = section.index("\n   };\n", start) + len("\n   };\n")
+    snippet = section[start:end].replace("sha256-…", "sha256-" + "A" * 43 + "=")
+    r = hm_eval("{ " + snippet + " }")
+    assert r["failedAssertions"] == [], r["failedAssertions"]
+    assert r["manifest"]["models"]["minilm"]["repoId"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert r["sessionVariables"]["MODEL_REPO_MINILM"] == r["modelPaths"]["minilm"]

@@ -299,3 +299,67 @@ def test_the_docs_lock_file_snippet_works_pasted_on_its_own(tmp_path: Path):
     # Enabled: the variable of the model is in the session (a disabled module sets none).
     assert r["sessionVariables"]["MODEL_REPO_ALL_MINILM_L6_V2"] == r["modelPaths"][
         "all-MiniLM-L6-v2"]
+
+
+def _env(hub: MockHub, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGING_FACE_", "TRANSFORMERS_"))}
+    env.update(HF_HOME=str(tmp / "hf-home"), TMPDIR=str(tmp), HF_HUB_DISABLE_TELEMETRY="1",
+               XDG_CACHE_HOME=str(tmp / "cache"), PYTHONPATH=str(ROOT), HF_ENDPOINT=hub.url)
+    return env
+
+
+def test_concurrent_locks_and_updates_keep_every_entry(hub: MockHub, tmp_path: Path):
+    """Real processes at once on one lock file (each reading it before any writes: the
+    small files download slowly): every entry ends up in it, and it stays valid."""
+    import sys
+
+    names = [f"m{i}" for i in range(4)]
+    for n in names:
+        hub.add_repo(f"org/{n}", {"config.json": f'{{"name": "{n}", "pad": "{n * 8}"}}\n'
+                                  .encode()})
+    hub.add_repo("org/moving", {"config.json": b'{"v": 1, "pad": "................"}\n'})
+    path = tmp_path / "model-repo.lock.json"
+    p = lock(hub, tmp_path, "lock", "moving", "org/moving")
+    assert p.returncode == 0, p.stderr
+    hub.commit("org/moving", {"config.json": b'{"v": 2, "pad": "................"}\n'})
+    hub.throttle = 20  # ~2 s per small file: every process reads before any writes
+    procs = [subprocess.Popen([sys.executable, "-m", "activate", "lock", n, f"org/{n}",
+                               "--lock-file", str(path)], cwd=ROOT, env=_env(hub, tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in names]
+    procs.append(subprocess.Popen([sys.executable, "-m", "activate", "update", "moving",
+                                   "--lock-file", str(path)], cwd=ROOT,
+                                  env=_env(hub, tmp_path), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    models = read_lock(str(path)).models
+    assert sorted(models) == sorted(names + ["moving"])
+    assert models["moving"].commit == hub.repos[("model", "org/moving")].refs["main"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".model-repo.lock.")]
+
+
+def test_update_writes_through_a_symlinked_lock_file_and_keeps_its_mode(hub: MockHub,
+                                                                        tmp_path: Path):
+    hub.add_repo(REPO, {"config.json": b'{"v": 1}\n'})
+    real_dir = tmp_path / "shared"
+    real_dir.mkdir()
+    target = real_dir / "models.lock.json"
+    p = cli(hub, tmp_path, "lock", "m", REPO, "--lock-file", str(target))
+    assert p.returncode == 0, p.stderr
+    target.chmod(0o600)
+    link = tmp_path / "model-repo.lock.json"
+    link.symlink_to(target)
+    new = hub.commit(REPO, {"config.json": b'{"v": 2}\n'})
+    p = lock(hub, tmp_path, "update")
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_lock(str(target)).models["m"].commit == new
+    assert target.stat().st_mode & 0o777 == 0o600
+    hub.commit(REPO, {"config.json": b'{"v": 3}\n'})
+    p = lock(hub, tmp_path, "lock", "m", REPO)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and target.stat().st_mode & 0o777 == 0o600
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".model-repo.lock.")]

@@ -179,6 +179,4 @@ def test_no_import_cycles_in_the_hub_side():
     assert {"persist", "persistcli", "persistexport", "persistimport", "persistmanifest",
             "binarycache", "nixstore", "prefetch"} <= set(graph)
     assert "persistimport" in graph["prefetch"] and "persistexport" in graph["persist"]
-    # commands <-> update is removed on another branch (issue 14); drop this line with it.
-    known_elsewhere = [["commands", "update"]]
-    assert [c for c in _cycles(graph) if c not in known_elsewhere] == []
+    assert _cycles(graph) == []

@@ -44,6 +44,7 @@ import pty
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -879,22 +880,36 @@ def _plant_links(persist: Path, store_path: str, outside: Path) -> None:
     (persist / "nix-cache-info").symlink_to(outside / "created-through-a-link")
 
 
-@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump"])
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump", "shared folder"])
 def test_export_never_writes_through_planted_symlinks(tmp_path: Path, models: Models,
                                                       how: str) -> None:
     """Issue 14, finding 3: in a persist folder another user can write, links planted
     under the names export writes (the manifest's and narinfo's temporary files, the
     NAR's, nix-cache-info) are never followed: every victim keeps its bytes, nothing is
-    created outside, and the export works."""
-    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    created outside, and the export works. A folder others can write (mode 1777) is
+    never given to `nix copy --to`, whose own temporary names (`<file>.tmp.<pid>.<n>`,
+    planted here too) it would follow."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path)) if how == "nix-store --dump" \
+        else _env(tmp_path)
     victims = _victims(tmp_path)
     persist = Path(env["MODEL_REPO_PERSIST_DIR"])
     path = models.fixed(_commit())
     _plant_links(persist, path, tmp_path / "outside")
     if how == "nix copy":
         (persist / "nix-cache-info").unlink()  # nix copy writes it itself (not ours)
+    if how == "shared folder":
+        from activate.persistdir import narinfo_path
+
+        persist.chmod(0o1777)
+        (persist / "nar").chmod(0o1777)
+        last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+        for pid in range(last, last + 3000):
+            Path(f"{narinfo_path(str(persist), path)}.tmp.{pid}.1").symlink_to(
+                tmp_path / "outside" / "victim-narinfo")
     res = cli(env, "export", path)
     assert res.returncode == 0, res.stderr
+    if how == "shared folder":
+        assert "model-repo's own writer" in res.stderr
     assert {p: p.read_bytes() for p in victims} == victims
     assert not (tmp_path / "outside" / "created-through-a-link").exists()
     assert _entries(env)[path]["status"] == "valid"
@@ -979,3 +994,274 @@ def test_a_bare_name_resolves_as_prefetch_pinned_it(tmp_path: Path, models: Mode
     assert cli(env, "export", "another-org/" + bare).stdout.strip() == other
     amb = cli(env, "import", bare)
     assert amb.returncode == 2 and "names several repos in the persist folder" in amb.stderr
+
+
+def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Models) -> None:
+    """Issue 14, finding 12: bad entries in model-repo's manifest and in nix-hug's (a
+    storePath that is not one, outside the store, in another store dir, `..`; missing or
+    mistyped fields; not an object; terminal escapes) are listed as broken, one line
+    each; `store ls` and `import --all` still handle the good entries (exit 1: partial)."""
+    env = _env(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    ours, theirs = models.fixed(_commit()), models.fixed(_commit())
+    for p in (ours, theirs):
+        assert cli(env, "export", p, "-q").returncode == 0
+    doc = json.loads((persist / "model-repo-persist.json").read_text())
+    good, hug = doc["entries"]
+    assert (good["storePath"], hug["storePath"]) == (ours, theirs)
+    base = {k: v for k, v in good.items() if k != "storePath"}
+    bad = [{**base, "storePath": "not-a-path"}, {**base, "storePath": "/etc/passwd"},
+           {**base, "storePath": "/gnu/store/" + "a" * 32 + "-x"},
+           {**base, "storePath": ours + "/../" + os.path.basename(theirs)},
+           {**base, "storePath": theirs, "narSize": "12"},
+           {**base, "storePath": theirs, "names": "abc"},
+           {k: v for k, v in good.items() if k != "revision"}, 42, None,
+           {**base, "repoId": "evil\x1b[31m\nfake line", "storePath": "\x1b[2J"}]
+    doc["entries"] = [bad[0], good, *bad[1:]]
+    (persist / "model-repo-persist.json").write_text(json.dumps(doc))
+    (persist / "nix-hug-manifest.json").write_text(json.dumps([
+        {"repoId": hug["repoId"], "type": "model", "rev": hug["revision"],
+         "storePath": theirs}, {"storePath": theirs}, {"repoId": "x", "storePath": "../x"},
+        "junk"]))
+    _delete(ours, theirs)
+
+    res = cli(env, "store", "ls")
+    assert res.returncode == 1, res.stderr
+    lines = res.stdout.splitlines()[1:]
+    assert len(lines) == 1 + len(bad) + 1 + 3, res.stdout
+    assert [ln.split()[0] for ln in lines].count("persisted") == 2, res.stdout
+    assert [ln.split()[0] for ln in lines].count("broken") == len(bad) + 3
+    assert "\x1b" not in res.stdout and "\\x1b[31m\\x0afake line" in res.stdout
+    rows = json.loads(cli(env, "store", "ls", "--json").stdout)["entries"]
+    assert {r["storePath"]: r["status"] for r in rows if r["status"] != "broken"} == {
+        ours: "persisted", theirs: "persisted"}
+    assert all(r["problem"] for r in rows if r["status"] == "broken")
+
+    res = cli(env, "import", "--all")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(res.stdout.split()) == sorted([ours, theirs])
+    assert _valid(ours) and _valid(theirs)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[error")]
+    assert len(errors) == len(bad) + 3, res.stderr   # one line per broken entry
+    # Rewriting the manifest (a new export) keeps the broken entries as they were, but
+    # those of the path exported again, which the new entry replaces.
+    assert cli(env, "export", ours, "-q").returncode == 0
+    again = json.loads((persist / "model-repo-persist.json").read_text())["entries"]
+    assert again[:-1] == [e for e in doc["entries"]
+                          if not isinstance(e, dict) or e.get("storePath") != ours]
+    assert again[-1]["storePath"] == ours
+
+
+# ------------------------------------------------------------------------ signals
+
+
+def _big_model(tmp: Path, models: Models, mb: int) -> str:
+    d = tmp / "big" / ("hf-model-repo-test--big-" + _commit()[:12])
+    d.mkdir(parents=True)
+    with open(d / "model.safetensors", "wb") as fh:
+        for _ in range(mb):
+            fh.write(os.urandom(1 << 20))
+    out = subprocess.run([need_nix(), "--add-fixed", "--recursive", "sha256", str(d)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    models.made.append(out)
+    shutil.rmtree(d)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --import"])
+def test_signal_during_import_leaves_nothing(tmp_path: Path, models: Models,
+                                             sig: signal.Signals, how: str) -> None:
+    """Issue 14, finding 13: SIGINT or SIGTERM sent (as a terminal, systemd or a
+    supervisor does) to the whole process group of `import` while Nix writes into the
+    store: one line, exit 128+signal, and no unregistered directory left at the store
+    path (before: SIGTERM left it). The process group is stopped at the moment the
+    directory appears, so the signal always lands mid-import."""
+    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = _big_model(tmp_path, models, 64)
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    assert not os.path.lexists(path)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "import", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.lexists(path):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the import never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not _valid(path), "the import finished before the signal: use a bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    assert not os.path.lexists(path), f"{path} left in the store"
+    assert not _valid(path)
+    res = cli(env, "import", path)   # and the next run imports it
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+    # Nix's own empty lock file beside the path (left by the killed Nix) is gone too.
+    assert not os.path.lexists(path + ".lock")
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from activate.hub.signals import on_interrupt
+from activate.statefile import write_if_changed
+
+def chunks():
+    yield b"half of a lock file"
+    Path(sys.argv[2]).write_text("writing")
+    time.sleep(60)
+    yield b"never"
+
+on_interrupt.install()
+write_if_changed(sys.argv[1], chunks(), durable=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_a_file_write_leaves_no_temporary_file(tmp_path: Path,
+                                                             sig: signal.Signals) -> None:
+    """Issue 14, finding 13 (the lock write): a real signal while the one writer
+    (statefile.write_if_changed, used by `lock`/`update`, the persist manifest and
+    narinfo) streams into its temporary file, under the Hub commands' handler: exit
+    128+signal, the temporary file removed, the target as it was."""
+    target = tmp_path / "models.lock.json"
+    target.write_text("old\n")
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(marker)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # it is there
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip() == f"model-repo: interrupted by {sig.name}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker", "models.lock.json"]
+    assert target.read_text() == "old\n"
+
+
+def test_export_and_import_show_a_bytes_bar_on_a_terminal_only(tmp_path: Path,
+                                                               models: Models) -> None:
+    """``export`` and ``import`` (``nix copy``, which reports no byte progress to a
+    file:// cache) show a bytes bar with the rate on a terminal; none on a pipe or with
+    -q."""
+    if not shutil.which("nix"):
+        missing_input(NIX_MISSING)
+    from test_prefetch import BYTES_AND_RATE, on_terminal
+
+    env = _env(tmp_path)
+    path = models.fixed(_commit())
+    piped = cli(env, "export", path)
+    assert piped.returncode == 0, piped.stderr
+    assert "Exporting" not in piped.stderr and "B/s" not in piped.stderr
+    _delete(path)
+    code, _, term = on_terminal(env, "import", path)
+    assert code == 0 and _valid(path), term
+    name = os.path.basename(path).split("-", 1)[1]
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(env, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(env, "import", path, "-q")
+    assert code == 0 and _valid(path) and term == b"", term
+    # Without `nix` (nix-store --dump / --import): the same bars.
+    fallback = {**env, "PATH": _only_nix_store(tmp_path)}
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(fallback, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(fallback, "import", path)
+    assert code == 0 and _valid(path), term
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_export_leaves_no_temporary_file(tmp_path: Path, models: Models,
+                                                       sig: signal.Signals) -> None:
+    """A signal while `export` (nix-store --dump) streams the NAR into the folder: exit
+    128+signal, one line, no temporary NAR, narinfo or manifest left; the next export
+    works."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    path = _big_model(tmp_path, models, 64)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "export", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (persist / "nar").is_dir() or not any((persist / "nar").iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not (persist / "model-repo-persist.json").exists(), "finished: bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    left = sorted(str(p.relative_to(persist)) for p in persist.rglob("*"))
+    assert left == [".model-repo-persist.lock", "nar"], left
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+
+
+def test_fallback_import_reads_no_more_than_the_narinfo_says(tmp_path: Path,
+                                                            models: Models) -> None:
+    """Without nix copy, an xz NAR that decompresses past its narinfo's NarSize (a
+    decompression bomb) is cut at NarSize + 1 byte, and one that is not xz at all is a
+    clear error (exit 3, before: a traceback, exit 70); nothing is left in the store."""
+    import lzma
+
+    from activate.persistdir import narinfo_path
+
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = models.fixed(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info_file = Path(narinfo_path(str(persist), path))
+    info = dict(ln.split(": ", 1) for ln in info_file.read_text().splitlines())
+    nar = (persist / info["URL"]).read_bytes()
+    for name, data, expect in (
+            ("bomb.nar.xz", lzma.compress(nar + b"\0" * (20 << 20)), "got sha256-"),
+            ("junk.nar.xz", b"not xz at all" * 100, "LZMAError")):
+        (persist / "nar" / name).write_bytes(data)
+        info.update({"URL": f"nar/{name}", "Compression": "xz",
+                     "FileSize": str(len(data))})
+        info_file.write_text("".join(f"{k}: {v}\n" for k, v in info.items()))
+        res = cli(env, "import", path, "--yes")
+        assert res.returncode == 3, res.stderr
+        assert expect in res.stderr and "Traceback" not in res.stderr
+        if name == "bomb.nar.xz":
+            assert f"{int(info['NarSize']) + 1} bytes)" in res.stderr, res.stderr
+        _nothing_left(path)

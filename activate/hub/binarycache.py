@@ -158,4 +158,7 @@ def check_cached(directory: str, store_path: str) -> tuple[dict[str, str] | None
 
 
 def persist_url(directory: str, compression: str | None = None) -> str:
+    """The ``file://`` store URL of the folder ``directory`` for ``nix copy``, with
+    ``?compression=`` when given (the folder's path must need no URL escaping:
+    :func:`activate.persistdir.persist_dir` checks it)."""
     return f"file://{directory}" + (f"?compression={compression}" if compression else "")

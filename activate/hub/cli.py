@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 REPO_HELP = ("ORG/NAME or NAME (model or dataset, asked of the Hub), hf:ORG/NAME (model), "
              "datasets/ORG/NAME or hf-datasets:ORG/NAME (dataset), or a Hub URL: "
-             "https://huggingface.co/[datasets/]ORG/NAME[/tree/REV | /blob/REV/FILE]")
+             "https://huggingface.co/[datasets/]ORG/NAME[/tree/REV | /blob/REV/FILE]; "
+             "ORG/NAME:QUANT selects a GGUF quantization (Q4_K_M: its .gguf file(s) and "
+             "mmproj)")
 
 
 def add_repo_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +50,9 @@ def add_repo_arguments(p: argparse.ArgumentParser) -> None:
                    "option exclude)")
     p.add_argument("--dataset", action="store_true",
                    help="the repo is a dataset (skips asking the Hub for a bare ORG/NAME)")
+    p.add_argument("--mmproj", metavar="PATH", default=None,
+                   help="with ORG/NAME:QUANT: this mmproj file instead of the one the tag "
+                   "picks (mmproj-F16.gguf, ...), or 'none'")
 
 
 def add_log_arguments(p: argparse.ArgumentParser) -> None:

@@ -52,9 +52,23 @@ class Nix:
             raise Failure(EXIT_ENVIRONMENT, f"export and import {NIX_MISSING}")
         return cls(nix, nix_store)
 
-    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(argv), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+    def run(self, *argv: str, bar: tuple[int, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` to its end, output captured; a SIGINT/SIGTERM meanwhile is passed
+        on to it (:mod:`activate.hub.signals`). ``bar`` = (bytes, label): a progress bar on
+        a terminal (:func:`activate.hub.progress.communicate_measured`)."""
+        from .signals import on_interrupt
+
+        with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True) as proc, \
+                on_interrupt.child(proc):
+            if bar is None:
+                out, err = proc.communicate()
+            else:
+                from .progress import communicate_measured
+
+                out, err = communicate_measured(proc, total=bar[0], desc=bar[1])
+        return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
 
     def valid(self, paths: Sequence[str]) -> set[str]:
         """Which of ``paths`` are valid (registered) store paths."""
@@ -84,12 +98,15 @@ class Nix:
 
 
 def last_line(text: str) -> str:
+    """The line of a Nix command's stderr that says what went wrong: the last
+    ``error:`` line, else the last non-empty one."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("error:")]
     return (errors or lines or ["(no output)"])[-1]
 
 
 def store_dir_of(store_path: str) -> str:
+    """The store directory of ``store_path`` (``/nix/store``)."""
     return os.path.dirname(store_path.rstrip("/"))
 
 
@@ -119,3 +136,22 @@ def copy_unusable(proc: subprocess.CompletedProcess[str]) -> bool:
     err = proc.stderr
     return proc.returncode != 0 and ("unrecognised flag" in err or "unknown flag" in err
                                      or "'copy' is not a recognised command" in err)
+
+
+def copy_bar(nix: Nix, store_path: str, narinfo: Mapping[str, str] | None,
+             verb: str) -> tuple[int, str] | None:
+    """The progress bar of a ``nix copy`` of ``store_path`` (for :meth:`Nix.run`):
+    (bytes, label), its size from ``narinfo`` (import: ``FileSize``) or the store
+    (export: ``narSize``); None when bars are off (not a terminal, ``-q``) or the size is
+    unknown."""
+    from .progress import enabled
+
+    if not enabled():
+        return None
+    try:
+        size = int(narinfo.get("FileSize") or narinfo.get("NarSize") or 0) if narinfo \
+            else int(nix.path_info(store_path).get("narSize") or 0)
+    except (Failure, ValueError, TypeError, AttributeError):
+        return None
+    name = os.path.basename(store_path).split("-", 1)[-1]
+    return (size, f"{verb} {name}") if size > 0 else None

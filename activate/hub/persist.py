@@ -49,11 +49,20 @@ def run(args: argparse.Namespace, environ: Mapping[str, str], *,
     ``NIX_STORE_DIR``. Output on stdout, logs on stderr."""
     from ..log import Log
 
+    from .progress import configure
+    from .signals import on_interrupt
+
+    configure(quiet=args.quiet)  # bars on a terminal only, never with -q
     level = "debug" if args.verbose else "error" if args.quiet else "info"
     log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
               environ=environ)
-    return exit_status(lambda: _run(args, environ, log, stdin if stdin is not None else sys.stdin),
-                       log, bad_input=(ConfigError,))
+    on_interrupt.install()  # SIGINT = SIGTERM: Nix stopped, nothing half-made left, exit
+    try:
+        return exit_status(lambda: _run(args, environ, log,
+                                        stdin if stdin is not None else sys.stdin),
+                           log, bad_input=(ConfigError,))
+    finally:
+        on_interrupt.uninstall()
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any, stdin: TextIO) -> int:
@@ -76,7 +85,16 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any, stdin: 
     return run_import(args, environ, log, nix, directory, stdin)
 
 
+def _visible(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1: a manifest from a folder others
+    can write may hold terminal escapes or newlines) shown as ``\\xNN``."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 else
+                   f"\\u{ord(c):04x}" if 0xd800 <= ord(c) < 0xe000 else c for c in text)
+
+
 def store_ls(args: argparse.Namespace, environ: Mapping[str, str], directory: str) -> int:
+    """``model-repo store ls``: each entry of ``directory`` (ours, then nix-hug's) with
+    its state, as a table or ``--json``. Returns 1 when one is broken, else 0."""
     entries = read_all(directory)
     nix = Nix.find(environ)
     states = status_of(nix, directory, entries)
@@ -95,5 +113,5 @@ def store_ls(args: argparse.Namespace, environ: Mapping[str, str], directory: st
             lines.append(f"{st:<9} {(e.repo_id + '@' + e.revision[:12]):<{width}}  "
                          f"{e.repo_type:<7} {human_size(e.nar_size):>10}  {e.store_path}"
                          + (f"  ({why})" if why else ""))
-        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.write("\n".join(_visible(ln) for ln in lines) + "\n")
     return EXIT_PARTIAL if any(st == "broken" for st, _ in states) else EXIT_OK

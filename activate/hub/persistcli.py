@@ -36,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         level = p.add_mutually_exclusive_group()
         level.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
                            help="log more (stderr)")
-        level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+        level.add_argument("-q", "--quiet", action="store_true",
+                           help="log errors only; no progress bars")
         p.add_argument("--log-format", choices=("console", "json"), default="console",
                        help="stderr log format (default: console)")
         from ..log import add_color_argument

@@ -32,7 +32,7 @@ from ..persistdir import ConfigError, narinfo_path
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure, make_folder
 from .binarycache import (check_cached, fixed_output_path, nar_file, narinfo_hash,
                           nix_base32, open_nofollow, persist_url)
-from .nixstore import (DEFAULT_STORE_DIR, NIX_FLAGS, STORE_BASE, Nix, check_store_path,
+from .nixstore import (copy_bar, DEFAULT_STORE_DIR, NIX_FLAGS, STORE_BASE, Nix, check_store_path,
                        copy_unusable, last_line, parse_hf_name, store_dir_of)
 from .persistcli import COMPRESSIONS, repo_of
 from .persistmanifest import HEX, Entry, locked, names_repo, read_manifest, write_manifest
@@ -53,7 +53,7 @@ def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> li
     """What the profiles in ``state_dir`` linked for ``repo_id`` (a bare NAME: for any
     ``ORG/NAME``, :func:`names_repo`): snapshot links give the store path and the full
     commit, ref records name commits."""
-    from ..state import list_states
+    from ..state import StateProblem, list_states
 
     types = [repo_type] if repo_type else ["model", "dataset"]
 
@@ -68,7 +68,11 @@ def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> li
 
     found: dict[str, Candidate] = {}
     refs: dict[tuple[str, str], set[str]] = {}
-    for _path, st in list_states(state_dir):
+    try:
+        states = list_states(state_dir, aside=False)  # a lookup: renames nothing
+    except StateProblem:
+        states = []  # unreadable, or a newer model-repo's: no candidates from it
+    for _path, st in states:
         for rec in st.records:
             folder, _, rest = rec.path.partition("/")
             which = folder_repo(folder) if rec.value else None
@@ -150,6 +154,8 @@ def named_models(state_dir: str) -> list[NamedModel]:
 
 
 def matches_revision(cand: Candidate, revision: str) -> bool:
+    """True when ``revision`` is one of ``cand``'s refs or a prefix of its commit (7 to
+    40 hex digits, compared over the shorter of the two)."""
     if revision in cand.refs:
         return True
     if HEX.fullmatch(revision):
@@ -265,11 +271,17 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
                       f"{', '.join(COMPRESSIONS)}")
     make_folder(directory, "persist folder", "set another one (--persist-dir, "
                 "MODEL_REPO_PERSIST_DIR or persist_dir= in the config file)")
+    nar_dir = os.path.join(directory, "nar")
+    if os.path.islink(nar_dir):
+        raise Failure(EXIT_ENVIRONMENT, f"{nar_dir} is a symbolic link, which model-repo "
+                      "never writes through: remove it (and check who can write "
+                      f"{directory})")
+    shared = writable_by_others(directory) or writable_by_others(nar_dir)
     with locked(directory):
         info, problem = check_cached(directory, store_path)
         if problem is None and info is not None:
             problem = _stale_or_damaged(nix, directory, store_path, info)
-        if problem is not None and os.path.exists(narinfo_path(directory, store_path)):
+        if problem is not None and os.path.lexists(narinfo_path(directory, store_path)):
             # nix copy skips a path whose narinfo exists: drop the bad entry first.
             if log:
                 log.warning(f"replacing the persisted copy: {problem}", path=store_path)
@@ -279,9 +291,9 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
         if problem is None and info is not None:
             if log:
                 log.info("already in the persist folder", path=store_path, dir=directory)
-        elif nix.nix is not None and not copy_unusable(proc := nix.run(
+        elif nix.nix is not None and not shared and not copy_unusable(proc := nix.run(
                 nix.nix, *NIX_FLAGS, "copy", "--to", persist_url(directory, compression),
-                store_path)):
+                store_path, bar=copy_bar(nix, store_path, None, "Exporting"))):
             if proc.returncode != 0:
                 raise Failure(EXIT_ENVIRONMENT, f"nix copy {store_path} to {directory} "
                               "failed: " + last_line(proc.stderr))
@@ -291,6 +303,10 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
             if log:
                 log.info("exported", path=store_path, dir=directory, compression=compression)
         else:
+            if shared and nix.nix is not None and log:
+                log.warning("the persist folder can be written by other users: exporting "
+                            "with model-repo's own writer, which never follows a planted "
+                            "link (nix-store --dump), not nix copy", dir=directory)
             if compression != "none" and log:
                 log.warning(f"without nix copy the NAR is stored uncompressed, not "
                             f"{compression}")
@@ -315,6 +331,21 @@ def export_path(nix: Nix, directory: str, store_path: str, *, repo_id: str, repo
     return entry
 
 
+def writable_by_others(path: str) -> bool:
+    """True when a user other than this process's could create or replace entries in the
+    folder ``path`` (owned by another user, or group- or world-writable; False when it
+    does not exist). ``nix copy --to`` writes there through temporary names it does not
+    create exclusively (``<file>.tmp.<pid>.<n>``, followed if planted as links), so
+    :func:`export_path` writes such a folder with :func:`dump_to_cache` instead."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return st.st_uid != os.geteuid() or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
     """Write ``store_path`` into the binary cache ``directory`` as ``nix copy`` would,
     with ``nix-store --dump`` (uncompressed NAR, ``nar/<sha256 base-32>.nar``, then the
@@ -331,6 +362,7 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
                       "closure only `nix copy` exports: install Nix 2.4 or later (the `nix` "
                       "command)")
     from ..statefile import create_temp, forget_temp, write_if_changed
+    from .signals import on_interrupt
 
     nar_dir = os.path.join(directory, "nar")
     os.makedirs(nar_dir, exist_ok=True)
@@ -338,18 +370,26 @@ def dump_to_cache(nix: Nix, directory: str, store_path: str) -> dict[str, str]:
         raise Failure(EXIT_ENVIRONMENT, f"{nar_dir} is a symbolic link, which model-repo "
                       "never writes through: remove it (and check who can write "
                       f"{directory})")
+    from .progress import byte_bar, enabled
+
+    total = 0
+    if enabled():  # the NAR's size, for the bar
+        with contextlib.suppress(ValueError):
+            total = int(nix.run(nix.nix_store, "--query", "--size", store_path).stdout or 0)
     fd, tmp = create_temp(os.path.join(nar_dir, "dump"), 0o644)
     digest = hashlib.sha256()
     size = 0
     try:
         with subprocess.Popen([nix.nix_store, "--dump", store_path], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc, \
-                open(fd, "wb") as out:
+                on_interrupt.child(proc), open(fd, "wb") as out, \
+                byte_bar(total, "Exporting " + os.path.basename(store_path)[33:]) as bar:
             assert proc.stdout is not None and proc.stderr is not None
             while chunk := proc.stdout.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
+                bar.update(len(chunk))
             err = proc.stderr.read().decode(errors="replace")
         if proc.returncode != 0:
             raise Failure(EXIT_ENVIRONMENT, f"nix-store --dump {store_path} failed: "
@@ -403,7 +443,10 @@ def export_after_prefetch(environ: Mapping[str, str], log: Any, *, store_path: s
 
 
 def run_export(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
-            directory: str) -> int:
+               directory: str) -> int:
+    """``model-repo export``: find REPO's store path (a model name, a repo id and
+    revision, or a store path), copy it into ``directory`` and print it (or the entry
+    with ``--json``). Returns the exit status; raises :class:`Failure`."""
     from ..statefile import state_dir
 
     states = state_dir(args.state_dir, environ)

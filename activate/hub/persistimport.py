@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 from ..persistdir import ConfigError, narinfo_path
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, Failure
 from .binarycache import (ca_verified, check_cached, fixed_output_path, narinfo_hash,
-                          persist_url)
+                          open_nofollow, persist_url)
 from .nar import NarError, nar_hash, sri
-from .nixstore import (NIX_FLAGS, Nix, check_store_path, copy_unusable, last_line,
+from .nixstore import (NIX_FLAGS, copy_bar, Nix, check_store_path, copy_unusable, last_line,
                        parse_hf_name, store_dir_of)
 from .persistcli import repo_of
 from .persistmanifest import Entry, read_all, read_manifest, select_entries
@@ -60,15 +60,29 @@ def _wire_str(data: bytes) -> bytes:
 
 def status_of(nix: Nix, directory: str, entries: Sequence[Entry]) -> list[tuple[str, str]]:
     """For each entry: ``("valid", "")`` in the store, ``("persisted", "")`` only in the
-    persist folder (importable), or ``("broken", why)`` (neither usable)."""
-    valid = nix.valid([e.store_path for e in entries])
+    persist folder (importable), or ``("broken", why)`` (neither usable, or the entry
+    itself is broken: :attr:`Entry.problem`). One entry never hides the others: paths
+    Nix cannot even check are broken ones."""
+    paths = sorted({e.store_path for e in entries if not e.problem})
+    try:
+        valid = nix.valid(paths)
+        unusable: dict[str, str] = {}
+    except Failure:
+        valid, unusable = set(), {}
+        for p in paths:
+            try:
+                valid |= nix.valid([p])
+            except Failure as f:
+                unusable[p] = f.message
     out = []
     for e in entries:
-        if e.store_path in valid:
+        if e.problem or e.store_path in unusable:
+            out.append(("broken", e.problem or unusable[e.store_path]))
+        elif e.store_path in valid:
             out.append(("valid", ""))
-            continue
-        _, problem = check_cached(directory, e.store_path)
-        out.append(("broken", problem) if problem else ("persisted", ""))
+        else:
+            _, problem = check_cached(directory, e.store_path)
+            out.append(("broken", problem) if problem else ("persisted", ""))
     return out
 
 
@@ -104,31 +118,40 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
                       "addressed: pass --yes to trust the persist folder")
     compression = info.get("Compression", "none")
     nar = os.path.join(directory, info["URL"])
-    opener: Any
-    if compression == "none":
-        opener = open
-    elif compression == "xz":
-        import lzma
+    import lzma
 
-        opener = lzma.open
-    else:
+    def opener(path: str, mode: str) -> Any:
+        raw = open_nofollow(path)
+        return raw if compression == "none" else lzma.open(raw, mode)
+
+    if compression not in ("none", "xz"):
         raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: its NAR is "
                       f"{compression}-compressed, which needs `nix copy` (Nix 2.4 or later)")
     want_hash, want_size = narinfo_hash(info)
     digest = hashlib.sha256()
     size = 0
-    ok = False
+    ok = unreadable = False
     got = ""
+    from .progress import byte_bar
+    from .signals import on_interrupt
+
     with subprocess.Popen([nix.nix_store, "--import"], stdin=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc, \
+            on_interrupt.child(proc), \
+            byte_bar(want_size, "Importing " + os.path.basename(store_path)[33:]) as bar:
         assert proc.stdin is not None and proc.stderr is not None
         try:
             proc.stdin.write(struct.pack("<Q", 1))
             with opener(nar, "rb") as fh:
-                while chunk := fh.read(1 << 20):
+                # Never past the narinfo's NarSize (+1 to see it is longer): a
+                # decompression bomb or an endless file is cut there.
+                while chunk := fh.read(min(1 << 20, want_size + 1 - size)):
                     digest.update(chunk)
                     size += len(chunk)
+                    if size > want_size:
+                        break
                     proc.stdin.write(chunk)
+                    bar.update(len(chunk))
             import base64
 
             got = "sha256-" + base64.b64encode(digest.digest()).decode()
@@ -144,8 +167,9 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
                                       if deriver else "").encode())
                 trailer += struct.pack("<Q", 0) + struct.pack("<Q", 0)
                 proc.stdin.write(trailer)
-        except (BrokenPipeError, EOFError, OSError) as exc:
+        except (BrokenPipeError, EOFError, OSError, lzma.LZMAError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
+            unreadable = not isinstance(exc, BrokenPipeError)  # else Nix refused it
         finally:
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
@@ -156,9 +180,10 @@ def import_stream(nix: Nix, directory: str, store_path: str, *, no_check_sigs: b
     if os.path.lexists(store_path) and not nix.valid([store_path]):
         leftover = (" (removed the partial copy left in the store)" if nix.delete(store_path)
                     else f"; run nix-store --delete {store_path}")
-    reason = (problem or (last_line(err) if proc.returncode != 0 else "")) if ok else (
-        f"the NAR does not match its narinfo (NarHash {want_hash}, {want_size} bytes; "
-        f"got {got or 'nothing'}, {size} bytes)")
+    reason = f"cannot read its NAR ({problem})" if unreadable else (
+        (problem or (last_line(err) if proc.returncode != 0 else "")) if ok else (
+            f"the NAR does not match its narinfo (NarHash {want_hash}, {want_size} bytes; "
+            f"got {got or 'nothing'}, {size} bytes)"))
     raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path} from {directory}: {reason}; "
                   f"nothing was imported{leftover}; export it again while it is in the "
                   "store, or rebuild it")
@@ -173,12 +198,27 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
     directory Nix left at the store path is removed first, so nothing is half-imported."""
     if nix.valid([store_path]):
         return False
-    _, problem = check_cached(directory, store_path)
+    cached, problem = check_cached(directory, store_path)
     if problem is not None:
         raise Failure(EXIT_ENVIRONMENT, f"cannot import {store_path}: {problem}; nothing "
                       "was imported (export it again while it is in the store, or rebuild it)")
     if log:
         log.info("importing", path=store_path, dir=directory)
+
+    def remove_partial() -> None:
+        if os.path.lexists(store_path) and not nix.valid([store_path]):
+            nix.delete(store_path)
+
+    from .signals import on_interrupt
+
+    with on_interrupt.cleanup(remove_partial):
+        return _import_path(nix, directory, store_path, no_check_sigs=no_check_sigs,
+                            bar=copy_bar(nix, store_path, cached, "Importing"))
+
+
+def _import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: bool,
+                 bar: tuple[int, str] | None = None) -> bool:
+    """The import itself (:func:`import_path`)."""
     try:
         if nix.nix is None:
             import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
@@ -186,7 +226,7 @@ def import_path(nix: Nix, directory: str, store_path: str, *, no_check_sigs: boo
         argv = [nix.nix, *NIX_FLAGS, "copy", "--from", persist_url(directory)]
         if no_check_sigs:
             argv.append("--no-check-sigs")
-        proc = nix.run(*argv, store_path)
+        proc = nix.run(*argv, store_path, bar=bar)
         if copy_unusable(proc):
             import_stream(nix, directory, store_path, no_check_sigs=no_check_sigs)
             return True
@@ -260,7 +300,8 @@ def restore_for_prefetch(environ: Mapping[str, str], log: Any, *, repo_id: str,
         log.warning(f"auto-persist: {f.message}; downloading instead")
         return None
     for e in reversed(entries):
-        if (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type, commit) and \
+        if not e.problem and (e.repo_id, e.repo_type, e.revision) == (repo_id, repo_type,
+                                                                      commit) and \
                 (e.files, e.include, e.exclude) == (list(files), list(include), list(exclude)):
             break
     else:
@@ -320,12 +361,17 @@ def _check_tree(path: str, chosen: Sequence[RemoteFile],
 
 
 def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, nix: Nix,
-            directory: str, stdin: TextIO) -> int:
+               directory: str, stdin: TextIO) -> int:
+    """``model-repo import``: restore REPO's entries (or all with ``--all``) from
+    ``directory``, asking on ``stdin`` for unsigned paths unless ``--yes``; prints each
+    path now valid. Returns 0, or 1 when some were not imported (broken entries, a
+    declined confirmation); raises :class:`Failure`."""
     entries = read_all(directory)
     if args.all:
         if args.repo:
             raise Failure(EXIT_BAD_INPUT, "give REPO or --all, not both")
-        chosen = list({e.store_path: e for e in entries}.values())
+        chosen = list({e.store_path: e for e in entries if not e.problem}.values())
+        chosen += [e for e in entries if e.problem]
         if not chosen:
             log.warning("nothing to import: the persist folder records no model",
                         dir=directory)
@@ -350,6 +396,16 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
             what = path or repo_id + (f" at {revision}" if revision else "")
             raise Failure(EXIT_BAD_INPUT, f"the persist folder {directory} records no "
                           f"{what}: `model-repo store ls` lists what it holds")
+        good = [e for e in chosen if not e.problem]
+        if not good:
+            raise Failure(EXIT_ENVIRONMENT, f"the persist folder's entry is broken: "
+                          f"{chosen[0].problem}")
+        chosen = good
+    skipped = [e for e in chosen if e.problem]
+    for e in skipped:
+        log.error(f"broken entry skipped: {e.problem}")
+    failed = len(skipped)
+    chosen = [e for e in chosen if not e.problem]
     states = dict(zip([e.store_path for e in chosen], status_of(nix, directory, chosen)))
     todo = [e for e in chosen if states[e.store_path][0] != "valid"]
     for e in chosen:
@@ -363,7 +419,6 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
     if unsigned and not trusted:
         trusted = confirm(unsigned, directory, stdin=stdin, stderr=sys.stderr)
         declined = not trusted
-    failed = 0
     for e in todo:
         if e.store_path in unsigned and not trusted:
             log.warning("not imported (not confirmed)", path=e.store_path)
@@ -380,6 +435,6 @@ def run_import(args: argparse.Namespace, environ: Mapping[str, str], log: Any, n
             continue
         log.info("imported", path=e.store_path)
         sys.stdout.write(f"{e.store_path}\n")
-    if declined and failed == len(todo):
+    if declined and failed - len(skipped) == len(todo):
         log.error("nothing imported: the confirmation was declined")
     return EXIT_PARTIAL if failed else EXIT_OK

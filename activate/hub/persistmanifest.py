@@ -26,6 +26,7 @@ from typing import Any
 
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 from .binarycache import check_cached, narinfo_hash, open_nofollow
+from .nixstore import check_store_path
 
 MANIFEST = "model-repo-persist.json"
 LOCK = ".model-repo-persist.lock"
@@ -36,7 +37,10 @@ HEX = re.compile(r"[0-9a-f]{7,40}")
 
 @dataclass
 class Entry:
-    """One persisted store path (a manifest entry; field meanings in the module docstring)."""
+    """One persisted store path (a manifest entry; field meanings in the module
+    docstring). ``problem``: why the entry as written cannot be used (a broken entry:
+    listed as such by ``store ls``, skipped by ``import --all``, kept as it was,
+    ``raw``, when the manifest is rewritten), else ``""``."""
 
     repo_id: str
     repo_type: str
@@ -50,6 +54,8 @@ class Entry:
     exclude: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    problem: str = ""
+    raw: Any = None
 
     def to_json(self) -> dict[str, Any]:
         return {"repoId": self.repo_id, "repoType": self.repo_type,
@@ -61,32 +67,83 @@ class Entry:
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Entry:
-        """Parse one entry; raises :class:`Failure` (exit 3) naming ``where`` and the field."""
+        """Parse one entry of model-repo's manifest; raises :class:`Failure` (exit 3)
+        naming ``where`` and the field (:func:`read_manifest` turns it into a broken
+        entry)."""
         if not isinstance(obj, dict):
             raise Failure(EXIT_ENVIRONMENT, f"{where}: expected an object, got {obj!r:.60}")
         try:
-            entry = cls(str(obj["repoId"]), str(obj.get("repoType", "model")),
-                        str(obj["revision"]), str(obj["storePath"]), str(obj["narHash"]),
-                        int(obj["narSize"]), str(obj.get("exportedAt", "")),
-                        obj.get("ref"), list(obj.get("include") or []),
-                        list(obj.get("exclude") or []), list(obj.get("files") or []),
-                        list(obj.get("names") or []))
+            size = obj["narSize"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError(f"narSize: {size!r:.40} is not a size in bytes")
+            ref = obj.get("ref")
+            if ref is not None and not isinstance(ref, str):
+                raise ValueError(f"ref: {ref!r:.40} is not a string")
+            entry = cls(_str(obj, "repoId"), _str(obj, "repoType", "model"),
+                        _str(obj, "revision"), _store_path(obj), _str(obj, "narHash"),
+                        size, _str(obj, "exportedAt", ""), ref, _strs(obj, "include"),
+                        _strs(obj, "exclude"), _strs(obj, "files"), _strs(obj, "names"))
         except (KeyError, TypeError, ValueError) as exc:
             raise Failure(EXIT_ENVIRONMENT, f"{where}: missing or malformed field {exc}; "
                           "export the model again to rewrite it") from exc
         return entry
 
+    @classmethod
+    def broken(cls, obj: Any, problem: str) -> Entry:
+        """A broken entry for ``obj`` (what of it can be shown, and ``problem``)."""
+        get = obj.get if isinstance(obj, dict) else (lambda key: None)
+
+        def text(*keys: str) -> str:
+            for key in keys:
+                value = get(key)
+                if isinstance(value, str):
+                    return value
+            return "?"
+
+        return cls(text("repoId"), text("repoType", "type"), text("revision", "rev"),
+                   text("storePath"), "", 0, text("exportedAt"), problem=problem, raw=obj)
+
     def label(self) -> str:
         return f"{self.repo_id}@{self.revision[:12]}"
 
 
+def _str(obj: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = obj.get(key, default)
+    if value is None:
+        raise KeyError(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: {value!r:.40} is not a string")
+    return value
+
+
+def _strs(obj: dict[str, Any], key: str) -> list[str]:
+    value = obj.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key}: {value!r:.40} is not a list of strings")
+    return list(value)
+
+
+def _store_path(obj: dict[str, Any]) -> str:
+    """``storePath`` of ``obj``: a canonical store path, else ValueError."""
+    value = _str(obj, "storePath")
+    try:
+        if check_store_path(value, "storePath") == value:
+            return value
+    except Failure as f:
+        raise ValueError(f.message) from None
+    raise ValueError(f"storePath: {value!r:.80} is not in canonical form")
+
+
 def manifest_path(directory: str) -> str:
+    """``<directory>/model-repo-persist.json``."""
     return os.path.join(directory, MANIFEST)
 
 
 def read_manifest(directory: str) -> list[Entry]:
-    """The entries of ``directory``'s manifest (``[]`` when there is none). Raises
-    :class:`Failure` (exit 3) when it is unreadable, not JSON, or of another version."""
+    """The entries of ``directory``'s manifest (``[]`` when there is none); an entry
+    that cannot be used is a broken one (:meth:`Entry.broken`), the others are not
+    affected. Raises :class:`Failure` (exit 3) when the file is unreadable, not JSON, or
+    of another version."""
     path = manifest_path(directory)
     try:
         with open_nofollow(path) as fh:
@@ -97,7 +154,7 @@ def read_manifest(directory: str) -> list[Entry]:
         raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
     try:
         doc = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise Failure(EXIT_ENVIRONMENT, f"{path} is not valid JSON ({exc}): the persist "
                       "folder's manifest is corrupt; restore it from a backup, or remove "
                       "it and export the models again") from exc
@@ -105,7 +162,13 @@ def read_manifest(directory: str) -> list[Entry]:
             doc.get("entries"), list):
         raise Failure(EXIT_ENVIRONMENT, f"{path}: expected {{\"version\": 1, \"entries\": "
                       "[...]}; written by another model-repo version? update model-repo")
-    return [Entry.from_json(e, f"{path}: entries[{i}]") for i, e in enumerate(doc["entries"])]
+    out = []
+    for i, obj in enumerate(doc["entries"]):
+        try:
+            out.append(Entry.from_json(obj, f"{path}: entries[{i}]"))
+        except Failure as f:
+            out.append(Entry.broken(obj, f.message))
+    return out
 
 
 def read_nix_hug_manifest(directory: str) -> list[Entry]:
@@ -113,8 +176,9 @@ def read_nix_hug_manifest(directory: str) -> list[Entry]:
     (``nix-hug-manifest.json``: a list of ``{repoId, type, rev, filters, storePath,
     exportedAt}``, nix-hug's ``cli/lib/persist.sh``), so ``import`` and ``store ls`` work
     on a nix-hug user's folder; NAR hash and size come from each path's narinfo. Read
-    only: model-repo never writes that file. Raises :class:`Failure` (exit 3) when it is
-    not a JSON list."""
+    only: model-repo never writes that file. An entry without a repo id or a canonical
+    store path is a broken one. Raises :class:`Failure` (exit 3) when the file is not a
+    JSON list."""
     path = os.path.join(directory, NIX_HUG_MANIFEST)
     try:
         with open_nofollow(path) as fh:
@@ -125,7 +189,7 @@ def read_nix_hug_manifest(directory: str) -> list[Entry]:
         raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
     try:
         doc = json.loads(data or b"[]")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise Failure(EXIT_ENVIRONMENT, f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(doc, list):
         raise Failure(EXIT_ENVIRONMENT, f"{path}: expected a list of entries (nix-hug's format)")
@@ -133,7 +197,13 @@ def read_nix_hug_manifest(directory: str) -> list[Entry]:
     for i, obj in enumerate(doc):
         if not isinstance(obj, dict) or not isinstance(obj.get("storePath"), str) or \
                 not isinstance(obj.get("repoId"), str):
-            raise Failure(EXIT_ENVIRONMENT, f"{path}: entry {i} lacks repoId or storePath")
+            out.append(Entry.broken(obj, f"{path}: entry {i} lacks repoId or storePath"))
+            continue
+        try:
+            _store_path(obj)
+        except ValueError as exc:
+            out.append(Entry.broken(obj, f"{path}: entry {i}: {exc}"))
+            continue
         info, _ = check_cached(directory, obj["storePath"])
         try:
             nar_hash, nar_size = narinfo_hash(info or {})
@@ -147,7 +217,7 @@ def read_nix_hug_manifest(directory: str) -> list[Entry]:
 def read_all(directory: str) -> list[Entry]:
     """model-repo's entries, then nix-hug's for store paths model-repo does not record."""
     ours = read_manifest(directory)
-    known = {e.store_path for e in ours}
+    known = {e.store_path for e in ours if not e.problem}
     return ours + [e for e in read_nix_hug_manifest(directory) if e.store_path not in known]
 
 
@@ -156,7 +226,8 @@ def write_manifest(directory: str, entries: Sequence[Entry]) -> None:
     through a symlink (:func:`activate.statefile.write_if_changed`). Raises OSError."""
     from ..statefile import write_if_changed
 
-    doc = {"version": MANIFEST_VERSION, "entries": [e.to_json() for e in entries]}
+    doc = {"version": MANIFEST_VERSION,
+           "entries": [e.raw if e.problem else e.to_json() for e in entries]}
     write_if_changed(manifest_path(directory), [(json.dumps(doc, indent=2) + "\n").encode()],
                      durable=True, mode=0o644)
 

@@ -294,7 +294,9 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
         name = store_name(res.repo_id, res.commit)
         tree = os.path.join(workdir, name)
         os.mkdir(tree)
-        if args.quiet or not sys.stderr.isatty():
+        from . import progress
+
+        if not progress.enabled():  # not a terminal, or -q (commands.run_command)
             disable_progress_bars()
         # Same files as git's sparse checkout: pass the user's patterns when
         # huggingface_hub's glob rules select the same set, else the exact paths.
@@ -308,11 +310,23 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
                     ignore_patterns=ignore)) != wanted:
                 allow, ignore = [fnmatch_escape(p) for p in sorted(wanted)], None
         log.info("downloading", files=len(chosen), size=human_size(total), into=dl)
-        session.call("downloading the files", lambda: snapshot_download(
-            res.repo_id, repo_type=res.repo_type, revision=res.commit, local_dir=dl,
-            allow_patterns=allow, ignore_patterns=ignore, endpoint=session.endpoint,
-            token=session.token), repo_id=res.repo_id, repo_type=res.repo_type,
-            ref=sel.revision)
+        guard = _GrowthGuard(dl, total - have + GROWTH_SLACK, workdir)
+        try:
+            with guard:
+                session.call("downloading the files", lambda: snapshot_download(
+                    res.repo_id, repo_type=res.repo_type, revision=res.commit,
+                    local_dir=dl, allow_patterns=allow, ignore_patterns=ignore,
+                    endpoint=session.endpoint, token=session.token,
+                    tqdm_class=progress.rate_bar_class()), repo_id=res.repo_id,
+                    repo_type=res.repo_type, ref=sel.revision)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            # huggingface_hub lists the repo again itself: a Hub answering it otherwise
+            # than our checked listing (a path outside the folder, a field missing)
+            from .api import printable
+
+            raise Failure(EXIT_ENVIRONMENT, f"downloading the files of {res.repo_id} failed: "
+                          f"{type(exc).__name__}: {printable(str(exc))[:300]}; retry, or "
+                          "check HF_ENDPOINT") from exc
         for f in chosen:
             src = os.path.join(dl, f.path)
             if os.path.isfile(src):
@@ -354,6 +368,63 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
     return name, sri_hash, store_path
 
 
+#: Bytes a snapshot download may write beyond the listed sizes before it is stopped.
+GROWTH_SLACK = 16 << 20
+
+
+def _folder_bytes(folder: str) -> int:
+    """Bytes of the regular files under ``folder`` (0 when it is gone)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for n in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class _GrowthGuard:
+    """Stops a snapshot download that writes more than ``limit`` bytes into ``folder``
+    (the listed sizes still to download, plus :data:`GROWTH_SLACK`): huggingface_hub
+    reads a file's body to its end, so a Hub sending an endless body would fill the
+    disk. Polled every 50 ms from a thread; past the limit it removes ``folder`` (its
+    files cannot be trusted) and ``workdir``, writes one line and ends the process with
+    exit 3 (``os._exit``: huggingface_hub's worker threads cannot be stopped otherwise,
+    as for a signal, :mod:`activate.hub.signals`)."""
+
+    def __init__(self, folder: str, limit: int, workdir: str):
+        import threading
+
+        self.folder, self.limit, self.workdir = folder, limit, workdir
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True,
+                                        name="model-repo-growth-guard")
+
+    def __enter__(self) -> _GrowthGuard:
+        self.start = _folder_bytes(self.folder)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            grown = _folder_bytes(self.folder) - self.start
+            if grown > self.limit:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                line = (f"model-repo: error: the Hub sent more than the {self.limit} bytes "
+                        f"its listing announces for this download ({grown} written); "
+                        "nothing was kept; retry, or check HF_ENDPOINT\n")
+                try:
+                    os.write(2, line.encode())
+                finally:
+                    os._exit(EXIT_ENVIRONMENT)
+
+
 def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[RemoteFile],
                name: str, sri_hash: str, store_path: str | None) -> int:
     """Print the pin (Nix attribute set, or JSON with ``--json``) on stdout."""
@@ -373,7 +444,9 @@ def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[R
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+        from .ggufsel import model_ref
+
+        sys.stdout.write(render_nix(repo_id=model_ref(res.repo_id, sel), repo_type=res.repo_type,
                                     commit=res.commit, ref=res.ref, date=date,
                                     files=sel.files, include=sel.include,
                                     exclude=sel.exclude, sri_hash=sri_hash))

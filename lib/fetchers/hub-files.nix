@@ -36,15 +36,19 @@ let
   # huggingface_hub's hf_hub_url gives: each segment's UTF-8 bytes
   # percent-encoded as urllib's quote does (lib/repopath.nix escapePath; every
   # nixpkgs lib version, non-ASCII names included).
+  # (`fileUrl hf` computes the part before the path once.)
   fileUrl =
-    hf: path:
-    lib.removeSuffix "/" hf.endpoint
-    + (if hf.repoType == "dataset" then "/datasets/" else "/")
-    + hf.repo
-    + "/resolve/"
-    + hf.revision
-    + "/"
-    + repopath.escapePath path;
+    hf:
+    let
+      prefix =
+        lib.removeSuffix "/" hf.endpoint
+        + (if hf.repoType == "dataset" then "/datasets/" else "/")
+        + hf.repo
+        + "/resolve/"
+        + hf.revision
+        + "/";
+    in
+    path: prefix + repopath.escapePath path;
 
   repopath = import ../repopath.nix { inherit lib; };
 
@@ -81,17 +85,25 @@ let
 
   # One file: a fixed-output fetchurl named after the file's base name, so
   # that its store path follows only the name and the bytes.
+  #   common: the arguments every file of the model shares (fetchArgs).
+  #   urlOf: fileUrl of the model's source.huggingface.
   fetchHubFile =
-    pkgs: cfg: e:
+    pkgs: common: urlOf: e:
     pkgs.fetchurl (
-      {
+      common
+      // {
         name = storeSafe (builtins.baseNameOf e.path);
-        url = fileUrl cfg.source.huggingface e.path;
+        url = urlOf e.path;
         inherit (e) hash;
       }
-      // networkCurlOpts cfg
-      // bearerAuth cfg
     );
+
+  # Curl options and the bearer header, the same for every file of a model:
+  # computed (and the token's transport checked) once.
+  fetchArgs =
+    cfg:
+    networkCurlOpts cfg
+    // bearerAuth cfg "source.huggingface.endpoint" [ cfg.source.huggingface.endpoint ];
 
   # A model's options -> { drv (the snapshot directory); extra (passthru) }.
   fetchHubFiles =
@@ -101,10 +113,12 @@ let
       # path -> its fetchurl, one attribute set (linear). nixpkgs' linkFarm takes
       # it as it is; given a list it folds the entries with `//`, a copy of the
       # set per file: quadratic (bench/nix_eval.py).
+      common = fetchArgs cfg;
+      urlOf = fileUrl hf;
       files = lib.listToAttrs (
         map (e: {
           name = e.path;
-          value = fetchHubFile pkgs cfg e;
+          value = fetchHubFile pkgs common urlOf e;
         }) (pinnedFiles cfg)
       );
     in

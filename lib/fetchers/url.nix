@@ -118,7 +118,7 @@ let
       // (if builtins.length f.urls == 1 then { url = builtins.head f.urls; } else { inherit (f) urls; })
       // f.hashArgs
       // networkCurlOpts cfg
-      // bearerAuth cfg
+      // bearerAuth cfg "source.url" f.urls
     );
 
   # Each file is its own fixed-output fetchurl (a flat hash: what the Hub
