@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .hubfs import Blocked, Changed, HubFS
+from .hubfs import Blocked, Changed, HubFS, HubRoot, UnsafePath, open_hub
 
 STATE_SUBDIR = "datasets"
 STATE_VERSION = 1
@@ -269,16 +269,17 @@ def _others(state_dir: str, key: str, profile: str) -> set[tuple[str, str, str |
 
 
 class _lock:
-    """``flock`` on ``<cache>/.model-repo.lock`` (opened ``O_NOFOLLOW``), ``timeout``
-    seconds at most."""
+    """``flock`` on ``<cache>/.model-repo.lock`` (opened ``O_NOFOLLOW`` relative to the
+    opened cache), ``timeout`` seconds at most."""
 
-    def __init__(self, cache_dir: str, timeout: float) -> None:
-        self.cache_dir, self.timeout, self.fd = cache_dir, timeout, -1
+    def __init__(self, root: HubRoot, timeout: float) -> None:
+        self.root, self.cache_dir, self.timeout, self.fd = root, root.path, timeout, -1
 
     def __enter__(self) -> _lock:
         path = os.path.join(self.cache_dir, LOCK_NAME)
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            self.fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              0o666, dir_fd=self.root.fd)
         except OSError as exc:
             raise DatasetsCacheProblem(
                 f"cannot open the lock {path} ({exc.strerror}): it must be a regular file "
@@ -319,22 +320,35 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
     want, problems = wanted(prepared)
     result.problems.extend(problems)
     result.blocked.update(problem[0] for problem in problems)
-    if not os.path.isdir(cache_dir):
-        if not want:
-            return result  # nothing wanted; a state there is kept for when it is back
-        if dry_run:
-            result.done.append(f"would create the datasets cache {cache_dir}")
-            result.pending = True
-            return result
-        os.makedirs(cache_dir, exist_ok=True)
-    key = os.path.realpath(cache_dir)
+    with _safe_path():
+        root = open_hub(cache_dir)  # every step checked (as root: root's folders only)
+        if root.fd is None:
+            if not want:
+                return result  # nothing wanted; a state there is kept for when it is back
+            if dry_run:
+                result.done.append(f"would create the datasets cache {cache_dir}")
+                result.pending = True
+                return result
+            root = open_hub(cache_dir, create=True)
+    try:
+        return _sync_in(root, profile, state_dir, want, result, dry_run=dry_run,
+                        lock_timeout=lock_timeout, before_write=before_write)
+    finally:
+        root.close()
+
+
+def _sync_in(root: HubRoot, profile: str, state_dir: str,
+             want: list[tuple[str, str, str | None, str]], result: Result, *, dry_run: bool,
+             lock_timeout: float, before_write: Callable[[str], None] | None) -> Result:
+    """:func:`sync` once the cache is open (``root``)."""
+    cache_dir, key = root.path, root.real
     spath = state_path(state_dir, key, profile)
-    with _lock(cache_dir, lock_timeout) if not dry_run else _nolock():
+    with _lock(root, lock_timeout) if not dry_run else _nolock():
         data = _load(spath) or {"version": STATE_VERSION, "profile": profile, "cache": key,
                                 "entries": []}
         mine = {(e[0], e[1], e[2]) for e in data["entries"]}
         others = _others(state_dir, key, profile)
-        fs = HubFS(cache_dir, before_write)
+        fs = HubFS(cache_dir, before_write, root=root)
         try:
             make, record, drop, owner = _plan(fs, want, mine, others, result)
             if dry_run:
@@ -375,7 +389,7 @@ def sync(cache_dir: str, profile: str, state_dir: str, prepared: list[Prepared],
                     result.done.append(note)
             _write(spath, data, remaining)
         finally:
-            fs.forget()
+            fs.close()
     return result
 
 
@@ -389,6 +403,19 @@ def _share_like_parent(fs: HubFS, rel: str) -> None:
     if pmode & 0o070 == 0o070:
         fd = fs.dir_fd(rel)
         os.fchmod(fd, (os.fstat(fd).st_mode & 0o7777) | 0o070 | (pmode & stat.S_ISGID))
+
+
+class _safe_path:
+    """:class:`~activate.hubfs.UnsafePath` (a step of the cache's path that
+    :func:`~activate.hubfs.open_hub` refuses, e.g. a folder of another user on root's
+    way) as :class:`DatasetsCacheProblem`, with its message and fix."""
+
+    def __enter__(self) -> _safe_path:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if isinstance(exc, UnsafePath):
+            raise DatasetsCacheProblem(f"the datasets cache: {exc}") from None
 
 
 class _nolock:

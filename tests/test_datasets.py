@@ -904,3 +904,29 @@ def test_flake_check_of_datasets_evaluates() -> None:
             "nixpkgsLib = lib; pkgsPath = null; homeManager = null; devenv = null; "
             "activator = act; }; in c.datasets-load-offline.drvPath")
     assert str(nix_eval(expr)).endswith("-model-repo-check-datasets.drv")
+
+
+def test_root_refuses_a_datasets_cache_behind_another_users_folder(ws: Workspace,
+                                                                    tmp_path: Path) -> None:
+    """Root never writes through a folder another user owns (they could swap it for a
+    link anywhere): a datasets cache under one is refused, exit 3, nothing written."""
+    import pwd
+
+    name = os.environ.get("MODEL_REPO_TEST_USER") or "model-repo-test"
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the rule is root's (a folder of another user on its way)")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], capture_output=True)
+        pw = pwd.getpwnam(name)
+    theirs = ws.root / "theirs"
+    (theirs / "datasets").mkdir(parents=True)
+    os.chown(theirs, pw.pw_uid, pw.pw_gid)
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-unsafe")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-unsafe"))
+    m = manifest({"tiny": dataset_model(snap, prep)}, profile="unsafe")
+    m["datasetsCacheDir"] = str(theirs / "datasets")
+    res = ws.activate(m)
+    assert res.code == 3 and "datasets cache" in res.stderr, res.stderr
+    assert list((theirs / "datasets").iterdir()) == []
