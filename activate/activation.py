@@ -236,10 +236,17 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
             )
         return
     if state is None and adopt and current is not None:
-        for path, other in statemod.list_states(state_dir):
-            same = (tuple(other.hub_id) == current if other.hub_id is not None
-                    else os.path.realpath(other.hub_dir) == key)  # a state of version 1
-            if other.profile == profile and other.hub_dir != key and same:
+        for path, summary, other in statemod.summaries(state_dir, update_index=True):
+            same = (tuple(summary.hub_id) == current if summary.hub_id is not None
+                    else os.path.realpath(summary.hub_dir) == key)  # a state of version 1
+            if summary.profile == profile and summary.hub_dir != key and same:
+                try:
+                    other = other or statemod.read(path)
+                except statemod.CorruptState as exc:
+                    log.warning(exc.message())
+                    continue
+                if other is None:
+                    continue
                 log.warning("the hub cache was moved or renamed; taking over its state",
                             was=other.hub_dir, now=key)
                 was, other.hub_dir = other.hub_dir, key
@@ -317,6 +324,8 @@ def run_deactivate(
                     gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
                 remove_receipts(state_dir, profile, st.hub_dir)
         results.append((st.hub_dir, result))
+    if not dry_run:
+        statemod.drop_index_if_alone(state_dir)
     return results
 
 
@@ -336,7 +345,9 @@ def _converge(
         log.warning(exc.message())
         old = statemod.State(profile, key)
     corrupt: list[statemod.CorruptState] = []
-    others = statemod.load_others(state_dir, key, profile, corrupt)
+    folders = {w.folder for w in wants} | {r.path.split("/", 1)[0] for r in old.records}
+    others = statemod.load_others(state_dir, key, profile, corrupt, folders=folders,
+                                  update_index=writing)
     for exc in corrupt:
         log.warning(exc.message())
     fs = HubFS(hub_dir, before_write)
