@@ -21,7 +21,7 @@ from .statefile import state_dir, write_if_changed
 # strings (PEP 563) and these names exist only for type checkers.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Collection, Iterator, Mapping
 
 
 def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
@@ -101,11 +101,13 @@ def _receipt_key(manifest_path: str, choices: str) -> list[str]:
 
 def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
                   environ: Mapping[str, str], profile: str, hub_dir: str,
-                  records: list[tuple[str, str, str, bool]], env: Mapping[str, str]) -> None:
+                  records: Collection[tuple[str, str, str, bool]],
+                  env: Mapping[str, str]) -> None:
     """Record a complete activation for the no-op path; remove older receipts of the same
     profile and hub dir (earlier generations' manifests).
 
-    ``records``: ``(kind, path relative to hub, value, created)`` as in the state.
+    ``records``: ``(kind, path relative to hub, value, created)`` as in the state (any
+    sized iterable, read once).
     Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``;
     written a record at a time, and not replaced when unchanged.
     """
