@@ -109,9 +109,10 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="what is linked, for which profile, dangling, blocked",
         description="For each profile with a state in the state dir: its hub dir, each "
         "snapshot link and ref it created with its status (ok, dangling: the store path is "
-        "gone; missing: someone removed it; changed: it now holds something else), and "
+        "gone; missing: someone removed it; changed: it now holds something else; "
+        "damaged: a file of its store path was removed, added or rewritten), and "
         "what its last activation could not link.",
-        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed or "
+        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed, damaged or "
         "blocked, 2 bad input (--profile names no profile with a state: the profiles "
         "that have one are listed), 70 internal error.")
     hub(status, "only the profiles linking into this hub cache")
@@ -360,6 +361,9 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
 
     from .cachedir import flag_hub_dir
 
+    from .storecheck import changed
+
+    damaged: dict[str, str | None] = {}  # store path -> why it is damaged (once each)
     hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)
     report = []
@@ -386,8 +390,20 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
                     state = "missing"
                 else:
                     state = "changed"
+            damage = None
+            if state == "ok" and rec.kind in ("snapshot", "tree") and rec.value:
+                if rec.value not in damaged:
+                    damaged[rec.value] = changed(rec.value)
+                damage = damaged[rec.value]
+                if damage:
+                    state = "damaged"
             entries.append({"path": os.path.join(st.hub_dir, rec.path), "kind": rec.kind,
                             "value": rec.value, "created": rec.created, "status": state})
+            if damage:
+                entries[-1]["reason"] = f"the store path {rec.value}: {damage}"
+                entries[-1]["fix"] = (f"check it with nix-store --verify-path {rec.value}; "
+                                      f"repair it (nix-store --repair-path {rec.value}) or "
+                                      "delete it (nix-store --delete) and rebuild")
             if state == "dangling" and rec.value:
                 from .persistdir import import_hint  # standard library
 
@@ -410,6 +426,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
             for e in prof["entries"]:
                 sys.stdout.write(f"  {e['status']:<8} {e['kind']:<8} {e['path']}"
                                  f" -> {e['value']}\n")
+                if e.get("reason"):
+                    sys.stdout.write(f"           {e['reason']}\n")
                 if e.get("fix"):
                     sys.stdout.write(f"           fix: {e['fix']}\n")
             for b in prof["blocked"]:

@@ -9,6 +9,7 @@ activator holds its ref, and never make the activator forget the ref it must giv
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -87,3 +88,49 @@ def test_the_users_ref_survives_rm_of_our_revision(ws: Workspace, tiny_bert_stor
     assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
     assert (snap / "config.json").read_text() == '{"user": true}'
     assert sorted(p.name for p in (ws.hub / REPO / "snapshots").iterdir()) == [USER_COMMIT]
+
+
+def _fresh_store_path(tmp_path: Path, files: dict[str, str]) -> tuple[Path, str]:
+    """A store path of its own (random content): a test may damage it, then deletes it."""
+    from conftest import nix_store_add
+
+    d = tmp_path / "own-model"
+    for rel, text in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+    (d / "nonce.txt").write_text(os.urandom(8).hex())
+    return d, nix_store_add(d)
+
+
+def _delete_store_path(d: Path, store: str) -> None:
+    import conftest
+
+    conftest._added.pop(str(d), None)
+    subprocess.run(["nix-store", "--delete", store], capture_output=True)
+
+
+def test_status_says_a_store_path_was_damaged(ws: Workspace, tmp_path: Path) -> None:
+    """A store path changed after Nix made it (here: `hf cache rm hf://…/FILE` run as
+    root through a snapshot linked whole into a writable store) is reported by `status` as damaged (exit 1), with the way to check and repair it."""
+    d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
+    try:
+        data = manifest({"x": model(store, repo_id="org/x")})
+        assert ws.activate(data).code == 0
+        res = ws.run("status", "--state-dir", str(ws.state))
+        assert res.code == 0 and "damaged" not in res.stdout, res.stdout
+        hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+        if os.path.exists(os.path.join(store, "config.json")):
+            pytest.skip("the snapshot is not linked whole into a store this user can write: "
+                        "nothing to damage (run as root on a writable /nix/store)")
+        assert subprocess.run(["nix-store", "--verify-path", store],
+                              capture_output=True).returncode != 0
+        res = ws.run("status", "--state-dir", str(ws.state))
+        assert res.code == 1, res.stdout
+        assert "damaged" in res.stdout and "was changed after Nix made it" in res.stdout
+        assert f"nix-store --verify-path {store}" in res.stdout
+        res = ws.run("status", "--state-dir", str(ws.state), "--json")
+        (entry,) = [e for p in json.loads(res.stdout) for e in p["entries"]
+                    if e["kind"] in ("snapshot", "tree")]
+        assert entry["status"] == "damaged"
+    finally:
+        _delete_store_path(d, store)
