@@ -285,3 +285,21 @@ def test_the_state_index_never_hides_a_changed_state(ws: Workspace, tiny_bert_st
                  "--state-dir", str(fresh))
     assert res.code == 0, res.stderr
     assert not (fresh / INDEX_NAME).exists()
+
+
+def test_two_partial_snapshots_of_one_store_path_share_blob_links(ws: Workspace,
+                                                                   tiny_bert_store_path: str) -> None:
+    """Two commits of one repo linked file by file to the same store path: their blob
+    links (named after store path and file) are one set. Both link in one run (one mkdir
+    of blobs/), dropping one leaves the other readable, dropping both leaves nothing."""
+    a = model(tiny_bert_store_path, revision=COMMIT_A, partial=True)
+    b = model(tiny_bert_store_path, revision=COMMIT_B, partial=True, refs=["v2"])
+    res = ws.activate(manifest({"a": a, "b": b}))
+    assert res.code == 0, res.stderr
+    assert ws.activate(manifest({"b": b})).code == 0
+    snap_b = ws.hub / REPO / "snapshots" / COMMIT_B
+    assert (snap_b / "config.json").read_bytes() == \
+        (Path(tiny_bert_store_path) / "config.json").read_bytes()
+    assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+    assert ws.activate(manifest({})).code == 0
+    assert not (ws.hub / REPO).exists()
