@@ -236,10 +236,12 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
             )
         return
     if state is None and adopt and current is not None:
-        for path, summary, other in statemod.summaries(state_dir, update_index=True):
+        for path, summary, other in statemod.summaries(
+                state_dir, update_index=True,
+                relevant=lambda p, h: p == profile and h != key):
             same = (tuple(summary.hub_id) == current if summary.hub_id is not None
                     else os.path.realpath(summary.hub_dir) == key)  # a state of version 1
-            if summary.profile == profile and summary.hub_dir != key and same:
+            if same:
                 try:
                     other = other or statemod.read(path)
                 except statemod.CorruptState as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .statefile import STATE_VERSION, state_dir, state_file, write_if_changed
@@ -237,10 +237,10 @@ def load_others(directory: str, hub_dir: str, profile: str,
                 if state.hub_dir == hub_dir and state.profile != profile]
     out = []
     own = state_file(directory, hub_dir, profile)
-    for path, summary, state in summaries(directory, problems, update_index=update_index,
-                                          skip=own):
-        if summary.hub_dir != hub_dir or summary.profile == profile \
-                or folders.isdisjoint(summary.folders):
+    for path, summary, state in summaries(
+            directory, problems, update_index=update_index, skip=own,
+            relevant=lambda p, h: h == hub_dir and p != profile):
+        if folders.isdisjoint(summary.folders):
             continue
         if state is None:
             try:
@@ -268,12 +268,13 @@ class Summary:
     profile: str
     hub_dir: str
     hub_id: tuple[int, int] | None
-    folders: frozenset[str]
+    folders: tuple[str, ...]
 
 
 def summaries(directory: str, problems: list[CorruptState] | None = None, *,
-              update_index: bool = False,
-              skip: str | None = None) -> list[tuple[str, Summary, State | None]]:
+              update_index: bool = False, skip: str | None = None,
+              relevant: Callable[[str, str], bool] | None = None,
+              ) -> list[tuple[str, Summary, State | None]]:
     """``(file path, summary, state or None)`` of every readable state in ``directory``.
 
     The summaries come from the state dir's index (``states-index``, JSON): one entry per
@@ -284,7 +285,10 @@ def summaries(directory: str, problems: list[CorruptState] | None = None, *,
     are moved aside and appended to ``problems``. ``update_index``: write the index back
     (atomically) when it changed. ``skip``: a state file left out (the running profile's
     own, saved later in the run: its entry is kept as it was, so that a run that changes
-    nothing writes nothing)."""
+    nothing writes nothing). ``relevant(profile, hub dir)``: the states a caller needs;
+    a file whose index entry names another (profile, hub dir) is passed over without even
+    a ``stat`` (a state file's name is a hash of its hub dir and profile, so these never
+    change under one name; only its records do)."""
     try:
         names = sorted(os.listdir(directory))
     except OSError:
@@ -301,14 +305,20 @@ def summaries(directory: str, problems: list[CorruptState] | None = None, *,
             if name in index:
                 fresh[name] = index[name]
             continue
+        entry = index.get(name)
+        summary = _summary(entry) if entry is not None else None
+        if relevant is not None and summary is not None \
+                and not relevant(summary.profile, summary.hub_dir):
+            fresh[name] = entry  # type: ignore[assignment]
+            continue
         try:
             st = os.stat(path)
         except OSError:
             continue
         sig: list[object] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-        entry = index.get(name)
         state = None
-        summary = _summary(entry) if entry is not None and entry[:4] == sig else None
+        if summary is not None and entry[:4] != sig:  # type: ignore[index]
+            summary = None
         if summary is None:
             try:
                 state = read(path)
@@ -318,12 +328,13 @@ def summaries(directory: str, problems: list[CorruptState] | None = None, *,
                 continue
             if state is None:
                 continue
-            summary = Summary(state.profile, state.hub_dir, state.hub_id,
-                              frozenset(r.path.split("/", 1)[0] for r in state.records))
+            summary = Summary(state.profile, state.hub_dir, state.hub_id, tuple(sorted(
+                {r.path.split("/", 1)[0] for r in state.records})))
             entry = [*sig, summary.profile, summary.hub_dir,
-                     list(summary.hub_id) if summary.hub_id else None, sorted(summary.folders)]
+                     list(summary.hub_id) if summary.hub_id else None, list(summary.folders)]
         fresh[name] = entry  # type: ignore[assignment]
-        out.append((path, summary, state))
+        if relevant is None or relevant(summary.profile, summary.hub_dir):
+            out.append((path, summary, state))
     if update_index and fresh != index:
         try:
             write_if_changed(index_path, [json.dumps(
@@ -360,10 +371,10 @@ def _summary(entry: object) -> Summary | None:
     try:
         _, _, _, _, profile, hub_dir, hub_id, folders = entry  # type: ignore[misc]
         if not (isinstance(profile, str) and isinstance(hub_dir, str)
-                and all(isinstance(f, str) for f in folders)):
+                and isinstance(folders, list)):
             return None
         return Summary(profile, hub_dir, (int(hub_id[0]), int(hub_id[1])) if hub_id else None,
-                       frozenset(folders))
+                       tuple(folders))
     except (TypeError, ValueError, IndexError):
         return None
 
