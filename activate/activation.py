@@ -103,6 +103,7 @@ def run_activate(
     profile = request.profile
     wants = request.wants
     writing = not (dry_run or read_only)
+    _store_kinds.clear()  # looked at afresh by every run (tests run many in one process)
     key = os.path.realpath(hub_dir)
     state_path = statemod.state_file(state_dir, key, profile)
     _check_hub(state_dir, state_path, profile, hub_dir, key, log, adopt=writing)
@@ -393,13 +394,26 @@ def _disown(state_dir: str, key: str, disowned: list[tuple[str, str]],
 
 
 def _store_kind(path: str) -> str:
-    """``dir``, ``missing`` or ``other``: what a model's store path is (followed)."""
-    try:
-        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "other"
+    """``dir``, ``damaged`` (a directory changed after Nix made it: a file removed, added
+    or rewritten, :mod:`activate.storecheck`), ``missing`` or ``other``: what a model's
+    store path is (followed). Each path is looked at once per run."""
+    kind = _store_kinds.get(path)
+    if kind is None:
+        try:
+            kind = "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+        except FileNotFoundError:
+            kind = "missing"
+        except OSError:
+            kind = "other"
+        if kind == "dir":
+            from .storecheck import changed
+
+            kind = "damaged" if changed(path) else "dir"
+        _store_kinds[path] = kind
+    return kind
+
+
+_store_kinds: dict[str, str] = {}
 
 
 def _save_state(path: str, st: statemod.State) -> None:

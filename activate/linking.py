@@ -117,7 +117,8 @@ def plan(
     ``old`` is this profile's records; ``others`` is ``(profile, record)`` of the other
     profiles known for this hub dir (what they want is never removed or taken by us, and
     what they created and we want too becomes ours as well). ``store_kind(path)`` says
-    what a store path is: ``dir``, ``missing`` or ``other``.
+    what a store path is: ``dir``, ``damaged`` (a directory changed after Nix made it,
+    :mod:`activate.storecheck`), ``missing`` or ``other``.
     """
     result = Plan()
     by_folder: dict[str, list[Want]] = defaultdict(list)
@@ -382,7 +383,15 @@ class _FolderPlan:
         kind = self.store_kind(target)
         if kind == "dir":
             return True
-        if kind == "missing":
+        if kind == "damaged":
+            from .storecheck import changed  # standard library, only for this report
+
+            self.block(names, rel, f"the store path {target} is damaged: "
+                       f"{changed(target) or 'it was changed after Nix made it'}",
+                       f"check it (nix-store --verify-path {target}), then repair it "
+                       f"(nix-store --repair-path {target}) or delete it (nix-store --delete "
+                       f"{target}) and rebuild, then activate again")
+        elif kind == "missing":
             from .persistdir import import_hint  # standard library, only for this report
 
             self.block(names, rel, f"the store path {target} is missing (garbage-collected?)",
@@ -517,7 +526,7 @@ class _FolderPlan:
         entry = self.fs.lstat(snap)
         if (entry.kind == "link" and entry.target is not None
                 and os.path.dirname(entry.target) == os.path.dirname(target)
-                and self.store_kind(entry.target) == "dir"):
+                and self.store_kind(entry.target) in ("dir", "damaged")):
             mine = self.mine(snap, "snapshot")
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"

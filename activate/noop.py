@@ -24,9 +24,14 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping
 
 
-def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
+def verify_records(hub_dir: str, records: list[Mapping[str, object]],
+                   check_store: bool = True) -> bool:
     """True when every record still holds on disk (the no-op check; standard library
-    only, a few syscalls per record)."""
+    only, a few syscalls per record), and (``check_store``) every store path a snapshot
+    names is as Nix made it (:func:`activate.storecheck.changed`, once per store path)."""
+    from .storecheck import changed
+
+    intact: dict[str, bool] = {}
     for rec in records:
         path = os.path.join(hub_dir, str(rec["path"]))
         kind = rec["kind"]
@@ -46,6 +51,11 @@ def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
                         return False
                 if not os.path.isdir(value):
                     return False
+                if check_store:
+                    if value not in intact:
+                        intact[value] = changed(value) is None
+                    if not intact[value]:
+                        return False
             elif kind == "tree":
                 from .tree import verify
 

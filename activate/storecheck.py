@@ -5,9 +5,10 @@ after the epoch: its ``canonicalisePathMetaData``). Removing a file from a direc
 store path (``hf cache rm`` of a file through a snapshot linked whole into a writable
 store, as root), adding one, or rewriting a file sets the mtime of that directory or
 file to the time of the change. So in a store path where some entries still have mtime
-1, an entry with another mtime was changed after Nix made it; an empty store path lost
-its files (or never had any: no use as a model either). A path made outside Nix (a
-test's fake store) has no entry with mtime 1 and is never called changed.
+1, an entry with another mtime was changed after Nix made it. A path made outside Nix (a
+test's fake store) has no entry with mtime 1 and is never called changed; nor is a store
+path whose only file was removed (an empty folder, told from one made outside Nix only by
+``nix-store --verify-path``).
 ``nix-store --verify-path`` compares the whole content with Nix's database; this reads
 only the ``lstat`` of each entry.
 
@@ -31,7 +32,6 @@ def changed(store_path: str) -> str | None:
         return None
     canonical = int(top.st_mtime) == NIX_MTIME
     first: str | None = None if canonical else "."
-    count = 0
     for dirpath, dirnames, filenames in os.walk(store_path):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
@@ -39,13 +39,10 @@ def changed(store_path: str) -> str | None:
                 st = os.lstat(path)
             except OSError:
                 continue
-            count += 1
             if int(st.st_mtime) == NIX_MTIME:
                 canonical = True
             elif first is None:
                 first = os.path.relpath(path, store_path)
-    if count == 0:
-        return "it holds no file (a model's store path is never empty)"
     if canonical and first is not None:
         where = "its top folder" if first == "." else repr(first)
         return (f"{where} was changed after Nix made it (a file removed, added or "

@@ -181,3 +181,25 @@ def test_cache_tools_never_change_a_partial_snapshots_store_path(ws: Workspace,
         assert ws.run("status", "--state-dir", str(ws.state)).code == 0
     finally:
         _delete_store_path(d, store)
+
+
+def test_activation_blocks_a_damaged_store_path(ws: Workspace, tmp_path: Path) -> None:
+    """After `hf cache rm hf://…/FILE` through a whole link as root deleted a store file,
+    the next activation (the repeat of the same manifest too) does not say ok: the model
+    is blocked (exit 1, no offline variables) with the way to check and repair it."""
+    d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
+    try:
+        data = manifest({"x": model(store, repo_id="org/x")})
+        assert ws.activate(data).code == 0
+        hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+        if os.path.exists(os.path.join(store, "config.json")):
+            pytest.skip("the snapshot is not linked whole into a store this user can write: "
+                        "nothing to damage (run as root on a writable /nix/store)")
+        path = ws.root / "manifest.json"  # the same file: the repeat path is tried first
+        res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                     "--state-dir", str(ws.state), "--format", "json")
+        assert res.code == 1, res.stderr
+        assert "damaged" in res.stderr and f"nix-store --verify-path {store}" in res.stderr
+        assert "HF_HUB_OFFLINE" not in res.env() and res.env()["MODEL_REPO_X"] == store
+    finally:
+        _delete_store_path(d, store)
