@@ -28,8 +28,9 @@ def verify_records(hub_dir: str, records: list[Mapping[str, object]],
                    check_store: bool = True) -> bool:
     """True when every record still holds on disk (the no-op check; standard library
     only, a few syscalls per record), and (``check_store``) every store path a snapshot
-    names is as Nix made it (:func:`activate.storecheck.changed`, once per store path)."""
-    from .storecheck import changed
+    names has its top folder as Nix made it (:func:`activate.storecheck.top_changed`,
+    one ``lstat`` per store path)."""
+    from .storecheck import top_changed
 
     intact: dict[str, bool] = {}
     for rec in records:
@@ -53,7 +54,7 @@ def verify_records(hub_dir: str, records: list[Mapping[str, object]],
                     return False
                 if check_store:
                     if value not in intact:
-                        intact[value] = changed(value) is None
+                        intact[value] = top_changed(value) is None
                     if not intact[value]:
                         return False
             elif kind == "tree":
