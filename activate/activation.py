@@ -103,7 +103,6 @@ def run_activate(
     profile = request.profile
     wants = request.wants
     writing = not (dry_run or read_only)
-    _store_kinds.clear()  # looked at afresh by every run (tests run many in one process)
     key = os.path.realpath(hub_dir)
     state_path = statemod.state_file(state_dir, key, profile)
     _check_hub(state_dir, state_path, profile, hub_dir, key, log, adopt=writing)
@@ -342,6 +341,7 @@ def _converge(
     ``key`` is the hub dir's real path (what states are filed under).
     Returns the plan, the failed actions, and the records the state must keep (the
     intent when something failed, so a later run can finish)."""
+    _store_kinds.clear()  # looked at afresh by every run (tests run many in one process)
     try:
         old = statemod.load(state_path, profile, key)
     except statemod.CorruptState as exc:
