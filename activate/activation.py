@@ -352,10 +352,19 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
             )
         return
     if state is None and adopt and current is not None:
-        for path, other in statemod.list_states(state_dir):
-            same = (tuple(other.hub_id) == current if other.hub_id is not None
-                    else os.path.realpath(other.hub_dir) == key)  # a state of version 1
-            if other.profile == profile and other.hub_dir != key and same:
+        for path, summary, other in statemod.summaries(
+                state_dir, update_index=True,
+                relevant=lambda p, h: p == profile and h != key):
+            same = (tuple(summary.hub_id) == current if summary.hub_id is not None
+                    else os.path.realpath(summary.hub_dir) == key)  # a state of version 1
+            if same:
+                try:
+                    other = other or statemod.read(path)
+                except statemod.CorruptState as exc:
+                    log.warning(exc.message())
+                    continue
+                if other is None:
+                    continue
                 log.warning("the hub cache was moved or renamed; taking over its state",
                             was=other.hub_dir, now=key)
                 was, other.hub_dir = other.hub_dir, key
@@ -440,6 +449,8 @@ def run_deactivate(
                                            lock_timeout=lock_timeout, forget=forget))
         finally:
             root.close()
+    if not dry_run:
+        statemod.drop_index_if_alone(state_dir)
     return results
 
 
@@ -508,13 +519,16 @@ def _converge(
     Returns the plan, the failed actions, and the records the state must keep (the
     intent when something failed, so a later run can finish)."""
     hub_dir = root.path
+    _store_kinds.clear()  # looked at afresh by every run (tests run many in one process)
     try:
         old = statemod.load(state_path, profile, key, aside=writing)
     except statemod.CorruptState as exc:
         log.warning(exc.message())
         old = statemod.State(profile, key)
     corrupt: list[statemod.CorruptState] = []
-    others = statemod.load_others(state_dir, key, profile, corrupt, aside=writing)
+    folders = {w.folder for w in wants} | {r.path.split("/", 1)[0] for r in old.records}
+    others = statemod.load_others(state_dir, key, profile, corrupt, aside=writing,
+                                  folders=folders, update_index=writing)
     for exc in corrupt:
         log.warning(exc.message())
     fs = HubFS(hub_dir, before_write, root=root)
@@ -558,13 +572,26 @@ def _disown(state_dir: str, key: str, disowned: list[tuple[str, str]],
 
 
 def _store_kind(path: str) -> str:
-    """``dir``, ``missing`` or ``other``: what a model's store path is (followed)."""
-    try:
-        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "other"
+    """``dir``, ``damaged`` (a directory changed after Nix made it: a file removed, added
+    or rewritten, :mod:`activate.storecheck`), ``missing`` or ``other``: what a model's
+    store path is (followed). Each path is looked at once per run."""
+    kind = _store_kinds.get(path)
+    if kind is None:
+        try:
+            kind = "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+        except FileNotFoundError:
+            kind = "missing"
+        except OSError:
+            kind = "other"
+        if kind == "dir":
+            from .storecheck import changed
+
+            kind = "damaged" if changed(path) else "dir"
+        _store_kinds[path] = kind
+    return kind
+
+
+_store_kinds: dict[str, str] = {}
 
 
 def _save_state(path: str, st: statemod.State) -> None:

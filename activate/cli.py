@@ -111,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="what is linked, for which profile, dangling, blocked",
         description="For each profile with a state in the state dir: its hub dir, each "
         "snapshot link and ref it created with its status (ok, dangling: the store path is "
-        "gone; missing: someone removed it; changed: it now holds something else), and "
+        "gone; missing: someone removed it; changed: it now holds something else; "
+        "damaged: a file of its store path was removed, added or rewritten), and "
         "what its last activation could not link.",
-        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed or "
+        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed, damaged or "
         "blocked, 2 bad input (--profile names no profile with a state: the profiles "
         "that have one are listed), 3 a state cannot be read (no permission, damaged, "
         "or written by a newer model-repo), 70 internal error. Writes nothing.")
@@ -365,8 +366,7 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
                     and not request.prepared):
                 write_receipt(directory, args.manifest, args.cache_dir, environ,
                               request.profile, outcome.hub_key,
-                              [(r.kind, r.path, r.value or "", r.created)
-                               for r in outcome.records], outcome.env)
+                              _ReceiptRows(outcome.records), outcome.env)
             else:
                 remove_receipt(directory, args.manifest, args.cache_dir, environ)
         except OSError as exc:
@@ -386,6 +386,22 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         log.error(outcome.state_error)  # type: ignore[attr-defined]
         return EXIT_ENVIRONMENT
     return EXIT_PARTIAL if result.problems else EXIT_OK
+
+
+class _ReceiptRows:
+    """The receipt's ``(kind, path, value, created)`` rows of ``records``, made one at a
+    time as the receipt is written (a list of them is megabytes at 10,000 models, at the
+    run's peak memory)."""
+
+    def __init__(self, records: list) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for r in self.records:
+            yield (r.kind, r.path, r.value or "", r.created)
 
 
 class OutputError(Exception):
@@ -431,6 +447,9 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
     from .state import CorruptState, list_states, state_dir
     from .tree import Below
 
+    from .storecheck import changed
+
+    damaged: dict[str, str | None] = {}  # store path -> why it is damaged (once each)
     hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)
     report = []
@@ -454,7 +473,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
             if rec.kind == "dir":
                 continue
             raw = rec.to_json()
-            ok = below is not None and verify_records(st.hub_dir, [raw], below)
+            ok = below is not None and verify_records(st.hub_dir, [raw], below,
+                                                      check_store=False)  # damage: below
             state = "ok"
             if not ok:
                 present = below is not None and below.exists(rec.path)
@@ -465,8 +485,20 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
                     state = "missing"
                 else:
                     state = "changed"
+            damage = None
+            if state == "ok" and rec.kind in ("snapshot", "tree") and rec.value:
+                if rec.value not in damaged:
+                    damaged[rec.value] = changed(rec.value)
+                damage = damaged[rec.value]
+                if damage:
+                    state = "damaged"
             entries.append({"path": os.path.join(st.hub_dir, rec.path), "kind": rec.kind,
                             "value": rec.value, "created": rec.created, "status": state})
+            if damage:
+                entries[-1]["reason"] = f"the store path {rec.value}: {damage}"
+                entries[-1]["fix"] = (f"check it with nix-store --verify-path {rec.value}; "
+                                      f"repair it (nix-store --repair-path {rec.value}) or "
+                                      "delete it (nix-store --delete) and rebuild")
             if state == "dangling" and rec.value:
                 from .persistdir import import_hint  # standard library
 
@@ -501,6 +533,8 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
             for e in prof["entries"]:
                 sys.stdout.write(f"  {e['status']:<8} {e['kind']:<8} {e['path']}"
                                  f" -> {e['value']}\n")
+                if e.get("reason"):
+                    sys.stdout.write(f"           {e['reason']}\n")
                 if e.get("fix"):
                     sys.stdout.write(f"           fix: {e['fix']}\n")
             for b in prof["blocked"]:

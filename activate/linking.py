@@ -117,7 +117,8 @@ def plan(
     ``old`` is this profile's records; ``others`` is ``(profile, record)`` of the other
     profiles known for this hub dir (what they want is never removed or taken by us, and
     what they created and we want too becomes ours as well). ``store_kind(path)`` says
-    what a store path is: ``dir``, ``missing`` or ``other``.
+    what a store path is: ``dir``, ``damaged`` (a directory changed after Nix made it,
+    :mod:`activate.storecheck`), ``missing`` or ``other``.
     """
     result = Plan()
     by_folder: dict[str, list[Want]] = defaultdict(list)
@@ -255,6 +256,8 @@ class _FolderPlan:
 
     def ensure_dir(self, rel: str, names: Iterable[str]) -> bool:
         self.wanted_dirs.add(rel)
+        if rel in self.records and self.records[rel].kind == "dir":
+            return True  # planned already (blobs/ of two partial snapshots): one mkdir
         entry = self.fs.lstat(rel)
         if entry.kind == "dir":
             rec = self.old.get(rel)
@@ -380,7 +383,15 @@ class _FolderPlan:
         kind = self.store_kind(target)
         if kind == "dir":
             return True
-        if kind == "missing":
+        if kind == "damaged":
+            from .storecheck import changed  # standard library, only for this report
+
+            self.block(names, rel, f"the store path {target} is damaged: "
+                       f"{changed(target) or 'it was changed after Nix made it'}",
+                       f"check it (nix-store --verify-path {target}), then repair it "
+                       f"(nix-store --repair-path {target}) or delete it (nix-store --delete "
+                       f"{target}) and rebuild, then activate again")
+        elif kind == "missing":
             from .persistdir import import_hint  # standard library, only for this report
 
             self.block(names, rel, f"the store path {target} is missing (garbage-collected?)",
@@ -515,7 +526,7 @@ class _FolderPlan:
         entry = self.fs.lstat(snap)
         if (entry.kind == "link" and entry.target is not None
                 and os.path.dirname(entry.target) == os.path.dirname(target)
-                and self.store_kind(entry.target) == "dir"):
+                and self.store_kind(entry.target) in ("dir", "damaged")):
             mine = self.mine(snap, "snapshot")
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"
@@ -754,6 +765,9 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
     Works from what is on disk, so a store path already garbage-collected is no obstacle."""
     folder = rel.split("/", 1)[0]
     targets = tuple(t for t in targets if t and t != keep)
+    # A blob link is named after (store path, file): partial snapshots of two commits
+    # linking one store path share it, and it stays while another one links through it.
+    shared = _blobs_used_by_others(fs, folder, rel) if targets else set()
     for file_rel, kind in list(fs.walk_files(rel)) if fs.lstat(rel).kind == "dir" else []:
         if kind != "link":
             continue
@@ -762,11 +776,12 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
         if blob_rel is None:
             continue
         fs.unlink(file_rel, expect=("link", entry.target))
-        blob = fs.lstat(blob_rel)
-        fs.unlink(blob_rel, expect=("link", blob.target))
+        if blob_rel.rsplit("/", 1)[1] not in shared:
+            blob = fs.lstat(blob_rel)
+            fs.unlink(blob_rel, expect=("link", blob.target))
     # Blob links whose file link is already gone (a run stopped between the two unlinks).
     for name in fs.list_dir(f"{folder}/blobs"):
-        if name.startswith(treemod.BLOB_PREFIX):
+        if name.startswith(treemod.BLOB_PREFIX) and name not in shared:
             blob_rel = f"{folder}/blobs/{name}"
             entry = fs.lstat(blob_rel)
             if entry.kind == "link" and any((entry.target or "").startswith(t + "/") for t in targets):
@@ -781,6 +796,23 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
     for sub in sorted(_sub_dirs(fs, rel), key=lambda p: p.count("/"), reverse=True):
         if sub not in needed:
             fs.rmdir_if_empty(sub)
+
+
+def _blobs_used_by_others(fs: HubFS, folder: str, rel: str) -> set[str]:
+    """Names of our blob links (``model-repo-…``) that a snapshot folder of ``folder``
+    other than ``rel`` links a file to."""
+    used: set[str] = set()
+    snapshots = f"{folder}/snapshots"
+    for name in fs.list_dir(snapshots):
+        other = f"{snapshots}/{name}"
+        if other == rel or fs.lstat(other).kind != "dir":
+            continue
+        for file_rel, kind in fs.walk_files(other):
+            if kind == "link":
+                blob = (fs.lstat(file_rel).target or "").rsplit("/", 1)[-1]
+                if blob.startswith(treemod.BLOB_PREFIX):
+                    used.add(blob)
+    return used
 
 
 def _sub_dirs(fs: HubFS, rel: str) -> list[str]:
