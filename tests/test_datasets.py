@@ -930,3 +930,22 @@ def test_root_refuses_a_datasets_cache_behind_another_users_folder(ws: Workspace
     res = ws.activate(m)
     assert res.code == 3 and "datasets cache" in res.stderr, res.stderr
     assert list((theirs / "datasets").iterdir()) == []
+
+
+def test_repeat_activation_restores_a_removed_datasets_link(ws: Workspace, tmp_path: Path) -> None:
+    """The quick repeat path (a receipt) checks hub entries only: with prepared datasets
+    no receipt is written, so a repeat run with the same manifest file puts back a
+    datasets link the user removed."""
+    prep = nix_store_add(Path(fake_prepared(tmp_path / "prep-rep")))
+    snap = nix_store_add(plain_snapshot(tmp_path / "snap-rep"))
+    path = ws.write_manifest(manifest({"tiny": dataset_model(snap, prep)}, profile="rep"))
+    args = ("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+            "--state-dir", str(ws.state), "--format", "json")
+    assert ws.run(*args).code == 0
+    link = (ws.root / "home" / ".cache" / "huggingface" / "datasets" / FOLDER / "default"
+            / "0.0.0" / COMMIT / "tiny_set-train.arrow")
+    link.unlink()
+    again = ws.run(*args)
+    assert again.code == 0 and again.env()["HF_DATASETS_OFFLINE"] == "1"
+    assert link.is_symlink()
+    assert not list(ws.state.glob("receipt-*"))
