@@ -142,7 +142,8 @@ def test_a_trickling_file_meets_the_per_file_deadline(hub: MockHub, tmp_path: Pa
     assert time.monotonic() - t < 30
 
 
-def test_the_command_deadline_ends_a_command_blocked_anywhere(hub: MockHub, tmp_path: Path):
+def test_a_rate_limit_asking_to_wait_past_the_deadline_fails_at_once(hub: MockHub,
+                                                                    tmp_path: Path):
     hub.add_repo(REPO, FILES)
     hub.rate_limited["api"] = 10**6
     hub.retry_after = "100000"  # huggingface_hub would sleep that long
@@ -150,6 +151,22 @@ def test_the_command_deadline_ends_a_command_blocked_anywhere(hub: MockHub, tmp_
     line = failed(cli(hub, tmp_path, "ls", REPO, MODEL_REPO_HUB_TIMEOUT="4"), 3, "429")
     assert "MODEL_REPO_HUB_TIMEOUT" in line
     assert time.monotonic() - t < 30
+
+
+def test_the_command_deadline_ends_a_command_blocked_in_huggingface_hub(hub: MockHub,
+                                                                        tmp_path: Path):
+    """A snapshot prefetch trickling inside huggingface_hub's download threads (no check
+    of ours runs there): the watchdog ends it at the deadline (+5 s), one line, exit 3,
+    its temporary folder removed."""
+    hub.add_repo(REPO, FILES)
+    hub.file_hook["config.json"] = trickle(1.0, limit=len(FILES["config.json"]) + 1000)
+    t = time.monotonic()
+    line = failed(cli(hub, tmp_path, "prefetch", REPO, MODEL_REPO_HUB_TIMEOUT="3"), 3,
+                  "did not finish within 3 s")
+    assert "MODEL_REPO_HUB_TIMEOUT" in line
+    assert time.monotonic() - t < 30
+    dl = tmp_path / "cache" / "model-repo" / "prefetch"
+    assert not list(dl.glob("model-repo-prefetch-*"))
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])

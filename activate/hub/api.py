@@ -229,9 +229,9 @@ class Watchdog:
 
         for path in list(getattr(on_interrupt, "paths", [])):
             shutil.rmtree(path, ignore_errors=True)
-        line = (f"model-repo: the command did not finish within {self.seconds:g} s: the Hub "
-                f"is too slow or never ends an answer; retry later, check HF_ENDPOINT, or "
-                f"allow more time with {self.what}\n")
+        line = (f"model-repo: error: the command did not finish within {self.seconds:g} s: "
+                "the Hub is too slow or never ends an answer; retry later, check "
+                f"HF_ENDPOINT, or allow more time with {self.what}\n")
         try:
             os.write(2, line.encode())
         finally:
