@@ -256,3 +256,14 @@ def test_an_endless_body_in_a_snapshot_prefetch_stops_near_the_listed_size(hub: 
     assert hub.bytes_sent < 512 << 20  # of 2 GiB offered: the guard stopped the download
     dl = tmp_path / "cache" / "model-repo" / "prefetch"
     assert not [d for d in dl.iterdir() if d.is_dir()]  # nothing kept, nothing half-done
+
+
+def test_server_errors_are_retried_and_end_in_one_line(hub: MockHub, tmp_path: Path):
+    """5xx answers are retried by huggingface_hub's backoff (as many tries as fit in the
+    deadline); its per-try warnings stay out of the way (they show with -v)."""
+    hub.add_repo(REPO, FILES)
+    hub.file_hook["config.json"] = lambda h: h.error(503, None, "Service Unavailable")
+    p = cli(hub, tmp_path, "prefetch", REPO, "--per-file", MODEL_REPO_FILE_TIMEOUT="4")
+    failed(p, 3, "HTTP 503", "config.json")
+    tries = [r for r in hub.seen("hub", "GET") if r["path"].endswith("/config.json")]
+    assert len(tries) == 3  # 1 + the retries that fit in 4 s (after 1 s and 2 s)

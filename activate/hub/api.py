@@ -336,6 +336,12 @@ class HubSession:
             self.has_token = bool(self.token or self.hub.get_token())
         except Exception:  # noqa: BLE001 - e.g. a failing OIDC exchange: no usable token
             self.has_token = False
+        if not (hasattr(log, "enabled") and log.enabled("debug")):
+            # huggingface_hub's retry warnings ("HTTP Error 503 thrown while requesting
+            # …", one per try) would bury the command's one error line; -v shows them
+            from huggingface_hub.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
         self.deadline = Deadline(timeout, f"{TIMEOUT_ENV}=SECONDS (now {timeout:g})")
         self.file_timeout = timeout_setting(environ, FILE_TIMEOUT_ENV, DEFAULT_FILE_TIMEOUT)
         self.log = log
