@@ -142,7 +142,8 @@ def test_a_trickling_file_meets_the_per_file_deadline(hub: MockHub, tmp_path: Pa
     assert time.monotonic() - t < 30
 
 
-def test_the_command_deadline_ends_a_command_blocked_anywhere(hub: MockHub, tmp_path: Path):
+def test_a_rate_limit_asking_to_wait_past_the_deadline_fails_at_once(hub: MockHub,
+                                                                    tmp_path: Path):
     hub.add_repo(REPO, FILES)
     hub.rate_limited["api"] = 10**6
     hub.retry_after = "100000"  # huggingface_hub would sleep that long
@@ -150,6 +151,22 @@ def test_the_command_deadline_ends_a_command_blocked_anywhere(hub: MockHub, tmp_
     line = failed(cli(hub, tmp_path, "ls", REPO, MODEL_REPO_HUB_TIMEOUT="4"), 3, "429")
     assert "MODEL_REPO_HUB_TIMEOUT" in line
     assert time.monotonic() - t < 30
+
+
+def test_the_command_deadline_ends_a_command_blocked_in_huggingface_hub(hub: MockHub,
+                                                                        tmp_path: Path):
+    """A snapshot prefetch trickling inside huggingface_hub's download threads (no check
+    of ours runs there): the watchdog ends it at the deadline (+5 s), one line, exit 3,
+    its temporary folder removed."""
+    hub.add_repo(REPO, FILES)
+    hub.file_hook["config.json"] = trickle(1.0, limit=len(FILES["config.json"]) + 1000)
+    t = time.monotonic()
+    line = failed(cli(hub, tmp_path, "prefetch", REPO, MODEL_REPO_HUB_TIMEOUT="3"), 3,
+                  "did not finish within 3 s")
+    assert "MODEL_REPO_HUB_TIMEOUT" in line
+    assert time.monotonic() - t < 30
+    dl = tmp_path / "cache" / "model-repo" / "prefetch"
+    assert not list(dl.glob("model-repo-prefetch-*"))
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
@@ -239,3 +256,14 @@ def test_an_endless_body_in_a_snapshot_prefetch_stops_near_the_listed_size(hub: 
     assert hub.bytes_sent < 512 << 20  # of 2 GiB offered: the guard stopped the download
     dl = tmp_path / "cache" / "model-repo" / "prefetch"
     assert not [d for d in dl.iterdir() if d.is_dir()]  # nothing kept, nothing half-done
+
+
+def test_server_errors_are_retried_and_end_in_one_line(hub: MockHub, tmp_path: Path):
+    """5xx answers are retried by huggingface_hub's backoff (as many tries as fit in the
+    deadline); its per-try warnings stay out of the way (they show with -v)."""
+    hub.add_repo(REPO, FILES)
+    hub.file_hook["config.json"] = lambda h: h.error(503, None, "Service Unavailable")
+    p = cli(hub, tmp_path, "prefetch", REPO, "--per-file", MODEL_REPO_FILE_TIMEOUT="4")
+    failed(p, 3, "HTTP 503", "config.json")
+    tries = [r for r in hub.seen("hub", "GET") if r["path"].endswith("/config.json")]
+    assert len(tries) == 3  # 1 + the retries that fit in 4 s (after 1 s and 2 s)

@@ -233,9 +233,9 @@ class Watchdog:
 
         for path in list(getattr(on_interrupt, "paths", [])):
             shutil.rmtree(path, ignore_errors=True)
-        line = (f"model-repo: the command did not finish within {self.seconds:g} s: the Hub "
-                f"is too slow or never ends an answer; retry later, check HF_ENDPOINT, or "
-                f"allow more time with {self.what}\n")
+        line = (f"model-repo: error: the command did not finish within {self.seconds:g} s: "
+                "the Hub is too slow or never ends an answer; retry later, check "
+                f"HF_ENDPOINT, or allow more time with {self.what}\n")
         try:
             os.write(2, line.encode())
         finally:
@@ -340,6 +340,12 @@ class HubSession:
             self.has_token = bool(self.token or self.hub.get_token())
         except Exception:  # noqa: BLE001 - e.g. a failing OIDC exchange: no usable token
             self.has_token = False
+        if not (hasattr(log, "enabled") and log.enabled("debug")):
+            # huggingface_hub's retry warnings ("HTTP Error 503 thrown while requesting
+            # …", one per try) would bury the command's one error line; -v shows them
+            from huggingface_hub.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
         self.deadline = Deadline(timeout, f"{TIMEOUT_ENV}=SECONDS (now {timeout:g})")
         self.file_timeout = timeout_setting(environ, FILE_TIMEOUT_ENV, DEFAULT_FILE_TIMEOUT)
         self.log = log
