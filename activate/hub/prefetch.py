@@ -414,8 +414,19 @@ class _GrowthGuard:
         while not self._done.wait(0.05):
             grown = _folder_bytes(self.folder) - self.start
             if grown > self.limit:
-                shutil.rmtree(self.folder, ignore_errors=True)
-                shutil.rmtree(self.workdir, ignore_errors=True)
+                import time
+
+                # huggingface_hub's worker threads go on writing (and re-create folders)
+                # until the process ends: remove until nothing came back for 3 looks.
+                quiet = 0
+                for _ in range(200):
+                    gone = not os.path.lexists(self.folder) and not os.path.lexists(self.workdir)
+                    quiet = quiet + 1 if gone else 0
+                    if quiet >= 3:
+                        break
+                    shutil.rmtree(self.folder, ignore_errors=True)
+                    shutil.rmtree(self.workdir, ignore_errors=True)
+                    time.sleep(0.01)
                 line = (f"model-repo: error: the Hub sent more than the {self.limit} bytes "
                         f"its listing announces for this download ({grown} written); "
                         "nothing was kept; retry, or check HF_ENDPOINT\n")
