@@ -42,7 +42,11 @@ def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
                 except OSError as exc:
                     if exc.errno != errno.EINVAL or rec.get("created"):
                         return False
-                    if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    from .tree import verify
+
+                    # A snapshot folder we did not make serves while it has every file.
+                    if not (stat.S_ISDIR(os.lstat(path).st_mode)
+                            and verify(hub_dir, str(rec["path"]), value)):
                         return False
                 if not os.path.isdir(value):
                     return False

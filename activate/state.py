@@ -27,6 +27,8 @@ __all__ = ["Record", "State", "CorruptState", "load", "load_others", "list_state
 #: store path), ``ref`` (file holding a commit), ``tree`` (a partial snapshot: a real
 #: directory of per-file links to the store path ``value``, see :mod:`activate.tree`).
 KINDS = ("dir", "snapshot", "ref", "tree")
+#: The two forms of a snapshot: a whole link, or a partial tree.
+_FORMS = ("snapshot", "tree")
 
 
 @dataclass(slots=True)
@@ -41,8 +43,12 @@ class Record:
     on disk is still ours. ``named_before``: for a snapshot we linked, the refs that already
     named its commit (pointing at nothing); they do not keep the link once we drop it.
     ``previous_held``: for a ref we replaced, whether the snapshot its previous value names
-    existed then: given back, it holds that snapshot again (and is removed, not restored,
-    if the snapshot has gone meanwhile: a ref never names a missing snapshot because of us).
+    existed then: given back, it holds that snapshot again (a snapshot of ours it names is
+    kept while it does). ``other_kind``: while a snapshot changes form under way (a whole
+    link ``snapshot`` <-> a partial ``tree``, states saved before applying, possibly several
+    stopped runs in a row), the kind it had before: a link holding one of our values, or a
+    tree of links into them, is then ours in either form, so the next run finishes the
+    change and a drop removes whichever form is there.
     """
 
     path: str
@@ -53,10 +59,18 @@ class Record:
     owned: tuple[str, ...] = ()
     named_before: tuple[str, ...] = ()
     previous_held: bool = False
+    other_kind: str | None = None
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
         return self.created and value is not None and (value == self.value or value in self.owned)
+
+    def forms(self) -> tuple[str, ...]:
+        """The kinds of entry at this path that may be ours (both while a snapshot changes
+        form, see ``other_kind``); () when we created nothing here."""
+        if not self.created:
+            return ()
+        return (self.kind, self.other_kind) if self.other_kind else (self.kind,)
 
     def to_json(self) -> dict[str, object]:
         """A readable object (``model-repo status --json``)."""
@@ -69,28 +83,35 @@ class Record:
 
     def to_row(self) -> list[object]:
         """The state file's line for this record."""
-        return [self.path, self.kind, self.value, self.created, self.previous,
-                list(self.owned), list(self.named_before), self.previous_held]
+        row = [self.path, self.kind, self.value, self.created, self.previous,
+               list(self.owned), list(self.named_before), self.previous_held]
+        if self.other_kind:
+            row.append(self.other_kind)  # version 3; most records need no 9th field
+        return row
 
     @classmethod
     def from_row(cls, row: list[object], version: int = STATE_VERSION) -> Record:
-        """A record from its line; ``version`` 1 kept one former value instead of a list.
-        Raises ValueError for a row that is not a record."""
-        if not isinstance(row, list) or len(row) not in (7, 8):
+        """A record from its line; ``version`` 1 kept one former value instead of a list,
+        versions 1 and 2 have no ``other_kind`` (9th field). Raises ValueError for a row
+        that is not a record."""
+        if not isinstance(row, list) or len(row) not in ((7, 8, 9) if version >= 3 else (7, 8)):
             raise ValueError("not a record row")
         path, kind, value, created, previous, owned, named = row[:7]
-        held = row[7] if len(row) == 8 else False
+        held = row[7] if len(row) >= 8 else False
+        other = row[8] if len(row) == 9 else None
         if version == 1:
             owned = [] if owned is None else [owned]
         if (not isinstance(path, str) or kind not in KINDS or not isinstance(created, bool)
                 or not isinstance(owned, list) or not isinstance(named, list)
-                or not isinstance(held, bool)
+                or not isinstance(held, bool) or other not in (None, *_FORMS)
+                or (other is not None and (kind not in _FORMS or other == kind))
                 or not all(isinstance(v, str) for v in (*owned, *named))
                 or not all(v is None or isinstance(v, str) for v in (value, previous))):
             raise ValueError("malformed record")
         if not valid_record_path(path) or not all(valid_record_path(p) for p in named):
             raise ValueError(f"record path {path!r} leaves its repo folder")
-        return cls(path, kind, value, created, previous, tuple(owned), tuple(named), held)
+        return cls(path, kind, value, created, previous, tuple(owned), tuple(named), held,
+                   other)  # type: ignore[arg-type]
 
 
 def valid_record_path(path: str) -> bool:
@@ -167,7 +188,7 @@ def read(path: str, *, header_only: bool = False) -> State | None:
     try:
         with fh:
             head = json.loads(fh.readline(), object_pairs_hook=_no_duplicates)
-            if not isinstance(head, dict) or head.get("version") not in (1, STATE_VERSION):
+            if not isinstance(head, dict) or head.get("version") not in (1, 2, STATE_VERSION):
                 raise ValueError("unknown state version")
             version = int(head["version"])
             records = []

@@ -284,6 +284,46 @@ def test_partial_and_whole_of_one_commit_change_form(tmp_path: Path, paths: dict
     assert shape(tmp_path / "hub") == {}
 
 
+def _served(hub: Path, commit: str, store_path: str) -> list[str]:
+    """Files of ``store_path`` that ``models--org--x/snapshots/<commit>`` does not serve."""
+    from activate.tree import store_files
+
+    snap = hub / "models--org--x" / "snapshots" / commit
+    return [f for f in store_files(store_path) if not (snap / f).is_file()]
+
+
+@pytest.mark.parametrize("second", ["q2", "p1"])
+def test_two_profiles_one_commit_two_file_sets_each_served(ws: Workspace, paths: dict,
+                                                           second: str) -> None:
+    """Two profiles of one state dir want one commit with different store paths (two
+    partial file sets, or partial and whole): the later one gets what it lacks linked
+    into the shared partial snapshot, whichever drops first leaves the other's files
+    served, and the last drop leaves nothing (issue 13, finding 7: the second silently
+    got the first one's files)."""
+    user_download(ws.hub)
+    original = shape(ws.hub)
+    a = manifest({"x": model(paths["q1"], repo_id="org/x", revision=COMMIT_E, refs=["v2"],
+                             partial=True)}, profile="hm")
+    b = manifest({"x": model(paths[second], repo_id="org/x", revision=COMMIT_E, refs=["v2"],
+                             partial=second.startswith("q"))}, profile="devenv:/p")
+    for first_drop in ("hm", "devenv:/p"):
+        assert ws.activate(a, name="a.json").code == 0
+        res = ws.activate(b, name="b.json")
+        assert res.code == 0, res.stderr
+        assert res.env()["HF_HUB_OFFLINE"] == "1"
+        assert _served(ws.hub, COMMIT_E, paths["q1"]) == []
+        assert _served(ws.hub, COMMIT_E, paths[second]) == []
+        keep, keep_data, keep_name = (("devenv:/p", b, "b.json") if first_drop == "hm"
+                                      else ("hm", a, "a.json"))
+        assert ws.activate(manifest({}, profile=first_drop), name="drop.json").code == 0
+        assert _served(ws.hub, COMMIT_E, paths["q1" if keep == "hm" else second]) == []
+        invariants(ws.hub)
+        res = ws.activate(keep_data, name=keep_name)  # nothing left to do for it
+        assert res.code == 0 and res.env()["HF_HUB_OFFLINE"] == "1", (res.stderr, shape(ws.hub))
+        assert ws.activate(manifest({}, profile=keep), name="drop.json").code == 0
+        assert shape(ws.hub) == original, first_drop
+
+
 # ------------------------------------------------------ 3. unmounted caches
 
 def _mount_tmpfs(where: Path) -> None:
