@@ -343,9 +343,44 @@ class _FolderPlan:
             return
         for ref, (commit, target, names) in sorted(ref_targets.items()):
             parts = ref.split("/")
-            if all(self.ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
+            if all(not self.nested_ref(f"{folder}/refs/" + "/".join(parts[:i]), ref, target,
+                                       names, "file")
+                   and self.ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
                    for i in range(1, len(parts))):
                 self.ref(f"{folder}/refs/{ref}", commit, target, names)
+
+    def nested_ref(self, rel: str, ref: str, target: str, names: list[str], found: str) -> bool:
+        """Block ``names`` and return True when another model-repo profile holds a ref
+        at ``rel`` or inside it, in the way of our ``ref`` (``main`` vs ``main/x``: a ref
+        is a file, so it cannot be a folder of refs too). The message names that profile:
+        the ref is not the user's to move away. Only a ``found`` entry (``file`` where our
+        ref needs a folder, ``dir`` where it needs a file) is checked."""
+        entry = self.fs.lstat(rel)
+        if entry.kind != found:
+            return False
+        holder = None
+        for path, recs in self.others_at.items():
+            if path == rel or path.startswith(rel + "/"):
+                holder = next((f"profile {p!r} (its ref {path.split('/refs/', 1)[-1]!r})"
+                               for p, r in recs if r.kind == "ref"), None)
+                if holder:
+                    break
+        if holder is None:  # a profile of another state dir: its ref names its snapshot
+            files = [(rel, "file")] if entry.kind == "file" else self.fs.walk_files(rel)
+            for path, kind in files:
+                if kind == "file" and not path.split("/")[-1].startswith(TEMP_PREFIX):
+                    holder = self.foreign_holder(_read_ref(self.fs, path), target)
+                    if holder:
+                        break
+        if holder is None:
+            return False
+        self.block(names, rel, f"{holder} holds a ref where this profile's ref {ref!r} "
+                   "needs the other kind of entry: one repo cannot have both a ref and refs "
+                   "inside it (main and main/x)", "give this model another ref (refs = [ "
+                   "\"...\" ]) that does not nest with the other profile's; if that profile "
+                   f"is gone, deactivate it (or remove its ref: rm -r {self.full(rel)}) and "
+                   "activate again")
+        return True
 
     def snapshot(self, commit: str, target: str, partial: bool, names: list[str]) -> bool:
         """Plan ``snapshots/<commit>``: a link to ``target``, or for a ``partial`` store path
@@ -501,6 +536,8 @@ class _FolderPlan:
             self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING))
             self.records[rel] = Record(rel, "ref", commit, created=True)
             return
+        if self.nested_ref(rel, rel.split("/refs/", 1)[1], target, names, "dir"):
+            return
         if entry.kind != "file":
             self.block(names, rel, f"{_what(entry)} is where the ref file belongs; model-repo "
                        "did not create it", f"move it away (mv {self.full(rel)} ~/) and "
@@ -557,9 +594,13 @@ class _FolderPlan:
         if (entry.kind == "link" and entry.target is not None
                 and os.path.dirname(entry.target) == os.path.dirname(target)
                 and self.store_kind(entry.target) == "dir"):
-            mine = self.mine(snap, "snapshot")
+            mine = self.mine_in_form(snap, "snapshot")
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"
+        if (entry.kind == "dir" and self.mine_in_form(snap, "tree") is None
+                and not self.co_trees(snap) and self.model_repo_tree(snap)):
+            # A partial snapshot none of this state dir's profiles made.
+            return f"another model-repo profile (snapshots/{content} is its partial snapshot)"
         return None
 
     def prune(self) -> None:

@@ -466,6 +466,27 @@ def test_profiles_of_two_state_dirs_do_not_take_each_others_ref(tmp_path: Path, 
     assert {k: v for k, v in shape(tmp_path / "hub").items() if v != "dir"} == {}
 
 
+@pytest.mark.parametrize(("first", "second"), [("q1", "p2"), ("q1", "q2"), ("p1", "q2")])
+def test_profiles_of_two_state_dirs_do_not_take_each_others_ref_whatever_the_kind(
+        tmp_path: Path, paths: dict, first: str, second: str) -> None:
+    """Root's profile (state dir A) holds refs/main for a partial model: a profile of
+    state dir B wanting refs/main at another commit is blocked, as for whole links, and
+    when both drop everything no link or ref stays (issue 13, finding 2: it took the ref
+    with exit 0, and root's tree and ref stayed forever)."""
+    a = manifest({"x": model(paths[first], repo_id="org/x", revision=COMMIT_A,
+                             partial=first.startswith("q"))}, profile="root")
+    b = manifest({"x": model(paths[second], repo_id="org/x", revision=COMMIT_B,
+                             partial=second.startswith("q"))}, profile="user")
+    assert run(tmp_path, a, profile_state="state-root") == 0
+    assert run(tmp_path, b, profile_state="state-user") == 1
+    assert (tmp_path / "hub/models--org--x/refs/main").read_text() == COMMIT_A
+    assert run(tmp_path, a, profile_state="state-root") == 0  # root is not the one blocked
+    for state, profile in (("state-user", "user"), ("state-root", "root")):
+        assert run(tmp_path, manifest({}, profile=profile), profile_state=state) == 0
+        invariants(tmp_path / "hub")
+    assert {k: v for k, v in shape(tmp_path / "hub").items() if v != "dir"} == {}
+
+
 # ------------------------------------------------------------ 5. nested refs
 
 @pytest.mark.parametrize("models", [
@@ -478,6 +499,27 @@ def test_a_ref_inside_another_is_refused(ws: Workspace, paths: dict, models: dic
     res = ws.activate(data)
     assert res.code == 2 and "cannot both exist" in res.stderr and ".refs" in res.stderr
     assert not ws.hub.exists()
+
+
+@pytest.mark.parametrize("order", [("main", "main/x"), ("main/x", "main")])
+@pytest.mark.parametrize("state_dirs", ["one", "two"])
+def test_nested_refs_of_two_profiles_name_the_other_profile(
+        tmp_path: Path, paths: dict, order: tuple[str, str], state_dirs: str) -> None:
+    """One profile holds refs/main, another wants refs/main/x (or the other way round):
+    the later one is blocked with a message naming the other profile, not telling the
+    user to move that ref away as if it were theirs (issue 13, finding 14)."""
+    a = manifest({"x": model(paths["p1"], repo_id="org/x", refs=[order[0]])}, profile="hm")
+    b = manifest({"y": model(paths["p2"], repo_id="org/x", revision=COMMIT_B,
+                             refs=[order[1]])}, profile="devenv:/p")
+    assert run(tmp_path, a) == 0
+    ws = Workspace(tmp_path)
+    out = ws.run("activate", "--manifest", str(ws.write_manifest(b, "b.json")), "--cache-dir",
+                 str(ws.hub), "--state-dir",
+                 str(tmp_path / ("state" if state_dirs == "one" else "state-b")))
+    assert out.code == 1, out.stderr
+    holder = "profile 'hm'" if state_dirs == "one" else "another model-repo profile"
+    assert holder in out.stderr and "mv " not in out.stderr, out.stderr
+    assert (tmp_path / "hub/models--org--x/refs" / order[0]).read_text() == COMMIT_A
 
 
 # ------------------------------------------------------------ 6. planted symlinks
