@@ -236,16 +236,23 @@ class _FolderPlan:
         (not ``mine``): what our removals there must leave served."""
         return tuple(sorted({r.value for r in self.co_trees(rel) if r.value} - {mine, None}))
 
-    def model_repo_tree(self, rel: str) -> bool:
+    def model_repo_tree(self, rel: str, known: Iterable[str] = ()) -> bool:
         """True when directory ``rel`` is a partial snapshot of some model-repo profile
         (of another state dir, whose records we cannot read): it holds a link to one of
-        model-repo's blob links (``blobs/model-repo-…``), which no download makes."""
+        model-repo's blob links (``blobs/model-repo-…``), which no download makes, into
+        a store path not among ``known`` (the ones this state dir's profiles link)."""
+        known = tuple(k + "/" for k in known if k)
         for file_rel, kind in self.fs.walk_files(rel):
             if kind == "link":
                 link = self.fs.lstat(file_rel).target or ""
-                if link.startswith("../") and link.rsplit("/", 1)[-1].startswith(
-                        treemod.BLOB_PREFIX) and "/blobs/" in link:
-                    return True
+                blob = link.rsplit("/", 1)[-1]
+                if link.startswith("../") and blob.startswith(treemod.BLOB_PREFIX) \
+                        and "/blobs/" in link:
+                    if not known:
+                        return True
+                    into = self.fs.lstat(f"{self.folder}/blobs/{blob}").target or ""
+                    if into and not into.startswith(known):
+                        return True
         return False
 
     def unserved(self, rel: str, target: str) -> list[str]:
@@ -454,14 +461,14 @@ class _FolderPlan:
 
     def foreign_dir(self, rel: str, commit: str, target: str, names: list[str]) -> bool:
         """Plan the snapshot ``rel`` that is a directory we did not make: another
-        profile's partial snapshot (of this state dir, or recognised by its links) is
-        ours too and gets what it lacks of ``target``; any other folder (a user's
-        download) serves only when it holds every file of ``target``, and is never
-        changed."""
+        profile's partial snapshot of this state dir is ours too and gets what it lacks
+        of ``target``; any other folder (a user's download, or the partial snapshot of a
+        profile of another state dir, whose wants we cannot see) serves only when it
+        holds every file of ``target``, and is never changed."""
         if not self.store_ok(target, rel, names):
             return False
         co = self.co_trees(rel)
-        if co or self.model_repo_tree(rel):
+        if co:
             same = next((r for r in co if r.owns(target)), None)
             before = same.named_before if same else tuple(sorted(
                 p for p, c in self.disk_refs.items() if c == commit))
@@ -471,6 +478,14 @@ class _FolderPlan:
         except OSError as exc:
             self.block(names, rel, f"cannot list the store path {target}: {exc.strerror or exc}",
                        "check that it is a readable directory, then activate again")
+            return False
+        if missing and self.model_repo_tree(rel):
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            self.block(names, rel, "another model-repo profile (of another state dir) has its "
+                       f"partial snapshot of this revision here, without {missing[0]!r}{more} "
+                       "of this model's files", "fetch the same files as the other profile "
+                       "(the same include/exclude), or set link = false for this model; if "
+                       "that profile is gone, deactivate it and activate again")
             return False
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -563,7 +578,7 @@ class _FolderPlan:
             return
         wanting = self.wanted_by_other(rel, content)
         holder = (f"profile {wanting!r}" if wanting else None) or self.owned_by_other(
-            rel, content) or (None if ours else self.foreign_holder(content, target))
+            rel, content) or (None if ours else self.foreign_holder(content, target, rel))
         if holder:
             self.block(names, rel, f"{holder} holds this ref at {content}; one ref cannot "
                        f"name two revisions (this profile wants {commit})",
@@ -584,23 +599,40 @@ class _FolderPlan:
         self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous,
                                    previous_held=held)
 
-    def foreign_holder(self, content: str, target: str) -> str | None:
+    def foreign_holder(self, content: str, target: str, ref: str = "") -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
         profile of another user or state dir), say so: that ref is theirs, not the user's."""
         if not COMMIT_RE.match(content):
             return None
         snap = f"{self.folder}/snapshots/{content}"
         entry = self.fs.lstat(snap)
+        ours = self.mine_in_form(snap, "snapshot") or self.mine_in_form(snap, "tree")
+        if ours is not None and ref and ref not in ours.named_before:
+            # Set to our snapshot after we made it: by a profile of another state dir
+            # that uses it too (it holds the ref), or by a download of yours.
+            return (f"another model-repo profile (of another state dir) or a download of "
+                    f"yours, which set it to this profile's snapshot {content}")
+        if ours is None and (entry.kind == "missing" or (
+                entry.kind == "dir" and next(iter(self.fs.walk_files(snap)), None) is None)):
+            # No download leaves this; a profile of another state dir changing its snapshot
+            # (or stopped while it did) does: the ref is most likely its.
+            return (f"another model-repo profile (of another state dir) in the middle of a "
+                    f"change, or nobody (snapshots/{content} is "
+                    f"{'missing' if entry.kind == 'missing' else 'an empty folder'})")
         if (entry.kind == "link" and entry.target is not None
                 and os.path.dirname(entry.target) == os.path.dirname(target)
                 and self.store_kind(entry.target) == "dir"):
             mine = self.mine_in_form(snap, "snapshot")
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"
-        if (entry.kind == "dir" and self.mine_in_form(snap, "tree") is None
-                and not self.co_trees(snap) and self.model_repo_tree(snap)):
-            # A partial snapshot none of this state dir's profiles made.
-            return f"another model-repo profile (snapshots/{content} is its partial snapshot)"
+        if entry.kind == "dir":
+            mine = self.mine_in_form(snap, "tree")
+            known = [v for r in (*self.co_trees(snap), *([mine] if mine else []))
+                     for v in (r.value, *r.owned) if v]
+            if self.model_repo_tree(snap, known or [""]):
+                # A partial snapshot (also) linked by a profile none of this state dir's.
+                return (f"another model-repo profile (snapshots/{content} is its partial "
+                        "snapshot)")
         return None
 
     def prune(self) -> None:
