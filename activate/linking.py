@@ -607,11 +607,14 @@ class _FolderPlan:
         snap = f"{self.folder}/snapshots/{content}"
         entry = self.fs.lstat(snap)
         ours = self.mine_in_form(snap, "snapshot") or self.mine_in_form(snap, "tree")
-        if ours is not None and ref and ref not in ours.named_before:
-            # Set to our snapshot after we made it: by a profile of another state dir
-            # that uses it too (it holds the ref), or by a download of yours.
+        made = [r for r in (ours, *(r for _, r in self.others_at.get(snap, ())))
+                if r is not None and r.kind in ("snapshot", "tree") and r.created]
+        if ref and made and not any(ref in r.named_before for r in made):
+            # Set to a snapshot this state dir's profiles made, after they made it, by
+            # none of them: by a profile of another state dir that uses it too (it holds
+            # the ref), or by a download of yours.
             return (f"another model-repo profile (of another state dir) or a download of "
-                    f"yours, which set it to this profile's snapshot {content}")
+                    f"yours, which set it to model-repo's snapshot {content}")
         if ours is None and (entry.kind == "missing" or (
                 entry.kind == "dir" and next(iter(self.fs.walk_files(snap)), None) is None)):
             # No download leaves this; a profile of another state dir changing its snapshot
