@@ -687,6 +687,11 @@ class _FolderPlan:
             commit = rec.path.rsplit("/", 1)[1]
             holders = [p for p, c in final_refs.items()
                        if c == commit and p not in rec.named_before and p not in restored]
+            # A ref another profile of this state dir keeps at this commit (one it could
+            # not move yet) holds the snapshot too, whenever it was written.
+            kept = next((f"profile {o!r}'s {p}" for p, c in final_refs.items() if c == commit
+                         for o, r in self.others_at.get(p, ()) if r.kind == "ref"
+                         and r.value == commit), None)
             forms = rec.forms()  # both while a change of form was stopped
             tree_ours = "tree" in forms and entry.kind == "dir"
             ours = tree_ours or ("snapshot" in forms and entry.kind == "link"
@@ -704,6 +709,9 @@ class _FolderPlan:
             elif tree_ours and untree.fill:
                 # Other profiles' files stay served; the folder is theirs now.
                 actions.append(untree)
+            elif kept:
+                notes.append(f"keeping {rec.path}: {kept} names it")
+                records[rec.path] = rec
             elif holders:
                 notes.append(f"keeping {rec.path}: {holders[0]} (not model-repo's) names it")
                 records[rec.path] = rec

@@ -107,7 +107,7 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
         try:
             drop_everything(root, original, writes)
         except AssertionError as exc:
-            raise AssertionError(f"after dropping everything: {exc}\n" + "\n".join(log)) from None
+            raise AssertionError(f"after dropping everything: {exc!r}\n" + "\n".join(log)) from None
         counts["sequences"] += 1
     finally:
         shutil.rmtree(root, ignore_errors=True)

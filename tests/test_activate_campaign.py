@@ -209,9 +209,11 @@ def exported_models_load(hub: Path, claims: dict[str, dict]) -> None:
 def drop_everything(root: Path, original: dict[str, str], user_writes: list[str]) -> None:
     """Every profile drops everything; the cache must then be exactly the user's."""
     for profile, state in PROFILES:
-        assert run(root, manifest({}, profile=profile), profile_state=state) in (0, 1)
+        code = run(root, manifest({}, profile=profile), profile_state=state)
+        assert code in (0, 1), f"{profile} dropping everything: exit {code}"
     for profile, state in PROFILES:  # a second pass: nothing may be left to undo
-        assert run(root, manifest({}, profile=profile), profile_state=state) == 0
+        code = run(root, manifest({}, profile=profile), profile_state=state)
+        assert code == 0, f"{profile} dropping everything again: exit {code}"
     expected = dict(original)
     for commit in user_writes:
         expected[f"models--org--x/snapshots/{commit}"] = "dir"
@@ -223,7 +225,10 @@ def drop_everything(root: Path, original: dict[str, str], user_writes: list[str]
     # stay (never a link, ref or file).
     extra = {k for k, v in got.items() if k not in expected}
     assert all(got[k] == "dir" for k in extra), {k: got[k] for k in extra}
-    assert {k: v for k, v in got.items() if k not in extra} == expected
+    kept = {k: v for k, v in got.items() if k not in extra}
+    assert kept == expected, (
+        f"not the user's cache: {({k: v for k, v in kept.items() if expected.get(k) != v})}, "
+        f"missing {({k: v for k, v in expected.items() if kept.get(k) != v})}")
     for state in {s for _, s in PROFILES}:
         for p in (root / state).glob("*.json"):
             lines = p.read_text().splitlines()
