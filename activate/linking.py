@@ -215,6 +215,21 @@ class _FolderPlan:
                 return rec
         return None
 
+    def check_stamp(self, rel: str, stamp: str | None) -> None:
+        """The ref file ``rel`` now has ``stamp``: a record (ours or another profile's)
+        that wrote it with another stamp has lost it to someone else's write, even if the
+        value is the same again; its claim is dead (the other profile's in its state too)."""
+        rec = self.old.get(rel)
+        if rec is not None and rec.kind == "ref" and rec.stamp and rec.stamp != stamp:
+            self.old[rel] = Record(rel, "ref", rec.value, named_before=rec.named_before)
+        others = self.others_at.get(rel)
+        if others:
+            for i, (profile, r) in enumerate(others):
+                if r.kind == "ref" and r.stamp and r.stamp != stamp:
+                    others[i] = (profile, Record(rel, "ref", r.value))
+                    if r.created:
+                        self.out.disowned.append((profile, rel))
+
     def mine(self, rel: str, kind: str) -> Record | None:
         rec = self.old.get(rel)
         return rec if rec is not None and rec.kind == kind else None
@@ -285,6 +300,7 @@ class _FolderPlan:
                 for rel, kind in self.fs.walk_files(f"{folder}/refs"):
                     if kind == "file":
                         self.disk_refs[rel] = _read_ref(self.fs, rel)
+                        self.check_stamp(rel, ref_stamp(self.fs, rel))
             if wants and self.ensure_dir(folder, names) and self.ensure_dir(f"{folder}/snapshots", names):
                 self.link(wants)
             self.prune()
@@ -737,6 +753,42 @@ class _FolderPlan:
 
 #: Largest ref file we replace (and keep to restore); a ref is 40 bytes.
 _REF_MAX = 4096
+
+
+def ref_stamp(fs: HubFS, rel: str) -> str | None:
+    """``"<st_ino>:<st_mtime_ns>"`` of the ref file ``rel`` (not following links), None
+    when there is no such file. Our writes make a new file (a new inode); a download
+    rewrites one in place (a new mtime): either way another stamp."""
+    parent, _, name = rel.rpartition("/")
+    try:
+        st = os.stat(name, dir_fd=fs.dir_fd(parent), follow_symlinks=False)
+    except (OSError, Blocked):
+        return None
+    return f"{st.st_ino}:{st.st_mtime_ns}" if stat.S_ISREG(st.st_mode) else None
+
+
+def stamp_refs(fs: HubFS, records: list[Record], written: set[str]) -> list[Record]:
+    """``records`` with the stamp of each ref we created and hold (:attr:`Record.stamp`)
+    taken now: those written by this run (``written``), and those with none yet. A ref
+    written by this run that holds another value already is no longer ours."""
+    out = []
+    try:
+        for rec in records:
+            if rec.kind == "ref" and rec.created and (rec.path in written or not rec.stamp):
+                stamp = ref_stamp(fs, rec.path)
+                try:
+                    held = stamp is not None and _read_ref(fs, rec.path) == rec.value
+                except (OSError, Blocked):
+                    held = False
+                if held:
+                    rec = replace(rec, stamp=stamp)
+                elif rec.path in written:
+                    # Rewritten by someone else right after our write: not ours any more.
+                    rec = Record(rec.path, "ref", rec.value, named_before=rec.named_before)
+            out.append(rec)
+    finally:
+        fs.forget()
+    return out
 
 
 def _read_ref(fs: HubFS, rel: str) -> str:

@@ -48,7 +48,10 @@ class Record:
     link ``snapshot`` <-> a partial ``tree``, states saved before applying, possibly several
     stopped runs in a row), the kind it had before: a link holding one of our values, or a
     tree of links into them, is then ours in either form, so the next run finishes the
-    change and a drop removes whichever form is there.
+    change and a drop removes whichever form is there. ``stamp``: for a ref we wrote,
+    ``"<st_ino>:<st_mtime_ns>"`` of the file after the run that wrote it; a ref file with
+    another stamp was rewritten by someone else (a download, a profile of another state
+    dir), even if it holds our value again, and is no longer ours.
     """
 
     path: str
@@ -60,6 +63,7 @@ class Record:
     named_before: tuple[str, ...] = ()
     previous_held: bool = False
     other_kind: str | None = None
+    stamp: str | None = None
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
@@ -85,33 +89,38 @@ class Record:
         """The state file's line for this record."""
         row = [self.path, self.kind, self.value, self.created, self.previous,
                list(self.owned), list(self.named_before), self.previous_held]
-        if self.other_kind:
+        if self.other_kind or self.stamp:
             row.append(self.other_kind)  # version 3; most records need no 9th field
+        if self.stamp:
+            row.append(self.stamp)
         return row
 
     @classmethod
     def from_row(cls, row: list[object], version: int = STATE_VERSION) -> Record:
         """A record from its line; ``version`` 1 kept one former value instead of a list,
-        versions 1 and 2 have no ``other_kind`` (9th field). Raises ValueError for a row
-        that is not a record."""
-        if not isinstance(row, list) or len(row) not in ((7, 8, 9) if version >= 3 else (7, 8)):
+        versions 1 and 2 have no ``other_kind`` and ``stamp`` (9th and 10th fields).
+        Raises ValueError for a row that is not a record."""
+        if not isinstance(row, list) or len(row) not in (
+                (7, 8, 9, 10) if version >= 3 else (7, 8)):
             raise ValueError("not a record row")
         path, kind, value, created, previous, owned, named = row[:7]
         held = row[7] if len(row) >= 8 else False
-        other = row[8] if len(row) == 9 else None
+        other = row[8] if len(row) >= 9 else None
+        stamp = row[9] if len(row) == 10 else None
         if version == 1:
             owned = [] if owned is None else [owned]
         if (not isinstance(path, str) or kind not in KINDS or not isinstance(created, bool)
                 or not isinstance(owned, list) or not isinstance(named, list)
                 or not isinstance(held, bool) or other not in (None, *_FORMS)
                 or (other is not None and (kind not in _FORMS or other == kind))
+                or not (stamp is None or (isinstance(stamp, str) and kind == "ref"))
                 or not all(isinstance(v, str) for v in (*owned, *named))
                 or not all(v is None or isinstance(v, str) for v in (value, previous))):
             raise ValueError("malformed record")
         if not valid_record_path(path) or not all(valid_record_path(p) for p in named):
             raise ValueError(f"record path {path!r} leaves its repo folder")
         return cls(path, kind, value, created, previous, tuple(owned), tuple(named), held,
-                   other)  # type: ignore[arg-type]
+                   other, stamp)  # type: ignore[arg-type]
 
 
 def valid_record_path(path: str) -> bool:

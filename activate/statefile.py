@@ -18,7 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-#: 3: a record may carry a 9th field, ``other_kind`` (:class:`activate.state.Record`).
+#: 3: a record may carry a 9th and 10th field, ``other_kind`` and ``stamp``
+#: (:class:`activate.state.Record`).
 STATE_VERSION = 3
 
 

@@ -487,6 +487,27 @@ def test_profiles_of_two_state_dirs_do_not_take_each_others_ref_whatever_the_kin
     assert {k: v for k, v in shape(tmp_path / "hub").items() if v != "dir"} == {}
 
 
+def test_a_ref_rewritten_with_our_value_by_someone_else_is_not_ours(tmp_path: Path,
+                                                                   paths: dict) -> None:
+    """Our refs/main is moved by the user's download, then a profile of another state
+    dir sets it to the very value we had written: it is that profile's, not ours to
+    "give back" (found by the widened campaign: the value alone could not tell)."""
+    user_download(tmp_path / "hub")
+    hm = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_D)}, profile="hm")
+    root = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_D)},
+                    profile="root")
+    assert run(tmp_path, hm) == 0
+    user_download(tmp_path / "hub", commit="1" * 40)  # the user's download moves main
+    assert run(tmp_path, root, profile_state="state-root") == 0
+    main = tmp_path / "hub/models--org--x/refs/main"
+    assert main.read_text() == COMMIT_D  # root's write, hm's old value
+    assert run(tmp_path, manifest({}, profile="hm")) == 0
+    assert main.read_text() == COMMIT_D  # not hm's to give back
+    assert run(tmp_path, manifest({}, profile="root"), profile_state="state-root") == 0
+    assert main.read_text() == "1" * 40  # the user's last download
+    invariants(tmp_path / "hub")
+
+
 # ------------------------------------------------------------ 5. nested refs
 
 @pytest.mark.parametrize("models", [
