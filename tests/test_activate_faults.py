@@ -508,6 +508,26 @@ def test_a_ref_rewritten_with_our_value_by_someone_else_is_not_ours(tmp_path: Pa
     invariants(tmp_path / "hub")
 
 
+def test_a_version_2_state_is_read_and_rewritten_as_version_3(tmp_path: Path, paths: dict) -> None:
+    """States written before records could carry ``other_kind`` and ``stamp`` (version
+    2: rows of 8 fields) are read as they are; the next write is version 3."""
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    assert run(tmp_path, data) == 0
+    (state,) = (tmp_path / "state").glob("*.json")
+    lines = state.read_text().splitlines()
+    head = json.loads(lines[0])
+    assert head["version"] == 3
+    rows = [json.loads(line)[:8] for line in lines[1:]]
+    state.write_text("\n".join(json.dumps(x) for x in [{**head, "version": 2}, *rows]) + "\n")
+    assert run(tmp_path, manifest({"x": model(paths["p2"], repo_id="org/x",
+                                              revision=COMMIT_B)})) == 0
+    assert json.loads(state.read_text().splitlines()[0])["version"] == 3
+    assert run(tmp_path, manifest({})) == 0
+    assert shape(tmp_path / "hub") == original  # the user's refs/main given back
+
+
 # ------------------------------------------------------------ 5. nested refs
 
 @pytest.mark.parametrize("models", [
