@@ -761,6 +761,8 @@ def ref_stamp(fs: HubFS, rel: str) -> str | None:
     rewrites one in place (a new mtime): either way another stamp."""
     parent, _, name = rel.rpartition("/")
     try:
+        if fs.lstat(rel).kind != "file":  # (its folders exist: their descriptors are kept)
+            return None
         st = os.stat(name, dir_fd=fs.dir_fd(parent), follow_symlinks=False)
     except (OSError, Blocked):
         return None
