@@ -179,10 +179,14 @@ class _FolderPlan:
         says it made ``rel`` but owns no such value has lost it (its own next run would
         conclude the same); its claim must not come back to life when someone writes its
         old value again. A directory is not a lost claim of a record that may be a tree."""
-        for profile, rec in self.others_at.get(rel, ()):
+        others = self.others_at.get(rel) or []
+        for i, (profile, rec) in enumerate(others):
             if rec.kind in ("ref", "snapshot") and rec.created and not rec.owns(value) \
                     and not (kind == "dir" and "tree" in rec.forms()):
                 self.out.disowned.append((profile, rel))
+                # Dead for this plan too: nothing is kept or filled in for it.
+                others[i] = (profile, Record(rel, rec.kind, rec.value,
+                                             named_before=rec.named_before))
 
     def keep_for(self, owner: str, rec: Record) -> None:
         """``owner`` still wants what ``rec`` made. If it owns it too, it undoes it when
