@@ -14,7 +14,13 @@ actions; nothing is written until :func:`apply`. Rules:
 - every write re-checks, right before it, that the path still holds what was planned
   (compare, then rename): a concurrent writer's change is left alone and reported;
 - a partial store path (``partial``) is linked file by file (:mod:`activate.tree`), so
-  huggingface_hub never writes into the store through it.
+  huggingface_hub never writes into the store through it;
+- a snapshot serves a model only when every file of its store path opens through it: a
+  folder we did not make is never changed (the model is blocked unless it is complete),
+  a partial snapshot other profiles of the state dir use gets what we lack, and what our
+  removals take from it is linked again for them;
+- a record survives its own change: a snapshot changing form (link <-> tree) is ours in
+  either form meanwhile, and a ref is ours only while it is the file we wrote (its stamp).
 """
 
 from __future__ import annotations
