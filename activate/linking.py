@@ -439,6 +439,15 @@ class _FolderPlan:
                 named_before=(link_rec if our_link else co).named_before  # type: ignore[union-attr]
                 if (our_link or co) else ())
             return self.store_ok(target, rel, names)
+        if our_link and entry.target != target:
+            holder = self.wanted_by_other(rel, entry.target)
+            if holder:  # ours together with a profile that still wants it as it is
+                self.block(names, rel, f"profile {holder!r} wants this revision linked to "
+                           f"{entry.target}; one revision cannot be two store paths (this "
+                           f"profile wants {target})", "pin the same store path as that "
+                           "profile (the same fetch), or set link = false for this model")
+                self.records[rel] = link_rec  # type: ignore[assignment]
+                return False
         if entry.kind not in ("missing", "dir") and not our_link:
             if entry.kind == "link" and entry.target == target:
                 # Someone else's whole link to this very store path: it serves, though a

@@ -528,6 +528,25 @@ def test_a_version_2_state_is_read_and_rewritten_as_version_3(tmp_path: Path, pa
     assert shape(tmp_path / "hub") == original  # the user's refs/main given back
 
 
+def test_a_shared_link_is_not_moved_to_another_store_path(ws: Workspace, paths: dict) -> None:
+    """Two profiles of one state dir share a snapshot link; one then wants that commit
+    from another store path: it is blocked, the other's model keeps loading (found by
+    the widened campaign, seed 21: the link was moved, exit 0 for both)."""
+    a = manifest({"x": model(paths["p1"], repo_id="org/x", refs=["v1"])}, profile="hm")
+    b = manifest({"x": model(paths["p1"], repo_id="org/x", refs=["v2"])}, profile="devenv:/p")
+    assert ws.activate(a, name="a.json").code == 0
+    assert ws.activate(b, name="b.json").code == 0
+    b2 = manifest({"x": model(paths["p2"], repo_id="org/x", refs=["v2"])}, profile="devenv:/p")
+    res = ws.activate(b2, name="b.json")
+    assert res.code == 1 and "profile 'hm'" in res.stderr, res.stderr
+    assert os.readlink(ws.hub / f"models--org--x/snapshots/{COMMIT_A}") == paths["p1"]
+    assert ws.activate(manifest({}, profile="hm"), name="a.json").code == 0
+    assert ws.activate(b2, name="b.json").code == 0  # now it may
+    assert os.readlink(ws.hub / f"models--org--x/snapshots/{COMMIT_A}") == paths["p2"]
+    assert ws.activate(manifest({}, profile="devenv:/p"), name="b.json").code == 0
+    assert {k: v for k, v in shape(ws.hub).items() if v != "dir"} == {}
+
+
 # ------------------------------------------------------------ 5. nested refs
 
 @pytest.mark.parametrize("models", [
