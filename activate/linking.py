@@ -88,6 +88,9 @@ class Action:
     #: For ``tree``, ``trim`` and ``untree``: store paths other profiles want this partial
     #: snapshot to serve; their files left missing by our removals are linked again.
     fill: tuple[str, ...] = ()
+    #: For ``ref``: the modification time (ns, as text) the written file is given, which
+    #: marks it as ours (:attr:`Record.stamp`).
+    stamp: str | None = None
 
     def describe(self) -> str:
         return f"{self.op} {self.path}" + (f" -> {self.value}" if self.value else "")
@@ -230,12 +233,12 @@ class _FolderPlan:
         that wrote it with another stamp has lost it to someone else's write, even if the
         value is the same again; its claim is dead (the other profile's in its state too)."""
         rec = self.old.get(rel)
-        if rec is not None and rec.kind == "ref" and rec.stamp and rec.stamp != stamp:
+        if rec is not None and rec.kind == "ref" and rec.stamp and stamp not in rec.stamp.split(","):
             self.old[rel] = Record(rel, "ref", rec.value, named_before=rec.named_before)
         others = self.others_at.get(rel)
         if others:
             for i, (profile, r) in enumerate(others):
-                if r.kind == "ref" and r.stamp and r.stamp != stamp:
+                if r.kind == "ref" and r.stamp and stamp not in r.stamp.split(","):
                     others[i] = (profile, Record(rel, "ref", r.value))
                     if r.created:
                         self.out.disowned.append((profile, rel))
@@ -335,8 +338,9 @@ class _FolderPlan:
                 # A snapshot changing form: what is there may still be the old form.
                 other = rec.other_kind or next(
                     (k for k in before.forms() if k != rec.kind), None)
+                stamps = {t for r in (before, rec) if r.stamp for t in r.stamp.split(",")}
                 rec = replace(rec, owned=tuple(sorted(owned)),  # type: ignore[arg-type]
-                              other_kind=other)
+                              other_kind=other, stamp=",".join(sorted(stamps)) or None)
             merged[rel] = rec
         self.out.intent.extend(merged.values())
 
@@ -583,8 +587,10 @@ class _FolderPlan:
         if entry.kind != "file":
             self.observe(rel, None)
         if entry.kind == "missing":
-            self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING))
-            self.records[rel] = Record(rel, "ref", commit, created=True)
+            stamp = _new_stamp()
+            self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING,
+                                       stamp=stamp))
+            self.records[rel] = Record(rel, "ref", commit, created=True, stamp=stamp)
             return
         if self.nested_ref(rel, rel.split("/refs/", 1)[1], target, names, "dir"):
             return
@@ -630,9 +636,11 @@ class _FolderPlan:
             previous = content
             held = self.fs.lstat(f"{self.folder}/snapshots/{content}").kind != "missing" \
                 if COMMIT_RE.match(content) else False
-        self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content)))
+        stamp = _new_stamp()
+        self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content),
+                                   stamp=stamp))
         self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous,
-                                   previous_held=held)
+                                   previous_held=held, stamp=stamp)
 
     def foreign_holder(self, content: str, target: str, ref: str = "") -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
@@ -774,10 +782,19 @@ class _FolderPlan:
 _REF_MAX = 4096
 
 
+def _new_stamp() -> str:
+    """A modification time (ns, as text) for a ref file we write: this second, with random
+    nanoseconds, so no other writer's file has it (a download rewriting the file, or
+    another profile writing the same value, gives it another)."""
+    import time
+
+    return str(time.time_ns() // 10**9 * 10**9 + int.from_bytes(os.urandom(4), "big") % 10**9)
+
+
 def ref_stamp(fs: HubFS, rel: str) -> str | None:
-    """``"<st_ino>:<st_mtime_ns>"`` of the ref file ``rel`` (not following links), None
-    when there is no such file. Our writes make a new file (a new inode); a download
-    rewrites one in place (a new mtime): either way another stamp."""
+    """The modification time (ns, as text) of the ref file ``rel`` (not following
+    links): the stamp :func:`apply` gave it if it is still the file we wrote; None when
+    there is no such file."""
     parent, _, name = rel.rpartition("/")
     try:
         if fs.lstat(rel).kind != "file":  # (its folders exist: their descriptors are kept)
@@ -785,13 +802,14 @@ def ref_stamp(fs: HubFS, rel: str) -> str | None:
         st = os.stat(name, dir_fd=fs.dir_fd(parent), follow_symlinks=False)
     except (OSError, Blocked):
         return None
-    return f"{st.st_ino}:{st.st_mtime_ns}" if stat.S_ISREG(st.st_mode) else None
+    return str(st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def stamp_refs(fs: HubFS, records: list[Record], written: set[str]) -> list[Record]:
     """``records`` with the stamp of each ref we created and hold (:attr:`Record.stamp`)
-    taken now: those written by this run (``written``), and those with none yet. A ref
-    written by this run that holds another value already is no longer ours."""
+    as it is now: those written by this run (``written``), and those with none yet
+    (states of version 2). A ref written by this run that holds another value already is
+    no longer ours."""
     out = []
     try:
         for rec in records:
@@ -869,9 +887,11 @@ def _apply_one(fs: HubFS, act: Action, folder: str) -> None:
     elif op == "link":
         fs.replace_symlink(act.path, act.value or "", act.temp, expect=act.expect)
     elif op == "ref" and act.expect == MISSING:
-        fs.create_file(act.path, _encode(act.value), act.temp or folder)
+        fs.create_file(act.path, _encode(act.value), act.temp or folder,
+                       mtime_ns=int(act.stamp) if act.stamp else None)
     elif op == "ref":
-        fs.replace_file(act.path, _encode(act.value), act.temp or folder, expect=act.expect)
+        fs.replace_file(act.path, _encode(act.value), act.temp or folder, expect=act.expect,
+                        mtime_ns=int(act.stamp) if act.stamp else None)
     elif op == "unlink":
         fs.unlink(act.path, expect=act.expect)
     elif op == "rmdir":

@@ -48,10 +48,11 @@ class Record:
     link ``snapshot`` <-> a partial ``tree``, states saved before applying, possibly several
     stopped runs in a row), the kind it had before: a link holding one of our values, or a
     tree of links into them, is then ours in either form, so the next run finishes the
-    change and a drop removes whichever form is there. ``stamp``: for a ref we wrote,
-    ``"<st_ino>:<st_mtime_ns>"`` of the file after the run that wrote it; a ref file with
-    another stamp was rewritten by someone else (a download, a profile of another state
-    dir), even if it holds our value again, and is no longer ours.
+    change and a drop removes whichever form is there. ``stamp``: for a ref we wrote, the
+    modification time (ns, as text) we gave the file, random in its last nine digits
+    (while a change is under way, each one we may have given, comma-separated); a ref
+    file with another one was rewritten by someone else (a download, a profile of another
+    state dir), even if it holds our value again, and is no longer ours.
     """
 
     path: str
