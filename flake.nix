@@ -26,7 +26,10 @@
 
       # Each module's `package` defaults to pkgs.model-repo when the overlay is
       # applied, else to a build of ./lib/package.nix with the user's pkgs.
-      homeManagerModules.default = ./modules/home-manager;
+      # `homeModules` is the output name Home Manager's flake and its users read now;
+      # `homeManagerModules` stays as an alias for configurations written before.
+      homeModules.default = ./modules/home-manager;
+      homeManagerModules = self.homeModules;
       devenvModules.default = ./modules/devenv;
       nixosModules.default = ./modules/nixos;
 
@@ -81,6 +84,9 @@
         }
       );
 
-      formatter = forAllSystems (_: pkgs: pkgs.nixfmt-tree or pkgs.nixfmt-rfc-style);
+      # nixfmt-tree (`nix fmt` formats the whole tree with nixfmt), in every nixpkgs since
+      # 25.05; nixfmt-rfc-style is a deprecated alias of nixfmt from 25.11 (a warning on
+      # every evaluation that touches it), and a bare nixfmt needs paths to be given.
+      formatter = forAllSystems (_: pkgs: pkgs.nixfmt-tree);
     };
 }

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import state as statemod
 from .envout import environment
-from .hubfs import Changed, HubFS
+from .hubfs import Changed, HubFS, HubRoot, UnsafePath, open_hub
 from .linking import Action, Plan, Problem, Want, apply, plan, stamp_refs
 from .log import Log
 from .noop import remove_receipts
@@ -46,6 +46,8 @@ class Outcome:
     #: Set when the final state save failed: every link is in place and the state
     #: saved before the changes still owns them all, but the run must say so (exit 3).
     state_error: str | None = None
+    #: The hub dir's real path (what states and receipts are filed under).
+    hub_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,23 +94,43 @@ def run_activate(
 ) -> Outcome:
     """Link ``request``'s models into ``hub_dir`` and return the outcome.
 
-    ``gc_roots``: keep one indirect GC root per store path of the manifest's models that
-    is in place, and drop the roots of paths no longer linked (:mod:`activate.gcroots`).
+    ``gc_roots``: keep one indirect GC root per existing store path of the manifest's
+    models (every one is exported, linked, blocked or ``link = false``), and drop the roots
+    of paths no longer in it (:mod:`activate.gcroots`).
 
     ``dry_run``: plan and report, write nothing. ``read_only``: like dry_run, for
     ``model-repo env``. Raises :class:`EnvironmentProblem` when the hub dir or state dir
     cannot be used.
     """
+    writing = not (dry_run or read_only)
+    profile = request.profile
+    root = _open_hub(hub_dir, create=False)
+    try:
+        key = root.real
+        state_path = statemod.state_file(state_dir, key, profile)
+        _check_hub(state_dir, state_path, profile, hub_dir, key, root.identity, log,
+                   adopt=writing)
+        if writing:
+            root = _ensure_hub_dir(root)
+        return _activate_in(request, root, state_path, hub_dir=hub_dir,
+                            explicit_hub=explicit_hub, state_dir=state_dir, log=log,
+                            dry_run=dry_run, read_only=read_only, lock_timeout=lock_timeout,
+                            before_write=before_write, gc_roots=gc_roots)
+    finally:
+        root.close()
+
+
+def _activate_in(request: Request, root: HubRoot, state_path: str, *, hub_dir: str,
+                 explicit_hub: bool, state_dir: str, log: Log, dry_run: bool, read_only: bool,
+                 lock_timeout: float, before_write: Callable[[str], None] | None,
+                 gc_roots: bool) -> Outcome:
+    """:func:`run_activate` once the hub dir is open (``root``) and checked."""
     profile = request.profile
     wants = request.wants
     writing = not (dry_run or read_only)
-    key = os.path.realpath(hub_dir)
-    state_path = statemod.state_file(state_dir, key, profile)
-    _check_hub(state_dir, state_path, profile, hub_dir, key, log, adopt=writing)
-    if writing:
-        _ensure_hub_dir(hub_dir)
-    with _hub_lock(hub_dir, lock_timeout, writing, log):
-        result, failed, records = _converge(state_dir, state_path, profile, hub_dir, key, wants,
+    key = root.real
+    with _hub_lock(root, lock_timeout, writing, log):
+        result, failed, records = _converge(state_dir, state_path, profile, root, key, wants,
                                             writing=writing, before_write=before_write, log=log)
         for name in request.unlinked:
             if not os.path.isdir(request.paths[name]):
@@ -116,7 +138,7 @@ def run_activate(
                     f"{name}: store path {request.paths[name]} is missing; its MODEL_REPO "
                     "variable points nowhere until it is rebuilt"
                 )
-        outcome = Outcome(result, {})
+        outcome = Outcome(result, {}, hub_key=key)
         if writing:
             failed_actions = {id(a) for a, _ in failed}
             outcome.done = [a for a in result.actions if id(a) not in failed_actions]
@@ -144,22 +166,24 @@ def run_activate(
                 profile, key, records,
                 complete=in_place and not result.problems,
                 problems=[p.message() for p in result.problems],
-                hub_id=statemod.hub_identity(hub_dir),
+                hub_id=root.identity,
             )
             try:
                 _save_state(state_path, new)
             except EnvironmentProblem as exc:
                 outcome.state_error = str(exc)
         if gc_roots and not read_only:
-            _sync_roots(state_dir, key, profile, request, blocked, dry_run, log)
+            _sync_roots(state_dir, key, profile, request, dry_run, log)
     return outcome
 
 
-def _sync_roots(state_dir: str, key: str, profile: str, request: Request, blocked: set[str],
-                dry_run: bool, log: Log) -> None:
+def _sync_roots(state_dir: str, key: str, profile: str, request: Request, dry_run: bool,
+                log: Log) -> None:
     from . import gcroots
 
-    paths = {p for name, p in request.paths.items() if name not in blocked}
+    # Every exported path stays rooted: a blocked model's MODEL_REPO_* variable still
+    # names its store path, which must not be collected under it.
+    paths = set(request.paths.values())
     try:
         added, removed = gcroots.sync(gcroots.roots_dir(state_dir, key, profile), paths,
                                       dry_run=dry_run)
@@ -170,6 +194,18 @@ def _sync_roots(state_dir: str, key: str, profile: str, request: Request, blocke
         log.info(f"{verb} add a GC root for {p}")
     for p in removed:
         log.info(f"{verb} remove the GC root of {p}")
+
+
+def _move_roots(state_dir: str, was: str, key: str, profile: str, log: Log) -> None:
+    """The GC roots of a state taken over (its hub dir moved) go with it: filed under the
+    old hub dir they would outlive every later drop."""
+    from . import gcroots
+
+    try:
+        gcroots.move(gcroots.roots_dir(state_dir, was, profile),
+                     gcroots.roots_dir(state_dir, key, profile))
+    except (gcroots.GcRootError, OSError) as exc:
+        log.warning(f"the GC roots of the moved hub cache stay where they were: {exc}")
 
 
 def _report_failed(result: Plan, failed: list[tuple[Action, OSError]], wants: list[Want],
@@ -185,8 +221,22 @@ def _report_failed(result: Plan, failed: list[tuple[Action, OSError]], wants: li
                                        reason, fix))
 
 
+def _open_hub(hub_dir: str, *, create: bool) -> HubRoot:
+    """:func:`~activate.hubfs.open_hub`, its errors as :class:`EnvironmentProblem`."""
+    try:
+        return open_hub(hub_dir, create=create)
+    except UnsafePath as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    except OSError as exc:
+        verb = "create" if create else "open"
+        raise EnvironmentProblem(
+            f"cannot {verb} the hub cache {hub_dir}: {exc.strerror or exc}; create it "
+            "with write permission for this user, or choose another with --cache-dir"
+        ) from None
+
+
 def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key: str,
-               log: Log, *, adopt: bool) -> None:
+               current: tuple[int, int] | None, log: Log, *, adopt: bool) -> None:
     """Refuse a hub dir that is not the one this profile's state was made in.
 
     A state with records whose hub dir is missing (an unmounted filesystem, a removed
@@ -196,13 +246,20 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
     state for this path but one of this profile's states names another path with this
     hub dir's identity (the cache was renamed or moved), or a state of version 1 filed
     under another spelling of this hub dir, it is adopted (``adopt``).
+
+    ``key``: the hub dir's real path, ``current``: its identity as opened (None when
+    missing). A state of this profile filed under ``hub_dir`` as spelled, when that is
+    not its real path, must have this identity too: the path was a real folder when that
+    state was made, and now leads elsewhere (a symlink put in its place): refused.
     """
+    if hub_dir != key:
+        _check_spelling(state_dir, profile, hub_dir, key, current, adopt=adopt)
     try:
-        state = statemod.read(state_path, header_only=True)  # read whole under the lock
+        # read whole under the lock; a read-only run renames nothing aside
+        state = statemod.read(state_path, header_only=True, aside=adopt)
     except statemod.CorruptState as exc:
         log.warning(exc.message())
         return
-    current = statemod.hub_identity(hub_dir)
     if state is not None and state.records:
         if current is None:
             raise EnvironmentProblem(
@@ -221,16 +278,47 @@ def _check_hub(state_dir: str, state_path: str, profile: str, hub_dir: str, key:
             )
         return
     if state is None and adopt and current is not None:
-        for path, other in statemod.list_states(state_dir):
-            same = (tuple(other.hub_id) == current if other.hub_id is not None
-                    else os.path.realpath(other.hub_dir) == key)  # a state of version 1
-            if other.profile == profile and other.hub_dir != key and same:
+        for path, summary, other in statemod.summaries(
+                state_dir, update_index=True,
+                relevant=lambda p, h: p == profile and h != key):
+            same = (tuple(summary.hub_id) == current if summary.hub_id is not None
+                    else os.path.realpath(summary.hub_dir) == key)  # a state of version 1
+            if same:
+                try:
+                    other = other or statemod.read(path)
+                except statemod.CorruptState as exc:
+                    log.warning(exc.message())
+                    continue
+                if other is None:
+                    continue
                 log.warning("the hub cache was moved or renamed; taking over its state",
                             was=other.hub_dir, now=key)
-                other.hub_dir = key
+                was, other.hub_dir = other.hub_dir, key
                 _save_state(state_path, other)
                 statemod.delete(path)
+                _move_roots(state_dir, was, key, profile, log)
                 return
+
+
+def _check_spelling(state_dir: str, profile: str, hub_dir: str, key: str,
+                    current: tuple[int, int] | None, *, adopt: bool) -> None:
+    path = statemod.state_file(state_dir, hub_dir, profile)
+    try:
+        state = statemod.read(path, header_only=True, aside=adopt)
+    except statemod.CorruptState:
+        return  # reported when it is read in full
+    if state is None or not state.records or state.hub_dir != hub_dir or state.hub_id is None:
+        return
+    if tuple(state.hub_id) == current:
+        return  # the same folder under another name (renamed, then symlinked): adopted
+    now = f"{current[0]}:{current[1]}" if current else "nothing"
+    raise EnvironmentProblem(
+        f"the hub cache {hub_dir} now leads to {key}, which is not the folder profile "
+        f"{profile!r} linked into (device:inode was {state.hub_id[0]}:{state.hub_id[1]}, "
+        f"now {now}): was the folder replaced by a symlink? Nothing was written. Put the "
+        f"cache back at {hub_dir} and activate again; if you moved it on purpose, run "
+        f"`model-repo deactivate --profile '{profile}' --cache-dir {hub_dir} --forget` "
+        "first")
 
 
 def run_deactivate(
@@ -249,77 +337,115 @@ def run_deactivate(
     (changed by someone else, or blocked) stay in the state for a later run. A hub dir
     that is missing or not the folder the state was made in raises
     :class:`EnvironmentProblem` and keeps the state, unless ``forget``: then that state is
-    dropped without touching any cache (for a cache removed on purpose).
+    dropped, with its GC roots, without touching any cache (for a cache removed on
+    purpose).
     """
     results = []
-    key = os.path.realpath(hub_dir) if hub_dir else None
+    # States are filed under the real path; one filed under the path as given is matched
+    # too (a cache whose folder was replaced by a symlink, to --forget it).
+    keys = {os.path.realpath(hub_dir), hub_dir} if hub_dir else None
     corrupt: list[statemod.CorruptState] = []
-    states = statemod.list_states(state_dir, corrupt)
+    states = statemod.list_states(state_dir, corrupt, aside=not dry_run)
     for exc in corrupt:
         log.warning(exc.message())
     for path, st in states:
-        if st.profile != profile or (key and st.hub_dir != key):
+        if st.profile != profile or (keys and st.hub_dir not in keys):
             continue
-        current = statemod.hub_identity(st.hub_dir)
-        gone = current is None or (st.hub_id is not None and tuple(st.hub_id) != current)
-        if forget:
-            if not gone:
-                raise EnvironmentProblem(
-                    f"the hub cache {st.hub_dir} is there: --forget only drops the state of a "
-                    "cache that is gone; run deactivate without it to undo the links"
-                )
-            log.warning("forgetting the state of a hub cache that is gone", hub_dir=st.hub_dir,
-                        state=path)
-            if not dry_run:
-                statemod.delete(path)
-                remove_receipts(state_dir, profile, st.hub_dir)
-            results.append((st.hub_dir, Plan()))
-            continue
-        if gone and st.records:
-            raise EnvironmentProblem(
-                f"the hub cache {st.hub_dir} is missing or is not the folder profile "
-                f"{profile!r} linked into: is its filesystem mounted? The state is kept; "
-                "mount it and run deactivate again, or add --forget if the cache was "
-                "removed on purpose"
-            )
-        with _hub_lock(st.hub_dir, lock_timeout, not dry_run, log):
-            result, failed, remaining = _converge(state_dir, path, profile, st.hub_dir,
-                                                  st.hub_dir, [], writing=not dry_run, log=log)
-            _report_failed(result, failed, [], st.hub_dir)
-            if not dry_run:
-                if remaining:
-                    _save_state(path, statemod.State(profile, st.hub_dir, remaining,
-                                                     hub_id=current))
-                else:
-                    statemod.delete(path)
-                    from . import gcroots
-
-                    gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
-                remove_receipts(state_dir, profile, st.hub_dir)
-        results.append((st.hub_dir, result))
+        try:
+            root = _open_hub(st.hub_dir, create=False)
+        except EnvironmentProblem:
+            if not forget:
+                raise
+            root = HubRoot(st.hub_dir, st.hub_dir, None, None)  # not our folder: gone
+        try:
+            results.append(_deactivate_one(profile, path, st, root, state_dir=state_dir,
+                                           log=log, dry_run=dry_run,
+                                           lock_timeout=lock_timeout, forget=forget))
+        finally:
+            root.close()
+    if not dry_run:
+        statemod.drop_index_if_alone(state_dir)
     return results
 
 
+def _deactivate_one(profile: str, path: str, st: statemod.State, root: HubRoot, *,
+                    state_dir: str, log: Log, dry_run: bool, lock_timeout: float,
+                    forget: bool) -> tuple[str, Plan]:
+    """:func:`run_deactivate` for one state (at ``path``) and its opened hub dir."""
+    current = root.identity
+    gone = current is None or (st.hub_id is not None and tuple(st.hub_id) != current) \
+        or (st.hub_id is None and root.real != st.hub_dir)
+    if forget:
+        if not gone:
+            raise EnvironmentProblem(
+                f"the hub cache {st.hub_dir} is there: --forget only drops the state of a "
+                "cache that is gone; run deactivate without it to undo the links"
+            )
+        log.warning("forgetting the state of a hub cache that is gone", hub_dir=st.hub_dir,
+                    state=path)
+        if not dry_run:
+            statemod.delete(path)
+            remove_receipts(state_dir, profile, st.hub_dir)
+            from . import gcroots
+
+            gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
+        return st.hub_dir, Plan()
+    if gone and st.records:
+        raise EnvironmentProblem(
+            f"the hub cache {st.hub_dir} is missing or is not the folder profile "
+            f"{profile!r} linked into: is its filesystem mounted? The state is kept; "
+            "mount it and run deactivate again, or add --forget if the cache was "
+            "removed on purpose"
+        )
+    if root.fd is None:  # no hub dir, no records: nothing to undo there
+        if not dry_run:
+            from . import gcroots
+
+            statemod.delete(path)
+            gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
+            remove_receipts(state_dir, profile, st.hub_dir)
+        return st.hub_dir, Plan()
+    with _hub_lock(root, lock_timeout, not dry_run, log):
+        result, failed, remaining = _converge(state_dir, path, profile, root, st.hub_dir, [],
+                                              writing=not dry_run, log=log)
+        _report_failed(result, failed, [], st.hub_dir)
+        if not dry_run:
+            if remaining:
+                _save_state(path, statemod.State(profile, st.hub_dir, remaining,
+                                                 hub_id=current))
+            else:
+                statemod.delete(path)
+                from . import gcroots
+
+                gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
+            remove_receipts(state_dir, profile, st.hub_dir)
+    return st.hub_dir, result
+
+
 def _converge(
-    state_dir: str, state_path: str, profile: str, hub_dir: str, key: str,
+    state_dir: str, state_path: str, profile: str, root: HubRoot, key: str,
     wants: list[Want], *, writing: bool, log: Log,
     before_write: Callable[[str], None] | None = None,
 ) -> tuple[Plan, list[tuple[Action, OSError]], list[statemod.Record]]:
     """Under the hub lock: plan ``wants`` against the profile's records (keeping what
     other profiles in ``state_dir`` want), save the intent, apply when ``writing``.
-    ``key`` is the hub dir's real path (what states are filed under).
+    ``root``: the hub dir, opened; ``key``: the path its states are filed under.
     Returns the plan, the failed actions, and the records the state must keep (the
     intent when something failed, so a later run can finish)."""
+    hub_dir = root.path
+    _store_kinds.clear()  # looked at afresh by every run (tests run many in one process)
     try:
-        old = statemod.load(state_path, profile, key)
+        old = statemod.load(state_path, profile, key, aside=writing)
     except statemod.CorruptState as exc:
         log.warning(exc.message())
         old = statemod.State(profile, key)
     corrupt: list[statemod.CorruptState] = []
-    others = statemod.load_others(state_dir, key, profile, corrupt)
+    folders = {w.folder for w in wants} | {r.path.split("/", 1)[0] for r in old.records}
+    others = statemod.load_others(state_dir, key, profile, corrupt, aside=writing,
+                                  folders=folders, update_index=writing)
     for exc in corrupt:
         log.warning(exc.message())
-    fs = HubFS(hub_dir, before_write)
+    fs = HubFS(hub_dir, before_write, root=root)
     result = plan(fs, wants, old.records, [(o.profile, r) for o in others for r in o.records],
                   _store_kind)
     failed: list[tuple[Action, OSError]] = []
@@ -328,7 +454,7 @@ def _converge(
     if not (writing and result.actions):
         return result, failed, result.records
     _save_state(state_path, statemod.State(profile, key, result.intent,
-                                           hub_id=statemod.hub_identity(hub_dir)))
+                                           hub_id=root.identity))
     skipped: list[Action] = []
     failed = apply(fs, result.actions, skipped)
     refused = {id(a) for a, _ in failed} | {id(a) for a in skipped}
@@ -362,13 +488,26 @@ def _disown(state_dir: str, key: str, disowned: list[tuple[str, str]],
 
 
 def _store_kind(path: str) -> str:
-    """``dir``, ``missing`` or ``other``: what a model's store path is (followed)."""
-    try:
-        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "other"
+    """``dir``, ``damaged`` (a directory changed after Nix made it: a file removed, added
+    or rewritten, :mod:`activate.storecheck`), ``missing`` or ``other``: what a model's
+    store path is (followed). Each path is looked at once per run."""
+    kind = _store_kinds.get(path)
+    if kind is None:
+        try:
+            kind = "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+        except FileNotFoundError:
+            kind = "missing"
+        except OSError:
+            kind = "other"
+        if kind == "dir":
+            from .storecheck import changed
+
+            kind = "damaged" if changed(path) else "dir"
+        _store_kinds[path] = kind
+    return kind
+
+
+_store_kinds: dict[str, str] = {}
 
 
 def _save_state(path: str, st: statemod.State) -> None:
@@ -381,95 +520,171 @@ def _save_state(path: str, st: statemod.State) -> None:
         ) from None
 
 
-def _ensure_hub_dir(hub_dir: str) -> None:
-    try:
-        os.makedirs(hub_dir, exist_ok=True)
-    except OSError as exc:
+def _ensure_hub_dir(root: HubRoot) -> HubRoot:
+    """``root``, or the hub dir created and opened when it is missing; refuse one this
+    user cannot write. Raises :class:`EnvironmentProblem`."""
+    if root.fd is None:
+        made = _open_hub(root.path, create=True)
+        if made.real != root.real:  # pragma: no cover - a path swapped while creating
+            made.close()
+            raise EnvironmentProblem(
+                f"the hub cache {root.path} changed while it was being created; activate "
+                "again")
+        root = made
+    if not os.access(".", os.W_OK | os.X_OK, dir_fd=root.fd):
         raise EnvironmentProblem(
-            f"cannot create the hub cache {hub_dir}: {exc.strerror or exc}; create it "
-            "with write permission for this user, or choose another with --cache-dir"
-        ) from None
-    if not os.access(hub_dir, os.W_OK | os.X_OK):
-        raise EnvironmentProblem(
-            f"the hub cache {hub_dir} is not writable by this user; fix its permissions "
+            f"the hub cache {root.path} is not writable by this user; fix its permissions "
             "(for a shared cache: a common group and mode 2775) or choose another with "
             "--cache-dir"
         )
+    return root
 
 
-def _share_like_parent(path: str) -> None:
-    """Give a folder we created in a group-shared cache (group rwx on the hub dir, as the
-    NixOS module's 2775) the same group access, whatever this process's umask: every
-    user of the group must be able to create the lock there."""
-    parent = os.stat(os.path.dirname(path)).st_mode
+def _share_like_parent(fd: int, parent_fd: int) -> None:
+    """Give a folder we created (``fd``) in a group-shared cache (group rwx on the hub
+    dir ``parent_fd``, as the NixOS module's 2775) the same group access, whatever this
+    process's umask: every user of the group must be able to create the lock there."""
+    parent = os.fstat(parent_fd).st_mode
     if parent & 0o070 == 0o070:
-        os.chmod(path, (os.stat(path).st_mode & 0o7777) | 0o070 | (parent & stat.S_ISGID))
+        os.fchmod(fd, (os.fstat(fd).st_mode & 0o7777) | 0o070 | (parent & stat.S_ISGID))
+
+
+#: How often a run waiting for the cache lock tries again (seconds).
+_LOCK_POLL = 0.05
+_LOCK_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LOCK_FILE_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class _hub_lock:
-    """The per-cache lock: ``<hub>/.locks/model-repo.lock`` held with filelock, mode 0664
-    so users sharing a cache through a group can all take it. ``enabled=False`` (dry
-    runs, read-only commands) takes no lock and writes nothing."""
+    """The per-cache lock: ``<hub>/.locks/model-repo.lock``, held with ``flock`` on a
+    descriptor opened relative to the hub dir's (``.locks`` with ``O_DIRECTORY |
+    O_NOFOLLOW``, the lock file with ``O_NOFOLLOW``): nothing on the way is followed, so
+    another user swapping ``.locks`` for a symlink cannot make this run create anything
+    outside the cache. A lock file we create is mode 0664 and a ``.locks`` we create
+    takes the hub dir's group access (setgid included), whatever the umask, so users
+    sharing a cache through a group can all take it; an existing lock file is only
+    opened (never truncated, never chmod-ed: it may be a hard link planted by someone
+    else). Waits at most ``timeout`` seconds. ``enabled=False`` (dry runs, read-only
+    commands) takes no lock and writes nothing."""
 
-    def __init__(self, hub_dir: str, timeout: float, enabled: bool, log: Log) -> None:
+    def __init__(self, root: HubRoot, timeout: float, enabled: bool, log: Log) -> None:
         self.enabled = enabled
         self.timeout = timeout
         self.log = log
-        self.locks_dir = os.path.join(hub_dir, ".locks")
+        self.root = root
+        self.locks_dir = os.path.join(root.path, ".locks")
         self.path = os.path.join(self.locks_dir, LOCK_NAME)
-        self._lock: object = None
+        self._fd: int | None = None
 
     def __enter__(self) -> _hub_lock:
         if not self.enabled:
             return self
-        import filelock
-
-        for path, want_dir in ((self.locks_dir, True), (self.path, False)):
+        assert self.root.fd is not None, "the hub dir is opened before the lock"
+        for _ in range(10):
+            dfd = self._open_locks_dir(self.root.fd)
             try:
-                st = os.lstat(path)
+                fd = self._open_lock_file(dfd)
+                break
             except FileNotFoundError:
-                if want_dir:
-                    try:
-                        os.mkdir(path)
-                        _share_like_parent(path)
-                    except FileExistsError:
-                        pass
-                    except OSError as exc:
-                        raise EnvironmentProblem(
-                            f"cannot create {path}: {exc.strerror}; make the hub cache "
-                            "writable by this user"
-                        ) from None
-                continue
-            ok = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
-            if not ok:
-                raise EnvironmentProblem(
-                    f"{path} is not a plain {'directory' if want_dir else 'file'} (a "
-                    "symlink?); model-repo will not follow it: remove it and run again"
-                )
-        lock = filelock.FileLock(self.path, timeout=self.timeout, mode=0o664,
-                                 preserve_lock_file=True)
-        start = time.monotonic()
+                continue  # .locks was removed or replaced meanwhile: open it again
+            finally:
+                os.close(dfd)
+        else:  # pragma: no cover - replaced ten times in a row
+            raise EnvironmentProblem(f"{self.locks_dir} keeps being replaced; run again")
         try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise EnvironmentProblem(
-                f"another model-repo activator has held {self.path} for more than "
-                f"{self.timeout:g} s; wait for it to finish (or raise --lock-timeout)"
-            ) from None
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise EnvironmentProblem(
-                    f"cannot open the lock {self.path}: {exc.strerror}; the hub cache "
-                    "must be writable by every user who activates into it"
-                ) from None
+            self._wait(fd)
+        except BaseException:
+            os.close(fd)
             raise
+        self._fd = fd
+        return self
+
+    def _not_plain(self, path: str, what: str) -> EnvironmentProblem:
+        return EnvironmentProblem(
+            f"{path} is not a plain {what} (a symlink?); model-repo will not follow it: "
+            "remove it and run again")
+
+    def _open_locks_dir(self, hub_fd: int) -> int:
+        created = False
+        for _ in range(10):
+            try:
+                dfd = os.open(".locks", _LOCK_DIR_FLAGS, dir_fd=hub_fd)
+                break
+            except FileNotFoundError:
+                try:
+                    os.mkdir(".locks", 0o777, dir_fd=hub_fd)
+                    created = True
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise EnvironmentProblem(
+                        f"cannot create {self.locks_dir}: {exc.strerror}; make the hub "
+                        "cache writable by this user") from None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise self._not_plain(self.locks_dir, "directory") from None
+                raise EnvironmentProblem(
+                    f"cannot open {self.locks_dir}: {exc.strerror}; make the hub cache "
+                    "writable by this user") from None
+        else:  # pragma: no cover - removed ten times in a row
+            raise EnvironmentProblem(f"{self.locks_dir} keeps disappearing; run again")
+        if created:
+            _share_like_parent(dfd, hub_fd)
+        return dfd
+
+    def _open_lock_file(self, dfd: int) -> int:
+        for _ in range(10):
+            try:
+                fd = os.open(LOCK_NAME, _LOCK_FILE_FLAGS | os.O_CREAT | os.O_EXCL, 0o664,
+                             dir_fd=dfd)
+                os.fchmod(fd, 0o664)  # ours, just made: group-writable whatever the umask
+                return fd
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                raise  # the folder itself is gone (the caller opens it again)
+            except OSError as exc:
+                raise self._lock_error(exc) from None
+            try:
+                fd = os.open(LOCK_NAME, _LOCK_FILE_FLAGS, dir_fd=dfd)
+            except FileNotFoundError:
+                continue  # removed meanwhile: create it
+            except OSError as exc:
+                raise self._lock_error(exc) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise self._not_plain(self.path, "file")
+            return fd
+        raise FileNotFoundError(errno.ENOENT, "removed again and again", self.path)  # pragma: no cover
+
+    def _lock_error(self, exc: OSError) -> EnvironmentProblem:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return self._not_plain(self.path, "file")
+        return EnvironmentProblem(
+            f"cannot open the lock {self.path}: {exc.strerror}; the hub cache must be "
+            "writable by every user who activates into it")
+
+    def _wait(self, fd: int) -> None:
+        import fcntl
+
+        start = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._lock_error(exc) from None
+            if time.monotonic() - start >= self.timeout:
+                raise EnvironmentProblem(
+                    f"another model-repo activator has held {self.path} for more than "
+                    f"{self.timeout:g} s; wait for it to finish (or raise --lock-timeout)")
+            time.sleep(_LOCK_POLL)
         waited = time.monotonic() - start
         if waited > 0.5:
             self.log.info("waited for the cache lock", seconds=round(waited, 2))
-        self._lock = lock
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._lock is not None:
-            self._lock.release()  # type: ignore[attr-defined]
-            self._lock = None
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None

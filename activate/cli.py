@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "unwritable cache), 70 internal error.",
     )
     from . import __version__
+    from .log import add_color_argument
 
     parser.add_argument("--version", action="version", version=f"model-repo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
         p.add_argument("--log-format", choices=("console", "json"), default="console",
                        help="stderr log format (default: console)")
+        add_color_argument(p)
         p.add_argument("--state-dir", metavar="DIR",
                        help="where profile states live (default: $MODEL_REPO_STATE_DIR, "
                        "else the platform's user state dir, ~/.local/state/model-repo)")
@@ -109,11 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="what is linked, for which profile, dangling, blocked",
         description="For each profile with a state in the state dir: its hub dir, each "
         "snapshot link and ref it created with its status (ok, dangling: the store path is "
-        "gone; missing: someone removed it; changed: it now holds something else), and "
+        "gone; missing: someone removed it; changed: it now holds something else; "
+        "damaged: a file of its store path was removed, added or rewritten), and "
         "what its last activation could not link.",
-        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed or "
+        epilog="Exit codes: 0 all ok, 1 something is dangling, missing, changed, damaged or "
         "blocked, 2 bad input (--profile names no profile with a state: the profiles "
-        "that have one are listed), 70 internal error.")
+        "that have one are listed), 3 a state cannot be read (no permission, damaged, "
+        "or written by a newer model-repo), 70 internal error. Writes nothing.")
     hub(status, "only the profiles linking into this hub cache")
     status.add_argument("--profile", metavar="PROFILE",
                         help="only this profile (e.g. home-manager, nixos, devenv:/path)")
@@ -167,7 +171,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 sys.stderr.write(f"model-repo: error: {exc}\n")
                 return EXIT_ENVIRONMENT
             return EXIT_OK
-    args = _parser().parse_args(argv)
+    args = parse_args(_parser(), argv)
     if getattr(args, "hub_command", False):  # prefetch, ls: activate/hub/
         from .hub.cli import run
 
@@ -182,7 +186,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     level = "debug" if args.verbose else "error" if args.quiet else "warning"
     if getattr(args, "dry_run", False) and not args.quiet:
         level = "debug" if args.verbose else "info"
-    log = Log(level, args.log_format)
+    log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
+              environ=environ)
     try:
         if args.command in ("activate", "env"):
             return _activate(args, environ, log)
@@ -195,8 +200,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_ENVIRONMENT
     except Exception as exc:  # noqa: BLE001 - a bug; report it and exit distinctly
         from .activation import EnvironmentProblem
+        from .state import StateProblem
 
-        if isinstance(exc, (EnvironmentProblem, OutputError)):
+        if isinstance(exc, (EnvironmentProblem, OutputError, StateProblem)):
             log.error(str(exc))
             return EXIT_ENVIRONMENT
         import traceback
@@ -204,6 +210,32 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         log.error("internal error", error=repr(exc), traceback=traceback.format_exc())
         return EXIT_INTERNAL
     raise AssertionError(args.command)  # pragma: no cover
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that an argument no command knows is reported
+    by the innermost subcommand's parser (``model-repo prefetch: error: unrecognized
+    arguments: --bogus`` with prefetch's usage), not the top-level one: argparse hands a
+    subparser's leftovers up to the parser that started (``parse_known_args``). Exits 2
+    through :meth:`argparse.ArgumentParser.error`, as argparse does."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _innermost(parser: argparse.ArgumentParser,
+               args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (nested) subcommand ``args`` were parsed by: the subparsers
+    actions are followed by their ``dest`` (``command``, then ``store_command``…)."""
+    import argparse
+
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None or name not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[name]
 
 
 #: Options of ``activate`` the no-op path understands; anything else (``--dry-run``,
@@ -288,12 +320,23 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         from .noop import remove_receipt, write_receipt
 
         directory = state_dir(args.state_dir, environ)
-        if outcome.complete and not result.problems and not outcome.state_error:
-            write_receipt(directory, args.manifest, args.cache_dir, environ, request.profile,
-                          os.path.realpath(hub_dir), [(r.kind, r.path, r.value or "", r.created)
-                                                      for r in outcome.records], outcome.env)
-        else:
-            remove_receipt(directory, args.manifest, args.cache_dir, environ)
+        try:
+            if outcome.complete and not result.problems and not outcome.state_error:
+                write_receipt(directory, args.manifest, args.cache_dir, environ,
+                              request.profile, outcome.hub_key,
+                              _ReceiptRows(outcome.records), outcome.env)
+            else:
+                remove_receipt(directory, args.manifest, args.cache_dir, environ)
+        except OSError as exc:
+            # The receipt is a cache of this run for the next one's quick exit: without
+            # it the next run takes the full path. Never fail a run for it.
+            try:
+                remove_receipt(directory, args.manifest, args.cache_dir, environ)
+            except OSError:
+                pass
+            log.warning(f"could not write the receipt of this run in {directory}: "  # type: ignore[attr-defined]
+                        f"{exc.strerror or exc}; the next activation takes the full path "
+                        "(free space in the state dir to make repeat runs quick again)")
     _emit(outcome.env, args.format, args.env_file)
     if outcome.state_error:
         # Every link is in place and the state saved before the changes owns them all;
@@ -301,6 +344,22 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
         log.error(outcome.state_error)  # type: ignore[attr-defined]
         return EXIT_ENVIRONMENT
     return EXIT_PARTIAL if result.problems else EXIT_OK
+
+
+class _ReceiptRows:
+    """The receipt's ``(kind, path, value, created)`` rows of ``records``, made one at a
+    time as the receipt is written (a list of them is megabytes at 10,000 models, at the
+    run's peak memory)."""
+
+    def __init__(self, records: list) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for r in self.records:
+            yield (r.kind, r.path, r.value or "", r.created)
 
 
 class OutputError(Exception):
@@ -340,45 +399,71 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
     if given): stdout stays empty and the error lists the profiles that have one."""
     import json
 
-    from .noop import verify_records
-    from .state import list_states, state_dir
-
     from .cachedir import flag_hub_dir
+    from .noop import verify_records
+    from .state import CorruptState, list_states, state_dir
+    from .tree import Below
 
+    from .storecheck import changed
+
+    damaged: dict[str, str | None] = {}  # store path -> why it is damaged (once each)
     hub_filter = os.path.realpath(flag_hub_dir(args.cache_dir, environ)) if args.cache_dir else None
     directory = state_dir(args.state_dir, environ)
     report = []
     existing: list[tuple[str, str]] = []  # (profile, hub dir) of every state
-    for path, st in list_states(directory):
+    # Read-only: a corrupt state stays where it is; an unreadable state dir or a state
+    # of a newer model-repo raises StateProblem (exit 3, said in main).
+    corrupt: list[CorruptState] = []
+    states = list_states(directory, corrupt, aside=False)
+    for exc in corrupt:
+        log.error(exc.message())  # type: ignore[attr-defined]
+    for path, st in states:
         existing.append((st.profile, st.hub_dir))
         if hub_filter and st.hub_dir != hub_filter:
             continue
         if args.profile and st.profile != args.profile:
             continue
         entries = []
+        # Entries are read relative to the hub dir's descriptor: a path of any length.
+        below = Below.open(st.hub_dir)
         for rec in st.records:
             if rec.kind == "dir":
                 continue
             raw = rec.to_json()
-            ok = verify_records(st.hub_dir, [raw])
+            ok = below is not None and verify_records(st.hub_dir, [raw], below,
+                                                      check_store=False)  # damage: below
             state = "ok"
             if not ok:
-                full = os.path.join(st.hub_dir, rec.path)
-                if rec.kind in ("snapshot", "tree") and os.path.lexists(full) \
+                present = below is not None and below.exists(rec.path)
+                if rec.kind in ("snapshot", "tree") and present \
                         and not os.path.isdir(rec.value or ""):
                     state = "dangling"
-                elif not os.path.lexists(full):
+                elif not present:
                     state = "missing"
                 else:
                     state = "changed"
+            damage = None
+            if state == "ok" and rec.kind in ("snapshot", "tree") and rec.value:
+                if rec.value not in damaged:
+                    damaged[rec.value] = changed(rec.value)
+                damage = damaged[rec.value]
+                if damage:
+                    state = "damaged"
             entries.append({"path": os.path.join(st.hub_dir, rec.path), "kind": rec.kind,
                             "value": rec.value, "created": rec.created, "status": state})
+            if damage:
+                entries[-1]["reason"] = f"the store path {rec.value}: {damage}"
+                entries[-1]["fix"] = (f"check it with nix-store --verify-path {rec.value}; "
+                                      f"repair it (nix-store --repair-path {rec.value}) or "
+                                      "delete it (nix-store --delete) and rebuild")
             if state == "dangling" and rec.value:
                 from .persistdir import import_hint  # standard library
 
                 hint = import_hint(rec.value, environ)
                 if hint:
                     entries[-1]["fix"] = hint
+        if below is not None:
+            below.close()
         report.append({"profile": st.profile, "hubDir": st.hub_dir, "stateFile": path,
                        "upToDate": st.complete, "entries": entries,
                        "blocked": st.problems})
@@ -395,12 +480,16 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str], log: object) -
             for e in prof["entries"]:
                 sys.stdout.write(f"  {e['status']:<8} {e['kind']:<8} {e['path']}"
                                  f" -> {e['value']}\n")
+                if e.get("reason"):
+                    sys.stdout.write(f"           {e['reason']}\n")
                 if e.get("fix"):
                     sys.stdout.write(f"           fix: {e['fix']}\n")
             for b in prof["blocked"]:
                 sys.stdout.write(f"  blocked  {b}\n")
     bad = any(e["status"] != "ok" for p in report for e in p["entries"]) or any(
         p["blocked"] for p in report)
+    if corrupt:
+        return EXIT_ENVIRONMENT
     return EXIT_PARTIAL if bad else EXIT_OK
 
 

@@ -33,10 +33,8 @@ def roots_dir(state_dir: str, hub_key: str, profile: str) -> str:
     return os.path.join(state_dir, "gcroots", digest.hexdigest()[:32])
 
 
-def sync(directory: str, store_paths: set[str], *, dry_run: bool = False) -> tuple[list[str], list[str]]:
-    """Make ``directory`` hold exactly one root per path of ``store_paths`` (those that
-    exist). Returns ``(added, removed)`` store paths. Raises :class:`GcRootError`."""
-    wanted = {os.path.basename(p): p for p in store_paths if os.path.isdir(p)}
+def roots(directory: str) -> dict[str, str]:
+    """The roots in ``directory``: link name -> store path (empty when it is missing)."""
     current: dict[str, str] = {}
     try:
         for name in os.listdir(directory):
@@ -47,6 +45,14 @@ def sync(directory: str, store_paths: set[str], *, dry_run: bool = False) -> tup
                 continue  # not ours: not a link
     except FileNotFoundError:
         pass
+    return current
+
+
+def sync(directory: str, store_paths: set[str], *, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Make ``directory`` hold exactly one root per path of ``store_paths`` (those that
+    exist). Returns ``(added, removed)`` store paths. Raises :class:`GcRootError`."""
+    wanted = {os.path.basename(p): p for p in store_paths if os.path.isdir(p)}
+    current = roots(directory)
     added = [p for n, p in sorted(wanted.items()) if current.get(n) != p]
     removed = [p for n, p in sorted(current.items()) if n not in wanted]
     if dry_run:
@@ -68,6 +74,23 @@ def sync(directory: str, store_paths: set[str], *, dry_run: bool = False) -> tup
         if name not in wanted:
             os.unlink(os.path.join(directory, name))
     return added, removed
+
+
+def move(old: str, new: str) -> list[str]:
+    """Give the roots in ``old`` to ``new`` (a state taken over when its hub dir moved):
+    each store path still there is rooted in ``new`` first, then ``old`` is dropped, so a
+    path is never unrooted in between. Returns the store paths rooted in ``new``. Raises
+    :class:`GcRootError` (``old`` is then kept)."""
+    if old == new:
+        return []
+    paths = set(roots(old).values())
+    if not paths:
+        drop(old)
+        return []
+    kept = set(roots(new).values()) | paths
+    added, _ = sync(new, kept)
+    drop(old)
+    return added
 
 
 def drop(directory: str) -> list[str]:

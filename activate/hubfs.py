@@ -1,8 +1,13 @@
 """The thin I/O layer over one hub cache directory.
 
-Every operation takes a path relative to the hub dir and walks it one component at a
-time with ``O_NOFOLLOW`` directory descriptors, so a symlink planted anywhere inside the
-cache is never followed where we create or remove entries. Writes are atomic: a
+The hub dir is opened once (:func:`open_hub`: its path resolved one component at a time
+from ``/``, refusing steps another user could have planted, as systemd's ``chase()`` with
+``CHASE_SAFE``), and every later operation is relative to that one descriptor, as Go's
+``os.Root`` and Rust's cap-std do: the hub dir is the same folder for the whole run even
+if its path is swapped meanwhile. Every operation takes a path relative to the hub dir
+and walks it one component at a time with ``O_NOFOLLOW`` directory descriptors, so a
+symlink planted anywhere inside the cache is never followed where we create or remove
+entries. Writes are atomic: a
 temporary name in the repo folder (never under ``refs/`` or ``snapshots/``, where
 huggingface_hub would read it as a ref or a revision), then ``rename`` onto the final
 name. Standard library only.
@@ -24,6 +29,162 @@ TEMP_PREFIX = ".model-repo-tmp-"
 _NO_HARDLINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class UnsafePath(Exception):
+    """A step of the hub dir's path :func:`open_hub` will not take; the message names
+    it, its owner and the fix."""
+
+
+class HubRoot:
+    """The hub dir opened once by :func:`open_hub`.
+
+    ``path``: as given; ``real``: symlinks resolved, as ``os.path.realpath`` spells it
+    (what states are filed under); ``fd``: an ``O_DIRECTORY`` descriptor of the hub dir,
+    None when it does not exist; ``identity``: its ``(st_dev, st_ino)`` (None when
+    missing). :meth:`close` closes the descriptor.
+    """
+
+    __slots__ = ("path", "real", "fd", "identity")
+
+    def __init__(self, path: str, real: str, fd: int | None,
+                 identity: tuple[int, int] | None) -> None:
+        self.path = path
+        self.real = real
+        self.fd = fd
+        self.identity = identity
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> HubRoot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Symlinks followed while resolving one hub path before giving up (Linux's own limit).
+_MAX_LINKS = 40
+
+
+def open_hub(path: str, *, create: bool = False) -> HubRoot:
+    """Open the hub dir ``path`` (absolute) once and return it as a :class:`HubRoot`.
+
+    The path is resolved one component at a time from ``/``: each directory opened with
+    ``O_DIRECTORY | O_NOFOLLOW`` relative to its parent's descriptor, each symlink read
+    and its target resolved the same way, so what is checked is what is opened. Each
+    step is checked as systemd's ``chase()`` with ``CHASE_SAFE`` does, turned around for
+    a writer: see :func:`_unsafe_step` (as root, every directory and symlink on the way
+    must be root's). ``create``: make missing directories (mode 0777 masked by the umask,
+    as ``os.makedirs``); otherwise a missing hub dir gives ``fd=None``.
+
+    Raises :class:`UnsafePath` for a refused step, ``NotADirectoryError`` for a component
+    that is a file (when creating), OSError when a directory cannot be read or created.
+    """
+    euid = os.geteuid()
+    todo = [c for c in path.split("/") if c][::-1]  # a stack: next component last
+    fd = os.open("/", _DIR_FLAGS)
+    parent_st = os.fstat(fd)
+    done = ""
+    links = 0
+    try:
+        while todo:
+            name = todo.pop()
+            if name == ".":
+                continue
+            if name == "..":
+                up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd, parent_st, done = up, os.fstat(up), done.rpartition("/")[0]
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    os.close(fd)
+                    return HubRoot(path, os.path.realpath(path), None, None)
+                try:
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass  # made meanwhile: look again
+                todo.append(name)
+                continue
+            where = f"{done}/{name}"
+            if stat.S_ISLNK(st.st_mode):
+                _check_step(path, done or "/", parent_st, where, "symlink", st, euid)
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):
+                    root = os.open("/", _DIR_FLAGS)
+                    os.close(fd)
+                    fd, parent_st, done = root, os.fstat(root), ""
+                todo.extend([c for c in target.split("/") if c][::-1])
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                if not create:
+                    os.close(fd)
+                    return HubRoot(path, os.path.realpath(path), None, None)
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), where)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                links += 1
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT) \
+                        and links <= _MAX_LINKS:
+                    todo.append(name)  # swapped between the stat and the open: again
+                    continue
+                raise
+            child_st = os.fstat(child)
+            os.close(fd)
+            fd = child
+            _check_step(path, done or "/", parent_st, where, "directory", child_st, euid)
+            parent_st, done = child_st, where
+    except BaseException:
+        os.close(fd)
+        raise
+    return HubRoot(path, done or "/", fd, (parent_st.st_dev, parent_st.st_ino))
+
+
+def _unsafe_step(parent: os.stat_result, child: os.stat_result, euid: int) -> bool:
+    """True when stepping from directory ``parent`` into ``child`` (a directory or a
+    symlink) is unsafe for a process with ``euid``.
+
+    As root, anything not root's is unsafe: another user could have put it there (a
+    symlink planted in a group-writable folder, a folder swapped in) to make root write
+    where that user cannot. This turns systemd's ``CHASE_SAFE`` rule (which guards a
+    privileged reader against a step from an unprivileged directory into a privileged
+    one) around for a privileged writer. Another user's run may step anywhere: it can
+    only write where it may anyway, and caches shared by a group hold folders made by
+    several users (the identity check of the state still applies).
+    """
+    return euid == 0 and child.st_uid != 0
+
+
+def _check_step(path: str, parent: str, parent_st: os.stat_result, where: str, kind: str,
+                child_st: os.stat_result, euid: int) -> None:
+    if not _unsafe_step(parent_st, child_st, euid):
+        return
+    raise UnsafePath(
+        f"the hub cache {path}: {where} is a {kind} owned by {_user(child_st.st_uid)}, in "
+        f"{parent} owned by {_user(parent_st.st_uid)}; model-repo running as "
+        f"{_user(euid)} does not follow a path through another user's {kind} (it could "
+        "have been put there to make this run write elsewhere). Nothing was written. If "
+        f"it is not meant to be there, move it away (ls -la {parent}) and put the cache "
+        "back; otherwise run model-repo as its owner or choose another --cache-dir")
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 class Blocked(Exception):
@@ -66,9 +227,15 @@ class HubFS:
     """Read and change one hub dir. ``before_write`` (if set) is called with a short
     description before every change: the hook the crash tests use to inject faults."""
 
-    def __init__(self, hub_dir: str, before_write: Callable[[str], None] | None = None):
+    def __init__(self, hub_dir: str, before_write: Callable[[str], None] | None = None,
+                 root: HubRoot | None = None):
+        """``root``: the hub dir opened once (:func:`open_hub`), owned by the caller; every
+        operation is relative to it. Without it the hub dir is opened on first use with
+        :func:`open_hub` (and closed by :meth:`close`)."""
         self.hub_dir = hub_dir
         self.before_write = before_write
+        self._root = root
+        self._own_root = root is None
         self._fds: dict[str, int] = {}
         self._missing: set[str] = set()
         self._temp_prefix = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-"
@@ -140,13 +307,11 @@ class HubFS:
             if rel == missing or rel.startswith(missing + "/"):
                 raise _Missing(missing)
         if not rel:
-            try:
-                fd = os.open(self.hub_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)
-            except FileNotFoundError:
-                self._missing.add("")
-                raise _Missing("") from None  # a dry run before the hub dir exists
-            self._fds[""] = fd
-            return fd
+            if self._root is None:
+                self._root = open_hub(self.hub_dir)
+            if self._root.fd is None:
+                raise _Missing("")  # a dry run before the hub dir exists
+            return self._root.fd
         parent, name = _split(rel)
         pfd = self.dir_fd(parent)
         try:
@@ -162,11 +327,19 @@ class HubFS:
         return fd
 
     def forget(self) -> None:
-        """Close every kept descriptor and forget what was missing."""
+        """Close every kept descriptor but the hub dir's own, and forget what was
+        missing."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
         self._missing.clear()
+
+    def close(self) -> None:
+        """:meth:`forget`, and close the hub dir if this object opened it."""
+        self.forget()
+        if self._own_root and self._root is not None:
+            self._root.close()
+            self._root = None
 
     # -- writing ----------------------------------------------------------------
 

@@ -20,7 +20,9 @@ actions; nothing is written until :func:`apply`. Rules:
   a partial snapshot other profiles of the state dir use gets what we lack, and what our
   removals take from it is linked again for them;
 - a record survives its own change: a snapshot changing form (link <-> tree) is ours in
-  either form meanwhile, and a ref is ours only while it is the file we wrote (its stamp).
+  either form meanwhile, and a ref is ours only while it is the file we wrote (its stamp);
+- while we hold a user's ref, ``refs/model-repo-kept/<ref>`` names their revision, so
+  ``hf cache prune`` does not take it for detached (:meth:`_FolderPlan.keep_previous`).
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def plan(
     ``old`` is this profile's records; ``others`` is ``(profile, record)`` of the other
     profiles known for this hub dir (what they want is never removed or taken by us, and
     what they created and we want too becomes ours as well). ``store_kind(path)`` says
-    what a store path is: ``dir``, ``missing`` or ``other``.
+    what a store path is: ``dir``, ``damaged`` (a directory changed after Nix made it,
+    :mod:`activate.storecheck`), ``missing`` or ``other``.
     """
     result = Plan()
     by_folder: dict[str, list[Want]] = defaultdict(list)
@@ -346,6 +349,8 @@ class _FolderPlan:
 
     def ensure_dir(self, rel: str, names: Iterable[str]) -> bool:
         self.wanted_dirs.add(rel)
+        if rel in self.records and self.records[rel].kind == "dir":
+            return True  # planned already (blobs/ of two partial snapshots): one mkdir
         entry = self.fs.lstat(rel)
         if entry.kind == "dir":
             rec = self.old.get(rel)
@@ -566,7 +571,15 @@ class _FolderPlan:
         kind = self.store_kind(target)
         if kind == "dir":
             return True
-        if kind == "missing":
+        if kind == "damaged":
+            from .storecheck import changed  # standard library, only for this report
+
+            self.block(names, rel, f"the store path {target} is damaged: "
+                       f"{changed(target) or 'it was changed after Nix made it'}",
+                       f"check it (nix-store --verify-path {target}), then repair it "
+                       f"(nix-store --repair-path {target}) or delete it (nix-store --delete "
+                       f"{target}) and rebuild, then activate again")
+        elif kind == "missing":
             from .persistdir import import_hint  # standard library, only for this report
 
             self.block(names, rel, f"the store path {target} is missing (garbage-collected?)",
@@ -587,10 +600,17 @@ class _FolderPlan:
         if entry.kind != "file":
             self.observe(rel, None)
         if entry.kind == "missing":
+            # Ours, removed by someone (hf cache rm of our revision): what it held before
+            # us is still to be given back.
+            prev = rec if rec is not None and rec.created else None
             stamp = _new_stamp()
+            new = Record(rel, "ref", commit, created=True,
+                         previous=prev.previous if prev else None,
+                         previous_held=prev.previous_held if prev else False, stamp=stamp)
+            self.keep_previous(rel, new)
             self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING,
                                        stamp=stamp))
-            self.records[rel] = Record(rel, "ref", commit, created=True, stamp=stamp)
+            self.records[rel] = new
             return
         if self.nested_ref(rel, rel.split("/refs/", 1)[1], target, names, "dir"):
             return
@@ -616,6 +636,7 @@ class _FolderPlan:
                 co = self.co_own(rel, "ref", commit)
                 self.records[rel] = (replace(co, value=commit, owned=()) if co else
                                      Record(rel, "ref", commit, created=False))
+            self.keep_previous(rel, self.records[rel])
             return
         wanting = self.wanted_by_other(rel, content)
         holder = (f"profile {wanting!r}" if wanting else None) or self.owned_by_other(
@@ -628,6 +649,7 @@ class _FolderPlan:
                        f"(rm {self.full(rel)}) and activate again")
             if ours:
                 self.records[rel] = rec  # type: ignore[assignment]
+                self.keep_previous(rel, rec)  # type: ignore[arg-type]
             return
         # Whatever it held (even bytes that are no commit) comes back when we let go.
         if ours:
@@ -637,10 +659,58 @@ class _FolderPlan:
             held = self.fs.lstat(f"{self.folder}/snapshots/{content}").kind != "missing" \
                 if COMMIT_RE.match(content) else False
         stamp = _new_stamp()
+        new = Record(rel, "ref", commit, created=True, previous=previous, previous_held=held,
+                     stamp=stamp)
+        self.keep_previous(rel, new)  # before the ref moves: their revision stays named
         self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content),
                                    stamp=stamp))
-        self.records[rel] = Record(rel, "ref", commit, created=True, previous=previous,
-                                   previous_held=held, stamp=stamp)
+        self.records[rel] = new
+
+    def keep_previous(self, rel: str, rec: Record) -> None:
+        """While ``rec`` (a ref we replaced) holds the user's ref, their revision keeps a
+        ref huggingface_hub counts: ``refs/model-repo-kept/<ref>`` names the commit the
+        ref held before us, while that snapshot exists. ``hf cache prune`` (and
+        ``scan_cache_dir``'s detached revisions) then see it as referenced, not as
+        something to delete. Removed with the ref's give-back. Something else where it
+        belongs: left alone, with a note (the model is not blocked for it)."""
+        previous = rec.previous
+        if not (rec.created and rec.previous_held and previous and COMMIT_RE.match(previous)):
+            return
+        if self.fs.lstat(f"{self.folder}/snapshots/{previous}").kind == "missing":
+            return
+        ref = rel[len(self.folder) + len("/refs/"):]
+        kept = f"{self.folder}/refs/{KEPT_REFS}/{ref}"
+        parts = kept.split("/")
+        for i in range(3, len(parts)):
+            sub = "/".join(parts[:i])
+            kind = self.fs.lstat(sub).kind
+            if kind == "missing":
+                self.actions.append(Action("mkdir", sub))
+            elif kind != "dir":
+                self.out.notes.append(f"cannot keep {previous} referenced: "
+                                      f"{self.full(sub)} is not a folder")
+                return
+            self.wanted_dirs.add(sub)
+            if sub not in self.records:  # as ensure_dir, without blocking the model
+                before = self.old.get(sub)
+                self.records[sub] = Record(sub, "dir", created=kind == "missing" or bool(
+                    before and before.created) or any(
+                    r.kind == "dir" and r.created for _, r in self.others_at.get(sub, ())))
+        entry = self.fs.lstat(kept)
+        if entry.kind == "missing":
+            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING))
+            self.records[kept] = Record(kept, "ref", previous, created=True)
+            return
+        content = _read_ref(self.fs, kept) if entry.kind == "file" else None
+        if content != previous:
+            self.out.notes.append(f"cannot keep {previous} referenced: {self.full(kept)} "
+                                  "holds something else")
+            return
+        mine = self.mine(kept, "ref")
+        co = None if mine and mine.owns(content) else self.co_own(kept, "ref", content)
+        self.records[kept] = (replace(mine, value=content, owned=()) if mine and mine.owns(content)
+                              else replace(co, value=content, owned=()) if co
+                              else Record(kept, "ref", content, created=False))
 
     def foreign_holder(self, content: str, target: str, ref: str = "") -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
@@ -667,7 +737,7 @@ class _FolderPlan:
                     f"{'missing' if entry.kind == 'missing' else 'an empty folder'})")
         if (entry.kind == "link" and entry.target is not None
                 and os.path.dirname(entry.target) == os.path.dirname(target)
-                and self.store_kind(entry.target) == "dir"):
+                and self.store_kind(entry.target) in ("dir", "damaged")):
             mine = self.mine_in_form(snap, "snapshot")
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"
@@ -691,7 +761,9 @@ class _FolderPlan:
             if act.op == "ref" and act.value:
                 final_refs[act.path] = act.value
         restored: set[str] = set()  # back to a value from before us: it holds no link of ours
-        for rec in sorted((r for r in gone if r.kind == "ref"), key=lambda r: r.path):
+        # Refs given back before the refs that kept their revisions named.
+        for rec in sorted((r for r in gone if r.kind == "ref"),
+                          key=lambda r: (f"/refs/{KEPT_REFS}/" in r.path, r.path)):
             owner = self.wanted_by_other(rec.path, rec.value)
             current = final_refs.get(rec.path)
             if owner:
@@ -777,6 +849,9 @@ class _FolderPlan:
                 actions.append(Action("rmdir", rec.path))
             records.pop(rec.path, None)
 
+
+#: Folder under a repo's ``refs/`` naming the user's revisions while we hold their refs.
+KEPT_REFS = "model-repo-kept"
 
 #: Largest ref file we replace (and keep to restore); a ref is 40 bytes.
 _REF_MAX = 4096
@@ -1009,6 +1084,9 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
     Works from what is on disk, so a store path already garbage-collected is no obstacle."""
     folder = rel.split("/", 1)[0]
     targets = tuple(t for t in targets if t and t != keep)
+    # A blob link is named after (store path, file): partial snapshots of two commits
+    # linking one store path share it, and it stays while another one links through it.
+    shared = _blobs_used_by_others(fs, folder, rel) if targets else set()
     for file_rel, kind in list(fs.walk_files(rel)) if fs.lstat(rel).kind == "dir" else []:
         if kind != "link":
             continue
@@ -1017,11 +1095,12 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
         if blob_rel is None:
             continue
         fs.unlink(file_rel, expect=("link", entry.target))
-        blob = fs.lstat(blob_rel)
-        fs.unlink(blob_rel, expect=("link", blob.target))
+        if blob_rel.rsplit("/", 1)[1] not in shared:
+            blob = fs.lstat(blob_rel)
+            fs.unlink(blob_rel, expect=("link", blob.target))
     # Blob links whose file link is already gone (a run stopped between the two unlinks).
     for name in fs.list_dir(f"{folder}/blobs"):
-        if name.startswith(treemod.BLOB_PREFIX):
+        if name.startswith(treemod.BLOB_PREFIX) and name not in shared:
             blob_rel = f"{folder}/blobs/{name}"
             entry = fs.lstat(blob_rel)
             if entry.kind == "link" and any((entry.target or "").startswith(t + "/") for t in targets):
@@ -1037,6 +1116,23 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
     for sub in sorted(subs, key=lambda p: p.count("/"), reverse=True):
         if sub not in needed:
             fs.rmdir_if_empty(sub)
+
+
+def _blobs_used_by_others(fs: HubFS, folder: str, rel: str) -> set[str]:
+    """Names of our blob links (``model-repo-…``) that a snapshot folder of ``folder``
+    other than ``rel`` links a file to."""
+    used: set[str] = set()
+    snapshots = f"{folder}/snapshots"
+    for name in fs.list_dir(snapshots):
+        other = f"{snapshots}/{name}"
+        if other == rel or fs.lstat(other).kind != "dir":
+            continue
+        for file_rel, kind in fs.walk_files(other):
+            if kind == "link":
+                blob = (fs.lstat(file_rel).target or "").rsplit("/", 1)[-1]
+                if blob.startswith(treemod.BLOB_PREFIX):
+                    used.add(blob)
+    return used
 
 
 def _sub_dirs(fs: HubFS, rel: str) -> list[str]:

@@ -16,52 +16,71 @@ import os
 import stat
 
 from .statefile import state_dir, write_if_changed
+from .tree import Below, verify
 
 # The no-op path must not import typing or collections (~10 ms): annotations are
 # strings (PEP 563) and these names exist only for type checkers.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Collection, Iterator, Mapping
 
 
-def verify_records(hub_dir: str, records: list[Mapping[str, object]]) -> bool:
+def verify_records(hub_dir: str, records: list[Mapping[str, object]],
+                   below: Below | None = None, check_store: bool = True) -> bool:
     """True when every record still holds on disk (the no-op check; standard library
-    only, a few syscalls per record)."""
+    only, a few syscalls per record), and (``check_store``) every store path a snapshot
+    names has its top folder as Nix made it (:func:`activate.storecheck.top_changed`,
+    one ``lstat`` per store path). Entries are read relative to the hub dir's descriptor
+    (``below``, or opened here), so a path of any length is checked."""
+    own = below is None
+    if below is None:
+        below = Below.open(hub_dir)
+        if below is None:
+            return False
+    try:
+        return _verify(hub_dir, records, below, check_store)
+    finally:
+        if own:
+            below.close()
+
+
+def _verify(hub_dir: str, records: list[Mapping[str, object]], below: Below,
+            check_store: bool) -> bool:
+    from .storecheck import top_changed
+
+    intact: dict[str, bool] = {}
     for rec in records:
-        path = os.path.join(hub_dir, str(rec["path"]))
+        rel = str(rec["path"])
         kind = rec["kind"]
         try:
             if kind == "dir":
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                if not stat.S_ISDIR(below.lstat(rel).st_mode):
                     return False
             elif kind == "snapshot":
                 value = str(rec["value"])
                 try:
-                    if os.readlink(path) != value:
+                    if below.readlink(rel) != value:
                         return False
                 except OSError as exc:
                     if exc.errno != errno.EINVAL or rec.get("created"):
                         return False
-                    from .tree import verify
-
                     # A snapshot folder we did not make serves while it has every file.
-                    if not (stat.S_ISDIR(os.lstat(path).st_mode)
-                            and verify(hub_dir, str(rec["path"]), value)):
+                    if not (stat.S_ISDIR(below.lstat(rel).st_mode)
+                            and verify(hub_dir, rel, value, below)):
                         return False
                 if not os.path.isdir(value):
                     return False
+                if check_store:
+                    if value not in intact:
+                        intact[value] = top_changed(value) is None
+                    if not intact[value]:
+                        return False
             elif kind == "tree":
-                from .tree import verify
-
-                if not verify(hub_dir, str(rec["path"]), str(rec["value"])):
+                if not verify(hub_dir, rel, str(rec["value"]), below):
                     return False
             elif kind == "ref":
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    if os.read(fd, 64) != str(rec["value"]).encode():
-                        return False
-                finally:
-                    os.close(fd)
+                if below.read(rel, 64) != str(rec["value"]).encode():
+                    return False
             else:
                 return False
         except OSError:
@@ -105,11 +124,13 @@ def _receipt_key(manifest_path: str, choices: str) -> list[str]:
 
 def write_receipt(directory: str, manifest_path: str, cache_flag: str | None,
                   environ: Mapping[str, str], profile: str, hub_dir: str,
-                  records: list[tuple[str, str, str, bool]], env: Mapping[str, str]) -> None:
+                  records: Collection[tuple[str, str, str, bool]],
+                  env: Mapping[str, str]) -> None:
     """Record a complete activation for the no-op path; remove older receipts of the same
     profile and hub dir (earlier generations' manifests).
 
-    ``records``: ``(kind, path relative to hub, value, created)`` as in the state.
+    ``records``: ``(kind, path relative to hub, value, created)`` as in the state (any
+    sized iterable, read once).
     Fields are NUL-separated text (no value can hold NUL), read without ``json``/``re``;
     written a record at a time, and not replaced when unchanged.
     """

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .statefile import STATE_VERSION, state_dir, state_file, write_if_changed
 
-__all__ = ["Record", "State", "CorruptState", "load", "load_others", "list_states", "save",
-           "delete", "state_dir", "state_file", "hub_identity", "valid_record_path"]
+__all__ = ["Record", "State", "CorruptState", "StateProblem", "NewerState", "Summary", "load",
+           "load_others", "list_states", "summaries", "save", "delete", "state_dir",
+           "state_file", "hub_identity", "valid_record_path"]
 
 #: Record kinds: ``dir`` (a folder we may remove when empty), ``snapshot`` (symlink to a
 #: store path), ``ref`` (file holding a commit), ``tree`` (a partial snapshot: a real
@@ -175,6 +176,36 @@ class CorruptState(Exception):
                 "values it recorded to restore are in it if you need them by hand")
 
 
+class StateProblem(Exception):
+    """The state dir cannot be used as it is (exit 3); nothing in it was changed."""
+
+
+class NewerState(StateProblem):
+    """A state file written by a newer model-repo (a higher state version): what an older
+    generation meets after a rollback. It is left untouched; the run stops."""
+
+    def __init__(self, path: str, version: int) -> None:
+        super().__init__(
+            f"the state file {path} was written by a newer model-repo (state version "
+            f"{version}; this one reads versions 1 to {STATE_VERSION}): a rollback to an "
+            "older generation? It is left untouched. Activate with the newer model-repo "
+            "(switch back to that generation), or remove the file if you no longer need "
+            "the links and refs it records")
+        self.path = path
+        self.version = version
+
+
+class UnreadableStateDir(StateProblem):
+    """The state dir (or a state in it) exists but this user cannot read it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"cannot read the state {path}: {reason}; run as the user who owns it (or "
+            "with read access to it), or choose another with --state-dir / "
+            "MODEL_REPO_STATE_DIR")
+        self.path = path
+
+
 def hub_identity(hub_dir: str) -> tuple[int, int] | None:
     """``(st_dev, st_ino)`` of the hub dir (following symlinks), or None if missing."""
     try:
@@ -184,21 +215,29 @@ def hub_identity(hub_dir: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def read(path: str, *, header_only: bool = False) -> State | None:
+def read(path: str, *, header_only: bool = False, aside: bool = True) -> State | None:
     """The state at ``path``; None when it does not exist. Raises :class:`CorruptState`
-    (after moving the file aside) when it exists but is not a usable state.
-    ``header_only``: read the header line and at most one record (``records`` then holds
-    that one, enough to tell whether there are any), not the whole file."""
+    (after moving the file aside when ``aside``; read-only commands pass False and
+    change nothing) when it exists but is not a usable state, :class:`NewerState` (file
+    untouched) when a newer model-repo wrote it, :class:`UnreadableStateDir` when this
+    user may not read it. ``header_only``: read the header line and at most one record
+    (``records`` then holds that one, enough to tell whether there are any), not the
+    whole file."""
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
         return None
+    except PermissionError as exc:
+        raise UnreadableStateDir(path, exc.strerror or str(exc)) from None
     except OSError as exc:
         raise CorruptState(path, None, exc.strerror or str(exc)) from None
     try:
         with fh:
             head = json.loads(fh.readline(), object_pairs_hook=_no_duplicates)
-            if not isinstance(head, dict) or head.get("version") not in (1, 2, STATE_VERSION):
+            version = head.get("version") if isinstance(head, dict) else None
+            if type(version) is int and version > STATE_VERSION:
+                raise NewerState(path, version)
+            if version not in (1, 2, STATE_VERSION):
                 raise ValueError("unknown state version")
             version = int(head["version"])
             records = []
@@ -217,7 +256,8 @@ def read(path: str, *, header_only: bool = False) -> State | None:
                 hub_id=(int(hub_id[0]), int(hub_id[1])) if hub_id else None,
             )
     except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-        raise CorruptState(path, _keep_aside(path), str(exc) or type(exc).__name__) from None
+        kept = _keep_aside(path) if aside else None
+        raise CorruptState(path, kept, str(exc) or type(exc).__name__) from None
     return state
 
 
@@ -243,39 +283,196 @@ def _keep_aside(path: str) -> str | None:
     return kept
 
 
-def load(path: str, profile: str, hub_dir: str) -> State:
+def load(path: str, profile: str, hub_dir: str, *, aside: bool = True) -> State:
     """The state at ``path``, or an empty one when absent or not this profile's (the file
-    name is a hash of hub dir and profile). Raises :class:`CorruptState`."""
-    state = read(path)
+    name is a hash of hub dir and profile). Raises as :func:`read`."""
+    state = read(path, aside=aside)
     if state is not None and state.profile == profile and state.hub_dir == hub_dir:
         return state
     return State(profile=profile, hub_dir=hub_dir)
 
 
 def load_others(directory: str, hub_dir: str, profile: str,
-                problems: list[CorruptState] | None = None) -> list[State]:
+                problems: list[CorruptState] | None = None, *, aside: bool = True,
+                folders: set[str] | None = None, update_index: bool = False) -> list[State]:
     """States of the other profiles (same state dir) that link into ``hub_dir``;
-    unreadable ones are moved aside and appended to ``problems`` (when given)."""
-    return [
-        state
-        for _, state in list_states(directory, problems)
-        if state.hub_dir == hub_dir and state.profile != profile
-    ]
+    unusable ones are handled as by :func:`list_states` (``aside``: corrupt ones are
+    moved aside; read-only commands pass False).
+
+    ``folders``: only the states with a record in one of these repo folders (those a run
+    plans: no other record can change its decisions), found through the state dir's
+    index (:func:`summaries`) so that a state dir of thousands of profiles costs a run
+    a ``stat`` per state, not a read. ``update_index``: write the index back when it
+    changed (never for commands that must not write)."""
+    if folders is None:
+        return [state for _, state in list_states(directory, problems, aside=aside)
+                if state.hub_dir == hub_dir and state.profile != profile]
+    out = []
+    own = state_file(directory, hub_dir, profile)
+    for path, summary, state in summaries(
+            directory, problems, aside=aside, update_index=update_index, skip=own,
+            relevant=lambda p, h: h == hub_dir and p != profile):
+        if folders.isdisjoint(summary.folders):
+            continue
+        if state is None:
+            try:
+                state = read(path, aside=aside)
+            except CorruptState as exc:
+                if problems is not None:
+                    problems.append(exc)
+                continue
+            if state is None or state.hub_dir != hub_dir or state.profile == profile:
+                continue
+        out.append(state)
+    return out
 
 
-def list_states(directory: str, problems: list[CorruptState] | None = None) -> list[tuple[str, State]]:
-    """Every readable state in ``directory`` as ``(file path, state)``; unreadable ones are
-    moved aside and appended to ``problems`` (when given)."""
+#: The state dir's index (a cache, validated by ``stat``): what each state file holds.
+INDEX_NAME = "states-index"
+_INDEX_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a run needs to know of a state file without reading it: its profile, hub
+    dir, hub dir identity, and the repo folders its records are in."""
+
+    profile: str
+    hub_dir: str
+    hub_id: tuple[int, int] | None
+    folders: tuple[str, ...]
+
+
+def summaries(directory: str, problems: list[CorruptState] | None = None, *,
+              aside: bool = True, update_index: bool = False, skip: str | None = None,
+              relevant: Callable[[str, str], bool] | None = None,
+              ) -> list[tuple[str, Summary, State | None]]:
+    """``(file path, summary, state or None)`` of every readable state in ``directory``.
+
+    The summaries come from the state dir's index (``states-index``, JSON): one entry per
+    state file with its ``(st_ino, st_size, st_mtime_ns, st_ctime_ns)``; a file whose
+    ``stat`` differs (every save is a rename: a new inode), or has no entry, is read (then
+    returned as its state, else None) and its entry renewed. The index is only a cache:
+    missing, unreadable or stale, it costs reads, never a wrong answer. Corrupt states
+    are moved aside (when ``aside``) and appended to ``problems``; a state dir or state
+    this user cannot read raises :class:`UnreadableStateDir`, a newer model-repo's state
+    :class:`NewerState` (as :func:`list_states`). ``update_index``: write the index back
+    (atomically) when it changed. ``skip``: a state file left out (the running profile's
+    own, saved later in the run: its entry is kept as it was, so that a run that changes
+    nothing writes nothing). ``relevant(profile, hub dir)``: the states a caller needs;
+    a file whose index entry names another (profile, hub dir) is passed over without even
+    a ``stat`` (a state file's name is a hash of its hub dir and profile, so these never
+    change under one name; only its records do)."""
     try:
         names = sorted(os.listdir(directory))
-    except OSError:
+    except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise UnreadableStateDir(directory, exc.strerror or str(exc)) from None
+    index_path = os.path.join(directory, INDEX_NAME)
+    index = _read_index(index_path)
+    fresh: dict[str, list[object]] = {}
+    out: list[tuple[str, Summary, State | None]] = []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("receipt-"):
+            continue
+        path = os.path.join(directory, name)
+        if path == skip:
+            if name in index:
+                fresh[name] = index[name]
+            continue
+        entry = index.get(name)
+        summary = _summary(entry) if entry is not None else None
+        if relevant is not None and summary is not None \
+                and not relevant(summary.profile, summary.hub_dir):
+            fresh[name] = entry  # type: ignore[assignment]
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        sig: list[object] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        state = None
+        if summary is not None and entry[:4] != sig:  # type: ignore[index]
+            summary = None
+        if summary is None:
+            try:
+                state = read(path, aside=aside)
+            except CorruptState as exc:
+                if problems is not None:
+                    problems.append(exc)
+                continue
+            if state is None:
+                continue
+            summary = Summary(state.profile, state.hub_dir, state.hub_id, tuple(sorted(
+                {r.path.split("/", 1)[0] for r in state.records})))
+            entry = [*sig, summary.profile, summary.hub_dir,
+                     list(summary.hub_id) if summary.hub_id else None, list(summary.folders)]
+        fresh[name] = entry  # type: ignore[assignment]
+        if relevant is None or relevant(summary.profile, summary.hub_dir):
+            out.append((path, summary, state))
+    if update_index and fresh != index:
+        try:
+            write_if_changed(index_path, [json.dumps(
+                {"version": _INDEX_VERSION, "states": fresh}, separators=(",", ":")).encode()])
+        except OSError:
+            pass  # a cache: the next run reads the states again
+    return out
+
+
+def drop_index_if_alone(directory: str) -> None:
+    """Remove the state dir's index when no state is left in it (a deactivated state
+    dir holds nothing of ours)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    if not any(n.endswith(".json") and not n.startswith("receipt-") for n in names):
+        delete(os.path.join(directory, INDEX_NAME))
+
+
+def _read_index(path: str) -> dict[str, list[object]]:
+    try:
+        with open(path, "rb") as fh:
+            data = json.load(fh)
+        if data.get("version") == _INDEX_VERSION and isinstance(data.get("states"), dict):
+            return data["states"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {}
+
+
+def _summary(entry: object) -> Summary | None:
+    """The summary of an index entry, None if it is not a well-formed one."""
+    try:
+        _, _, _, _, profile, hub_dir, hub_id, folders = entry  # type: ignore[misc]
+        if not (isinstance(profile, str) and isinstance(hub_dir, str)
+                and isinstance(folders, list)):
+            return None
+        return Summary(profile, hub_dir, (int(hub_id[0]), int(hub_id[1])) if hub_id else None,
+                       tuple(folders))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def list_states(directory: str, problems: list[CorruptState] | None = None, *,
+                aside: bool = True) -> list[tuple[str, State]]:
+    """Every readable state in ``directory`` as ``(file path, state)``; corrupt ones are
+    moved aside (when ``aside``) and appended to ``problems`` (when given). A missing
+    ``directory`` holds none; one this user cannot list raises
+    :class:`UnreadableStateDir`, a state of a newer model-repo :class:`NewerState`."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise UnreadableStateDir(directory, exc.strerror or str(exc)) from None
     out = []
     for name in names:
         if name.endswith(".json") and not name.startswith("receipt-"):
             path = os.path.join(directory, name)
             try:
-                state = read(path)
+                state = read(path, aside=aside)
             except CorruptState as exc:
                 if problems is not None:
                     problems.append(exc)

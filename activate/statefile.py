@@ -43,30 +43,66 @@ def state_file(directory: str, hub_dir: str, profile: str) -> str:
     return os.path.join(directory, f"{key}.json")
 
 
+#: Temporary files :func:`create_temp` made that are not yet renamed or removed; a
+#: signal handler that ends the process at once (:mod:`activate.hub.signals`) removes
+#: them with :func:`remove_temps`.
+_LIVE_TEMPS: set[str] = set()
+
+
+def create_temp(path: str, mode: int = 0o600) -> tuple[int, str]:
+    """Create a new temporary file beside ``path``: ``.<name>.tmp-<16 random hex>``,
+    opened for writing with ``O_EXCL | O_NOFOLLOW`` (a file or symlink planted under any
+    name is never opened nor followed), ``mode`` masked by the umask. Returns ``(fd,
+    temporary path)``; the caller renames or unlinks it, then calls
+    :func:`forget_temp`. Raises OSError."""
+    directory, base = os.path.split(path)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{base}.tmp-{os.urandom(8).hex()}")
+        # Registered first: a signal handler running right after the file exists (before
+        # the next statement) must find it.
+        _LIVE_TEMPS.add(tmp)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, mode)
+        except BaseException as exc:
+            _LIVE_TEMPS.discard(tmp)
+            if isinstance(exc, FileExistsError):
+                continue
+            raise
+        return fd, tmp
+    raise FileExistsError(f"cannot create a temporary file beside {path}")  # pragma: no cover
+
+
+def forget_temp(tmp: str) -> None:
+    """``tmp`` (from :func:`create_temp`) was renamed or removed."""
+    _LIVE_TEMPS.discard(tmp)
+
+
+def remove_temps() -> None:
+    """Unlink every temporary file :func:`create_temp` made that is still there (for a
+    signal handler about to end the process; never raises)."""
+    for tmp in list(_LIVE_TEMPS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _LIVE_TEMPS.discard(tmp)
+
+
 def write_if_changed(path: str, chunks: Iterable[bytes], *, durable: bool = False,
                      mode: int = 0o600) -> bool:
     """Write ``chunks`` to ``path`` atomically, streaming: a temporary name beside it
-    (random, created with ``O_EXCL | O_NOFOLLOW``, so a symlink planted under a guessable
-    name is never followed), then ``rename``. When the file already holds exactly these
+    (:func:`create_temp`: random, ``O_EXCL | O_NOFOLLOW``, so a symlink planted under a
+    guessable name is never followed), then ``rename`` (which replaces a symlink at
+    ``path`` itself, never its target). When the file already holds exactly these
     bytes (same SHA-256) it is left alone and False is returned. ``durable``: fsync before
     the rename (the state, which remembers what we own). ``mode``: of a new file, masked
     by the umask. Raises OSError (the temporary file is removed first).
     """
     import hashlib
 
-    directory, base = os.path.split(path)
     digest = hashlib.sha256()
-    tmp = ""
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.tmp-{os.urandom(8).hex()}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 64 random bits
-        raise FileExistsError(f"cannot create a temporary file beside {path}")
+    fd, tmp = create_temp(path, mode)
     try:
         with open(fd, "wb") as fh:
             for chunk in chunks:
@@ -85,6 +121,8 @@ def write_if_changed(path: str, chunks: Iterable[bytes], *, durable: bool = Fals
         except OSError:
             pass
         raise
+    finally:
+        forget_temp(tmp)
     return True
 
 

@@ -25,6 +25,85 @@ import os
 
 BLOB_PREFIX = "model-repo-"
 
+#: The longest relative path handed to the kernel in one call: below PATH_MAX (4096 bytes
+#: on Linux, 1024 on darwin) with room to spare; a longer one is walked a directory at a
+#: time (a partial model's file path may be up to 4,096 bytes on its own).
+_ONE_CALL = 960
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Below:
+    """Read entries below one directory through its descriptor ``fd`` (owned by this
+    object: :meth:`close`), whatever the length of their relative paths: a short one in
+    one call (``dir_fd=fd``), a long one from descriptors of its parent directories,
+    opened one component at a time (``O_NOFOLLOW``) and kept until :meth:`close`. Only
+    reads; standard library only (the no-op path uses it)."""
+
+    __slots__ = ("fd", "_dirs")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._dirs: dict[str, int] = {}
+
+    @classmethod
+    def open(cls, directory: str) -> Below | None:
+        """The directory at ``directory`` (followed), or None when it cannot be opened."""
+        try:
+            return cls(os.open(directory, _DIR_FLAGS))
+        except OSError:
+            return None
+
+    def at(self, rel: str) -> tuple[int, str]:
+        """``(directory descriptor, name)`` to reach ``rel`` with a ``dir_fd`` call.
+        Raises OSError when a directory on the way cannot be opened."""
+        if len(rel) < _ONE_CALL:
+            return self.fd, rel
+        parent, _, name = rel.rpartition("/")
+        return self._dir(parent), name
+
+    def _dir(self, rel: str) -> int:
+        fd = self._dirs.get(rel)
+        if fd is None:
+            if len(rel) < _ONE_CALL:
+                fd = os.open(rel, _DIR_FLAGS, dir_fd=self.fd)
+            else:
+                parent, _, name = rel.rpartition("/")
+                fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW,
+                             dir_fd=self._dir(parent) if parent else self.fd)
+            self._dirs[rel] = fd
+        return fd
+
+    def readlink(self, rel: str) -> str:
+        fd, name = self.at(rel)
+        return os.readlink(name, dir_fd=fd)
+
+    def lstat(self, rel: str) -> os.stat_result:
+        fd, name = self.at(rel)
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+    def exists(self, rel: str) -> bool:
+        """True when something (a link too) is at ``rel``."""
+        try:
+            self.lstat(rel)
+        except OSError:
+            return False
+        return True
+
+    def read(self, rel: str, limit: int) -> bytes:
+        """The first ``limit`` bytes of regular file ``rel`` (not following a link)."""
+        fd, name = self.at(rel)
+        f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            return os.read(f, limit)
+        finally:
+            os.close(f)
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+        os.close(self.fd)
+
 
 def store_files(store_path: str) -> list[str]:
     """The relative paths of every non-directory under ``store_path``, sorted, ``/``
@@ -64,18 +143,31 @@ def entries(store_path: str, files: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def verify(hub_dir: str, snapshot_rel: str, store_path: str) -> bool:
+def verify(hub_dir: str, snapshot_rel: str, store_path: str,
+           below: Below | None = None) -> bool:
     """True when the snapshot directory ``snapshot_rel`` (relative to ``hub_dir``) serves
     every file of ``store_path``: each opens there as a regular file, through our links,
     another profile's or a download's (an empty or missing store path: False). One
     ``stat`` per file: the no-op path's check of a partial snapshot, and of a user's own
-    snapshot folder that satisfied a model."""
+    snapshot folder that satisfied a model. ``below``: the hub dir already opened (else
+    it is opened here); files are reached relative to it, so a path of any length is
+    checked."""
     import stat
 
-    base = os.path.join(hub_dir, snapshot_rel)
+    own = below is None
+    if below is None:
+        below = Below.open(hub_dir)
+        if below is None:
+            return False
     try:
         files = store_files(store_path)
-        return bool(files) and all(stat.S_ISREG(os.stat(os.path.join(base, f)).st_mode)
-                                   for f in files)
+        for f in files:
+            fd, name = below.at(f"{snapshot_rel}/{f}")
+            if not stat.S_ISREG(os.stat(name, dir_fd=fd).st_mode):
+                return False
+        return bool(files)
     except OSError:
         return False
+    finally:
+        if own:
+            below.close()

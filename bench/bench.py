@@ -54,6 +54,11 @@ TARGET_REPEAT_SMALL = 0.25
 TARGET_FIRST_LARGE = 0.3
 TARGET_REPEAT_LARGE = 0.05
 TARGET_RSS_MIB = 60.0
+# Many profiles: a full run with OTHER_PROFILES other profiles' states in the state dir,
+# against the same run with only its own (same models, same run of the bench).
+TARGET_MANY_PROFILES = 1.2
+OTHER_PROFILES = 3000
+OTHER_MODELS = 10  # models per other profile (each in its own repo folder)
 
 # Runs ``argv[1:]`` as its only child and prints that child's exit status and peak RSS
 # (getrusage(RUSAGE_CHILDREN) covers waited-for children only, not this wrapper).
@@ -336,6 +341,76 @@ def bench_size(setup: Setup, count: int, runs: int, targets: tuple[float, float]
     return [first, repeat], rss_rows
 
 
+def write_other_states(state: str, hub: str, profiles: int, models: int) -> None:
+    """``profiles`` other profiles' states for ``hub`` in the state dir ``state``, as the
+    activator itself writes them (its own state module), each having linked ``models``
+    models of its own repo folders (``models--other--p<j>-m<i>``)."""
+    sys.path.insert(0, REPO_ROOT)
+    try:
+        from activate.state import Record, State, save, state_file
+    finally:
+        sys.path.remove(REPO_ROOT)
+    key = os.path.realpath(hub)
+    for j in range(profiles):
+        records = []
+        for i in range(models):
+            folder = f"models--other--p{j}-m{i}"
+            commit = commit_of(j * models + i)
+            records += [Record(folder, "dir", created=True),
+                        Record(f"{folder}/snapshots", "dir", created=True),
+                        Record(f"{folder}/snapshots/{commit}", "snapshot", f"/nix/store/{'0' * 32}-m",
+                               created=True),
+                        Record(f"{folder}/refs", "dir", created=True),
+                        Record(f"{folder}/refs/main", "ref", commit, created=True)]
+        profile = f"devenv:/home/u/project-{j}"
+        save(state_file(state, key, profile), State(profile, key, records, complete=True))
+
+
+def bench_many_profiles(setup: Setup, count: int, runs: int, others: int) -> Row:
+    """First activation of ``count`` models with ``others`` other profiles' states in
+    the state dir (linking into the same hub dir), against the same activation with an
+    empty state dir: the ratio is what the other states cost a run. The state dir with
+    the other profiles is in its steady state: one untimed run first (its index of the
+    states is then up to date, as after any earlier run); before each timed run the hub
+    dir and this profile's own state and receipt are removed."""
+    row = Row(f"first activation, {count:,} models, {others:,} other profiles "
+              "(reference: no other profile)", target=TARGET_MANY_PROFILES)
+    manifest = os.path.join(setup.tmp, f"manifest-many-{count}.json")
+    write_manifest(manifest, count, setup.store_path, os.path.dirname(setup.store_path))
+    base = os.path.join(setup.tmp, "many")
+    hub = os.path.join(base, "hub")
+    many = os.path.join(base, "state-many")
+    print(f"benchmarking {count:,} models with {others:,} other profiles "
+          f"({runs} run(s) each)...", file=sys.stderr)
+
+    def fresh(state: str, keep: set[str]) -> None:
+        remove(hub)
+        for name in set(os.listdir(state)) - keep if os.path.isdir(state) else ():
+            os.unlink(os.path.join(state, name))
+
+    try:
+        write_other_states(many, hub, others, OTHER_MODELS)
+        theirs = set(os.listdir(many))
+        setup.run_activator(manifest, hub, many, count)  # untimed: the steady state
+        theirs |= {n for n in os.listdir(many) if not n.endswith(".json")
+                   and not n.startswith("receipt-")}  # the index of the states
+        for _ in range(runs):
+            fresh(many, theirs)
+            row.activator.append(setup.run_activator(manifest, hub, many, count))
+            setup.check_hub(hub, count, "activator (many profiles)")
+            alone = os.path.join(base, "state-alone")
+            remove(alone)
+            fresh(alone, set())
+            row.reference.append(setup.run_activator(manifest, hub, alone, count))
+            setup.check_hub(hub, count, "activator (one profile)")
+    except BenchError as exc:
+        print(f"error (many profiles): {exc}", file=sys.stderr)
+        row.error = str(exc).splitlines()[0] if str(exc) else "error"
+    finally:
+        remove(base)
+    return row
+
+
 # -- report -------------------------------------------------------------------------
 
 
@@ -395,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=argparse.SUPPRESS)
     parser.add_argument("--models-large", type=int, default=10_000, metavar="N",
                         help="model count of the large scenarios (default: 10000)")
+    parser.add_argument("--other-profiles", type=int, default=OTHER_PROFILES, metavar="N",
+                        help="other profiles' states in the many-profiles scenario "
+                        f"(default: {OTHER_PROFILES})")
     parser.add_argument("--quick", action="store_true",
                         help="skip the large scenarios (and the RSS measurement)")
     parser.add_argument("--fake-store", action="store_true",
@@ -440,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                                       (TARGET_FIRST_SMALL, TARGET_REPEAT_SMALL), rss=False)
         rows += small
         rss_rows += small_rss
+        rows.append(bench_many_profiles(setup, args.models_small, args.runs, args.other_profiles))
         if not args.quick:
             large, large_rss = bench_size(setup, args.models_large, args.runs_large,
                                           (TARGET_FIRST_LARGE, TARGET_REPEAT_LARGE), rss=True)

@@ -11,20 +11,20 @@ _model_repo_subcommands() {
 _model_repo_options() {
     case "$1" in
         '') echo '-h --help --version' ;;
-        'activate') echo '-h --help --dry-run --gc-roots -v --verbose -q --quiet --manifest --format --env-file --cache-dir --lock-timeout --log-format --state-dir' ;;
-        'env') echo '-h --help -v --verbose -q --quiet --manifest --format --env-file --cache-dir --log-format --state-dir' ;;
-        'status') echo '-h --help --json -v --verbose -q --quiet --cache-dir --profile --log-format --state-dir' ;;
-        'deactivate') echo '-h --help --dry-run --forget -v --verbose -q --quiet --profile --cache-dir --lock-timeout --log-format --state-dir' ;;
+        'activate') echo '-h --help --dry-run --gc-roots -v --verbose -q --quiet --manifest --format --env-file --cache-dir --lock-timeout --log-format --color --state-dir' ;;
+        'env') echo '-h --help -v --verbose -q --quiet --manifest --format --env-file --cache-dir --log-format --color --state-dir' ;;
+        'status') echo '-h --help --json -v --verbose -q --quiet --cache-dir --profile --log-format --color --state-dir' ;;
+        'deactivate') echo '-h --help --dry-run --forget -v --verbose -q --quiet --profile --cache-dir --lock-timeout --log-format --color --state-dir' ;;
         'schema') echo '-h --help' ;;
-        'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --log-format' ;;
-        'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --log-format' ;;
-        'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --lock-file --log-format' ;;
-        'update') echo '-h --help --dry-run --json -v --verbose --debug -q --quiet --lock-file --log-format' ;;
-        'export') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --store-path --file --include --exclude --compression --state-dir --persist-dir --log-format' ;;
-        'import') echo '-h --help --dataset --all -y --yes --no-check-sigs -v --verbose --debug -q --quiet -r --revision --ref --persist-dir --log-format' ;;
+        'prefetch') echo '-h --help --dataset --json -v --verbose --debug -q --quiet --add-to-store --per-file -r --revision --ref --file --include --exclude --mmproj --log-format --color' ;;
+        'ls') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --mmproj --log-format --color' ;;
+        'lock') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --file --include --exclude --mmproj --lock-file --log-format --color' ;;
+        'update') echo '-h --help --dry-run --check --json -v --verbose --debug -q --quiet --lock-file --log-format --color' ;;
+        'export') echo '-h --help --dataset --json -v --verbose --debug -q --quiet -r --revision --ref --store-path --file --include --exclude --compression --state-dir --persist-dir --log-format --color' ;;
+        'import') echo '-h --help --dataset --all -y --yes --no-check-sigs -v --verbose --debug -q --quiet -r --revision --ref --persist-dir --log-format --color' ;;
         'store') echo '-h --help' ;;
-        'store ls') echo '-h --help --json -v --verbose --debug -q --quiet --persist-dir --log-format' ;;
-        'store path') echo '-h --help -v --verbose --debug -q --quiet --persist-dir --log-format' ;;
+        'store ls') echo '-h --help --json -v --verbose --debug -q --quiet --persist-dir --log-format --color' ;;
+        'store path') echo '-h --help -v --verbose --debug -q --quiet --persist-dir --log-format --color' ;;
     esac
 }
 
@@ -37,21 +37,25 @@ _model_repo_takes_value() {
         'activate --cache-dir') return 0 ;;
         'activate --lock-timeout') return 0 ;;
         'activate --log-format') return 0 ;;
+        'activate --color') return 0 ;;
         'activate --state-dir') return 0 ;;
         'env --manifest') return 0 ;;
         'env --format') return 0 ;;
         'env --env-file') return 0 ;;
         'env --cache-dir') return 0 ;;
         'env --log-format') return 0 ;;
+        'env --color') return 0 ;;
         'env --state-dir') return 0 ;;
         'status --cache-dir') return 0 ;;
         'status --profile') return 0 ;;
         'status --log-format') return 0 ;;
+        'status --color') return 0 ;;
         'status --state-dir') return 0 ;;
         'deactivate --profile') return 0 ;;
         'deactivate --cache-dir') return 0 ;;
         'deactivate --lock-timeout') return 0 ;;
         'deactivate --log-format') return 0 ;;
+        'deactivate --color') return 0 ;;
         'deactivate --state-dir') return 0 ;;
         'prefetch -r') return 0 ;;
         'prefetch --revision') return 0 ;;
@@ -59,24 +63,31 @@ _model_repo_takes_value() {
         'prefetch --file') return 0 ;;
         'prefetch --include') return 0 ;;
         'prefetch --exclude') return 0 ;;
+        'prefetch --mmproj') return 0 ;;
         'prefetch --log-format') return 0 ;;
+        'prefetch --color') return 0 ;;
         'ls -r') return 0 ;;
         'ls --revision') return 0 ;;
         'ls --ref') return 0 ;;
         'ls --file') return 0 ;;
         'ls --include') return 0 ;;
         'ls --exclude') return 0 ;;
+        'ls --mmproj') return 0 ;;
         'ls --log-format') return 0 ;;
+        'ls --color') return 0 ;;
         'lock -r') return 0 ;;
         'lock --revision') return 0 ;;
         'lock --ref') return 0 ;;
         'lock --file') return 0 ;;
         'lock --include') return 0 ;;
         'lock --exclude') return 0 ;;
+        'lock --mmproj') return 0 ;;
         'lock --lock-file') return 0 ;;
         'lock --log-format') return 0 ;;
+        'lock --color') return 0 ;;
         'update --lock-file') return 0 ;;
         'update --log-format') return 0 ;;
+        'update --color') return 0 ;;
         'export -r') return 0 ;;
         'export --revision') return 0 ;;
         'export --ref') return 0 ;;
@@ -88,15 +99,19 @@ _model_repo_takes_value() {
         'export --state-dir') return 0 ;;
         'export --persist-dir') return 0 ;;
         'export --log-format') return 0 ;;
+        'export --color') return 0 ;;
         'import -r') return 0 ;;
         'import --revision') return 0 ;;
         'import --ref') return 0 ;;
         'import --persist-dir') return 0 ;;
         'import --log-format') return 0 ;;
+        'import --color') return 0 ;;
         'store ls --persist-dir') return 0 ;;
         'store ls --log-format') return 0 ;;
+        'store ls --color') return 0 ;;
         'store path --persist-dir') return 0 ;;
         'store path --log-format') return 0 ;;
+        'store path --color') return 0 ;;
     esac
     return 1
 }
@@ -105,19 +120,31 @@ _model_repo_choices() {
     case "$1 $2" in
         'activate --format') echo 'sh fish json dotenv devenv' ;;
         'activate --log-format') echo 'console json' ;;
+        'activate --color') echo 'auto always never' ;;
         'env --format') echo 'sh fish json dotenv devenv' ;;
         'env --log-format') echo 'console json' ;;
+        'env --color') echo 'auto always never' ;;
         'status --log-format') echo 'console json' ;;
+        'status --color') echo 'auto always never' ;;
         'deactivate --log-format') echo 'console json' ;;
+        'deactivate --color') echo 'auto always never' ;;
         'prefetch --log-format') echo 'console json' ;;
+        'prefetch --color') echo 'auto always never' ;;
         'ls --log-format') echo 'console json' ;;
+        'ls --color') echo 'auto always never' ;;
         'lock --log-format') echo 'console json' ;;
+        'lock --color') echo 'auto always never' ;;
         'update --log-format') echo 'console json' ;;
+        'update --color') echo 'auto always never' ;;
         'export --compression') echo 'none zstd xz' ;;
         'export --log-format') echo 'console json' ;;
+        'export --color') echo 'auto always never' ;;
         'import --log-format') echo 'console json' ;;
+        'import --color') echo 'auto always never' ;;
         'store ls --log-format') echo 'console json' ;;
+        'store ls --color') echo 'auto always never' ;;
         'store path --log-format') echo 'console json' ;;
+        'store path --color') echo 'auto always never' ;;
     esac
 }
 

@@ -3,7 +3,8 @@ it into a fresh hub cache, then load it offline by repo id with transformers.
 
 Run: bash scripts/demo.sh   (or .venv/bin/python examples/demo.py once set up)
 Uses Debian's nix-store when present; otherwise a stand-in store directory, so the demo
-also runs where Nix is not installed.
+also runs where Nix is not installed. Everything but the store path lives in a temporary
+folder that is removed at the end.
 """
 
 from __future__ import annotations
@@ -54,7 +55,15 @@ def store_path(work: Path) -> tuple[str, str]:
 
 
 def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="model-repo-demo-"))
+    """Run the demo in a temporary folder, removed at the end (also on failure; the
+    store path stays, as any ``nix-store --add`` does, until garbage collection)."""
+    with tempfile.TemporaryDirectory(prefix="model-repo-demo-") as tmp:
+        return run(Path(tmp))
+
+
+def run(work: Path) -> int:
+    """Add, activate and load the example with everything under ``work``; returns the
+    exit status. stdout: the steps and their results; stderr: the activator's logs."""
     store_dir, path = store_path(work)
     manifest = {
         "version": 1, "profile": "demo", "cacheDir": str(work / "hub"), "offline": True,
@@ -63,23 +72,21 @@ def main() -> int:
                                  "refs": ["main"], "path": path}},
     }
     (work / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    cmd = [sys.executable, "-m", "activate", "activate", "--manifest",
-           str(work / "manifest.json"), "--state-dir", str(work / "state"),
-           "--format", "json", "--verbose"]
-    print("$", " ".join(cmd))
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    sys.stderr.write(done.stderr)
+    args = ["activate", "--manifest", str(work / "manifest.json"), "--state-dir",
+            str(work / "state"), "--format", "json", "--verbose"]
+    print("$ model-repo", " ".join(args), flush=True)
+    done = subprocess.run([sys.executable, "-m", "activate", *args], stdout=subprocess.PIPE,
+                          text=True)
     if done.returncode != 0:
         return done.returncode
     env = json.loads(done.stdout)
-    print("environment:", json.dumps(env, indent=2))
+    print("environment:", json.dumps(env, indent=2), flush=True)
     load = subprocess.run([sys.executable, "-c", LOAD], env={**os.environ, **env},
                           capture_output=True, text=True)
-    print(load.stdout, end="")
+    print(load.stdout, end="", flush=True)
     if load.returncode != 0:
         sys.stderr.write(load.stderr)
         return load.returncode
-    print("demo files in", work)
     return 0
 
 

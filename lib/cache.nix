@@ -39,9 +39,11 @@ let
         key = "${m.hfCachePath}/refs/${m.ref}";
         inherit m;
       }) entries;
-      bad = builtins.filter (
-        a: builtins.any (b: a.key == b.key && a.m.revision != b.m.revision) keyed
-      ) keyed;
+      # By key (groupBy: linear in the number of entries), then in entry order.
+      badKeys = lib.filterAttrs (
+        _: xs: builtins.any (x: x.m.revision != (builtins.head xs).m.revision) xs
+      ) (builtins.groupBy (x: x.key) keyed);
+      bad = builtins.filter (x: badKeys ? ${x.key}) keyed;
     in
     if bad == [ ] then
       entries

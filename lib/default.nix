@@ -8,9 +8,12 @@ let
   fetch = import ./fetch.nix { inherit lib; };
   cache = import ./cache.nix { inherit lib; };
   manifest = import ./manifest.nix { inherit lib; };
+  # GGUF quantization tags: gguf.select { paths; quant; mmproj ? "auto"; },
+  # gguf.splitModelRef "ORG/NAME:QUANT" (the rule of activate/gguf.py).
+  gguf = import ./gguf.nix { inherit lib; };
 in
 {
-  inherit naming options manifest;
+  inherit naming options manifest gguf;
   inherit (naming) envVarName hubFolderName isValidModelName;
   inherit (fetch) fetchModel fetchDataset fetchModelConfig derivedRevision;
   inherit (cache) buildCache;

@@ -21,6 +21,7 @@ let
   gitLfs = import ./fetchers/git-lfs.nix { inherit lib; };
   url = import ./fetchers/url.nix { inherit lib; };
   s3 = import ./fetchers/s3.nix { inherit lib; };
+  gguf = import ./gguf.nix { inherit lib; };
   inherit (common) sparsePatterns checkAuth;
   inherit (s3) awsImpureEnvVars;
   urlFiles = url.urlFiles;
@@ -60,6 +61,35 @@ let
     );
 
   ## Passthru ################################################################
+
+  # A Hub model with a quantization tag (source.huggingface.quant): the words of
+  # nixpkgs' fetchFromHuggingFaceGGUF that services.llama-cpp reads (modelRef,
+  # modelPath, mmprojPath), `file` (MODEL_REPO_<NAME>_FILE) and `gguf`, chosen by
+  # lib/gguf.nix among the pinned files. The attribute names do not depend on
+  # the selection, so listing them never forces it.
+  ggufAttrs =
+    cfg: s: drv:
+    let
+      hf = cfg.source.huggingface;
+      paths = if hf.fileHashes != { } then builtins.attrNames hf.fileHashes else hf.files;
+      sel =
+        if paths == [ ] then
+          throw "model-repo: model \"${cfg.name}\": source.huggingface.quant = \"${hf.quant}\" picks among the pinned files, but none are listed: run `model-repo prefetch ${hf.repo}:${hf.quant}` (it prints files = [ … ] and the hash), or `model-repo lock ${cfg.name} ${hf.repo}:${hf.quant}` with lockFile."
+        else
+          gguf.selectOrThrow cfg.name {
+            inherit paths;
+            inherit (hf) quant mmproj;
+          };
+    in
+    lib.optionalAttrs (s == "huggingface" && hf.quant != null) {
+      modelRef = "${hf.repo}:${hf.quant}";
+      modelPath = "${drv}/${sel.main}";
+      mmprojPath = if sel.mmproj == null then null else "${drv}/${sel.mmproj}";
+      file = "${drv}/${sel.main}";
+      gguf = {
+        inherit (sel) quant main parts mmproj;
+      };
+    };
 
   # The repo id a model is linked under in a hub cache; the same rules as
   # lib/manifest.nix's mkEntry. null: not linkable (a non-Hub source without
@@ -117,6 +147,7 @@ let
         modelName = cfg.name;
         modelMeta = cfg.meta;
       }
+      // ggufAttrs cfg s drv
       // extra;
     in
     drv // attrs // { passthru = (drv.passthru or { }) // attrs; };

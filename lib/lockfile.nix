@@ -4,15 +4,22 @@
 { lib }:
 
 let
+  repopath = import ./repopath.nix { inherit lib; };
+  gguf = import ./gguf.nix { inherit lib; };
   fail = model: msg: throw "model-repo: model \"${model}\": ${msg}";
 
   # The parsed lock file; its version checked.
   readLock =
     model: lockFile:
     let
-      data = builtins.fromJSON (builtins.readFile lockFile);
+      text = builtins.readFile lockFile;
+      data = builtins.fromJSON text;
     in
-    if !(builtins.isAttrs data) || (data.version or null) != 1 then
+    # A Nix string ends at a NUL: fromJSON would read the key "a\u0000/../x" as
+    # "a". Refused on the text (replaceStrings: linear, no regular expression).
+    if builtins.replaceStrings [ "\\u0000" ] [ "" ] text != text then
+      fail model "lockFile ${toString lockFile} holds a \"\\u0000\" (NUL) in a string: no repo file path, ref or name has one; remove that entry and run `model-repo lock` again."
+    else if !(builtins.isAttrs data) || (data.version or null) != 1 then
       fail model "lockFile ${toString lockFile} is not a model-repo lock file of version 1 (\"version\": 1); write it with `model-repo lock`."
     else
       data;
@@ -20,7 +27,10 @@ let
   # The entry of `model` in `lockFile`, checked against the model's declared
   # source (repo, repoType, ref, files/include/exclude): a lock entry of
   # another repo or selection is stale and an error, not silently used.
-  #   src: { repo; repoType; ref; files; include; exclude; }
+  #   src: { repo; repoType; ref; files; include; exclude; quant ? null; mmproj ? "auto"; }
+  # A model with a quantization tag and no files of its own expects the entry's
+  # exactFiles to be what the tag selects among the entry's files (lib/gguf.nix;
+  # `model-repo lock NAME ORG/NAME:QUANT` writes them so).
   lockedEntry =
     { model, lockFile, src }:
     let
@@ -28,13 +38,25 @@ let
       entry =
         lock.models.${model} or (fail model "lockFile ${toString lockFile} has no entry \"${model}\": run `model-repo lock ${model} ${
           if src.repoType == "dataset" then "datasets/" else ""
-        }${src.repo} --ref ${src.ref}` (or set source.huggingface.revision and a hash).");
+        }${ref'} --ref ${src.ref}` (or set source.huggingface.revision and a hash).");
       same = a: b: a == b;
-      rerun = "run `model-repo lock ${model} ${src.repo}` with the same --ref/--file/--include/--exclude as the model, or `model-repo update ${model}`.";
+      badPaths = builtins.filter (p: !(repopath.isRepoPath p)) (builtins.attrNames (entry.files or { }));
+      quant = src.quant or null;
+      ref' = src.repo + lib.optionalString (quant != null) ":${quant}";
+      rerun = "run `model-repo lock ${model} ${ref'}` with the same --ref/--file/--include/--exclude as the model, or `model-repo update ${model}`.";
       sel = e: {
         files = e.exactFiles or [ ];
         include = e.include or [ ];
         exclude = e.exclude or [ ];
+      };
+      picked = gguf.selectOrThrow model {
+        paths = builtins.attrNames (entry.files or { });
+        inherit quant;
+        mmproj = src.mmproj or "auto";
+      };
+      want = {
+        files = if quant != null && src.files == [ ] then picked.files else src.files;
+        inherit (src) include exclude;
       };
     in
     if !(same entry.repo src.repo) then
@@ -43,9 +65,14 @@ let
       fail model "lockFile's entry \"${model}\" is a ${entry.repoType or "model"} repo, the model says repoType = \"${src.repoType}\": ${rerun}"
     else if !(same entry.ref src.ref) then
       fail model "lockFile's entry \"${model}\" follows ref \"${entry.ref}\", the model says ref = \"${src.ref}\": ${rerun}"
-    else if !(same (sel entry) { inherit (src) files include exclude; }) then
+    else if badPaths != [ ] then
+      let
+        p = builtins.head badPaths;
+      in
+      fail model "lockFile's entry \"${model}\" has the file path ${repopath.shown p}, which ${repopath.repoPathError p} (not a repo file path); remove the entry and run `model-repo lock` again."
+    else if !(same (sel entry) want) then
       fail model "lockFile's entry \"${model}\" was pinned with files/include/exclude ${builtins.toJSON (sel entry)}, the model says ${
-        builtins.toJSON { inherit (src) files include exclude; }
+        builtins.toJSON want
       }: ${rerun}"
     else
       entry;

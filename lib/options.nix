@@ -6,16 +6,19 @@ let
   inherit (lib) mkOption types literalExpression;
   naming = import ./naming.nix { inherit lib; };
   lockfile = import ./lockfile.nix { inherit lib; };
+  gguf = import ./gguf.nix { inherit lib; };
+  # The Hub, source.huggingface.endpoint's default (huggingface_hub's ENDPOINT).
+  defaultHubEndpoint = "https://huggingface.co";
 
   # How to get a pinned commit and hash; part of every error about them.
   pinHint =
-    { repo, repoType ? "model", ref ? "main" }:
+    { repo, repoType ? "model", ref ? "main", quant ? null }:
     let
       url = naming.hubGitUrl { repoId = repo; inherit repoType; };
     in
     ''
       Get the commit and the SRI hash of the snapshot with
-          model-repo prefetch ${repo}
+          model-repo prefetch ${repo}${lib.optionalString (quant != null) ":${quant}"}
       (it prints both), or the commit alone with
           git ls-remote ${url} ${ref}
       A branch or tag name moves when upstream pushes, which would break the
@@ -45,11 +48,11 @@ let
         ${hint}'';
 
   checkRevision =
-    { model, repo, repoType ? "model", ref ? "main", revision }:
+    { model, repo, repoType ? "model", ref ? "main", quant ? null, revision }:
     checkCommit {
       inherit model revision;
       option = "source.huggingface.revision";
-      hint = pinHint { inherit repo repoType ref; };
+      hint = pinHint { inherit repo repoType ref quant; };
     };
 
   # `how`: the sentence telling where the hash comes from, per source.
@@ -99,8 +102,52 @@ let
           repo = mkOption {
             type = types.str;
             example = "sentence-transformers/all-MiniLM-L6-v2";
-            apply = repo: checkRepo { inherit model repo; };
-            description = "Repo id on the Hugging Face Hub, `ORG/NAME`.";
+            # "ORG/NAME:QUANT" (nixpkgs' modelRef): the tag goes to `quant`.
+            apply = repo: checkRepo { inherit model; repo = (gguf.splitModelRef repo).repo; };
+            description = ''
+              Repo id on the Hugging Face Hub, `ORG/NAME`; or `ORG/NAME:QUANT`
+              for a GGUF quantization (nixpkgs' `modelRef`, e.g.
+              `"bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"`): the tag is
+              {option}`quant`, and the option's value is the repo id alone.
+            '';
+          };
+          quant = mkOption {
+            type = types.nullOr (types.strMatching gguf.quantRegex);
+            default =
+              if options.repo.isDefined then (gguf.splitModelRef (lib.last options.repo.definitions)).quant else null;
+            defaultText = literalExpression "the QUANT of repo = \"ORG/NAME:QUANT\", else null";
+            example = "Q4_K_M";
+            apply =
+              quant:
+              let
+                given = if options.repo.isDefined then (gguf.splitModelRef (lib.last options.repo.definitions)).quant else null;
+              in
+              if given != null && quant != given then
+                throw "model-repo: model \"${model}\": source.huggingface.repo names the quantization \"${given}\" but quant = \"${toString quant}\"; give it once."
+              else
+                quant;
+            description = ''
+              A GGUF quantization tag (llama.cpp's `Q4_K_M`, `IQ4_XS`, `Q8_0`,
+              `F16`, an uploader's `UD-Q4_K_XL`). Among the model's pinned files
+              ({option}`files`, or the keys of {option}`fileHashes` / the lock
+              entry) it picks the `.gguf` file whose name ends in `-QUANT`,
+              `.QUANT` or `_QUANT` (any case; split files `-0000K-of-0000N` as one
+              model, every part required) and the mmproj (see {option}`mmproj`):
+              the model's `passthru.modelPath` (the first part), `mmprojPath`,
+              `modelRef` and `MODEL_REPO_<NAME>_FILE`, which
+              `services.llama-cpp.model` reads. `model-repo prefetch ORG/NAME:QUANT`
+              prints the files. The rule: lib/gguf.nix.
+            '';
+          };
+          mmproj = mkOption {
+            type = types.nullOr types.str;
+            default = "auto";
+            example = "mmproj-F16.gguf";
+            description = ''
+              With {option}`quant`: the multimodal projector. `"auto"`: the
+              `mmproj*.gguf` file among the pinned files (by the tag, then F16,
+              BF16, F32 when there are several); null: none; or a file's path.
+            '';
           };
           revision = mkOption {
             type = types.nullOr types.str;
@@ -111,7 +158,7 @@ let
               revision:
               checkRevision {
                 inherit model revision;
-                inherit (config) repo repoType ref;
+                inherit (config) repo repoType ref quant;
               };
             description = ''
               The commit to fetch: exactly 40 lowercase hex characters. Branch
@@ -159,7 +206,7 @@ let
           };
           endpoint = mkOption {
             type = types.strMatching "https?://[^ ]+";
-            default = "https://huggingface.co";
+            default = defaultHubEndpoint;
             description = "The Hub (or mirror) that per-file fetches ({option}`fileHashes`) download from, as `HF_ENDPOINT`.";
           };
         }
@@ -504,7 +551,9 @@ let
               allowNull = src.url != null || (src.huggingface != null && src.huggingface.fileHashes != { });
               how =
                 if src.huggingface != null then
-                  "Run `model-repo prefetch ${src.huggingface.repo}` to print it."
+                  "Run `model-repo prefetch ${src.huggingface.repo}${
+                    lib.optionalString (src.huggingface.quant != null) ":${src.huggingface.quant}"
+                  }` to print it."
                 else if src.url != null then
                   "For source.url.url this is the file's own hash: `nix-prefetch-url URL` prints it (`nix hash convert --hash-algo sha256 <it>` gives the sha256-… form), or give files = [ { url; sha256 = \"<64 hex from the Hub>\"; } ]."
                 else
@@ -565,6 +614,20 @@ let
               `extra-sandbox-paths` when the sandbox is on.
             '';
           };
+          moduleTokenForEndpoint = mkOption {
+            type = types.bool;
+            default = false;
+            description = ''
+              Whether the module-wide token (NixOS:
+              `services.model-repo.auth.tokenFile`) is this model's default
+              token also when {option}`source.huggingface.endpoint` is not the
+              Hub (`https://huggingface.co`). Off: a mirror or another host
+              never gets the Hub token unless the model opts in here (or
+              sets its own `auth.tokenFile` / `auth.tokenEnvVar`). A token
+              sent over plain `http://` to a host other than loopback is an
+              evaluation error whatever this says.
+            '';
+          };
           user = mkOption {
             type = types.strMatching "[^[:space:]]+";
             default = "model-repo";
@@ -620,7 +683,8 @@ let
       globalNetwork ? { },
       # A module-wide token file (NixOS: services.model-repo.auth.tokenFile, seed
       # 000): the default auth.tokenFile of every source.huggingface model that sets
-      # neither auth.tokenFile nor auth.tokenEnvVar. null: no default.
+      # neither auth.tokenFile nor auth.tokenEnvVar and fetches from the Hub
+      # (endpoint https://huggingface.co, or auth.moduleTokenForEndpoint). null: no default.
       defaultTokenFile ? null,
       # A module-wide lock file: the default lockFile of every model.
       defaultLockFile ? null,
@@ -637,8 +701,15 @@ let
           (
             { config, ... }:
             {
+              # Only to the Hub itself, unless the model opts in for its endpoint.
               auth.tokenFile = lib.mkIf (
-                defaultTokenFile != null && config.source.huggingface != null && config.auth.tokenEnvVar == null
+                defaultTokenFile != null
+                && config.source.huggingface != null
+                && config.auth.tokenEnvVar == null
+                && (
+                  lib.removeSuffix "/" config.source.huggingface.endpoint == defaultHubEndpoint
+                  || config.auth.moduleTokenForEndpoint
+                )
               ) (lib.mkDefault defaultTokenFile);
               lockFile = lib.mkIf (defaultLockFile != null) (lib.mkDefault defaultLockFile);
             }

@@ -30,6 +30,9 @@ python3Packages.buildPythonApplication {
       (root + "/completions")
       (lib.fileset.maybeMissing (root + "/README.md"))
       (lib.fileset.maybeMissing (root + "/LICENSE"))
+      # For the check phase: the tests and the schema one of them compares.
+      (root + "/tests")
+      (root + "/schemas")
     ];
   };
 
@@ -44,6 +47,32 @@ python3Packages.buildPythonApplication {
     huggingface-hub
   ];
 
+  # No pythonRelaxDeps: pyproject.toml's floors (README, "Supported dependency versions")
+  # are at or below what nixpkgs 25.05, 25.11 and unstable ship, so the runtime-deps check
+  # passes unrelaxed; relaxing a bound here would hide a version the code does not support.
+
+  # The tests that need neither Nix nor network nor root, run against the installed
+  # package, so a user's build catches a dependency of theirs that breaks the activator
+  # (the tests that need nix-store skip themselves in the sandbox, saying so).
+  doCheck = true;
+  nativeCheckInputs = with python3Packages; [
+    pytestCheckHook
+    hypothesis
+    jsonschema
+    python-dotenv
+  ];
+  enabledTestPaths = [
+    "tests/test_deps.py"
+    "tests/test_activate_manifest.py"
+    "tests/test_activate_envout.py"
+    "tests/test_activate_cli.py"
+    "tests/test_hub_args.py"
+  ];
+  disabledTests = [
+    # Compares pyproject.toml with CI's .ci/oldest-constraints.txt, not in the source.
+    "test_oldest_constraints_pin_exactly_the_declared_floors"
+  ];
+
   postInstall = ''
     installShellCompletion --cmd model-repo \
       --bash completions/model-repo.bash \
@@ -51,9 +80,22 @@ python3Packages.buildPythonApplication {
       --fish completions/model-repo.fish
   '';
 
+  # Every entry point's modules, and huggingface_hub itself: the hub side imports it
+  # only when a Hub command runs, so importing activate.hub.* alone would not.
   pythonImportsCheck = [
     "activate"
+    "activate.cli"
+    "activate.activation"
+    "activate.noop"
     "activate.hub"
+    "activate.hub.cli"
+    "activate.hub.commands"
+    "activate.hub.prefetch"
+    "activate.hub.pin"
+    "activate.hub.lockfile"
+    "activate.hub.update"
+    "activate.hub.persistcli"
+    "huggingface_hub"
   ];
 
   meta = {

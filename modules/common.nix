@@ -98,11 +98,18 @@ rec {
           };
         }) list
       );
+      # MODEL_REPO_<NAME>_FILE: the model's one file when it has one (`file`: a
+      # GGUF quantization's model file or first part, a source.url main file).
+      hasFile = x: (drvs.${x.attr}.file or null) != null;
       envVars = lib.listToAttrs (
         map (x: {
           name = naming.envVarName x.m.name;
           value = "${drvs.${x.attr}}";
         }) list
+        ++ map (x: {
+          name = naming.envVarName x.m.name + "_FILE";
+          value = drvs.${x.attr}.file;
+        }) (builtins.filter hasFile list)
       );
       manifestData = manifest.mkManifest {
         inherit profile cacheDir offline;
@@ -113,7 +120,11 @@ rec {
       validNames = builtins.filter (x: naming.isValidModelName x.m.name) list;
       byName = groupBy' (x: x.m.name) validNames;
       dupNames = lib.filterAttrs (_: xs: builtins.length xs > 1) byName;
-      byVar = groupBy' (x: naming.envVarName x.m.name) (map builtins.head (builtins.attrValues byName));
+      # Every variable a model exports: MODEL_REPO_<NAME>, and MODEL_REPO_<NAME>_FILE.
+      varsOf = x: [ (naming.envVarName x.m.name) ] ++ lib.optional (hasFile x) (naming.envVarName x.m.name + "_FILE");
+      byVar = groupBy' (v: v.var) (
+        lib.concatMap (x: map (var: x // { inherit var; }) (varsOf x)) (map builtins.head (builtins.attrValues byName))
+      );
       dupVars = lib.filterAttrs (_: xs: builtins.length xs > 1) byVar;
 
       # Linked models that write the same refs/<ref> with different commits.

@@ -50,4 +50,6 @@ for spec in nixpkgs-lib:MODEL_REPO_TEST_NIXPKGS_LIB:lib/default.nix \
   export "$var=$dest/$name"
 done
 
-exec .venv/bin/python -m pytest "$@"
+venv=.venv
+[ -z "${MODEL_REPO_OLDEST:-}" ] || venv=.venv-oldest  # scripts/test-oldest.sh
+exec "$venv/bin/python" -m pytest "$@"

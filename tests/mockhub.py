@@ -11,6 +11,8 @@ Two ``http.server`` servers in threads on 127.0.0.1 (ephemeral ports):
   ``GET /api/{models,datasets}/{repo}[/revision/{rev}]``  repo info with ``sha``
   ``GET /api/{models,datasets}/{repo}/tree/{rev}[/{path}]?recursive=…``  the listing,
       paginated with a ``Link: <…>; rel="next"`` header (``page_size`` entries a page)
+  ``POST /api/{models,datasets}/{repo}/paths-info/{rev}``  the entries of form field
+      ``paths`` (repeated), unknown paths left out (``get_paths_info``)
   ``HEAD|GET /[datasets/]{repo}/resolve/{rev}/{path}``  a small file: 200 with
       ``X-Repo-Commit``, ``ETag`` (git blob sha1) and ``Content-Length``; an LFS file:
       302 to the CDN with ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``
@@ -25,6 +27,11 @@ answer 401 ``GatedRepo`` without a token and 403 with a token that has no access
 
 File contents are ``bytes`` or a ``Path`` (streamed from disk, hashed once).
 Every request is recorded in ``MockHub.requests``.
+
+Hostile answers (``answer_commit``, ``info_hook``, ``tree_hook``, ``endless_pages``,
+``link_hook``, ``file_hook`` with :func:`endless_body` / :func:`trickle`,
+``rate_limited`` with ``retry_after``) make it lie or never end, always bounded, for
+tests/test_hub_hostile.py and the fuzz campaign (tests/hubfuzz.py).
 
 ``MockHub.aliases`` maps an old or short id (``("model", "gpt2")``) to the repo's
 canonical id, which the API reports as ``id`` (the Hub redirects renamed and
@@ -137,6 +144,16 @@ class MockHub:
         self.aliases: dict[tuple[str, str], str] = {}  # (type, alias) -> canonical id
         self.throttle: int | None = None  # bytes per second for file contents
         self.bytes_sent = 0  # file contents served (Hub and CDN), for benchmarks
+        # Hostile answers, for the tests of what the commands promise against a Hub that
+        # lies or never ends (all bounded: a test never waits on the mock forever).
+        self.answer_commit: dict[str, str] = {}  # revision -> the commit the API answers
+        self.tree_hook = None  # callable(list of entries) -> the entries a page answers
+        self.endless_pages = False  # every tree page links a next one (a new cursor)
+        self.file_hook: dict[str, object] = {}  # path -> callable(handler): its answer
+        self.info_hook = None  # callable(info document) -> the document the API answers
+        self.link_hook = None  # callable(next-page URL) -> the URL the Link header gives
+        self.rate_limited: dict[str, int] = {}  # path or "api" -> 429 answers left
+        self.retry_after = "1"  # the Retry-After of those 429 answers
         self._lock = threading.Lock()
         self._counter = 0
         self._hub = self._serve(_HubHandler)
@@ -294,6 +311,12 @@ class _HubHandler(_Base):
         self._record()
         self.route()
 
+    def do_POST(self) -> None:  # noqa: N802
+        self._record()
+        length = int(self.headers.get("Content-Length") or 0)
+        self.form = parse_qs(self.rfile.read(length).decode()) if length else {}
+        self.route()
+
     # -- helpers
 
     def token(self) -> str | None:
@@ -316,6 +339,16 @@ class _HubHandler(_Base):
             self.error(401, "RepoNotFound", "Invalid username or password.")
         else:
             self.error(404, "RepoNotFound", "Repository not found")
+
+    def rate_limit(self, key: str) -> bool:
+        """Answer 429 with ``Retry-After`` while ``mock.rate_limited[key]`` lasts."""
+        with self.mock._lock:
+            left = self.mock.rate_limited.get(key, 0)
+            if left <= 0:
+                return False
+            self.mock.rate_limited[key] = left - 1
+        self.error(429, None, "Too Many Requests", {"Retry-After": self.mock.retry_after})
+        return True
 
     def commit_of(self, repo: Repo, rev: str) -> str | None:
         if rev in repo.refs:
@@ -364,10 +397,14 @@ class _HubHandler(_Base):
             return self.info(repo, tail[1], query)
         if tail[0] == "tree" and len(tail) >= 2:
             return self.tree(repo, tail[1], "/".join(tail[2:]), query, raw_path)
+        if tail[0] == "paths-info" and len(tail) == 2 and self.command == "POST":
+            return self.paths_info(repo, tail[1], getattr(self, "form", {}))
         self.error(404, None, "Not Found")
 
     def info(self, repo: Repo, rev: str, query: dict) -> None:
-        commit = self.commit_of(repo, rev)
+        if self.rate_limit("api"):
+            return
+        commit = self.mock.answer_commit.get(rev) or self.commit_of(repo, rev)
         if commit is None:
             return
         blobs = repo.commits[commit]
@@ -382,7 +419,7 @@ class _HubHandler(_Base):
                                 "pointerSize": len(b.pointer)}
             siblings.append(s)
         org = repo.repo_id.split("/")[0] if "/" in repo.repo_id else None
-        self.send_json({
+        doc = {
             "_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24],
             "id": repo.repo_id, "author": org, "sha": commit,
             "lastModified": repo.dates[commit], "createdAt": "2021-08-30T00:00:00.000Z",
@@ -391,7 +428,8 @@ class _HubHandler(_Base):
                       else repo.gated_label),
             "disabled": False, "downloads": 0, "likes": 0, "tags": [],
             "siblings": siblings,
-        })
+        }
+        self.send_json(doc if self.mock.info_hook is None else self.mock.info_hook(doc))
 
     def tree(self, repo: Repo, rev: str, sub: str, query: dict, raw_path: str) -> None:
         commit = self.commit_of(repo, rev)
@@ -418,14 +456,38 @@ class _HubHandler(_Base):
         if sub and not entries:
             return self.error(404, "EntryNotFound", f"{sub} does not exist on {rev}")
         items = [entries[k] for k in sorted(entries)]
+        if self.mock.tree_hook is not None:
+            items = self.mock.tree_hook(items)
         cursor = int(query.get("cursor", ["0"])[0])
         page = items[cursor:cursor + self.mock.page_size]
         headers = {}
-        if cursor + self.mock.page_size < len(items):
+        if cursor + self.mock.page_size < len(items) or self.mock.endless_pages:
             nxt = (f"{self.mock.url}{raw_path}?recursive={str(recursive).lower()}"
                    f"&expand=false&cursor={cursor + self.mock.page_size}")
+            if self.mock.link_hook is not None:
+                nxt = self.mock.link_hook(nxt)
             headers["Link"] = f'<{nxt}>; rel="next"'
         self.send_json(page, headers)
+
+    def paths_info(self, repo: Repo, rev: str, form: dict) -> None:
+        """``POST …/paths-info/{rev}`` (form ``paths``, repeated): the entries of the
+        paths that exist (a file, or a folder of files), unknown ones left out."""
+        commit = self.commit_of(repo, rev)
+        if commit is None:
+            return
+        blobs = repo.commits[commit]
+        out = []
+        for p in form.get("paths", []):
+            b = blobs.get(p)
+            if b is not None:
+                e = {"type": "file", "oid": b.oid, "size": b.size, "path": p}
+                if b.lfs:
+                    e["lfs"] = {"oid": b.sha256, "size": b.size, "pointerSize": len(b.pointer)}
+                out.append(e)
+            elif any(k.startswith(p + "/") for k in blobs):
+                out.append({"type": "directory", "size": 0, "path": p,
+                            "oid": hashlib.sha1(p.encode()).hexdigest()})
+        self.send_json(out)
 
     def resolve(self, repo_type: str, repo_id: str, rev: str, path: str) -> None:
         repo = self.find_repo(repo_type, repo_id)
@@ -448,6 +510,11 @@ class _HubHandler(_Base):
             return self.error(404, "EntryNotFound", f"{path} does not exist on {rev}",
                               {"X-Repo-Commit": commit})
         common = {"X-Repo-Commit": commit}
+        if self.rate_limit(path):
+            return
+        hook = self.mock.file_hook.get(path)
+        if hook is not None and self.command == "GET":
+            return hook(self)
         if blob.lfs:
             location = f"{self.mock.cdn_url}/{blob.sha256}?name={quote(path)}"
             return self.send(302, {**common, "Location": location,
@@ -456,6 +523,43 @@ class _HubHandler(_Base):
                                    "X-Linked-Size": str(blob.size)})
         self.send_blob(blob, {**common, "ETag": f'"{blob.sha1}"'},
                        self.mock.corrupt.get(blob.sha256))
+
+
+def endless_body(handler: _Base, limit: int = 256 << 20) -> None:
+    """A hostile answer: 200 without a length, bytes until the client leaves (or
+    ``limit`` bytes: the mock stays bounded)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/octet-stream")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.close_connection = True
+    chunk = b"x" * CHUNK
+    try:
+        for _ in range(limit // CHUNK):
+            handler.wfile.write(chunk)
+            handler.mock.bytes_sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def trickle(every: float, limit: int = 100):
+    """A hostile answer: a body announced as ``limit`` bytes, one byte every ``every``
+    seconds (so no read timeout fires, but it never ends in practice)."""
+
+    def answer(handler: _Base) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Content-Length", str(limit))
+        handler.end_headers()
+        try:
+            for _ in range(limit):
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+                time.sleep(every)
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
+
+    return answer
 
 
 class _CdnHandler(_Base):
@@ -471,7 +575,7 @@ class _CdnHandler(_Base):
         for repo in list(self.mock.repos.values()):
             for blobs in list(repo.commits.values()):
                 for blob in blobs.values():
-                    if blob.lfs and blob.sha256 == sha:
+                    if blob.sha256 == sha:  # LFS files; any file a test redirects here
                         return self.send_blob(blob, {"ETag": f'"{sha}"'},
                                               self.mock.corrupt.get(sha))
         self.error(404, None, "NoSuchKey")

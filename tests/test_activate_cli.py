@@ -307,3 +307,165 @@ def test_status_for_an_unknown_profile_lists_the_profiles(
     assert elsewhere.code == 2 and f"for the hub cache {ws.root / 'other-hub'}" in elsewhere.stderr
     known = ws.run("status", "--profile", "home-manager", "--json", "--state-dir", str(ws.state))
     assert known.code == 0 and [p["profile"] for p in json.loads(known.stdout)] == ["home-manager"]
+
+
+#: A valid argument list of each command, before the unknown flag is added.
+_ARGS = {"activate": ["--manifest", "m.json"], "env": ["--manifest", "m.json"],
+         "deactivate": ["--profile", "p"], "prefetch": ["o/n"], "ls": ["o/n"],
+         "lock": ["m", "o/n"], "export": ["o/n"], "store": ["ls"]}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_an_unknown_flag_prints_the_subcommands_usage(name: str) -> None:
+    """``model-repo COMMAND … --bogus`` exits 2 with COMMAND's usage (``store ls``: the
+    nested one's), not the top-level ``usage: model-repo [-h] [--version] COMMAND``."""
+    done = subprocess.run([sys.executable, "-m", "activate", name, *_ARGS.get(name, []),
+                           "--bogus"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    full = f"{name} ls" if name == "store" else name
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"usage: model-repo {full} "), done.stderr
+    assert f"model-repo {full}: error: unrecognized arguments: --bogus" in done.stderr
+
+
+def _stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
+    """Run ``model-repo ARGS`` with stderr on a pseudo-terminal; what it wrote there."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "activate", *args], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(60) == 2
+    finally:
+        os.close(master)
+    return b"".join(chunks)
+
+
+def test_no_color_and_the_color_flag(ws: Workspace) -> None:
+    """Console logs are coloured on a terminal by default, not with ``NO_COLOR`` set
+    (no-color.org) nor ``--color never``; ``--color always`` colours a pipe too."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["PYTHONPATH"] = str(ROOT)
+    args = ["activate", "--manifest", str(ws.root / "nope.json"), "--state-dir", str(ws.state)]
+    esc = b"\x1b["
+    coloured = _stderr_on_a_terminal(args, env)
+    assert b"cannot read the manifest" in coloured and esc in coloured, coloured
+    for plain in (_stderr_on_a_terminal(args, {**env, "NO_COLOR": "1"}),
+                  _stderr_on_a_terminal([*args, "--color", "never"], env),
+                  _stderr_on_a_terminal([*args, "--color=never"], env)):
+        assert b"cannot read the manifest" in plain and esc not in plain, plain
+    # An empty NO_COLOR does not count (no-color.org); --color always wins over it.
+    assert esc in _stderr_on_a_terminal(args, {**env, "NO_COLOR": ""})
+    assert esc in _stderr_on_a_terminal([*args, "--color", "always"], {**env, "NO_COLOR": "1"})
+    piped = subprocess.run([sys.executable, "-m", "activate", *args, "--color", "always"],
+                           capture_output=True, env=env, cwd=ROOT)
+    assert piped.returncode == 2 and esc.decode() in piped.stderr.decode()
+    piped = subprocess.run([sys.executable, "-m", "activate", *args], capture_output=True,
+                           env=env, cwd=ROOT)
+    assert esc.decode() not in piped.stderr.decode()
+
+
+def _readme_demo_block() -> list[str]:
+    """The lines of README's fenced block that shows the demo's output."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```\n$ model-repo activate --manifest /tmp/model-repo-demo-")
+    return text[start + 4:text.index("\n```", start + 4)].splitlines()
+
+
+def test_the_demo_prints_what_readme_shows_and_leaves_no_folder(tmp_path: Path) -> None:
+    """``examples/demo.py`` (what ``scripts/demo.sh`` runs after setup): its stdout is
+    README's block line for line (``…`` stands for any text), and its temporary folder
+    is gone afterwards."""
+    pytest.importorskip("torch", reason="pip install torch (the demo loads the model)")
+    pytest.importorskip("transformers", reason="pip install transformers (the demo)")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env["TMPDIR"] = str(tmp)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    got = done.stdout.splitlines()
+    want = _readme_demo_block()
+    assert len(got) == len(want), (got, want)
+    for g, w in zip(got, want):
+        pattern = ".*".join(re.escape(part) for part in w.replace("/tmp/", f"{tmp}/")
+                            .split("…"))
+        assert re.fullmatch(pattern, g), (g, w)
+    assert "did link" in done.stderr
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("model-repo-demo-")] == []
+
+
+@pytest.mark.parametrize("name", ["export", "import", "store"])
+def test_each_persist_command_lists_its_own_exit_codes(name: str) -> None:
+    """``store --help`` and ``export --help`` do not list ``import``'s exit codes
+    (``import --all``, a declined confirmation); ``store`` gives its own exit 1."""
+    text = " ".join(_subparsers()[name].format_help().split())
+    assert "Exit codes: 0 ok" in text
+    assert ("import --all" in text) == (name == "import"), text
+    assert ("1 store ls: an entry is broken" in text) == (name == "store"), text
+
+
+def test_the_flake_outputs_table_names_every_command() -> None:
+    """docs/nix.md's flake-outputs row of the package lists every subcommand."""
+    docs = (ROOT / "docs" / "nix.md").read_text()
+    (row,) = [ln for ln in docs.splitlines() if ln.startswith("| `packages.<system>.default`")]
+    listed = re.findall(r"`([a-z]+)`", row.split("every subcommand", 1)[1].split(")", 1)[0])
+    assert sorted(listed) == sorted(COMMANDS), row
+
+
+def _first_model_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    first = text.index("\n## ")
+    assert text[first:].startswith("\n## Your first model\n"), "README opens with the user's path"
+    return text[first:text.index("\n## ", first + 1)]
+
+
+def test_readme_first_model_commands_parse() -> None:
+    """Each ``model-repo …`` command of README's "Your first model" is accepted by the
+    parser, the ``nix run`` alias names the flakes feature a default Nix needs, and the
+    pip way installs from a checkout (no unpublished PyPI package)."""
+    import shlex
+
+    from activate.cli import _parser
+
+    section = _first_model_section()
+    lines = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("model-repo ")]
+    lines += re.findall(r"`(model-repo [^`]+)`", section)
+    commands = {ln.split("#")[0].strip() for ln in lines}
+    assert {c.split()[1] for c in commands} >= {"prefetch", "lock", "status"}, commands
+    for cmd in commands:
+        _parser().parse_args(shlex.split(cmd)[1:])
+    assert "--extra-experimental-features 'nix-command flakes' run github:" in section
+    assert "pip install './model-repo[hub]'" in section and "pip install model-repo" not in section
+    for step in ("prefetch", "programs.model-repo", "switch", "from_pretrained"):
+        assert step in section
+
+
+def test_readme_first_model_snippet_works_pasted() -> None:
+    """The Home Manager snippet of "Your first model", with a hash in place of ``…``,
+    evaluates in the real Home Manager module set and gives ``MODEL_REPO_MINILM``."""
+    from nixeval import hm_eval
+
+    section = _first_model_section()
+    start = section.index("   programs.model-repo = {")
+    end = section.index("\n   };\n", start) + len("\n   };\n")
+    snippet = section[start:end].replace("sha256-…", "sha256-" + "A" * 43 + "=")
+    r = hm_eval("{ " + snippet + " }")
+    assert r["failedAssertions"] == [], r["failedAssertions"]
+    assert r["manifest"]["models"]["minilm"]["repoId"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert r["sessionVariables"]["MODEL_REPO_MINILM"] == r["modelPaths"]["minilm"]

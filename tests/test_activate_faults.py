@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import json
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import stat
 from pathlib import Path
 
 import pytest
@@ -803,25 +805,95 @@ def test_locks_folder_is_group_writable_in_a_shared_cache(ws: Workspace, paths: 
     assert mode & 0o070 == 0o070 and mode & 0o2000
 
 
-def test_filelock_floor_refuses_a_symlinked_lock(tmp_path: Path) -> None:
-    """The floor in pyproject.toml is a filelock that opens its lock with O_NOFOLLOW
-    (3.20.1 for UnixFileLock, 3.20.3 for SoftFileLock); the installed one behaves so."""
-    import tomllib
-    from importlib.metadata import version
+@contextlib.contextmanager
+def _hub_lock_of(hub: Path, timeout: float):
+    """The activator's hub lock on ``hub``, through the hub dir's one opened root (as
+    every run takes it)."""
+    from activate.activation import _hub_lock, _open_hub
+    from activate.log import Log
 
-    import filelock
+    root = _open_hub(str(hub), create=False)
+    try:
+        with _hub_lock(root, timeout, True, Log()) as held:
+            yield held
+    finally:
+        root.close()
 
-    deps = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
-    (spec,) = [d for d in deps["project"]["dependencies"] if d.startswith("filelock")]
-    assert spec == "filelock>=3.20.3"
-    assert tuple(int(x) for x in version("filelock").split(".")[:3]) >= (3, 20, 3)
+
+@pytest.mark.parametrize("planted", ["before", "after the check"])
+def test_hub_lock_refuses_a_symlink_planted_at_it(
+        planted: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlink at ``.locks/model-repo.lock`` (planted before the run, or between any
+    check and the open: a race) is refused with the cache error, and what it points to
+    is neither truncated nor locked: the activator opens the lock O_NOFOLLOW itself, so
+    this holds with every filelock in pyproject.toml's range (before 3.20.1 filelock
+    followed the symlink and truncated its target)."""
+    from activate.activation import LOCK_NAME, EnvironmentProblem
+
+    hub = tmp_path / "hub"
+    (hub / ".locks").mkdir(parents=True)
+    lock = hub / ".locks" / LOCK_NAME
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    (tmp_path / "x.lock").symlink_to(victim)
-    with pytest.raises(OSError):
-        with filelock.FileLock(str(tmp_path / "x.lock"), timeout=1):
+    if planted == "before":
+        lock.symlink_to(victim)
+    else:
+        real_lstat, real_open = os.lstat, os.open
+        done: list[bool] = []
+
+        def plant() -> None:
+            if not done:
+                done.append(True)
+                lock.symlink_to(victim)
+
+        def lstat(path: object, *a: object, **kw: object) -> os.stat_result:
+            st = real_lstat(path, *a, **kw)  # type: ignore[arg-type]
+            if os.fsdecode(path) == str(lock):  # type: ignore[arg-type]
+                plant()
+            return st
+
+        def open_(path: object, *a: object, **kw: object) -> int:
+            if os.path.basename(os.fsdecode(path)) == LOCK_NAME:  # type: ignore[arg-type]
+                plant()
+            return real_open(path, *a, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "lstat", lstat)
+        monkeypatch.setattr(os, "open", open_)
+    with pytest.raises(EnvironmentProblem, match="not a plain file"):
+        with _hub_lock_of(hub, 1.0):
             pass
-    assert victim.read_text() == "precious"
+    monkeypatch.undo()
+    assert lock.is_symlink() and victim.read_text() == "precious"
+
+
+def test_hub_lock_excludes_filelock_and_is_created_group_writable(tmp_path: Path) -> None:
+    """The hub lock is the flock filelock takes on the same file (activators of older
+    versions used filelock: each excludes the other), created mode 0664 whatever the
+    umask, and kept after release."""
+    import filelock
+
+    from activate.activation import LOCK_NAME, EnvironmentProblem
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    old = os.umask(0o077)
+    try:
+        with _hub_lock_of(hub, 1.0):
+            lock = hub / ".locks" / LOCK_NAME
+            assert stat.S_IMODE(lock.stat().st_mode) == 0o664
+            # mode=0o664 as the activators that used filelock passed (filelock 3.x chmods
+            # the lock to its mode on every open).
+            with pytest.raises(filelock.Timeout):
+                filelock.FileLock(str(lock), timeout=0.1, mode=0o664).acquire()
+    finally:
+        os.umask(old)
+    with filelock.FileLock(str(lock), timeout=1, mode=0o664):
+        with pytest.raises(EnvironmentProblem, match="held"):
+            with _hub_lock_of(hub, 0.2):
+                pass
+    with _hub_lock_of(hub, 0):  # free again: one try is enough
+        pass
+    assert lock.is_file()
 
 
 # ------------------------------------------------------- GC roots (issue 9)
@@ -904,3 +976,128 @@ def test_a_version_1_state_under_a_symlinked_spelling_is_taken_over(tmp_path: Pa
     run_activate(request_of(validate_manifest(manifest({}))), hub_dir=str(spelled),
                  explicit_hub=True, state_dir=str(state_dir), log=log)
     assert shape(real) == original
+
+
+def test_no_space_for_the_receipt_warns_and_goes_on(
+        ws: Workspace, paths: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13, finding 11: the receipt (written after the final save) is a cache of the
+    run for the next one's quick exit; a full disk there is a warning, not exit 70."""
+    from activate import statefile
+
+    original = statefile.write_if_changed
+
+    def full(path: str, chunks: object, **kw: object) -> bool:
+        if os.path.basename(path).startswith("receipt-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(path, chunks, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("activate.noop.write_if_changed", full)
+    res = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")}))
+    assert res.code == 0, res.stderr
+    assert "receipt" in res.stderr and "No space left" in res.stderr
+    assert "internal error" not in res.stderr
+    assert res.env()["MODEL_REPO_X"] == paths["p1"] and res.env()["HF_HUB_OFFLINE"] == "1"
+    assert not [p for p in ws.state.iterdir() if p.name.startswith("receipt-")]
+    monkeypatch.setattr("activate.noop.write_if_changed", original)
+    again = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")}))
+    assert again.code == 0 and again.env() == res.env()
+    assert [p for p in ws.state.iterdir() if p.name.startswith("receipt-")]
+
+
+def test_a_hub_dir_replaced_by_a_symlink_is_refused(tmp_path: Path, paths: dict) -> None:
+    """Issue 13, finding 4 without another user: the hub dir moved away and a symlink
+    to another folder put in its place. States are filed under the real path, so the
+    new target has none; the state filed under the path as given still has the old
+    folder's identity: exit 3, nothing written there; --forget drops that state."""
+    ws = Workspace(tmp_path)
+    assert ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")})).code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ws.hub.rename(tmp_path / "hub-away")
+    ws.hub.symlink_to(elsewhere)
+    before = (tree(elsewhere), tree(tmp_path / "hub-away"), tree(ws.state))
+    res = ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x"),
+                                "y": model(paths["p2"], repo_id="org/y")}))
+    assert res.code == 3, res.stderr
+    assert "replaced by a symlink" in res.stderr and "Nothing was written" in res.stderr
+    assert (tree(elsewhere), tree(tmp_path / "hub-away"), tree(ws.state)) == before
+    forget = ws.run("deactivate", "--profile", "test", "--cache-dir", str(ws.hub),
+                    "--state-dir", str(ws.state), "--forget")
+    assert forget.code == 0, forget.stderr
+    assert not [p for p in ws.state.iterdir() if p.suffix == ".json"]
+    assert tree(elsewhere) == before[0]
+
+
+def _long_tree(parent: str, parts: list[str], content: bytes) -> None:
+    """Make ``parent/<parts...>`` (a file) through directory descriptors: its full path
+    may be longer than PATH_MAX."""
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in parts[:-1]:
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        f = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+        os.write(f, content)
+        os.close(f)
+    finally:
+        os.close(fd)
+
+
+def test_a_partial_model_with_a_4006_byte_file_path(ws: Workspace) -> None:
+    """Issue 13, finding 12: a file path of 4,006 bytes inside a partial model. The tree
+    is made through descriptors; status must say ok (not "changed") and a repeat run
+    takes the no-op path, as for any model."""
+    import tempfile
+
+    parts = ["d" * 199] * 19 + ["f" * 201 + ".json"]
+    assert len("/".join(parts)) == 4006
+    src = tempfile.mkdtemp(prefix="mr12-", dir="/tmp")  # short: the store copy fits PATH_MAX
+    try:
+        name = os.path.join(src, "long-model")
+        os.mkdir(name)
+        with open(os.path.join(name, "config.json"), "w") as fh:
+            fh.write('{"long": "%s"}' % os.urandom(4).hex())
+        _long_tree(name, parts, b"deep")
+        store = nix_store_add(Path(name))
+    finally:
+        shutil.rmtree(src)
+    data = manifest({"x": model(store, repo_id="org/x", partial=True)})
+    first = ws.activate(data)
+    assert first.code == 0, first.stderr
+    status = ws.run("status", "--state-dir", str(ws.state), "--json")
+    assert status.code == 0, (status.stdout, status.stderr)
+    (prof,) = json.loads(status.stdout)
+    assert [e["status"] for e in prof["entries"]] == ["ok"] * len(prof["entries"])
+    from activate.noop import try_noop
+
+    path = ws.root / "manifest.json"
+    env = try_noop(str(path), cache_flag=str(ws.hub), state_flag=str(ws.state),
+                   environ={"HOME": str(ws.root / "home")})
+    assert env is not None and env["MODEL_REPO_X"] == store
+
+
+def test_lock_file_mode_and_a_planted_lock_file(ws: Workspace, paths: dict) -> None:
+    """The lock file we create is 0664 whatever the umask (a group shares it); one that
+    is already there (say a hard link someone planted to a file of ours) is only opened
+    and locked: never truncated, never chmod-ed. A symlink there is refused (exit 3)."""
+    old = os.umask(0o022)
+    try:
+        assert ws.activate(manifest({"x": model(paths["p1"], repo_id="org/x")})).code == 0
+    finally:
+        os.umask(old)
+    lock = ws.hub / ".locks" / activation.LOCK_NAME
+    assert oct(lock.stat().st_mode & 0o7777) == oct(0o664)
+    victim = ws.hub / ".locks" / "victim"
+    victim.write_text("precious")
+    victim.chmod(0o600)
+    lock.unlink()
+    os.link(victim, lock)
+    assert ws.activate(manifest({"y": model(paths["p1"], repo_id="org/y")})).code == 0
+    assert victim.read_text() == "precious" and victim.stat().st_mode & 0o7777 == 0o600
+    lock.unlink()
+    lock.symlink_to(victim)
+    res = ws.activate(manifest({"z": model(paths["p1"], repo_id="org/z")}))
+    assert res.code == 3 and "not a plain file" in res.stderr
+    assert victim.read_text() == "precious" and victim.stat().st_mode & 0o7777 == 0o600

@@ -281,3 +281,47 @@ def test_dry_run_writes_nothing(ws: Workspace, tiny_bert_store_path: str) -> Non
     assert res.code == 0
     assert "would link" in res.stderr
     assert not ws.hub.exists() and not ws.state.exists()
+
+
+def test_the_state_index_never_hides_a_changed_state(ws: Workspace, tiny_bert_store_path: str,
+                                                     second_store_path: str) -> None:
+    """Runs find the other profiles that touch their repo folders through the state
+    dir's index (a cache checked by stat): a state saved after the index was written is
+    read again, so a profile dropping a link another profile has since come to want
+    keeps it. `env` writes no index."""
+    from activate.state import INDEX_NAME
+
+    y = model(second_store_path, repo_id="org/y", revision=COMMIT_B)
+    x = model(tiny_bert_store_path)
+    assert ws.activate(manifest({"y": y}, profile="b"), name="b.json").code == 0
+    assert ws.activate(manifest({"x": x}, profile="a"), name="a.json").code == 0
+    assert (ws.state / INDEX_NAME).is_file()  # b's state is indexed: folder org--y only
+    assert ws.activate(manifest({"y": y, "x": x}, profile="b"), name="b.json").code == 0
+    assert ws.activate(manifest({}, profile="a"), name="a.json").code == 0
+    assert (ws.hub / REPO / "snapshots" / COMMIT_A).exists()  # b wants it: kept
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+    assert ws.run("status", "--state-dir", str(ws.state), "--profile", "b").code == 0
+    fresh = ws.root / "other-state"
+    path = ws.write_manifest(manifest({"x": x}, profile="c"), "c.json")
+    res = ws.run("env", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                 "--state-dir", str(fresh))
+    assert res.code == 0, res.stderr
+    assert not (fresh / INDEX_NAME).exists()
+
+
+def test_two_partial_snapshots_of_one_store_path_share_blob_links(ws: Workspace,
+                                                                   tiny_bert_store_path: str) -> None:
+    """Two commits of one repo linked file by file to the same store path: their blob
+    links (named after store path and file) are one set. Both link in one run (one mkdir
+    of blobs/), dropping one leaves the other readable, dropping both leaves nothing."""
+    a = model(tiny_bert_store_path, revision=COMMIT_A, partial=True)
+    b = model(tiny_bert_store_path, revision=COMMIT_B, partial=True, refs=["v2"])
+    res = ws.activate(manifest({"a": a, "b": b}))
+    assert res.code == 0, res.stderr
+    assert ws.activate(manifest({"b": b})).code == 0
+    snap_b = ws.hub / REPO / "snapshots" / COMMIT_B
+    assert (snap_b / "config.json").read_bytes() == \
+        (Path(tiny_bert_store_path) / "config.json").read_bytes()
+    assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+    assert ws.activate(manifest({})).code == 0
+    assert not (ws.hub / REPO).exists()

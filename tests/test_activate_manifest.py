@@ -201,8 +201,20 @@ _repo_chars = string.ascii_letters + string.digits + "-_./" + "é\n-"
     st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,98}[A-Za-z0-9](/[A-Za-z0-9][A-Za-z0-9._-]{0,98}[A-Za-z0-9])?", fullmatch=True),
 ))
 def test_repo_id_rule_agrees_with_huggingface_hub(repo_id: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    """Our rule is huggingface_hub's (1.x: ASCII only, each part at most 96 characters).
+    Older releases (0.x, the floor in pyproject.toml) matched with Unicode ``\\w``, no
+    namespace limit and ``$`` (a trailing newline passes): ids only they accept must be
+    refused by us, and every other id is judged the same."""
+    import re
 
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.utils._validators import REPO_ID_REGEX
+
+    legacy = not REPO_ID_REGEX.flags & re.ASCII
+    if legacy and (not repo_id.isascii() or "\n" in repo_id
+                   or ("/" in repo_id and len(repo_id.split("/")[0]) > 96)):
+        assert repo_id_error(repo_id) is not None, repo_id
+        return
     try:
         validate_repo_id(repo_id)
         theirs = True

@@ -42,6 +42,21 @@ C = "0123456789abcdef0123456789abcdef01234567"
      RepoRef("org/data", "dataset", "main", "a b.json")),
     ("https://huggingface.co/gpt2/blob/main/config.json",
      RepoRef("gpt2", "model", "main", "config.json")),
+    # huggingface_hub's hf:// URIs (parse_hf_uri) and the @REV marker on short forms
+    ("hf://org/name", RepoRef("org/name", "model")),
+    ("hf://models/org/name", RepoRef("org/name", "model")),
+    ("hf://datasets/org/data", RepoRef("org/data", "dataset")),
+    (f"hf://org/name@{C}", RepoRef("org/name", "model", C)),
+    ("hf://org/name@v1.0/onnx/model.onnx", RepoRef("org/name", "model", "v1.0",
+                                                   "onnx/model.onnx")),
+    ("hf://datasets/org/data@refs/pr/3/train.json", RepoRef("org/data", "dataset",
+                                                            "refs/pr/3", "train.json")),
+    ("hf://org/name@refs%2Fpr%2F1", RepoRef("org/name", "model", "refs/pr/1")),
+    ("hf://org/name/file@1.txt", RepoRef("org/name", "model", None, "file@1.txt")),
+    ("org/name@main", RepoRef("org/name", None, "main")),
+    ("gpt2@v2", RepoRef("gpt2", None, "v2")),
+    ("datasets/org/data@v1", RepoRef("org/data", "dataset", "v1")),
+    ("hf:org/name@dev", RepoRef("org/name", "model", "dev")),
 ])
 def test_parse_repo_forms(arg: str, want: RepoRef):
     assert parse_repo(arg) == want
@@ -57,6 +72,10 @@ def test_parse_repo_forms(arg: str, want: RepoRef):
     ("https://huggingface.co/org/name/commits/main", "/tree/<rev>, /blob/<rev>/<file>"),
     ("https://huggingface.co/org/name/blob/main", "must be followed by a file path"),
     ("https://huggingface.co/", "names no repo"),
+    ("org/name@", "nothing after '@'"),
+    ("hf://org/name@", "nothing after '@'"),
+    ("hf://gpt2", "the repo id is ORG/NAME"),
+    ("hf://spaces/org/app", "not a model or dataset repo"),
 ])
 def test_parse_repo_errors_name_the_form(arg: str, message: str):
     with pytest.raises(RepoArgError) as err:
@@ -238,3 +257,29 @@ def test_debug_logs_each_hub_call(hub: MockHub, tmp_path: Path):
     assert err.count("resolving the revision") == 2  # the model, then the dataset
     assert "no model of that id: trying the dataset" in err
     assert "listing the files" in err
+
+
+def test_hf_uri_with_a_revision_and_a_file_pins_that_file(tmp_path: Path):
+    with MockHub() as hub:
+        commit = hub.add_repo("org/uri", {"config.json": b"{}\n", "w.bin": b"w\n"})
+        hub.commit("org/uri", {"config.json": b"{ }\n", "w.bin": b"w\n"})
+        doc = json.loads(ok(cli(hub, tmp_path, "prefetch", f"hf://org/uri@{commit}/config.json",
+                                "--per-file", "--json")).stdout)
+        assert doc["revision"] == commit and [f["path"] for f in doc["files"]] == ["config.json"]
+        # an exact file is asked of paths-info, in one request: the tree is never listed
+        assert [r["path"] for r in hub.seen("hub") if "/tree/" in r["path"]] == []
+        assert len([r for r in hub.seen("hub", "POST") if "/paths-info/" in r["path"]]) == 1
+        p = cli(hub, tmp_path, "ls", f"org/uri@{commit}", "--json")
+        assert json.loads(ok(p).stdout)["revision"] == commit
+        p = cli(hub, tmp_path, "ls", "org/uri@main", "-r", "dev")
+        assert p.returncode == 2 and "disagree" in p.stderr
+
+
+def test_hf_token_whitespace_is_stripped_as_huggingface_hub_does(tmp_path: Path):
+    with MockHub() as hub:
+        hub.add_repo("org/gated", {"config.json": b"{}\n"}, gated=True, token="hf_secret")
+        p = cli(hub, tmp_path, "prefetch", "org/gated", "--per-file", "--json",
+                HF_TOKEN=" hf_secret\r\n")
+        assert p.returncode == 0, p.stderr
+        auth = {r["authorization"] for r in hub.seen("hub")}
+        assert auth == {"Bearer hf_secret"}

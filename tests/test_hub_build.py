@@ -293,7 +293,9 @@ H0 = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 @pytest.mark.parametrize("body,extra,message", [
     ('fileHashes = { "config.json" = "nope"; };', "", "must be an SRI hash"),
-    (f'fileHashes = {{ "../x" = "{H0}"; }};', "", "is not a file path from the repo root"),
+    (f'fileHashes = {{ "../x" = "{H0}"; }};', "",
+     'the file path "../x" has a ".." segment: not a repo file path'),
+    (f'fileHashes = {{ "x.drv" = "{H0}"; }};', "", 'the file path "x.drv" ends in ".drv"'),
     (f'fileHashes = {{ "c.json" = "{H0}"; }};', f'hash = "{H0}";', "set either hash"),
     (f'fileHashes = {{ "c.json" = "{H0}"; }};', 'validation.requiredFiles = [ "v.txt" ];',
      "v.txt is not among source.huggingface.fileHashes"),

@@ -135,6 +135,32 @@ def test_update_reports_changes_and_downloads_only_changed_small_files(
     assert entry.commit == b and entry.files["config.json"].hash == sri_of(new["config.json"])
 
 
+def test_update_check_exits_1_when_behind_and_0_when_current(hub: MockHub, tmp_path: Path):
+    """``update --check`` (a CI job's gate): resolves the refs only (no file download),
+    writes nothing, exit 0 while the lock file is current and 1 once a ref moved."""
+    a = hub.add_repo(REPO, tiny_files())
+    assert lock(hub, tmp_path, "lock", "tiny", REPO).returncode == 0
+    path = tmp_path / "model-repo.lock.json"
+    p = lock(hub, tmp_path, "update", "--check")
+    assert p.returncode == 0 and "tiny: model-repo-test/locked main" in p.stdout, p.stderr
+    assert "up to date" in p.stdout
+    b = hub.commit(REPO, {**tiny_files(), "config.json": b'{"model_type": "bert", "v": 2}'})
+    before = path.read_bytes()
+    hub.requests.clear()
+    p = lock(hub, tmp_path, "update", "--check")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert f"{a[:12]} is behind {b[:12]}" in p.stdout and "model-repo update tiny" in p.stdout
+    assert resolved_paths(hub) == [] and cdn_paths(hub) == []  # no file downloaded
+    p = lock(hub, tmp_path, "update", "tiny", "--check", "--json")
+    assert p.returncode == 1
+    (m,) = json.loads(p.stdout)["models"]
+    assert (m["name"], m["from"], m["to"], m["behind"]) == ("tiny", a, b, True)
+    assert path.read_bytes() == before  # --check writes nothing
+    assert lock(hub, tmp_path, "update", "--check", "--dry-run").returncode == 2
+    assert lock(hub, tmp_path, "update").returncode == 0
+    assert lock(hub, tmp_path, "update", "--check").returncode == 0
+
+
 def test_update_errors_leave_the_lock_file_untouched(hub: MockHub, tmp_path: Path):
     hub.add_repo(REPO, tiny_files())
     assert lock(hub, tmp_path, "lock", "tiny", REPO).returncode == 0
@@ -251,3 +277,89 @@ def test_the_home_manager_lock_file_is_every_models_default(tmp_path: Path):
     assert r["modelPaths"]["m"].endswith(f"-hf-o--n-{REV[:12]}")
     # network options apply to per-file fetches: no "does not use it" warning
     assert r["failedAssertions"] == [] and r["warnings"] == []
+
+
+def test_the_docs_lock_file_snippet_works_pasted_on_its_own(tmp_path: Path):
+    """docs/nix.md's lockFile snippet, pasted as it is into a Home Manager configuration
+    (with the lock file it names beside it), links its model: it enables the module."""
+    from nixeval import hm_eval
+
+    docs = (ROOT / "docs" / "nix.md").read_text()
+    start = docs.index("```nix\nprograms.model-repo = {            # Home Manager")
+    block = docs[start + len("```nix\n"):docs.index("```", start + 7)]
+    snippet = block[:block.index("\n};\n") + 4]  # the module part, without the lib comment
+    lockp = write_lock(tmp_path, repo="sentence-transformers/all-MiniLM-L6-v2")
+    data = json.loads(lockp.read_text())
+    data["models"] = {"all-MiniLM-L6-v2": data["models"]["m"]}
+    lockp.write_text(json.dumps(data))
+    r = hm_eval("{ " + snippet.replace("./model-repo.lock.json", str(lockp)) + " }")
+    entry = r["manifest"]["models"]["all-MiniLM-L6-v2"]
+    assert entry["repoId"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert entry["revision"] == REV
+    # Enabled: the variable of the model is in the session (a disabled module sets none).
+    assert r["sessionVariables"]["MODEL_REPO_ALL_MINILM_L6_V2"] == r["modelPaths"][
+        "all-MiniLM-L6-v2"]
+
+
+def _env(hub: MockHub, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGING_FACE_", "TRANSFORMERS_"))}
+    env.update(HF_HOME=str(tmp / "hf-home"), TMPDIR=str(tmp), HF_HUB_DISABLE_TELEMETRY="1",
+               XDG_CACHE_HOME=str(tmp / "cache"), PYTHONPATH=str(ROOT), HF_ENDPOINT=hub.url)
+    return env
+
+
+def test_concurrent_locks_and_updates_keep_every_entry(hub: MockHub, tmp_path: Path):
+    """Real processes at once on one lock file (each reading it before any writes: the
+    small files download slowly): every entry ends up in it, and it stays valid."""
+    import sys
+
+    names = [f"m{i}" for i in range(4)]
+    for n in names:
+        hub.add_repo(f"org/{n}", {"config.json": f'{{"name": "{n}", "pad": "{n * 8}"}}\n'
+                                  .encode()})
+    hub.add_repo("org/moving", {"config.json": b'{"v": 1, "pad": "................"}\n'})
+    path = tmp_path / "model-repo.lock.json"
+    p = lock(hub, tmp_path, "lock", "moving", "org/moving")
+    assert p.returncode == 0, p.stderr
+    hub.commit("org/moving", {"config.json": b'{"v": 2, "pad": "................"}\n'})
+    hub.throttle = 20  # ~2 s per small file: every process reads before any writes
+    procs = [subprocess.Popen([sys.executable, "-m", "activate", "lock", n, f"org/{n}",
+                               "--lock-file", str(path)], cwd=ROOT, env=_env(hub, tmp_path),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in names]
+    procs.append(subprocess.Popen([sys.executable, "-m", "activate", "update", "moving",
+                                   "--lock-file", str(path)], cwd=ROOT,
+                                  env=_env(hub, tmp_path), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    models = read_lock(str(path)).models
+    assert sorted(models) == sorted(names + ["moving"])
+    assert models["moving"].commit == hub.repos[("model", "org/moving")].refs["main"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".model-repo.lock.")]
+
+
+def test_update_writes_through_a_symlinked_lock_file_and_keeps_its_mode(hub: MockHub,
+                                                                        tmp_path: Path):
+    hub.add_repo(REPO, {"config.json": b'{"v": 1}\n'})
+    real_dir = tmp_path / "shared"
+    real_dir.mkdir()
+    target = real_dir / "models.lock.json"
+    p = cli(hub, tmp_path, "lock", "m", REPO, "--lock-file", str(target))
+    assert p.returncode == 0, p.stderr
+    target.chmod(0o600)
+    link = tmp_path / "model-repo.lock.json"
+    link.symlink_to(target)
+    new = hub.commit(REPO, {"config.json": b'{"v": 2}\n'})
+    p = lock(hub, tmp_path, "update")
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_lock(str(target)).models["m"].commit == new
+    assert target.stat().st_mode & 0o777 == 0o600
+    hub.commit(REPO, {"config.json": b'{"v": 3}\n'})
+    p = lock(hub, tmp_path, "lock", "m", REPO)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink() and target.stat().st_mode & 0o777 == 0o600
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".model-repo.lock.")]

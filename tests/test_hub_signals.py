@@ -179,3 +179,5 @@ def test_two_prefetches_of_one_commit_take_turns(hub: MockHub, tmp_path: Path):
     assert len(hashes) == 1
     assert "another prefetch of this repo and commit is running" in outs[1][1]
     assert not _download_folder(tmp_path, hub).exists() and _temp_folders(tmp_path) == []
+    # The lock the two took turns on is gone too: nothing is left in the folder.
+    assert os.listdir(tmp_path / "cache" / "model-repo" / "prefetch") == []

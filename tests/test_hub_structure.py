@@ -110,3 +110,73 @@ def test_activation_runs_load_no_hub_module(tmp_path: Path, tiny_bert_store_path
     assert _run(tmp_path, "status", *common) == (0, parser_only)
     assert _run(tmp_path, "deactivate", "--profile", "test", *common) == (0, parser_only)
     assert not (tmp_path / "hub" / "models--model-repo-example--tiny-bert").exists()
+
+
+def _hub_import_graph() -> dict[str, set[str]]:
+    """Module → the modules of activate/hub/ it imports (every import statement, at
+    module level or inside a function: a lazy import is still a dependency)."""
+    hub = ROOT / "activate" / "hub"
+    names = {p.stem for p in hub.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for p in hub.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module.split(".")[0]} if node.module else {
+                    a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and \
+                    (node.module or "").startswith("activate.hub."):
+                deps.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[2] for a in node.names
+                         if a.name.startswith("activate.hub.")}
+        graph[p.stem] = deps & names
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` with more than one module (or a
+    module importing itself), each sorted (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph[v]:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}) == [
+        ["a", "b", "c"], ["e"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_in_the_hub_side():
+    graph = _hub_import_graph()
+    # The persist modules (split by concern) exist and are seen by the graph.
+    assert {"persist", "persistcli", "persistexport", "persistimport", "persistmanifest",
+            "binarycache", "nixstore", "prefetch"} <= set(graph)
+    assert "persistimport" in graph["prefetch"] and "persistexport" in graph["persist"]
+    assert _cycles(graph) == []

@@ -279,7 +279,9 @@ def test_flake_outputs_with_stub_inputs():
             callPackage = _: _: (stub system).model-repo;
             python3.withPackages = f: (stub system).model-repo // {{ withPackages = f; }};
             mkShell = args: (stub system).model-repo // {{ shellArgs = args; }};
-            nixfmt-rfc-style = (stub system).model-repo;
+            nixfmt-tree = (stub system).model-repo // {{ name = "nixfmt-tree"; }};
+            # nixpkgs >= 25.11: a deprecated alias (lib.warnOnInstantiate); here it fails.
+            nixfmt-rfc-style = throw "nixfmt-rfc-style is now the same as pkgs.nixfmt which should be used instead.";
             nix = (stub system).model-repo; git = (stub system).model-repo; zsh = (stub system).model-repo;
             fish = (stub system).model-repo; dash = (stub system).model-repo;
           }};
@@ -302,7 +304,9 @@ def test_flake_outputs_with_stub_inputs():
         outputs = builtins.attrNames self;
         lib = builtins.attrNames self.lib;
         integration = builtins.attrNames self.lib.integration;
-        modules = [ (builtins.isPath self.homeManagerModules.default) (builtins.isPath self.devenvModules.default) (builtins.isPath self.nixosModules.default) ];
+        modules = [ (builtins.isPath self.homeModules.default) (builtins.isPath self.devenvModules.default) (builtins.isPath self.nixosModules.default) ];
+        hmAlias = self.homeManagerModules.default == self.homeModules.default;
+        formatter = self.formatter.x86_64-linux.name;
         packages = builtins.attrNames self.packages.aarch64-darwin;
         app = self.apps.x86_64-linux.default // {{ meta = null; }};
         defaultPackage = "${{self.packages.x86_64-linux.default}}";
@@ -315,8 +319,10 @@ def test_flake_outputs_with_stub_inputs():
     r = nix_eval(expr)
     assert r["inputs"] == ["nixpkgs"]  # what every user's lock file gets
     assert set(r["devInputs"]) == {"model-repo", "nixpkgs", "home-manager", "devenv"}
-    assert set(r["outputs"]) == {"lib", "overlays", "homeManagerModules", "devenvModules", "nixosModules",
-                                 "packages", "apps", "devShells", "formatter"}
+    assert set(r["outputs"]) == {"lib", "overlays", "homeModules", "homeManagerModules", "devenvModules",
+                                 "nixosModules", "packages", "apps", "devShells", "formatter"}
+    assert r["hmAlias"] is True  # homeManagerModules: the former name, same module
+    assert r["formatter"] == "nixfmt-tree"  # not the deprecated nixfmt-rfc-style alias
     assert {"fetchModel", "fetchDataset", "buildCache", "envVarName", "hubFolderName", "naming"} <= set(r["lib"])
     assert r["integration"] == ["getModelPath", "mkCacheName", "mkLinkScript"]
     assert r["modules"] == [True, True, True]

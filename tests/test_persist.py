@@ -44,6 +44,7 @@ import pty
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -570,7 +571,7 @@ def test_nix_store_fallback_writes_a_cache_nix_copy_reads(tmp_path: Path,
     """Without ``nix``: export writes the binary cache itself (nix-store --dump) with the
     narinfo ``nix copy`` would write, content address included; real ``nix copy --from``
     restores from it without --no-check-sigs, and the fallback import restores too."""
-    from activate.hub.persist import fixed_output_path, nix_base32_decode
+    from activate.hub.binarycache import fixed_output_path, nix_base32_decode
 
     env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
     path = models.fixed(_commit())
@@ -764,3 +765,503 @@ def test_auto_persist_prefetch_exports_then_restores_without_download(
         assert len([r for r in hub.requests if "/resolve/" in r["path"]]) > downloads
         _delete(path)
         assert cli(env, "import", path).returncode == 0 and _valid(path)
+
+
+def _plant(persist: Path, store_path: str, tree: Path, *, ca: bool) -> str:
+    """Write a narinfo for ``store_path`` whose NAR is ``tree`` (what a user who can
+    write the persist folder can do): uncompressed, no signature, a ``CA:`` line only
+    when ``ca``. Returns the planted NAR's SRI hash."""
+    import hashlib
+
+    from activate.hub.binarycache import nix_base32
+    from activate.hub.nar import sri, write_nar
+    from activate.persistdir import narinfo_path
+
+    chunks: list[bytes] = []
+    write_nar(tree, chunks.append)
+    nar = b"".join(chunks)
+    digest = hashlib.sha256(nar).digest()
+    b32 = nix_base32(digest)
+    (persist / "nar").mkdir(exist_ok=True)
+    (persist / "nar" / f"{b32}.nar").write_bytes(nar)
+    lines = [f"StorePath: {store_path}", f"URL: nar/{b32}.nar", "Compression: none",
+             f"FileHash: sha256:{b32}", f"FileSize: {len(nar)}", f"NarHash: sha256:{b32}",
+             f"NarSize: {len(nar)}", "References: "] + ([f"CA: fixed:r:sha256:{b32}"] if ca
+                                                       else [])
+    Path(narinfo_path(str(persist), store_path)).write_text("\n".join(lines) + "\n")
+    return sri(digest)
+
+
+def test_auto_persist_never_restores_planted_bytes(tmp_path: Path, models: Models) -> None:
+    """Issue 14, finding 2: a persist folder another user can write. (a) The true pin's
+    store path with planted bytes and no content address: never imported (before: it
+    was, with --no-check-sigs, and its hash printed as the pin); (b) a content-addressed
+    path of planted bytes under the pin's name: imported by Nix, but its files are not
+    the Hub's, so it is deleted again. Both times the prefetch downloads and prints the
+    true pin, and the store path holds the Hub's bytes."""
+    pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub (prefetch)")
+    from mockhub import MockHub
+
+    from activate.hub.binarycache import fixed_output_path
+    from activate.hub.nar import nar_hash
+
+    repo = "model-repo-test/planted"
+    files = {"config.json": b'{"model_type": "bert", "id": "%s"}\n' % secrets.token_hex(8)
+             .encode(), "README.md": b"true bytes\n"}
+    with MockHub() as hub:
+        hub.add_repo(repo, files)
+        env = {**_env(tmp_path), "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "HF_HUB_DISABLE_TELEMETRY": "1", "MODEL_REPO_AUTO_PERSIST": "true"}
+        first = cli(env, "prefetch", repo, "--add-to-store", "--json")
+        assert first.returncode == 0, first.stderr
+        pin = json.loads(first.stdout)
+        path = pin["storePath"]
+        models.made.append(path)
+        persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+        doc = json.loads((persist / "model-repo-persist.json").read_text())
+        name = os.path.basename(path).split("-", 1)[1]
+        planted = tmp_path / "planted" / name
+        planted.mkdir(parents=True)
+        (planted / "config.json").write_text('{"model_type": "evil"}\n')
+        (planted / "README.md").write_text("planted bytes\n")
+
+        for ca in (False, True):
+            _delete(path)
+            assert not _valid(path)
+            target = path
+            if ca:
+                target = fixed_output_path(os.path.dirname(path), name, nar_hash(planted))
+                models.made.append(target)
+            doc["entries"][-1]["storePath"] = target
+            doc["entries"][-1]["narHash"] = _plant(persist, target, planted, ca=ca)
+            (persist / "model-repo-persist.json").write_text(json.dumps(doc))
+            downloads = len([r for r in hub.requests if "/resolve/" in r["path"]])
+            again = cli(env, "prefetch", repo, "--add-to-store", "--json")
+            assert again.returncode == 0, again.stderr
+            out = json.loads(again.stdout)
+            assert (out["storePath"], out["hash"]) == (path, pin["hash"]), again.stderr
+            assert "downloading instead" in again.stderr
+            assert len([r for r in hub.requests if "/resolve/" in r["path"]]) > downloads
+            assert Path(path, "README.md").read_bytes() == b"true bytes\n"
+            assert not _valid(target) or target == path
+            # The export after it recorded the true path again (the newest entry).
+            doc = json.loads((persist / "model-repo-persist.json").read_text())
+            assert doc["entries"][-1]["storePath"] == path
+
+
+# ------------------------------------------------------- a folder others can write
+
+
+def _victims(tmp: Path) -> dict[Path, bytes]:
+    """Root-owned files outside the persist folder that planted links point at."""
+    outside = tmp / "outside"
+    outside.mkdir(exist_ok=True)
+    out = {}
+    for name in ("victim-manifest", "victim-narinfo", "victim-nar", "victim-lock",
+                 "victim-url"):
+        (outside / name).write_bytes(b"do not touch " + name.encode() + b"\n")
+        out[outside / name] = (outside / name).read_bytes()
+    return out
+
+
+def _plant_links(persist: Path, store_path: str, outside: Path) -> None:
+    """Symlinks under every name the export wrote through before issue 14's fix: the
+    manifest's and the NAR's temporary names for the next 3000 process ids, the
+    narinfo's temporary name, and a dangling nix-cache-info."""
+    from activate.persistdir import narinfo_path
+
+    (persist / "nar").mkdir(parents=True, exist_ok=True)
+    last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+    for pid in range(last, last + 3000):
+        (persist / f"model-repo-persist.json.tmp-{pid}").symlink_to(outside / "victim-manifest")
+        (persist / "nar" / f".dump-{pid}.tmp").symlink_to(outside / "victim-nar")
+    Path(narinfo_path(str(persist), store_path) + ".tmp").symlink_to(outside / "victim-narinfo")
+    (persist / "nix-cache-info").symlink_to(outside / "created-through-a-link")
+
+
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --dump", "shared folder"])
+def test_export_never_writes_through_planted_symlinks(tmp_path: Path, models: Models,
+                                                      how: str) -> None:
+    """Issue 14, finding 3: in a persist folder another user can write, links planted
+    under the names export writes (the manifest's and narinfo's temporary files, the
+    NAR's, nix-cache-info) are never followed: every victim keeps its bytes, nothing is
+    created outside, and the export works. A folder others can write (mode 1777) is
+    never given to `nix copy --to`, whose own temporary names (`<file>.tmp.<pid>.<n>`,
+    planted here too) it would follow."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path)) if how == "nix-store --dump" \
+        else _env(tmp_path)
+    victims = _victims(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    path = models.fixed(_commit())
+    _plant_links(persist, path, tmp_path / "outside")
+    if how == "nix copy":
+        (persist / "nix-cache-info").unlink()  # nix copy writes it itself (not ours)
+    if how == "shared folder":
+        from activate.persistdir import narinfo_path
+
+        persist.chmod(0o1777)
+        (persist / "nar").chmod(0o1777)
+        last = int(Path("/proc/sys/kernel/ns_last_pid").read_text())
+        for pid in range(last, last + 3000):
+            Path(f"{narinfo_path(str(persist), path)}.tmp.{pid}.1").symlink_to(
+                tmp_path / "outside" / "victim-narinfo")
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+    if how == "shared folder":
+        assert "model-repo's own writer" in res.stderr
+    assert {p: p.read_bytes() for p in victims} == victims
+    assert not (tmp_path / "outside" / "created-through-a-link").exists()
+    assert _entries(env)[path]["status"] == "valid"
+    _delete(path)
+    assert cli(env, "import", path).returncode == 0 and _valid(path)
+
+
+def test_planted_lock_nar_folder_and_url_links_are_refused(tmp_path: Path,
+                                                           models: Models) -> None:
+    """The lock file as a link: export refuses (exit 3, one line), the victim keeps its
+    bytes. The NAR folder as a link: the fallback export refuses to write through it. A
+    stale narinfo whose URL leads through a linked folder: export replaces the entry
+    without removing the file the URL reaches outside."""
+    from activate.persistdir import narinfo_path
+
+    victims = _victims(tmp_path)
+    outside = tmp_path / "outside"
+    env = _env(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    persist.mkdir()
+    path = models.fixed(_commit())
+    (persist / ".model-repo-persist.lock").symlink_to(outside / "victim-lock")
+    res = cli(env, "export", path)
+    assert res.returncode == 3 and "symbolic link" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    (persist / ".model-repo-persist.lock").unlink()
+
+    (persist / "nar").symlink_to(outside)
+    res = cli(_env(tmp_path, PATH=_only_nix_store(tmp_path)), "export", path)
+    assert res.returncode == 3 and "symbolic link" in res.stderr, res.stderr
+    assert sorted(p.name for p in outside.iterdir()) == sorted(p.name for p in victims)
+    (persist / "nar").unlink()
+
+    (persist / "evil").symlink_to(outside)
+    Path(narinfo_path(str(persist), path)).write_text(
+        f"StorePath: {path}\nURL: evil/victim-url\nCompression: none\nFileHash: sha256:"
+        f"{'0' * 52}\nFileSize: {len(victims[outside / 'victim-url'])}\nNarHash: sha256:"
+        f"{'0' * 52}\nNarSize: 1\nReferences: \n")
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+    assert {p: p.read_bytes() for p in victims} == victims
+    assert _entries(env)[path]["status"] == "valid"
+
+
+def test_a_bare_name_resolves_as_prefetch_pinned_it(tmp_path: Path, models: Models) -> None:
+    """``prefetch gpt2 --add-to-store`` pins what the Hub calls the repo
+    (``openai-community/gpt2``); ``export gpt2`` and ``import gpt2`` then find that store
+    path and that entry offline, and a bare name two repos share is an error naming
+    both."""
+    pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub (prefetch)")
+    from mockhub import MockHub
+
+    full = "model-repo-test-org/alias" + secrets.token_hex(3)
+    bare = full.split("/")[1]
+    files = {"config.json": b'{"model_type": "bert", "id": "%s"}\n' % secrets.token_hex(8)
+             .encode()}
+    with MockHub() as hub:
+        commit = hub.add_repo(full, files)
+        hub.aliases[("model", bare)] = full
+        env = {**_env(tmp_path), "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        pre = cli(env, "prefetch", bare, "--add-to-store", "--json")
+        assert pre.returncode == 0, pre.stderr
+    path = json.loads(pre.stdout)["storePath"]
+    models.made.append(path)
+    assert json.loads(pre.stdout)["repo"] == full
+    exp = cli(env, "export", bare)
+    assert exp.returncode == 0, exp.stderr
+    assert exp.stdout.strip() == path
+    entry = _entries(env)[path]
+    assert entry["repoId"] == full and commit.startswith(entry["revision"])
+    _delete(path)
+    imp = cli(env, "import", bare)
+    assert imp.returncode == 0, imp.stderr
+    assert _valid(path)
+    # Another org's repo of the same name: the bare name is ambiguous, both are named.
+    other = models.fixed(_commit(), "another-org/" + bare)
+    amb = cli(env, "export", bare)
+    assert amb.returncode == 2 and full in amb.stderr and f"another-org/{bare}" in amb.stderr
+    assert "give the full repo id" in amb.stderr
+    assert cli(env, "export", "another-org/" + bare).stdout.strip() == other
+    amb = cli(env, "import", bare)
+    assert amb.returncode == 2 and "names several repos in the persist folder" in amb.stderr
+
+
+def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Models) -> None:
+    """Issue 14, finding 12: bad entries in model-repo's manifest and in nix-hug's (a
+    storePath that is not one, outside the store, in another store dir, `..`; missing or
+    mistyped fields; not an object; terminal escapes) are listed as broken, one line
+    each; `store ls` and `import --all` still handle the good entries (exit 1: partial)."""
+    env = _env(tmp_path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    ours, theirs = models.fixed(_commit()), models.fixed(_commit())
+    for p in (ours, theirs):
+        assert cli(env, "export", p, "-q").returncode == 0
+    doc = json.loads((persist / "model-repo-persist.json").read_text())
+    good, hug = doc["entries"]
+    assert (good["storePath"], hug["storePath"]) == (ours, theirs)
+    base = {k: v for k, v in good.items() if k != "storePath"}
+    bad = [{**base, "storePath": "not-a-path"}, {**base, "storePath": "/etc/passwd"},
+           {**base, "storePath": "/gnu/store/" + "a" * 32 + "-x"},
+           {**base, "storePath": ours + "/../" + os.path.basename(theirs)},
+           {**base, "storePath": theirs, "narSize": "12"},
+           {**base, "storePath": theirs, "names": "abc"},
+           {k: v for k, v in good.items() if k != "revision"}, 42, None,
+           {**base, "repoId": "evil\x1b[31m\nfake line", "storePath": "\x1b[2J"}]
+    doc["entries"] = [bad[0], good, *bad[1:]]
+    (persist / "model-repo-persist.json").write_text(json.dumps(doc))
+    (persist / "nix-hug-manifest.json").write_text(json.dumps([
+        {"repoId": hug["repoId"], "type": "model", "rev": hug["revision"],
+         "storePath": theirs}, {"storePath": theirs}, {"repoId": "x", "storePath": "../x"},
+        "junk"]))
+    _delete(ours, theirs)
+
+    res = cli(env, "store", "ls")
+    assert res.returncode == 1, res.stderr
+    lines = res.stdout.splitlines()[1:]
+    assert len(lines) == 1 + len(bad) + 1 + 3, res.stdout
+    assert [ln.split()[0] for ln in lines].count("persisted") == 2, res.stdout
+    assert [ln.split()[0] for ln in lines].count("broken") == len(bad) + 3
+    assert "\x1b" not in res.stdout and "\\x1b[31m\\x0afake line" in res.stdout
+    rows = json.loads(cli(env, "store", "ls", "--json").stdout)["entries"]
+    assert {r["storePath"]: r["status"] for r in rows if r["status"] != "broken"} == {
+        ours: "persisted", theirs: "persisted"}
+    assert all(r["problem"] for r in rows if r["status"] == "broken")
+
+    res = cli(env, "import", "--all")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert sorted(res.stdout.split()) == sorted([ours, theirs])
+    assert _valid(ours) and _valid(theirs)
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[error")]
+    assert len(errors) == len(bad) + 3, res.stderr   # one line per broken entry
+    # Rewriting the manifest (a new export) keeps the broken entries as they were, but
+    # those of the path exported again, which the new entry replaces.
+    assert cli(env, "export", ours, "-q").returncode == 0
+    again = json.loads((persist / "model-repo-persist.json").read_text())["entries"]
+    assert again[:-1] == [e for e in doc["entries"]
+                          if not isinstance(e, dict) or e.get("storePath") != ours]
+    assert again[-1]["storePath"] == ours
+
+
+# ------------------------------------------------------------------------ signals
+
+
+def _big_model(tmp: Path, models: Models, mb: int) -> str:
+    d = tmp / "big" / ("hf-model-repo-test--big-" + _commit()[:12])
+    d.mkdir(parents=True)
+    with open(d / "model.safetensors", "wb") as fh:
+        for _ in range(mb):
+            fh.write(os.urandom(1 << 20))
+    out = subprocess.run([need_nix(), "--add-fixed", "--recursive", "sha256", str(d)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    models.made.append(out)
+    shutil.rmtree(d)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("how", ["nix copy", "nix-store --import"])
+def test_signal_during_import_leaves_nothing(tmp_path: Path, models: Models,
+                                             sig: signal.Signals, how: str) -> None:
+    """Issue 14, finding 13: SIGINT or SIGTERM sent (as a terminal, systemd or a
+    supervisor does) to the whole process group of `import` while Nix writes into the
+    store: one line, exit 128+signal, and no unregistered directory left at the store
+    path (before: SIGTERM left it). The process group is stopped at the moment the
+    directory appears, so the signal always lands mid-import."""
+    env = _env(tmp_path) if how == "nix copy" else _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = _big_model(tmp_path, models, 64)
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    assert not os.path.lexists(path)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "import", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.lexists(path):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the import never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not _valid(path), "the import finished before the signal: use a bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    assert not os.path.lexists(path), f"{path} left in the store"
+    assert not _valid(path)
+    res = cli(env, "import", path)   # and the next run imports it
+    assert res.returncode == 0, res.stderr
+    assert _valid(path)
+    # Nix's own empty lock file beside the path (left by the killed Nix) is gone too.
+    assert not os.path.lexists(path + ".lock")
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from activate.hub.signals import on_interrupt
+from activate.statefile import write_if_changed
+
+def chunks():
+    yield b"half of a lock file"
+    Path(sys.argv[2]).write_text("writing")
+    time.sleep(60)
+    yield b"never"
+
+on_interrupt.install()
+write_if_changed(sys.argv[1], chunks(), durable=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_a_file_write_leaves_no_temporary_file(tmp_path: Path,
+                                                             sig: signal.Signals) -> None:
+    """Issue 14, finding 13 (the lock write): a real signal while the one writer
+    (statefile.write_if_changed, used by `lock`/`update`, the persist manifest and
+    narinfo) streams into its temporary file, under the Hub commands' handler: exit
+    128+signal, the temporary file removed, the target as it was."""
+    target = tmp_path / "models.lock.json"
+    target.write_text("old\n")
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(marker)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # it is there
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip() == f"model-repo: interrupted by {sig.name}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker", "models.lock.json"]
+    assert target.read_text() == "old\n"
+
+
+def test_export_and_import_show_a_bytes_bar_on_a_terminal_only(tmp_path: Path,
+                                                               models: Models) -> None:
+    """``export`` and ``import`` (``nix copy``, which reports no byte progress to a
+    file:// cache) show a bytes bar with the rate on a terminal; none on a pipe or with
+    -q."""
+    if not shutil.which("nix"):
+        missing_input(NIX_MISSING)
+    from test_prefetch import BYTES_AND_RATE, on_terminal
+
+    env = _env(tmp_path)
+    path = models.fixed(_commit())
+    piped = cli(env, "export", path)
+    assert piped.returncode == 0, piped.stderr
+    assert "Exporting" not in piped.stderr and "B/s" not in piped.stderr
+    _delete(path)
+    code, _, term = on_terminal(env, "import", path)
+    assert code == 0 and _valid(path), term
+    name = os.path.basename(path).split("-", 1)[1]
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(env, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(env, "import", path, "-q")
+    assert code == 0 and _valid(path) and term == b"", term
+    # Without `nix` (nix-store --dump / --import): the same bars.
+    fallback = {**env, "PATH": _only_nix_store(tmp_path)}
+    shutil.rmtree(env["MODEL_REPO_PERSIST_DIR"])
+    code, out, term = on_terminal(fallback, "export", path)
+    assert code == 0 and out.strip() == path, term
+    assert f"Exporting {name}".encode() in term and BYTES_AND_RATE.search(term), term
+    _delete(path)
+    code, _, term = on_terminal(fallback, "import", path)
+    assert code == 0 and _valid(path), term
+    assert f"Importing {name}".encode() in term and BYTES_AND_RATE.search(term), term
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_export_leaves_no_temporary_file(tmp_path: Path, models: Models,
+                                                       sig: signal.Signals) -> None:
+    """A signal while `export` (nix-store --dump) streams the NAR into the folder: exit
+    128+signal, one line, no temporary NAR, narinfo or manifest left; the next export
+    works."""
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    path = _big_model(tmp_path, models, 64)
+    proc = subprocess.Popen([sys.executable, "-m", "activate", "export", path], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (persist / "nar").is_dir() or not any((persist / "nar").iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the export never started writing"
+            time.sleep(0.001)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert not (persist / "model-repo-persist.json").exists(), "finished: bigger model"
+        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"model-repo: interrupted by {sig.name}", err
+    left = sorted(str(p.relative_to(persist)) for p in persist.rglob("*"))
+    assert left == [".model-repo-persist.lock", "nar"], left
+    res = cli(env, "export", path)
+    assert res.returncode == 0, res.stderr
+
+
+def test_fallback_import_reads_no_more_than_the_narinfo_says(tmp_path: Path,
+                                                            models: Models) -> None:
+    """Without nix copy, an xz NAR that decompresses past its narinfo's NarSize (a
+    decompression bomb) is cut at NarSize + 1 byte, and one that is not xz at all is a
+    clear error (exit 3, before: a traceback, exit 70); nothing is left in the store."""
+    import lzma
+
+    from activate.persistdir import narinfo_path
+
+    env = _env(tmp_path, PATH=_only_nix_store(tmp_path))
+    path = models.fixed(_commit())
+    assert cli(env, "export", path, "-q").returncode == 0
+    _delete(path)
+    persist = Path(env["MODEL_REPO_PERSIST_DIR"])
+    info_file = Path(narinfo_path(str(persist), path))
+    info = dict(ln.split(": ", 1) for ln in info_file.read_text().splitlines())
+    nar = (persist / info["URL"]).read_bytes()
+    for name, data, expect in (
+            ("bomb.nar.xz", lzma.compress(nar + b"\0" * (20 << 20)), "got sha256-"),
+            ("junk.nar.xz", b"not xz at all" * 100, "LZMAError")):
+        (persist / "nar" / name).write_bytes(data)
+        info.update({"URL": f"nar/{name}", "Compression": "xz",
+                     "FileSize": str(len(data))})
+        info_file.write_text("".join(f"{k}: {v}\n" for k, v in info.items()))
+        res = cli(env, "import", path, "--yes")
+        assert res.returncode == 3, res.stderr
+        assert expect in res.stderr and "Traceback" not in res.stderr
+        if name == "bomb.nar.xz":
+            assert f"{int(info['NarSize']) + 1} bytes)" in res.stderr, res.stderr
+        _nothing_left(path)

@@ -577,7 +577,8 @@ def test_missing_huggingface_hub_or_nix(hub: MockHub, tmp_path: Path):
          "from activate.cli import main; sys.exit(main(['prefetch', 'o/n']))"],
         cwd=ROOT, env=cli_env(hub, tmp_path), capture_output=True, text=True)
     assert blocked.returncode == 3
-    assert "install model-repo[hub] (huggingface_hub) for prefetch and ls" in blocked.stderr
+    assert "the Hub commands need huggingface_hub" in blocked.stderr
+    assert "model-repo[hub]" not in blocked.stderr  # no package of that name is published
     nonix = cli(hub, tmp_path, "prefetch", "o/n", "--add-to-store", PATH=str(tmp_path))
     assert nonix.returncode == 3 and "install Nix" in nonix.stderr
     assert not [q for q in hub.requests if "/o/n" in q["path"]]  # failed before the network
@@ -593,34 +594,115 @@ def test_parser_imports_nothing_heavy():
     assert out.strip() == "[] ['x']"
 
 
-def test_progress_bars_only_on_a_terminal(hub: MockHub, tmp_path: Path):
-    """stderr not a tty: no progress bars; stderr a pty: huggingface_hub's bars."""
+def test_prefetch_leaves_nothing_in_the_download_folder(hub: MockHub, tmp_path: Path):
+    """After a successful prefetch the download folder holds nothing: no files, no
+    temporary tree, no ``.lock`` file."""
+    repo = "model-repo-test/no-leftovers"
+    hub.add_repo(repo, {"a.txt": b"a" * 100, "sub/b.txt": b"b"})
+    ok(cli(hub, tmp_path, "prefetch", repo, "-q"))
+    assert os.listdir(tmp_path / "cache" / "model-repo" / "prefetch") == []
+
+
+def test_turn_lock_excludes_and_removes_its_file(tmp_path: Path):
+    """:class:`TurnLock`: a second taker waits (``on_wait`` once) until the holder lets
+    go, and whoever lets go last leaves no file behind."""
+    import threading
+
+    from activate.hub.prefetch import TurnLock
+
+    path = str(tmp_path / "x.lock")
+    first = TurnLock(path)
+    first.acquire()
+    waits: list[int] = []
+    inside: list[str] = []
+    second = TurnLock(path)
+
+    def take() -> None:
+        second.acquire(lambda: waits.append(1))
+        inside.append("second")
+        second.release()
+
+    t = threading.Thread(target=take)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not waits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waits == [1] and inside == []
+    inside.append("first")
+    first.release()
+    t.join(10)
+    assert inside == ["first", "second"] and not os.path.lexists(path)
+    os.symlink(str(tmp_path / "elsewhere"), path)
+    with pytest.raises(OSError):
+        TurnLock(path).acquire()
+    assert not os.path.lexists(tmp_path / "elsewhere")
+
+
+def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str, bytes]:
+    """``model-repo ARGS`` with stderr on a pseudo-terminal (120 columns: tqdm needs a
+    width): (exit status, stdout, what the terminal got)."""
     import fcntl
     import pty
     import struct
     import termios
 
-    repo = "model-repo-test/progress"
-    hub.add_repo(repo, {"a.txt": b"a" * 1000, "b.txt": b"b"})
-    piped = ok(cli(hub, tmp_path, "prefetch", repo))
-    assert "Fetching" not in piped.stderr and "%|" not in piped.stderr
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # tqdm needs columns
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     try:
-        proc = subprocess.run([sys.executable, "-m", "activate", "prefetch", repo], cwd=ROOT,
-                              env=cli_env(hub, tmp_path), stdout=subprocess.PIPE,
-                              stderr=slave, timeout=120)
+        proc = subprocess.Popen([sys.executable, "-m", "activate", *args], cwd=ROOT,
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=slave)
         os.close(slave)
         chunks = []
         while True:
             try:
                 data = os.read(master, 65536)
-            except OSError:
+            except OSError:  # EIO: the child closed its end
                 break
             if not data:
                 break
             chunks.append(data)
+        out = proc.stdout.read().decode()
+        proc.stdout.close()
+        code = proc.wait(120)
     finally:
         os.close(master)
-    assert proc.returncode == 0
-    assert b"Fetching 2 files" in b"".join(chunks)
+    return code, out, b"".join(chunks)
+
+
+#: A bytes bar's size done / total and rate, as tqdm prints them (``3.15MB/3.15MB
+#: [00:01<00:00, 2.02MB/s]``).
+BYTES_AND_RATE = re.compile(rb"[\d.]+[kMG]?B/[\d.]+[kMG]?B \[[\d:]+<[\d:?]+, +[\d.?]+[kMG]?B/s\]")
+
+
+def test_progress_bars_only_on_a_terminal(hub: MockHub, tmp_path: Path):
+    """stderr not a tty: no progress bars; stderr a pty: huggingface_hub's bars, with
+    the bytes done, the total and the rate; -q on a pty: none."""
+    repo = "model-repo-test/progress"
+    hub.add_repo(repo, {"a.txt": b"a" * 1000, "b.txt": b"b"})
+    piped = ok(cli(hub, tmp_path, "prefetch", repo))
+    assert "Fetching" not in piped.stderr and "%|" not in piped.stderr
+    assert "B/s" not in piped.stderr
+    code, out, term = on_terminal(cli_env(hub, tmp_path), "prefetch", repo)
+    assert code == 0 and "hash = " in out
+    assert b"Fetching 2 files" in term
+    assert BYTES_AND_RATE.search(term), term
+    code, out, term = on_terminal(cli_env(hub, tmp_path), "prefetch", repo, "-q")
+    assert code == 0 and "hash = " in out and term == b"", term
+
+
+def test_lock_shows_a_bytes_bar_on_a_terminal_only(hub: MockHub, tmp_path: Path):
+    """``lock`` (and ``update``, the same pinning) downloads the small files with a
+    bytes bar on a terminal; none on a pipe or with -q."""
+    repo = "model-repo-test/lock-progress"
+    hub.add_repo(repo, {"config.json": b'{"lock-progress": 1}', "vocab.txt": b"w\n" * 5000})
+    lockf = str(tmp_path / "model-repo.lock.json")
+    piped = ok(cli(hub, tmp_path, "lock", "m", repo, "--lock-file", lockf))
+    assert "Pinning" not in piped.stderr and "B/s" not in piped.stderr
+    code, out, term = on_terminal(cli_env(hub, tmp_path), "lock", "m2", repo,
+                                  "--lock-file", lockf)
+    assert code == 0 and "m2: model-repo-test/lock-progress main locked" in out
+    assert b"Pinning model-repo-test/lock-progress" in term and BYTES_AND_RATE.search(term), term
+    code, out, term = on_terminal(cli_env(hub, tmp_path), "lock", "m3", repo,
+                                  "--lock-file", lockf, "-q")
+    assert code == 0 and term == b"", term

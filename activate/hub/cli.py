@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 REPO_HELP = ("ORG/NAME or NAME (model or dataset, asked of the Hub), hf:ORG/NAME (model), "
              "datasets/ORG/NAME or hf-datasets:ORG/NAME (dataset), or a Hub URL: "
-             "https://huggingface.co/[datasets/]ORG/NAME[/tree/REV | /blob/REV/FILE]")
+             "https://huggingface.co/[datasets/]ORG/NAME[/tree/REV | /blob/REV/FILE]; "
+             "ORG/NAME:QUANT selects a GGUF quantization (Q4_K_M: its .gguf file(s) and "
+             "mmproj)")
 
 
 def add_repo_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,10 +50,13 @@ def add_repo_arguments(p: argparse.ArgumentParser) -> None:
                    "option exclude)")
     p.add_argument("--dataset", action="store_true",
                    help="the repo is a dataset (skips asking the Hub for a bare ORG/NAME)")
+    p.add_argument("--mmproj", metavar="PATH", default=None,
+                   help="with ORG/NAME:QUANT: this mmproj file instead of the one the tag "
+                   "picks (mmproj-F16.gguf, ...), or 'none'")
 
 
 def add_log_arguments(p: argparse.ArgumentParser) -> None:
-    """``-v/--verbose/--debug``, ``-q/--quiet`` and ``--log-format``."""
+    """``-v/--verbose/--debug``, ``-q/--quiet``, ``--log-format`` and ``--color``."""
     level = p.add_mutually_exclusive_group()
     level.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
                        help="log more: each step and Hub request (stderr); --debug is "
@@ -60,6 +65,9 @@ def add_log_arguments(p: argparse.ArgumentParser) -> None:
                        help="log errors only; no progress bars")
     p.add_argument("--log-format", choices=("console", "json"), default="console",
                    help="stderr log format (default: console)")
+    from ..log import add_color_argument
+
+    add_color_argument(p)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -126,13 +134,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         "commit of the ref it follows, and print the files added, removed and changed and "
         "the bytes a build will download. Any error leaves the lock file untouched; the "
         "write is atomic.",
-        epilog=epilog)
+        epilog=epilog.replace("0 ok,", "0 ok (--check: the lock file is current), 1 "
+                              "--check: the lock file is behind a ref,"))
     up.add_argument("names", nargs="*", metavar="NAME", help="models of the lock file "
                     "(default: all)")
     up.add_argument("--lock-file", default="model-repo.lock.json", metavar="PATH",
                     help=lock_help)
-    up.add_argument("--dry-run", action="store_true",
-                    help="print what would change; write nothing")
+    mode = up.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print what would change; write nothing")
+    mode.add_argument("--check", action="store_true",
+                      help="only resolve the refs (no download, nothing written): exit 1 "
+                      "when the lock file is behind one of them, 0 when it is current "
+                      "(for CI jobs)")
     up.add_argument("--json", action="store_true", help="machine-readable output")
     add_log_arguments(up)
     up.set_defaults(hub_command=True)
@@ -151,7 +165,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logs to stderr.
     """
     if getattr(args, "persist_command", False):  # export, import, store
-        from .persistcli import run as run_persist
+        from .persist import run as run_persist
 
         return run_persist(args, environ)
     from .commands import run_command

@@ -8,13 +8,14 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from .api import (DEFAULT_REF, EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK, GATED_NO_TOKEN,
-                  Failure, HubSession, RemoteFile, Resolved, exit_status)
+from .api import (DEFAULT_PREFETCH_TIMEOUT, DEFAULT_TIMEOUT, EXIT_BAD_INPUT, EXIT_ENVIRONMENT,
+                  EXIT_OK, GATED_NO_TOKEN, TIMEOUT_ENV, Failure, HubSession, RemoteFile,
+                  Resolved, Watchdog, exit_status, printable, timeout_setting)
+from .ggufsel import gguf_fields, json_of, model_ref, role, split_arg, with_gguf
 from .prefetch import human_size
-from .sparse import sparse_patterns, sparse_select
+from .selection import Selection, select_files, selection
 
 
 def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -29,14 +30,34 @@ def run_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     default = "info" if args.command == "prefetch" else "warning"
     level = "debug" if args.verbose else "error" if args.quiet else default
-    log = Log(level, args.log_format)
+    log = Log(level, args.log_format, color=getattr(args, "color", "auto"),
+              environ=environ)
+    from . import progress
     from .signals import on_interrupt
+
+    progress.configure(quiet=args.quiet)  # bars on a terminal only, never with -q
 
     on_interrupt.install()  # SIGINT/SIGTERM: one line, temporary folders removed, exit now
     try:
-        return exit_status(lambda: _run(args, environ, log), log)
+        return exit_status(lambda: _run_bounded(args, environ, log), log)
     finally:
         on_interrupt.uninstall()
+
+
+def command_timeout(args: argparse.Namespace, environ: Mapping[str, str]) -> float:
+    """The command's deadline in seconds: ``MODEL_REPO_HUB_TIMEOUT``, else
+    :data:`activate.hub.api.DEFAULT_PREFETCH_TIMEOUT` for a snapshot ``prefetch`` (it
+    downloads the model) and :data:`activate.hub.api.DEFAULT_TIMEOUT` for the others.
+    Raises :class:`Failure` (exit 2) for a value that is not a number > 0."""
+    snapshot = args.command == "prefetch" and not getattr(args, "per_file", False)
+    return timeout_setting(environ, TIMEOUT_ENV,
+                           DEFAULT_PREFETCH_TIMEOUT if snapshot else DEFAULT_TIMEOUT)
+
+
+def _run_bounded(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
+    """:func:`_run` under a :class:`activate.hub.api.Watchdog` of the command's deadline."""
+    with Watchdog(command_timeout(args, environ), f"{TIMEOUT_ENV}=SECONDS"):
+        return _run(args, environ, log)
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
@@ -58,13 +79,19 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
             raise Failure(EXIT_ENVIRONMENT, "--add-to-store needs nix-store, which is not "
                           "on PATH: install Nix (https://nixos.org/download; on Debian "
                           "`apt-get install nix-bin`), or leave out --add-to-store")
-    session = HubSession(environ, log)
-    res = session.resolve(sel.repo_id, sel.repo_type, sel.revision)
+    session = HubSession(environ, log, timeout=command_timeout(args, environ))
+    # A per-file pin fetches each file by URL: the exact files are all it needs to know
+    # (paths-info, one request). A snapshot is a git sparse checkout, whose case
+    # folding on darwin (_warn_case) needs the whole tree, as `ls` shows it.
+    per_file = bool(getattr(args, "per_file", False))
+    res = session.resolve(sel.repo_id, sel.repo_type, sel.revision,
+                          paths=sel.only_files if per_file else ())
     log.info("resolved", repo=res.repo_id, repoType=res.repo_type, revision=sel.revision,
              commit=res.commit)
     if args.command == "prefetch" and "/" not in res.repo_id:
         raise Failure(EXIT_BAD_INPUT, f"invalid repo id {res.repo_id!r}: the Nix options "
                       "take a full repo id ORG/NAME, and the Hub gave no other name for it")
+    sel = with_gguf(res, sel)  # ORG/NAME:QUANT -> the .gguf file(s) and mmproj
     chosen = select_files(res, sel)
     _warn_case(log, res, sel)
     if args.command == "ls":
@@ -118,83 +145,12 @@ def _print_per_file(args: argparse.Namespace, res: Resolved, sel: Selection,
                          for p in pinned]}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_per_file_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+        sys.stdout.write(render_per_file_nix(repo_id=model_ref(res.repo_id, sel),
+                                             repo_type=res.repo_type,
                                              commit=res.commit, ref=res.ref, date=date,
                                              include=sel.include, exclude=sel.exclude,
                                              exact=sel.files, files=pinned))
     return EXIT_OK
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a Hub command's arguments ask for: ``repo_type`` None means "ask the Hub"
-    (a bare id); ``revision`` the ref or commit to resolve; ``files`` exact paths;
-    ``include``/``exclude`` git sparse-checkout patterns; ``patterns`` the pattern list
-    the Nix fetcher will use for them (:func:`activate.hub.sparse.sparse_patterns`)."""
-
-    repo_id: str
-    repo_type: str | None
-    revision: str
-    files: tuple[str, ...]
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-
-    @property
-    def patterns(self) -> list[str]:
-        return sparse_patterns(self.include, self.exclude, self.files)
-
-
-def selection(args: argparse.Namespace, environ: Mapping[str, str]) -> Selection:
-    """The :class:`Selection` of parsed arguments (``repo``, ``revision``, ``files``,
-    ``include``, ``exclude``, ``dataset``; :func:`activate.hub.cli.add_repo_arguments`).
-
-    A URL's ``/tree/REV`` or ``/blob/REV/FILE`` gives the revision (and file) unless
-    ``--revision`` names another one (exit 2: they disagree); ``--dataset`` with a form
-    that says "model" is an error. Raises :class:`Failure` (exit 2) naming the argument.
-    """
-    from .repoarg import RepoArgError, parse_repo
-
-    try:
-        ref = parse_repo(args.repo, endpoint=environ.get("HF_ENDPOINT"))
-    except RepoArgError as exc:
-        raise Failure(EXIT_BAD_INPUT, str(exc)) from None
-    repo_type = ref.repo_type
-    if args.dataset:
-        if repo_type == "model":
-            raise Failure(EXIT_BAD_INPUT, f"--dataset, but {args.repo!r} names a model repo: "
-                          "write datasets/ORG/NAME (or drop --dataset)")
-        repo_type = "dataset"
-    revision = args.revision
-    if revision is not None and ref.revision is not None and revision != ref.revision:
-        raise Failure(EXIT_BAD_INPUT, f"--revision {revision!r} and the URL's revision "
-                      f"{ref.revision!r} disagree: give one of them")
-    revision = revision if revision is not None else ref.revision or DEFAULT_REF
-    if not revision:
-        raise Failure(EXIT_BAD_INPUT, "--revision must not be empty (e.g. main)")
-    files = list(args.files or [])
-    if ref.file is not None and ref.file not in files:
-        files.append(ref.file)
-    for f in files:
-        bad = (not f or f.startswith("/") or f.endswith("/")
-               or any(seg in ("", ".", "..") for seg in f.split("/")))
-        if bad:
-            raise Failure(EXIT_BAD_INPUT, f"--file {f!r}: give a file's path from the repo "
-                          "root, such as config.json or onnx/model.onnx (no leading or "
-                          "trailing '/', no '.' or '..')")
-    return Selection(ref.repo_id, repo_type, revision, tuple(files),
-                     tuple(args.include or ()), tuple(args.exclude or ()))
-
-
-def select_files(res: Resolved, sel: Selection) -> list[RemoteFile]:
-    """The files of ``res`` that ``sel`` selects (git sparse-checkout rules); raises
-    :class:`Failure` (exit 2) when a ``--file`` is not in the repo at that commit."""
-    paths = {f.path for f in res.files}
-    missing = [f for f in sel.files if f not in paths]
-    if missing:
-        raise Failure(EXIT_BAD_INPUT, f"--file {', '.join(missing)}: not in {res.repo_id} at "
-                      f"{res.commit} (`model-repo ls {res.repo_id}` lists its files)")
-    selected = set(sparse_select([f.path for f in res.files], sel.patterns))
-    return [f for f in res.files if f.path in selected]
 
 
 def _warn_case(log: Any, res: Resolved, sel: Selection) -> None:
@@ -209,7 +165,8 @@ def _warn_case(log: Any, res: Resolved, sel: Selection) -> None:
             ("leaves out " + ", ".join(dropped[:5]) + (" …" if len(dropped) > 5 else ""))
             if dropped else "") if x)
         log.warning("on a darwin builder (git core.ignorecase=true) these patterns select "
-                    f"other files ({what}), so this hash would not reproduce there: write "
+                    f"other files ({printable(what)}), so this hash would not reproduce "
+                    "there: write "
                     "patterns that match only the files you mean whatever their case")
 
 
@@ -229,15 +186,22 @@ def _print_ls(args: argparse.Namespace, res: Resolved, sel: Selection,
                       for f in chosen],
             "totalSize": total,
         }
+        if sel.gguf is not None:
+            doc["gguf"] = json_of(sel)
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
     at = f"{res.ref} = {res.commit}" if res.ref else res.commit
-    lines = [f"# {res.repo_id} ({res.repo_type}) at {at}"]
+    lines = [f"# {res.repo_id} ({res.repo_type}) at {printable(at)}"]
     if res.gated:
         lines.append("# gated: downloading needs HF_TOKEN (or `hf auth login`) with access")
     width = max([len(str(f.size)) for f in chosen] + [4])
+    if sel.gguf is not None:
+        lines.append(f"# {model_ref(res.repo_id, sel)}: llama.cpp loads {sel.gguf.main}"
+                     + (f" (mmproj {sel.gguf.mmproj})" if sel.gguf.mmproj else ""))
     for f in chosen:
-        lines.append(f"{f.size:>{width}}  {f.path}" + ("  (lfs)" if f.lfs_sha256 else ""))
+        mark = role(sel, f.path)
+        lines.append(f"{f.size:>{width}}  {printable(f.path)}"
+                     + ("  (lfs)" if f.lfs_sha256 else "") + (f"  [{mark}]" if mark else ""))
     summary = f"{len(chosen)} files, {total} bytes ({human_size(total)})"
     if len(chosen) != len(res.files):
         all_total = sum(f.size for f in res.files)

@@ -18,14 +18,18 @@ Shape::
                              "lfs": true | false, "blobId": "<git blob sha1>"}}}}}
 
 Writes are atomic (a temporary file in the same folder, fsync, ``os.replace``), keys
-sorted, so a rewrite with nothing changed leaves the bytes as they were.
+sorted, so a rewrite with nothing changed leaves the bytes as they were; a symlinked
+lock file is written through to its target, keeping its mode. Commands writing the
+same lock file take turns (:func:`lock_file_turn`) and merge into what is there then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,7 +39,9 @@ from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 
 LOCK_VERSION = 1
 DEFAULT_LOCK_FILE = "model-repo.lock.json"
-_SRI = re.compile(r"sha256-[A-Za-z0-9+/]{43}=")
+#: Anchored, as ``commit`` and ``blobId`` are: pydantic and JSON Schema patterns match
+#: anywhere in the string unless anchored.
+_SRI = re.compile(r"^sha256-[A-Za-z0-9+/]{43}=$")
 
 
 class LockedFile(BaseModel):
@@ -83,6 +89,18 @@ class LockedModel(BaseModel):
         err = ref_error(v)
         if err:
             raise ValueError(err)
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _paths(cls, v: dict[str, LockedFile]) -> dict[str, LockedFile]:
+        from ..repopath import repo_path_error, shown
+
+        for path in v:
+            why = repo_path_error(path)
+            if why is not None:
+                raise ValueError(f"the file path {shown(path)} {why} (the repo file path "
+                                 "rule, activate/repopath.py)")
         return v
 
 
@@ -154,16 +172,68 @@ def render_lock(lock: LockFile) -> str:
 def write_lock(path: str, lock: LockFile) -> None:
     """Write ``lock`` to ``path`` atomically: a reader sees the old file or the new one,
     never a part (:func:`activate.statefile.write_if_changed`: a random temporary name
-    beside it, fsync, rename; nothing is written when the text is unchanged). Raises
+    beside it, fsync, rename; nothing is written when the text is unchanged).
+
+    A symlinked ``path`` is written through to its target (the link stays a link, as an
+    editor saving the file keeps it), and an existing file keeps its permission bits
+    (a 0600 lock file stays 0600); a new file is 0644 less the umask. Raises
     :class:`Failure` (exit 3) when the folder is not writable."""
     from ..statefile import write_if_changed
 
+    real = os.path.realpath(path)
     try:
-        write_if_changed(os.path.abspath(path), [render_lock(lock).encode()], durable=True,
-                         mode=0o644)
+        mode = os.stat(real).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read the lock file {path}: "
+                      f"{exc.strerror or exc}") from None
+    try:
+        wrote = write_if_changed(real, [render_lock(lock).encode()], durable=True,
+                                 mode=0o644 if mode is None else mode)
+        if wrote and mode is not None and os.stat(real).st_mode & 0o7777 != mode:
+            os.chmod(real, mode)  # the umask masked the temporary file's mode
     except OSError as exc:
         raise Failure(EXIT_ENVIRONMENT, f"cannot write the lock file {path}: "
                       f"{exc.strerror or exc}") from None
+
+
+#: How long a command waits for another one writing the same lock file (seconds).
+LOCK_WAIT = 120.0
+
+
+@contextlib.contextmanager
+def lock_file_turn(path: str) -> Iterator[None]:
+    """Take turns with every other ``lock``/``update`` writing ``path``: an exclusive
+    ``flock`` on the folder holding the lock file (its target's, for a symlink), held
+    while the body re-reads the file, merges and writes it. The folder is locked rather
+    than the file, because the write replaces the file (a lock on it would be on the
+    old inode) and a lock file beside it would be left behind. Raises :class:`Failure`
+    (exit 3) when the folder cannot be opened, or after :data:`LOCK_WAIT` seconds of
+    another process holding it."""
+    import fcntl
+    import time
+
+    folder = os.path.dirname(os.path.realpath(path)) or "."
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot open the lock file's folder {folder}: "
+                      f"{exc.strerror or exc}") from None
+    try:
+        end = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    raise Failure(EXIT_ENVIRONMENT, f"another model-repo has been writing "
+                                  f"{path} for {LOCK_WAIT:g} s: retry when it is done") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 if __name__ == "__main__":  # python -m activate.hub.lockfile > schemas/lockfile.schema.json

@@ -1,10 +1,11 @@
 """The argument parsers of ``model-repo export``, ``import`` and ``store`` (``ls``,
 ``path``): argparse only, because ``activate.cli`` builds the whole parser for every
-command but the no-op activation; :func:`run` imports :mod:`activate.hub.persist`, which
-does the work, only when one of them runs.
+command but the no-op activation; :func:`activate.hub.cli.run` imports
+:mod:`activate.hub.persist`, which does the work, only when one of them runs.
 
 Each parser sets ``hub_command=True`` (``activate.cli`` hands it to
-:func:`activate.hub.cli.run`) and ``persist_command=True`` (which hands it to :func:`run`).
+:func:`activate.hub.cli.run`) and ``persist_command=True`` (which hands it to
+:func:`activate.hub.persist.run`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 COMMANDS = ("export", "import", "store")
-#: NAR compressions offered for the binary cache; see :mod:`activate.hub.persist` for
+#: NAR compressions offered for the binary cache; see :mod:`activate.hub.persistexport` for
 #: the measurements behind the default.
 COMPRESSIONS = ("none", "zstd", "xz")
 
@@ -35,9 +36,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         level = p.add_mutually_exclusive_group()
         level.add_argument("-v", "--verbose", "--debug", dest="verbose", action="store_true",
                            help="log more (stderr)")
-        level.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+        level.add_argument("-q", "--quiet", action="store_true",
+                           help="log errors only; no progress bars")
         p.add_argument("--log-format", choices=("console", "json"), default="console",
                        help="stderr log format (default: console)")
+        from ..log import add_color_argument
+
+        add_color_argument(p)
 
     def repo_args(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument("repo", metavar="REPO", nargs=None if required else "?",
@@ -48,11 +53,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                        "activated profiles record (e.g. main)")
         p.add_argument("--dataset", action="store_true", help="the repo is a dataset")
 
-    epilog = ("Exit codes: 0 ok, 1 partial (import --all: some not imported; "
-              "confirmation declined), 2 bad input, 3 environment (Nix missing, corrupt "
-              "persist folder, nix copy failed), 70 internal error.")
+    def codes(partial: str, environment: str) -> str:
+        """The exit codes of one command (each its own: ``store --help`` does not list
+        ``import``'s)."""
+        return (f"Exit codes: 0 ok, {partial}2 bad input, 3 environment ({environment}), "
+                "70 internal error.")
+
+    epilog = codes("1 partial (import --all: some not imported; confirmation declined), ",
+                   "Nix missing, corrupt persist folder, nix copy failed")
     exp = sub.add_parser(
-        "export", epilog=epilog,
+        "export", epilog=codes("", "Nix missing, an unreadable persist folder "
+                                      "manifest, nix copy or nix-store --dump failed"),
         help="copy a model's store path into the persist folder (a Nix binary cache)",
         description="Copy the store path of REPO (fetched by Nix, or added by `prefetch "
         "--add-to-store`) into the persist folder, a Nix binary cache, and record it there, "
@@ -91,7 +102,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     store = sub.add_parser("store", help="the persist folder: ls, path",
                            description="Inspect the persist folder: `store ls` lists what it "
                            "holds and in which state, `store path` prints where it is.",
-                           epilog=epilog)
+                           epilog=codes("1 store ls: an entry is broken, ",
+                                        "Nix missing, an unreadable persist folder "
+                                        "manifest"))
     store.set_defaults(hub_command=True, persist_command=True)
     ssub = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     sls = ssub.add_parser("ls", help="each persisted entry: valid / persisted / broken",
@@ -108,9 +121,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     common(spath)
 
 
-def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Run ``export``, ``import`` or ``store``; returns the exit status
-    (:func:`activate.hub.persist.run`)."""
-    from .persist import run as run_persist
+def repo_of(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str | None,
+                                                                         str | None, str | None]:
+    """``(repo id, repo type or None, revision or None, store path or None)`` of the
+    REPO argument of ``export``/``import`` (``args.repo``, ``args.revision``,
+    ``args.dataset``). Raises :class:`activate.hub.api.Failure` (exit 2) for a bad
+    repo argument, a store path that is not one, or a file argument."""
+    from .api import EXIT_BAD_INPUT, Failure
+    from .nixstore import check_store_path
 
-    return run_persist(args, environ)
+    arg: str = args.repo
+    revision = args.revision
+    if arg.startswith("/"):
+        path = check_store_path(arg, "REPO")
+        return None, "dataset" if args.dataset else None, revision, path
+    from .repoarg import RepoArgError, parse_repo
+
+    try:
+        ref = parse_repo(arg, endpoint=environ.get("HF_ENDPOINT") or None)
+    except RepoArgError as exc:
+        raise Failure(EXIT_BAD_INPUT, str(exc)) from exc
+    if ref.file is not None:
+        raise Failure(EXIT_BAD_INPUT, f"{arg!r} names one file; export and import work on "
+                      "a repo's store path: give the repo (ORG/NAME)")
+    repo_type = "dataset" if args.dataset else ref.repo_type
+    return ref.repo_id, repo_type, revision or ref.revision, None

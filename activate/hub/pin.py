@@ -68,30 +68,46 @@ def file_url(endpoint: str, repo_id: str, repo_type: str, commit: str, path: str
 
 def _download_hash(session: Any, res: Resolved, f: RemoteFile) -> str:
     """Download one non-LFS file (in memory chunks, nothing written), check its size and
-    git blob id, return its sha256 hex. Raises :class:`Failure`."""
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    git blob id, return its sha256 hex. Reading stops one byte past the listed size (an
+    endless body costs ``size + 1`` bytes), and at the per-file or the command's
+    deadline; 5xx, network errors and 429 (``Retry-After``) are retried
+    (:func:`activate.hub.transport.stream`). Raises :class:`Failure`."""
+    from huggingface_hub.utils import hf_raise_for_status
+
+    from .api import Deadline, FILE_TIMEOUT_ENV, printable
+    from .transport import iter_body, stream
 
     url = file_url(session.endpoint, res.repo_id, res.repo_type, res.commit, f.path)
+    doing = f"downloading {printable(f.path)}"
+    per_file = Deadline(min(session.file_timeout, max(session.deadline.left(), 0.0)),
+                        f"{FILE_TIMEOUT_ENV}=SECONDS (now {session.file_timeout:g})"
+                        if session.file_timeout <= session.deadline.left()
+                        else session.deadline.what)
 
     def fetch() -> tuple[int, str, str]:
         sha256 = hashlib.sha256()
         sha1 = hashlib.sha1(f"blob {f.size}\0".encode())
         n = 0
-        headers = build_hf_headers(token=session.token)
-        with get_session().stream("GET", url, headers=headers, follow_redirects=True) as r:
+        with stream("GET", url, headers=session.headers(), deadline=per_file,
+                    doing=doing) as r:
             hf_raise_for_status(r)
-            for chunk in r.iter_bytes():
+            for chunk in iter_body(r):
+                chunk = chunk[:f.size + 1 - n]
                 n += len(chunk)
                 sha256.update(chunk)
                 sha1.update(chunk)
+                if n > f.size:
+                    break  # longer than the listing says: no need to read more
+                per_file.check(doing)
         return n, sha1.hexdigest(), sha256.hexdigest()
 
-    n, blob_id, digest = session.call(f"downloading {f.path}", fetch, repo_id=res.repo_id,
+    n, blob_id, digest = session.call(doing, fetch, repo_id=res.repo_id,
                                       repo_type=res.repo_type, ref=res.commit)
     if n != f.size or (f.blob_id and blob_id != f.blob_id):
-        raise Failure(EXIT_ENVIRONMENT, f"{f.path} of {res.repo_id} at {res.commit} does not "
-                      f"match the Hub's listing ({n} bytes, git blob id {blob_id}; the Hub "
-                      f"says {f.size} bytes, {f.blob_id}): retry, or check HF_ENDPOINT")
+        got = f"more than {f.size} bytes" if n > f.size else f"{n} bytes, git blob id {blob_id}"
+        raise Failure(EXIT_ENVIRONMENT, f"{printable(f.path)} of {res.repo_id} at "
+                      f"{res.commit} does not match the Hub's listing ({got}; the Hub says "
+                      f"{f.size} bytes, {f.blob_id}): retry, or check HF_ENDPOINT")
     return digest
 
 
@@ -103,8 +119,13 @@ def pin_files(session: Any, res: Resolved, chosen: Sequence[RemoteFile],
     (git's object id), so its hash is reused without a download. Returns them in the
     order given. Raises :class:`Failure` on a Hub error or a download that does not
     match the listing (exit 3), on a gated repo without access (exit 2)."""
+    from .progress import byte_bar
+
     out = []
     fetched = 0
+    todo = sum(f.size for f in chosen if not f.lfs_sha256
+               and not (known and f.blob_id and f.blob_id in known))
+    bar = byte_bar(todo, f"Pinning {res.repo_id}") if todo else None
     for f in chosen:
         if f.lfs_sha256:
             try:
@@ -120,7 +141,11 @@ def pin_files(session: Any, res: Resolved, chosen: Sequence[RemoteFile],
             continue
         digest = _download_hash(session, res, f)
         fetched += f.size
+        if bar is not None:
+            bar.update(f.size)
         out.append(PinnedFile(f.path, f.size, sri_from_hex(digest), False, f.blob_id))
+    if bar is not None:
+        bar.close()
     log.info("pinned per file", files=len(out), lfs=sum(p.lfs for p in out),
              downloaded=fetched)
     return out

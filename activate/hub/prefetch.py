@@ -143,6 +143,62 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
+class TurnLock:
+    """An exclusive ``flock`` on ``path`` that leaves no file behind: the holder unlinks
+    ``path`` before it lets go, and a taker that finds, once it holds the lock, that
+    ``path`` is gone or is another inode (the previous holder removed it while it waited)
+    lets go and opens the path again. So at any time at most one process holds a lock on
+    the file ``path`` names (the usual protocol of lock files removed after use).
+    Opened ``O_NOFOLLOW``: a symlink planted at ``path`` is an error (``OSError``),
+    never followed."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, on_wait: Callable[[], object] = lambda: None) -> None:
+        """Take the lock, calling ``on_wait()`` once if another process holds it first
+        (then waiting for as long as it does)."""
+        import fcntl
+
+        waited = False
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not waited:
+                        waited = True
+                        on_wait()
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+                try:
+                    now = os.stat(self.path, follow_symlinks=False)
+                except FileNotFoundError:
+                    now = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                self._fd = fd
+                return
+            os.close(fd)  # the holder before us removed it: take the new file's lock
+
+    def release(self) -> None:
+        """Remove the lock file, then let go (a waiter then sees it gone and retries)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
 def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log: Any,
              session: Any, res: Resolved, chosen: list[RemoteFile],
              nix_store: str | None) -> int:
@@ -158,34 +214,30 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
     SIGINT/SIGTERM (:mod:`activate.hub.signals`); the download folder is removed after a
     success and kept after an interruption or a failure, for the next run. Two prefetches
     of the same repo and commit take turns (a lock file beside the download folder), so
-    one never removes the folder the other is filling.
+    one never removes the folder the other is filling; the lock file is removed by whoever
+    holds it last (:class:`TurnLock`), so nothing is left beside the folders.
 
     With ``--add-to-store`` and ``auto_persist`` (:mod:`activate.hub.config`), a copy of
     this exact pin in the persist folder is restored instead of downloading
-    (:func:`activate.hub.persist.restore_for_prefetch`), and a path just added is
-    exported after the pin is printed (:func:`activate.hub.persist.export_after_prefetch`).
+    (:func:`activate.hub.persistimport.restore_for_prefetch`), and a path just added is
+    exported after the pin is printed (:func:`activate.hub.persistexport.export_after_prefetch`).
     """
     if nix_store is not None:  # auto_persist: restore this pin instead of downloading it
-        from .persist import restore_for_prefetch
+        from .persistimport import restore_for_prefetch
 
         kept = restore_for_prefetch(environ, log, repo_id=res.repo_id,
                                     repo_type=res.repo_type, commit=res.commit,
-                                    files=sel.files, include=sel.include, exclude=sel.exclude)
+                                    files=sel.files, include=sel.include, exclude=sel.exclude,
+                                    chosen=chosen, checker=_checker)
         if kept is not None:
             return _print_pin(args, sel, res, chosen, store_name(res.repo_id, res.commit),
                               kept.nar_hash, kept.store_path)
-    from filelock import FileLock, Timeout
-
     root = download_dir(environ)
     make_folder(root, "download folder", _DOWNLOAD_FIX)
-    lock = FileLock(os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit)
+    lock = TurnLock(os.path.join(root, download_key(res.repo_id, res.repo_type, res.commit)
                                  + ".lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.warning("another prefetch of this repo and commit is running: waiting for it",
-                    lock=lock.lock_file)
-        lock.acquire()
+    lock.acquire(lambda: log.warning("another prefetch of this repo and commit is running: "
+                                     "waiting for it", lock=lock.path))
     try:
         name, sri_hash, store_path = _fetch_and_hash(args, sel, environ, log, session, res,
                                                      chosen, nix_store, root)
@@ -194,7 +246,7 @@ def prefetch(args: argparse.Namespace, sel: Any, environ: Mapping[str, str], log
 
     code = _print_pin(args, sel, res, chosen, name, sri_hash, store_path)
     if store_path is not None:  # auto_persist: export what was added (after the pin)
-        from .persist import export_after_prefetch
+        from .persistexport import export_after_prefetch
 
         export_after_prefetch(environ, log, store_path=store_path, repo_id=res.repo_id,
                               repo_type=res.repo_type, commit=res.commit, ref=res.ref,
@@ -242,7 +294,9 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
         name = store_name(res.repo_id, res.commit)
         tree = os.path.join(workdir, name)
         os.mkdir(tree)
-        if args.quiet or not sys.stderr.isatty():
+        from . import progress
+
+        if not progress.enabled():  # not a terminal, or -q (commands.run_command)
             disable_progress_bars()
         # Same files as git's sparse checkout: pass the user's patterns when
         # huggingface_hub's glob rules select the same set, else the exact paths.
@@ -256,11 +310,23 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
                     ignore_patterns=ignore)) != wanted:
                 allow, ignore = [fnmatch_escape(p) for p in sorted(wanted)], None
         log.info("downloading", files=len(chosen), size=human_size(total), into=dl)
-        session.call("downloading the files", lambda: snapshot_download(
-            res.repo_id, repo_type=res.repo_type, revision=res.commit, local_dir=dl,
-            allow_patterns=allow, ignore_patterns=ignore, endpoint=session.endpoint,
-            token=session.token), repo_id=res.repo_id, repo_type=res.repo_type,
-            ref=sel.revision)
+        guard = _GrowthGuard(dl, total - have + GROWTH_SLACK, workdir)
+        try:
+            with guard:
+                session.call("downloading the files", lambda: snapshot_download(
+                    res.repo_id, repo_type=res.repo_type, revision=res.commit,
+                    local_dir=dl, allow_patterns=allow, ignore_patterns=ignore,
+                    endpoint=session.endpoint, token=session.token,
+                    tqdm_class=progress.rate_bar_class()), repo_id=res.repo_id,
+                    repo_type=res.repo_type, ref=sel.revision)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            # huggingface_hub lists the repo again itself: a Hub answering it otherwise
+            # than our checked listing (a path outside the folder, a field missing)
+            from .api import printable
+
+            raise Failure(EXIT_ENVIRONMENT, f"downloading the files of {res.repo_id} failed: "
+                          f"{type(exc).__name__}: {printable(str(exc))[:300]}; retry, or "
+                          "check HF_ENDPOINT") from exc
         for f in chosen:
             src = os.path.join(dl, f.path)
             if os.path.isfile(src):
@@ -302,6 +368,63 @@ def _fetch_and_hash(args: argparse.Namespace, sel: Any, environ: Mapping[str, st
     return name, sri_hash, store_path
 
 
+#: Bytes a snapshot download may write beyond the listed sizes before it is stopped.
+GROWTH_SLACK = 16 << 20
+
+
+def _folder_bytes(folder: str) -> int:
+    """Bytes of the regular files under ``folder`` (0 when it is gone)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for n in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class _GrowthGuard:
+    """Stops a snapshot download that writes more than ``limit`` bytes into ``folder``
+    (the listed sizes still to download, plus :data:`GROWTH_SLACK`): huggingface_hub
+    reads a file's body to its end, so a Hub sending an endless body would fill the
+    disk. Polled every 50 ms from a thread; past the limit it removes ``folder`` (its
+    files cannot be trusted) and ``workdir``, writes one line and ends the process with
+    exit 3 (``os._exit``: huggingface_hub's worker threads cannot be stopped otherwise,
+    as for a signal, :mod:`activate.hub.signals`)."""
+
+    def __init__(self, folder: str, limit: int, workdir: str):
+        import threading
+
+        self.folder, self.limit, self.workdir = folder, limit, workdir
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True,
+                                        name="model-repo-growth-guard")
+
+    def __enter__(self) -> _GrowthGuard:
+        self.start = _folder_bytes(self.folder)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            grown = _folder_bytes(self.folder) - self.start
+            if grown > self.limit:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                line = (f"model-repo: error: the Hub sent more than the {self.limit} bytes "
+                        f"its listing announces for this download ({grown} written); "
+                        "nothing was kept; retry, or check HF_ENDPOINT\n")
+                try:
+                    os.write(2, line.encode())
+                finally:
+                    os._exit(EXIT_ENVIRONMENT)
+
+
 def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[RemoteFile],
                name: str, sri_hash: str, store_path: str | None) -> int:
     """Print the pin (Nix attribute set, or JSON with ``--json``) on stdout."""
@@ -321,7 +444,9 @@ def _print_pin(args: argparse.Namespace, sel: Any, res: Resolved, chosen: list[R
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(render_nix(repo_id=res.repo_id, repo_type=res.repo_type,
+        from .ggufsel import model_ref
+
+        sys.stdout.write(render_nix(repo_id=model_ref(res.repo_id, sel), repo_type=res.repo_type,
                                     commit=res.commit, ref=res.ref, date=date,
                                     files=sel.files, include=sel.include,
                                     exclude=sel.exclude, sri_hash=sri_hash))

@@ -11,7 +11,13 @@ argument                                                   repo type      detect
 ``datasets/ORG/NAME``, ``hf-datasets:ORG/NAME``            dataset        none
 ``https://huggingface.co/datasets/ORG/NAME``               dataset        none
 ``models/ORG/NAME``                                        model          none
+``hf://ORG/NAME[@REV][/PATH]``                             model          none
+``hf://datasets/ORG/NAME[@REV][/PATH]``                    dataset        none
 =========================================================  =============  ==========
+
+Any of the short forms may end in ``@REV`` (``ORG/NAME@v1.0``, huggingface_hub's
+``hf://`` revision marker; percent-decoded): the revision, as ``--revision`` gives it.
+In ``hf://`` URIs (huggingface_hub's ``parse_hf_uri`` grammar) ``PATH`` is one file.
 
 A web URL may go on with ``/tree/<rev>[/<folder>]`` (a revision) or
 ``/blob/<rev>/<file>`` / ``/resolve/<rev>/<file>`` (a revision and one file); ``<rev>``
@@ -26,6 +32,7 @@ the dataset API only when no model has that id: one extra request, for datasets 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -117,6 +124,8 @@ def parse_repo(arg: str, *, endpoint: str | None = None) -> RepoRef:
                            "openai-community/gpt2), datasets/ORG/NAME or a Hub URL")
     arg = arg.strip()
     lower = arg.lower()
+    if lower.startswith("hf://"):
+        return _parse_hf_uri(arg)
     if lower.startswith(("https://", "http://")):
         hosts = HUB_HOSTS
         if endpoint:
@@ -124,17 +133,66 @@ def parse_repo(arg: str, *, endpoint: str | None = None) -> RepoRef:
             if ep:
                 hosts = hosts | {ep}
         return _parse_url(arg, hosts)
+    whole = arg
+    arg, at, rev = arg.partition("@")  # ORG/NAME@REV (a repo id never holds '@')
+    revision = unquote(rev) if at else None
+    if at and not revision:
+        raise RepoArgError(f"{whole!r}: nothing after '@': give ORG/NAME@REV (a branch, "
+                           "tag or commit), or leave out the '@'")
     if lower.startswith("hf-datasets:"):
-        return RepoRef(_check_id(arg[len("hf-datasets:"):], arg), "dataset")
+        return RepoRef(_check_id(arg[len("hf-datasets:"):], whole), "dataset", revision)
     if lower.startswith("hf:"):
-        return RepoRef(_check_id(arg[len("hf:"):], arg), "model")
+        return RepoRef(_check_id(arg[len("hf:"):], whole), "model", revision)
     first, slash, rest = arg.partition("/")
     if slash and first in _TYPE_PREFIXES and rest:
-        return RepoRef(_check_id(rest, arg), _TYPE_PREFIXES[first])
+        return RepoRef(_check_id(rest, whole), _TYPE_PREFIXES[first], revision)
     if slash and first == "spaces":
         raise RepoArgError(f"{arg!r} is a Space: model-repo pins model and dataset repos")
     if arg.count("/") > 1:
         raise RepoArgError(f"invalid repo id {arg!r}: must be 'name' or 'org/name' (at "
                            "most one '/'); for a dataset write datasets/ORG/NAME, for a "
                            "file of a repo use --file PATH")
-    return RepoRef(_check_id(arg, arg), None)
+    return RepoRef(_check_id(arg, whole), None, revision)
+
+
+#: Revisions that hold a '/' in an ``hf://`` URI (huggingface_hub's
+#: ``utils/_hf_uris.py``: ``refs/pr/N``, ``refs/convert/NAME``).
+_SPECIAL_REFS = re.compile(r"^refs/(?:convert/[\w.-]+|pr/\d+)")
+
+
+def _parse_hf_uri(arg: str) -> RepoRef:
+    """``hf://[TYPE/]ORG/NAME[@REV][/PATH]``, huggingface_hub's URI form
+    (``parse_hf_uri``, read from huggingface_hub 2.4): TYPE ``models``/``datasets``
+    (default model); ``@REV`` right after the id, percent-decoded, ``refs/pr/N`` and
+    ``refs/convert/NAME`` whole; PATH one file (as ``/blob/REV/PATH``)."""
+    body = arg[len("hf://"):]
+    first, slash, rest = body.partition("/")
+    repo_type = "model"
+    if slash and first in ("spaces", "buckets", "kernels"):
+        raise RepoArgError(f"{arg!r} is not a model or dataset repo: model-repo pins "
+                           "hf://ORG/NAME and hf://datasets/ORG/NAME")
+    if slash and first in _TYPE_PREFIXES:
+        repo_type, body = _TYPE_PREFIXES[first], rest
+    location = body.strip("/")
+    at = location.find("@")
+    revision: str | None = None
+    if at == -1 or location[:at].count("/") > 1:
+        parts = location.split("/", 2)
+        if len(parts) < 2 or not all(parts[:2]):
+            raise RepoArgError(f"{arg!r}: expected hf://[datasets/]ORG/NAME[@REV][/PATH] "
+                               "(the repo id is ORG/NAME)")
+        repo_id, path = "/".join(parts[:2]), parts[2] if len(parts) > 2 else ""
+    else:
+        repo_id, rev_path = location[:at], location[at + 1:]
+        special = _SPECIAL_REFS.search(rev_path)
+        if special is not None:
+            rev, path = special.group(), rev_path[special.end():].removeprefix("/")
+        else:
+            rev, _, path = rev_path.partition("/")
+        revision = unquote(rev)
+        if not revision:
+            raise RepoArgError(f"{arg!r}: nothing after '@': give a branch, tag or commit")
+    if repo_id.count("/") != 1:
+        raise RepoArgError(f"{arg!r}: expected hf://[datasets/]ORG/NAME[@REV][/PATH] (the "
+                           "repo id is ORG/NAME)")
+    return RepoRef(_check_id(repo_id, arg), repo_type, revision, path or None)

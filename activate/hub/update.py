@@ -11,6 +11,11 @@ downloaded again (their hash is reused).
 Every model is resolved and pinned before anything is written: any error (repo gone,
 gated without a token, network) leaves the lock file as it was; the write itself is
 atomic (:func:`activate.hub.lockfile.write_lock`). ``--dry-run`` writes nothing.
+``update --check`` only resolves the refs and exits 1 when the lock file is behind
+one of them (for CI jobs), 0 when it is current.
+Concurrent commands on one lock file take turns for the write and merge into the file
+as it is then (:func:`activate.hub.lockfile.lock_file_turn`): ``lock NAME`` sets its
+entry, ``update`` moves an entry only if no other command changed it meanwhile.
 """
 
 from __future__ import annotations
@@ -22,10 +27,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import (EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, Failure, HubSession, Resolved)
-from .commands import Selection, select_files, selection
-from .lockfile import LOCK_VERSION, LockedFile, LockedModel, LockFile, read_lock, write_lock
+from .api import (DEFAULT_TIMEOUT, EXIT_BAD_INPUT, EXIT_OK, GATED_NO_TOKEN, TIMEOUT_ENV,
+                  Failure, HubSession, Resolved, printable, timeout_setting)
+from .ggufsel import with_gguf
+from .selection import Selection, select_files, selection
+from .lockfile import (LOCK_VERSION, LockedFile, LockedModel, LockFile, lock_file_turn,
+                       read_lock, write_lock)
 from .prefetch import human_size
+
+#: ``update --check``: the lock file is behind a ref it follows.
+EXIT_BEHIND = 1
+#: ``--lock-file`` when not given (:mod:`activate.hub.cli`).
+DEFAULT_LOCK = "model-repo.lock.json"
 
 
 @dataclass
@@ -68,7 +81,8 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     from .pin import pin_files
 
     if res is None:
-        res = session.resolve(sel.repo_id, sel.repo_type, sel.revision)
+        res = session.resolve(sel.repo_id, sel.repo_type, sel.revision,
+                              paths=sel.only_files)
     if res.ref is None:
         raise Failure(EXIT_BAD_INPUT, f"--revision {sel.revision!r} is a commit: a lock entry "
                       "follows a branch or tag (main, v1.0) that `model-repo update` moves "
@@ -82,6 +96,7 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     if err:
         raise Failure(EXIT_BAD_INPUT, f"--revision {res.ref!r}: {err}; a lock entry's ref is "
                       "written to the hub cache as refs/<ref>")
+    sel = with_gguf(res, sel)  # ORG/NAME:QUANT -> exact files (exactFiles)
     chosen = select_files(res, sel)
     if not chosen:
         raise Failure(EXIT_BAD_INPUT, f"no file of {res.repo_id} at {res.commit} matches "
@@ -113,14 +128,16 @@ def run_lock(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> 
                       "'_')")
     sel = selection(args, environ)
     lock = read_lock(args.lock_file, missing_ok=True)  # a broken file fails before the Hub
-    session = HubSession(environ, log)
+    session = HubSession(environ, log, timeout_setting(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT))
     old = lock.models.get(args.name)
     entry = pin_entry(session, sel, log, old if old is not None and old.repo == sel.repo_id
                       else None)
     change = diff(args.name, old, entry)
     if change.moved:
-        write_lock(args.lock_file, LockFile(version=LOCK_VERSION,
-                                            models={**lock.models, args.name: entry}))
+        with lock_file_turn(args.lock_file):  # merge into the file as it is now
+            now = read_lock(args.lock_file, missing_ok=True)
+            write_lock(args.lock_file, LockFile(version=LOCK_VERSION,
+                                                models={**now.models, args.name: entry}))
     _report(args, [change], dry_run=False)
     return EXIT_OK
 
@@ -136,23 +153,67 @@ def run_update(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -
         raise Failure(EXIT_BAD_INPUT, f"{', '.join(unknown)}: not in {args.lock_file} (it "
                       f"has {', '.join(sorted(lock.models)) or 'no model'}); add a model "
                       "with `model-repo lock NAME ORG/NAME`")
-    session = HubSession(environ, log)
+    session = HubSession(environ, log, timeout_setting(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT))
+    if getattr(args, "check", False):
+        return _check(args, lock, names, session)
     changes = []
     for name in names:
         old = lock.models[name]
         sel = Selection(old.repo, old.repoType, old.ref, tuple(old.exactFiles),
                         tuple(old.include), tuple(old.exclude))
-        info = session.resolve(old.repo, old.repoType, old.ref)
+        info = session.resolve(old.repo, old.repoType, old.ref, paths=sel.only_files)
         if info.commit == old.commit:
             changes.append(diff(name, old, old))
             continue
         changes.append(diff(name, old, pin_entry(session, sel, log, old, info)))
     if not args.dry_run and any(c.moved for c in changes):
-        models = dict(lock.models)
-        models.update({c.name: c.new for c in changes})
-        write_lock(args.lock_file, LockFile(version=LOCK_VERSION, models=models))
+        with lock_file_turn(args.lock_file):  # merge into the file as it is now
+            now = read_lock(args.lock_file)
+            models = dict(now.models)
+            for c in changes:
+                if not c.moved:
+                    continue
+                if now.models.get(c.name) != c.old:  # another command changed it meanwhile
+                    log.warning("kept the entry another command wrote meanwhile",
+                                model=c.name, lockFile=args.lock_file)
+                    c.new, c.added, c.removed, c.changed = c.old, [], [], []
+                    continue
+                models[c.name] = c.new
+            write_lock(args.lock_file, LockFile(version=LOCK_VERSION, models=models))
     _report(args, changes, dry_run=args.dry_run)
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace, lock: LockFile, names: list[str],
+           session: HubSession) -> int:
+    """``update --check``: resolve each named model's ref (no file is pinned or
+    downloaded, nothing is written) and print, per model, whether the lock file is
+    behind it (text, or ``--json``: ``{lockFile, check: true, models: [{name, repo, ref,
+    from, to, behind}]}``). Returns 1 (:data:`EXIT_BEHIND`) when any is behind, else 0:
+    a CI job fails while the lock file needs ``model-repo update``."""
+    rows = []
+    for name in names:
+        old = lock.models[name]
+        info = session.resolve(old.repo, old.repoType, old.ref)
+        rows.append((name, old, info.commit))
+    behind = [name for name, old, commit in rows if commit != old.commit]
+    if args.json:
+        import json
+
+        doc = {"lockFile": args.lock_file, "check": True, "models": [
+            {"name": name, "repo": old.repo, "ref": old.ref, "from": old.commit,
+             "to": commit, "behind": commit != old.commit} for name, old, commit in rows]}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        lines = [f"{name}: {old.repo} {old.ref} " + (
+            f"{old.commit[:12]} is behind {commit[:12]}" if commit != old.commit
+            else f"{old.commit[:12]}, up to date") for name, old, commit in rows]
+        if behind:
+            lines.append(f"{len(behind)} of {len(rows)} behind: run `model-repo update "
+                         f"{' '.join(behind)}`" + (f" --lock-file {args.lock_file}"
+                                                   if args.lock_file != DEFAULT_LOCK else ""))
+        sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_BEHIND if behind else EXIT_OK
 
 
 def _report(args: argparse.Namespace, changes: list[Change], *, dry_run: bool) -> None:
@@ -173,7 +234,7 @@ def _report(args: argparse.Namespace, changes: list[Change], *, dry_run: bool) -
         return
     lines = []
     for c in changes:
-        head = f"{c.name}: {c.new.repo} {c.new.ref}"
+        head = f"{c.name}: {c.new.repo} {printable(c.new.ref)}"
         if not c.moved:
             lines.append(f"{head} {c.new.commit[:12]}, up to date")
             continue
@@ -182,8 +243,8 @@ def _report(args: argparse.Namespace, changes: list[Change], *, dry_run: bool) -
         lines.append(f"{head} {verb} {frm}{c.new.commit[:12]}")
         for mark, paths in (("+", c.added), ("~", c.changed)):
             for p in paths:
-                lines.append(f"  {mark} {p}  {human_size(c.new.files[p].size)}")
-        lines += [f"  - {p}" for p in c.removed]
+                lines.append(f"  {mark} {printable(p)}  {human_size(c.new.files[p].size)}")
+        lines += [f"  - {printable(p)}" for p in c.removed]
         lines.append(f"  {len(c.added)} added, {len(c.removed)} removed, {len(c.changed)} "
                      f"changed; {human_size(c.download_bytes)} to download "
                      f"({c.download_bytes} bytes)")

@@ -109,10 +109,57 @@ let
     in
     if m == null then null else builtins.elemAt m 1;
 
+  # { scheme; host; } of a URL (both lower-cased; an IPv6 host keeps its
+  # brackets), or null when it is not scheme://host....
+  urlParts =
+    url:
+    let
+      m = builtins.match "([A-Za-z][A-Za-z0-9+.-]*)://([^/?#@]*@)?(\\[[^]/]*]|[^]/?#:[]*).*" url;
+    in
+    if m == null then
+      null
+    else
+      {
+        scheme = lib.toLower (builtins.elemAt m 0);
+        host = lib.toLower (builtins.elemAt m 2);
+      };
+
+  # Loopback: localhost (and *.localhost, RFC 6761), 127.0.0.0/8, [::1].
+  isLoopback =
+    host:
+    host == "localhost"
+    || lib.hasSuffix ".localhost" host
+    || builtins.match "127\\.[0-9]+\\.[0-9]+\\.[0-9]+" host != null
+    || host == "[::1]";
+
+  # The model's token options as set, for messages.
+  tokenOptions =
+    cfg:
+    if cfg.auth.tokenFile != null then
+      "auth.tokenFile = \"${cfg.auth.tokenFile}\" (a model's own, or the module-wide services.model-repo.auth.tokenFile)"
+    else
+      "auth.tokenEnvVar = \"${cfg.auth.tokenEnvVar}\"";
+
+  # A token never goes over plain http:// to a host other than loopback (where
+  # anyone on the path reads it): an evaluation error naming the option that
+  # gives the URL and the fix. `option`: that option's name; true when fine.
+  checkTokenTransport =
+    cfg: option: url:
+    let
+      p = urlParts url;
+    in
+    if !(hasToken cfg) || p == null || p.scheme != "http" || isLoopback p.host then
+      true
+    else
+      fail cfg "${tokenOptions cfg} would send a token over plain http:// to ${p.host} (${option} = \"${url}\"): use an https:// URL there, or give this model no token (a model with another endpoint than the Hub gets the module-wide one only with auth.moduleTokenForEndpoint = true).";
+
   # git basic auth: a netrc for the repository's host (git and git-lfs read
   # it through fetchgit's netrcPhase, which exports NETRC and HOME).
+  #   url, option: the repository's URL and the option giving it (checked by
+  #   checkTokenTransport).
   gitNetrc =
-    cfg: host:
+    cfg: host: option: url:
+    assert checkTokenTransport cfg option url;
     lib.optionalAttrs (hasToken cfg) (
       {
         netrcPhase = ''
@@ -134,8 +181,11 @@ let
   # list when it is non-empty, and a lone space names no mirror at all.
   # With netrcPhase set, fetchurl verifies TLS certificates and passes
   # --netrc-file netrc to curl: it gets an empty one.
+  #   option, urls: the option giving the URLs, and the URLs the header goes
+  #   to (checked by checkTokenTransport).
   bearerAuth =
-    cfg:
+    cfg: option: urls:
+    assert builtins.all (checkTokenTransport cfg option) urls;
     lib.optionalAttrs (hasToken cfg) (
       {
         netrcPhase = ''
@@ -184,6 +234,9 @@ in
     hasToken
     impureTokenVar
     urlHost
+    urlParts
+    isLoopback
+    checkTokenTransport
     gitNetrc
     bearerAuth
     requiredFilesCheck

@@ -34,7 +34,7 @@ let
         }
         // sparseArgs g
         // lib.optionalAttrs (cfg.validation.requiredFiles != [ ]) { postFetch = requiredFilesCheck cfg; }
-        // gitNetrc cfg host
+        // gitNetrc cfg host "source.git-lfs.url" g.url
       );
 
 in

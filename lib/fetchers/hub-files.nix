@@ -32,36 +32,25 @@ let
   naming = import ../naming.nix { inherit lib; };
   huggingface = import ./huggingface.nix { inherit lib; };
 
-  # Percent-encoding of one path segment, as urllib's quote (unreserved:
-  # A-Z a-z 0-9 - _ . ~). lib.escapeURL exists in nixpkgs lib since 23.11.
-  escapeSegment =
-    lib.strings.escapeURL or (
-      s:
-      let
-        keep = lib.stringToCharacters "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~";
-        hex = c: lib.toUpper (lib.toHexString (lib.strings.charToInt c));
-        pad = h: if builtins.stringLength h == 1 then "0" + h else h;
-      in
-      lib.concatMapStrings (c: if builtins.elem c keep then c else "%" + pad (hex c)) (lib.stringToCharacters s)
-    );
-
-  # The download URL of `path` in the repo at the commit.
+  # The download URL of `path` in the repo at the commit, byte for byte what
+  # huggingface_hub's hf_hub_url gives: each segment's UTF-8 bytes
+  # percent-encoded as urllib's quote does (lib/repopath.nix escapePath; every
+  # nixpkgs lib version, non-ASCII names included).
+  # (`fileUrl hf` computes the part before the path once.)
   fileUrl =
-    hf: path:
-    lib.removeSuffix "/" hf.endpoint
-    + (if hf.repoType == "dataset" then "/datasets/" else "/")
-    + hf.repo
-    + "/resolve/"
-    + hf.revision
-    + "/"
-    + lib.concatMapStringsSep "/" escapeSegment (lib.splitString "/" path);
+    hf:
+    let
+      prefix =
+        lib.removeSuffix "/" hf.endpoint
+        + (if hf.repoType == "dataset" then "/datasets/" else "/")
+        + hf.repo
+        + "/resolve/"
+        + hf.revision
+        + "/";
+    in
+    path: prefix + repopath.escapePath path;
 
-  isRepoPath =
-    p:
-    p != ""
-    && !(lib.hasPrefix "/" p)
-    && !(lib.hasSuffix "/" p)
-    && !(builtins.any (s: s == "" || s == "." || s == "..") (lib.splitString "/" p));
+  repopath = import ../repopath.nix { inherit lib; };
 
   # The checked list of { path; hash; } of a model pinned per file: exactly
   # the files of fileHashes (files/include/exclude, when given, record the
@@ -71,13 +60,15 @@ let
     let
       hf = cfg.source.huggingface;
       entries = lib.mapAttrsToList (path: hash: { inherit path hash; }) hf.fileHashes;
-      badPath = builtins.filter (e: !(isRepoPath e.path)) entries;
+      badPath = builtins.filter (e: !(repopath.isRepoPath e.path)) entries;
       badHash = builtins.filter (e: !(naming.isSriHash e.hash)) entries;
-      paths = map (e: e.path) entries;
-      missing = builtins.filter (r: !(builtins.elem r paths)) cfg.validation.requiredFiles;
+      missing = builtins.filter (r: !(hf.fileHashes ? ${r})) cfg.validation.requiredFiles;
     in
     if badPath != [ ] then
-      fail cfg "source.huggingface.fileHashes: \"${(builtins.head badPath).path}\" is not a file path from the repo root (no leading or trailing \"/\", no empty, \".\" or \"..\" segments)."
+      let
+        p = (builtins.head badPath).path;
+      in
+      fail cfg "source.huggingface.fileHashes: the file path ${repopath.shown p} ${repopath.repoPathError p}: not a repo file path (\"/\"-separated segments from the repo root, none empty, \".\" or \"..\", at most 255 bytes, UTF-8 without control characters, the name not ending in \".drv\")."
     else if badHash != [ ] then
       let
         e = builtins.head badHash;
@@ -94,40 +85,47 @@ let
 
   # One file: a fixed-output fetchurl named after the file's base name, so
   # that its store path follows only the name and the bytes.
+  #   common: the arguments every file of the model shares (fetchArgs).
+  #   urlOf: fileUrl of the model's source.huggingface.
   fetchHubFile =
-    pkgs: cfg: e:
+    pkgs: common: urlOf: e:
     pkgs.fetchurl (
-      {
+      common
+      // {
         name = storeSafe (builtins.baseNameOf e.path);
-        url = fileUrl cfg.source.huggingface e.path;
+        url = urlOf e.path;
         inherit (e) hash;
       }
-      // networkCurlOpts cfg
-      // bearerAuth cfg
     );
+
+  # Curl options and the bearer header, the same for every file of a model:
+  # computed (and the token's transport checked) once.
+  fetchArgs =
+    cfg:
+    networkCurlOpts cfg
+    // bearerAuth cfg "source.huggingface.endpoint" [ cfg.source.huggingface.endpoint ];
 
   # A model's options -> { drv (the snapshot directory); extra (passthru) }.
   fetchHubFiles =
     pkgs: cfg:
     let
       hf = cfg.source.huggingface;
-      fetched = map (e: e // { drv = fetchHubFile pkgs cfg e; }) (pinnedFiles cfg);
-      dir = pkgs.linkFarm (huggingface.hfStoreName hf) (
-        map (f: {
-          name = f.path;
-          path = f.drv;
-        }) fetched
+      # path -> its fetchurl, one attribute set (linear). nixpkgs' linkFarm takes
+      # it as it is; given a list it folds the entries with `//`, a copy of the
+      # set per file: quadratic (bench/nix_eval.py).
+      common = fetchArgs cfg;
+      urlOf = fileUrl hf;
+      files = lib.listToAttrs (
+        map (e: {
+          name = e.path;
+          value = fetchHubFile pkgs common urlOf e;
+        }) (pinnedFiles cfg)
       );
     in
     {
-      drv = dir;
+      drv = pkgs.linkFarm (huggingface.hfStoreName hf) files;
       extra = {
-        files = lib.listToAttrs (
-          map (f: {
-            name = f.path;
-            value = f.drv;
-          }) fetched
-        );
+        inherit files;
       };
     };
 in

@@ -74,7 +74,10 @@ let
         }
         // sparseArgs hf
         // lib.optionalAttrs (cfg.validation.requiredFiles != [ ]) { postFetch = requiredFilesCheck cfg; }
-        // gitNetrc cfg "huggingface.co"
+        // gitNetrc cfg "huggingface.co" "source.huggingface.repo" (naming.hubGitUrl {
+          repoId = hf.repo;
+          inherit (hf) repoType;
+        })
       );
 
 in

@@ -85,9 +85,11 @@ let
 
       files = lib.imap0 checkOne raw;
       names = map (f: f.name) files;
-      dups = lib.unique (builtins.filter (x: lib.count (y: y == x) names > 1) names);
+      # groupBy, not a count per name: linear in the number of files.
+      dups = builtins.attrNames (lib.filterAttrs (_: xs: builtins.length xs > 1) (builtins.groupBy (x: x) names));
       mains = builtins.filter (f: f.main) files;
-      missing = builtins.filter (r: !(builtins.elem r names)) cfg.validation.requiredFiles;
+      byName = lib.genAttrs names (_: true);
+      missing = builtins.filter (r: !(byName ? ${r})) cfg.validation.requiredFiles;
     in
     if raw == [ ] then
       fail cfg "source.url has no files: set source.url.url = \"https://…\" (one file, hashed by the model's hash) or source.url.files = [ { url = \"https://…\"; hash = \"sha256-…\"; } … ]."
@@ -116,7 +118,7 @@ let
       // (if builtins.length f.urls == 1 then { url = builtins.head f.urls; } else { inherit (f) urls; })
       // f.hashArgs
       // networkCurlOpts cfg
-      // bearerAuth cfg
+      // bearerAuth cfg "source.url" f.urls
     );
 
   # Each file is its own fixed-output fetchurl (a flat hash: what the Hub
@@ -129,25 +131,22 @@ let
     pkgs: cfg:
     let
       checked = urlFiles cfg;
-      fetched = map (f: f // { drv = fetchUrlFile pkgs cfg f; }) checked.files;
-      dir = pkgs.linkFarm (storeSafe "url-${cfg.name}") (
+      # name -> its fetchurl (names are unique, checked above): an attribute
+      # set for linkFarm, which folds a list with `//` (quadratic).
+      files = lib.listToAttrs (
         map (f: {
           inherit (f) name;
-          path = f.drv;
-        }) fetched
+          value = fetchUrlFile pkgs cfg f;
+        }) checked.files
       );
+      dir = pkgs.linkFarm (storeSafe "url-${cfg.name}") files;
     in
     {
       drv = dir;
       extra = {
         file = "${dir}/${checked.main.name}";
         mainFile = checked.main.name;
-        files = lib.listToAttrs (
-          map (f: {
-            inherit (f) name;
-            value = f.drv;
-          }) fetched
-        );
+        inherit files;
       };
     };
 

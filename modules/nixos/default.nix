@@ -115,7 +115,10 @@ in
         description = ''
           File with a Hub token (seed 000). It is the default
           `auth.tokenFile` of every model with a `source.huggingface` that sets
-          neither `auth.tokenFile` nor `auth.tokenEnvVar`, so gated and private
+          neither `auth.tokenFile` nor `auth.tokenEnvVar` and fetches from the
+          Hub (`source.huggingface.endpoint` = `https://huggingface.co`; another
+          endpoint only with the model's `auth.moduleTokenForEndpoint = true`),
+          so gated and private
           repos fetch at build time (the build users must be able to read it,
           and with the sandbox on it must be in `nix.settings.extra-sandbox-paths`).
           It is also exported as `HF_TOKEN_PATH` in

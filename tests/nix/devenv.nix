@@ -79,6 +79,8 @@ in
       builtins.filter (d: lib.hasInfix "/modules/devenv" (toString d.file)) eval.options.packages.definitionsWithLocations
     )
   );
+  # What a test's module puts in its own option `probe` (null: none).
+  probe = cfg.probe or null;
   failedAssertions = map (a: a.message) (
     builtins.filter (a: !a.assertion && lib.hasInfix "model-repo" a.message) cfg.assertions
   );

@@ -89,6 +89,8 @@ in
   sessionVariables = lib.filterAttrs (
     n: _: lib.hasPrefix "MODEL_REPO_" n || lib.hasPrefix "HF_" n || n == "TRANSFORMERS_OFFLINE"
   ) cfg.home.sessionVariables;
+  # What a test's module puts in its own option `probe` (null: none).
+  probe = cfg.probe or null;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
   warnings = builtins.filter (w: lib.hasInfix "model-repo" w) cfg.warnings;
   manifest = cfg.programs.model-repo.manifest;

@@ -118,6 +118,8 @@ in
   groups = builtins.attrNames cfg.users.groups;
   users = lib.mapAttrs (_: u: { extraGroups = u.extraGroups or [ ]; group = u.group or null; }) cfg.users.users;
   tmpfiles = cfg.systemd.tmpfiles.rules;
+  # What a test's module puts in its own option `probe` (null: none).
+  probe = cfg.probe or null;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) cfg.assertions);
   warnings = cfg.warnings;
   environment = cfg.services.model-repo.environment;
@@ -128,5 +130,9 @@ in
   tokenFiles = lib.mapAttrs (_: m: m.auth.tokenFile) cfg.services.model-repo.models;
   fetchArgs = lib.mapAttrs (
     _: p: builtins.removeAttrs (p.fetchArgs or { }) [ "passthru" ]
+  ) cfg.services.model-repo.modelPaths;
+  # Per-file models: each file's fetchurl netrcPhase (null: no token sent).
+  fileNetrc = lib.mapAttrs (
+    _: p: lib.mapAttrs (_: f: f.fetchArgs.netrcPhase or null) (p.files or { })
   ) cfg.services.model-repo.modelPaths;
 }

@@ -47,11 +47,11 @@ let
     }
     // extra;
 
-  fetched =
-    kind: args: url:
+  fetched = kind: args: url: fetchedNamed kind args url (args.name or "source");
+  fetchedNamed =
+    kind: args: url: name:
     let
       p = fetchResults.${url} or null;
-      name = args.name or "source";
     in
     if p == null then
       fakeDrv name (builtins.toJSON (builtins.removeAttrs args [ "netrcPhase" "postFetch" ])) {
@@ -68,6 +68,42 @@ let
         fetcher = kind;
         fetchArgs = args;
       };
+  # runCommand as nixpkgs' (pkgs/build-support/trivial-builders: runCommandWith
+  # over stdenvNoCC.mkDerivation): the script is `buildCommand`, passed as a file
+  # (passAsFile, so a long script is no argument of the builder), run with
+  # `set -eu` as stdenv's setup does; env's attributes go to the derivation,
+  # its passthru to the result. A real derivation over the host's /bin/sh (no
+  # stdenv): used to build lib.buildCache, linkFarm and the s3 fetcher with
+  # Debian's nix-build. nativeBuildInputs are put on PATH as stdenv would.
+  # Records its arguments as `runCommandArgs`.
+  runCommand =
+    name: env: script:
+    derivation (
+      {
+        inherit name system;
+        builder = "/bin/sh";
+        args = [
+          "-c"
+          "set -eu; . \"$buildCommandPath\""
+        ];
+        buildCommand = script;
+        PATH = lib.concatMapStrings (p: "${p}/bin:") (env.nativeBuildInputs or [ ]) + "/bin:/usr/bin";
+      }
+      // builtins.removeAttrs env [
+        "passthru"
+        "passAsFile"
+      ]
+      // {
+        passAsFile = [ "buildCommand" ] ++ (env.passAsFile or [ ]);
+      }
+    )
+    // (env.passthru or { })
+    // {
+      runCommandArgs = {
+        inherit name env script;
+      };
+    };
+
 in
 {
   inherit lib system;
@@ -123,7 +159,47 @@ in
 
   fetchgit = args: fetched "fetchgit" args args.url;
 
-  fetchurl = args: fetched "fetchurl" args (args.url or (builtins.head args.urls));
+  # nixpkgs' fetchurl (pkgs/build-support/fetchurl/default.nix) as far as its
+  # arguments go: exactly one of url and urls, at most one hash, the name
+  # pname-version, else name, else the base name of the first URL; the name is a
+  # derivation's, checked as Nix checks it (no ".drv" ending, store path
+  # characters, length); passthru url and resolvedUrl.
+  fetchurl =
+    args:
+    let
+      url = args.url or "";
+      urls = args.urls or [ ];
+      urls' =
+        if urls != [ ] && url == "" then
+          urls
+        else if urls == [ ] && url != "" then
+          [ url ]
+        else
+          throw "fetchurl requires either `url` or `urls` to be set";
+      hashes = builtins.filter (h: h != "") (
+        map (n: args.${n} or "") [ "hash" "outputHash" "sha1" "sha256" "sha512" ]
+      );
+      name =
+        if args.pname or null != null && args.version or null != null then
+          "${args.pname}-${args.version}"
+        else if args.name or null != null then
+          args.name
+        else
+          baseNameOf (toString (builtins.head urls'));
+      # Nix's own checks of a derivation name, by a derivation of that name.
+      checked = builtins.seq (derivation {
+        inherit name system;
+        builder = "/bin/sh";
+      }).drvPath name;
+    in
+    if builtins.length hashes > 1 then
+      throw "multiple hashes passed to fetchurl"
+    else
+      fetchedNamed "fetchurl" args (builtins.head urls') checked
+      // {
+        inherit url;
+        resolvedUrl = url;
+      };
 
   awscli2 =
     if awscliPath != null then
@@ -136,66 +212,48 @@ in
       fakeDrv "awscli2-2.22.0" "awscli2" { meta.mainProgram = "aws"; };
   cacert = fakeDrv "nss-cacert-3.107" "cacert" { };
 
-  # Real runCommand over the host's /bin/sh (no stdenv): used to build
-  # lib.buildCache, linkFarm and the s3 fetcher with Debian's nix-build.
-  # nativeBuildInputs are put on PATH as stdenv would.
-  runCommand =
-    name: env: script:
-    derivation (
-      {
-        inherit name system;
-        builder = "/bin/sh";
-        args = [
-          "-c"
-          script
-        ];
-        PATH = lib.concatMapStrings (p: "${p}/bin:") (env.nativeBuildInputs or [ ]) + "/bin:/usr/bin";
-      }
-      // builtins.removeAttrs env [ "passthru" ]
-    )
-    // (env.passthru or { })
-    // {
-      runCommandArgs = {
-        inherit name env script;
-      };
-    };
+  inherit runCommand;
 
-  # Same layout as nixpkgs' linkFarm: <out>/<name> -> <path>, "/" in names
-  # makes directories. Takes a list of { name; path; } or an attrset.
+  # nixpkgs' linkFarm (pkgs/build-support/trivial-builders/default.nix), the same
+  # code: entries are an attribute set name -> path, or a list of { name; path; }
+  # folded into one with `//` (last wins for a repeated name; quadratic, as
+  # nixpkgs'), anything else throws; `--` before every name given to dirname and
+  # ln (names may start with "-"); passthru.entries is the attribute set.
+  # Records its arguments as `linkFarmArgs` (entries as a list by name).
   linkFarm =
     name: entries:
     let
-      list =
-        if builtins.isList entries then
+      entries' =
+        if (lib.isAttrs entries) then
           entries
+        else if (lib.isList entries) then
+          lib.foldl (a: b: a // { "${b.name}" = b.path; }) { } entries
         else
-          lib.mapAttrsToList (n: p: {
-            name = n;
-            path = p;
-          }) entries;
+          throw "linkFarm entries must be either attrs or a list!";
+
+      linkCommands = lib.mapAttrsToList (name: path: ''
+        mkdir -p -- "$(dirname -- ${lib.escapeShellArg "${name}"})"
+        ln -s -- ${lib.escapeShellArg "${path}"} ${lib.escapeShellArg "${name}"}
+      '') entries';
     in
-    (derivation {
-      inherit name system;
-      builder = "/bin/sh";
-      PATH = "/bin:/usr/bin";
-      args = [
-        "-c"
-        (
-          "set -eu; mkdir -p $out; cd $out\n"
-          + lib.concatMapStrings (e: ''
-            mkdir -p "$(dirname ${lib.escapeShellArg e.name})"
-            ln -s ${lib.escapeShellArg "${e.path}"} ${lib.escapeShellArg e.name}
-          '') list
-        )
-      ];
-    })
+    runCommand name
+      {
+        preferLocalBuild = true;
+        allowSubstitutes = false;
+        passthru.entries = entries';
+      }
+      ''
+        mkdir -p $out
+        cd $out
+        ${lib.concatStrings linkCommands}
+      ''
     // {
       linkFarmArgs = {
         inherit name;
-        entries = map (e: {
-          inherit (e) name;
-          path = "${e.path}";
-        }) list;
+        entries = lib.mapAttrsToList (n: p: {
+          name = n;
+          path = "${p}";
+        }) entries';
       };
     };
 }

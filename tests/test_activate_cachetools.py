@@ -1,0 +1,205 @@
+"""The user's own cache tools against what the activator linked (issue 13, findings 5, 6).
+
+huggingface_hub's ``hf cache rm`` (a repo, a revision or one file), ``hf cache prune`` and
+``scan_cache_dir().delete_revisions(...).execute()`` run for real, as root, against real
+store paths: they may remove what the activator linked (it is linked again on the next
+run), but never change a store path, never delete the user's own download while the
+activator holds its ref, and never make the activator forget the ref it must give back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COMMIT_A, TINY_BERT_REPO, Workspace, manifest, model
+
+REPO = "models--model-repo-example--tiny-bert"
+USER_COMMIT = "c" * 40
+
+
+def hf(*args: str, hub: Path) -> subprocess.CompletedProcess:
+    """Run huggingface_hub's own ``hf`` command line (the installed one) on ``hub``."""
+    exe = Path(sys.executable).parent / "hf"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c",
+                                          "import sys; from huggingface_hub.cli.hf import main; "
+                                          "sys.argv[0] = 'hf'; sys.exit(main())"]
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
+    res = subprocess.run([*cmd, "cache", *args, "--cache-dir", str(hub), "--yes"],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res
+
+
+def user_download(hub: Path, commit: str = USER_COMMIT) -> Path:
+    """What huggingface_hub leaves after the user's own download of ``commit``: a blob,
+    a snapshot dir whose file links to it, and ``refs/main`` naming the commit."""
+    repo = hub / REPO
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    blob = repo / "blobs" / ("e" * 40)
+    blob.write_text('{"user": true}')
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (snap / "config.json").symlink_to(f"../../blobs/{blob.name}")
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snap
+
+
+def test_prune_keeps_the_users_revision_while_we_hold_their_ref(ws: Workspace,
+                                                                 tiny_bert_store_path: str) -> None:
+    """While the activator holds the user's refs/main, the user's revision is still named
+    by a ref huggingface_hub counts: `hf cache prune` leaves their download alone, and the
+    drop gives their ref back."""
+    snap = user_download(ws.hub)
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(data).code == 0
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+    hf("prune", hub=ws.hub)
+    assert (snap / "config.json").read_text() == '{"user": true}'
+    assert ws.activate(data).code == 0
+    assert ws.activate(manifest({})).code == 0
+    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
+                  for p in (ws.hub / REPO / "refs").rglob("*"))
+    assert refs == ["main"]
+    assert (snap / "config.json").read_text() == '{"user": true}'
+
+
+def delete_revisions(hub: Path, *commits: str) -> None:
+    """huggingface_hub's API: ``scan_cache_dir(hub).delete_revisions(...).execute()``, in a
+    process of its own (as a user's script would run it)."""
+    code = ("import sys; from huggingface_hub import scan_cache_dir; "
+            "scan_cache_dir(sys.argv[1]).delete_revisions(*sys.argv[2:]).execute()")
+    res = subprocess.run([sys.executable, "-c", code, str(hub), *commits],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("how", ["hf cache rm", "delete_revisions"])
+def test_the_users_ref_survives_rm_of_our_revision(ws: Workspace, tiny_bert_store_path: str,
+                                                   how: str) -> None:
+    """`hf cache rm <our commit>` (or delete_revisions) removes our snapshot link and
+    refs/main; the next run links them again and still gives the user's ref back when
+    the model is dropped."""
+    snap = user_download(ws.hub)
+    data = manifest({"m": model(tiny_bert_store_path)})
+    assert ws.activate(data).code == 0
+    if how == "hf cache rm":
+        hf("rm", COMMIT_A, hub=ws.hub)
+    else:
+        delete_revisions(ws.hub, COMMIT_A)
+    assert not (ws.hub / REPO / "snapshots" / COMMIT_A).exists()
+    assert not (ws.hub / REPO / "refs" / "main").exists()
+    res = ws.activate(data)
+    assert res.code == 0, res.stderr
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
+    assert ws.activate(manifest({})).code == 0
+    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    assert (snap / "config.json").read_text() == '{"user": true}'
+    assert sorted(p.name for p in (ws.hub / REPO / "snapshots").iterdir()) == [USER_COMMIT]
+
+
+def _fresh_store_path(tmp_path: Path, files: dict[str, str]) -> tuple[Path, str]:
+    """A store path of its own (random content): a test may damage it, then deletes it."""
+    from conftest import nix_store_add
+
+    d = tmp_path / "own-model"
+    for rel, text in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+    (d / "nonce.txt").write_text(os.urandom(8).hex())
+    return d, nix_store_add(d)
+
+
+def _delete_store_path(d: Path, store: str) -> None:
+    import conftest
+
+    conftest._added.pop(str(d), None)
+    subprocess.run(["nix-store", "--delete", store], capture_output=True)
+
+
+def test_status_says_a_store_path_was_damaged(ws: Workspace, tmp_path: Path) -> None:
+    """A store path changed after Nix made it (here: `hf cache rm hf://…/FILE` run as
+    root through a snapshot linked whole into a writable store) is reported by `status` as damaged (exit 1), with the way to check and repair it."""
+    d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
+    try:
+        data = manifest({"x": model(store, repo_id="org/x")})
+        assert ws.activate(data).code == 0
+        res = ws.run("status", "--state-dir", str(ws.state))
+        assert res.code == 0 and "damaged" not in res.stdout, res.stdout
+        hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+        if os.path.exists(os.path.join(store, "config.json")):
+            pytest.skip("the snapshot is not linked whole into a store this user can write: "
+                        "nothing to damage (run as root on a writable /nix/store)")
+        assert subprocess.run(["nix-store", "--verify-path", store],
+                              capture_output=True).returncode != 0
+        res = ws.run("status", "--state-dir", str(ws.state))
+        assert res.code == 1, res.stdout
+        assert "damaged" in res.stdout and "was changed after Nix made it" in res.stdout
+        assert f"nix-store --verify-path {store}" in res.stdout
+        res = ws.run("status", "--state-dir", str(ws.state), "--json")
+        (entry,) = [e for p in json.loads(res.stdout) for e in p["entries"]
+                    if e["kind"] in ("snapshot", "tree")]
+        assert entry["status"] == "damaged"
+    finally:
+        _delete_store_path(d, store)
+
+
+def test_cache_tools_never_change_a_partial_snapshots_store_path(ws: Workspace,
+                                                                 tmp_path: Path) -> None:
+    """A snapshot linked file by file: `hf cache rm` of a file, `delete_revisions` of the
+    revision and `hf cache prune`, as root, remove our links at most; the store path stays
+    as Nix made it (nix-store --verify-path), and the next run links it again."""
+    d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
+    try:
+        data = manifest({"x": model(store, repo_id="org/x", partial=True)})
+        snap = ws.hub / "models--org--x" / "snapshots" / COMMIT_A
+        for tool in ("rm file", "delete_revisions", "prune"):
+            assert ws.activate(data).code == 0, tool
+            if tool == "rm file":
+                hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+                assert not (snap / "config.json").exists()
+            elif tool == "delete_revisions":
+                delete_revisions(ws.hub, COMMIT_A)
+                assert not snap.exists()
+            else:
+                hf("prune", hub=ws.hub)
+            verify = subprocess.run(["nix-store", "--verify-path", store], capture_output=True,
+                                    text=True)
+            assert verify.returncode == 0, (tool, verify.stderr)
+            assert os.path.exists(os.path.join(store, "config.json")), tool
+        res = ws.activate(data)
+        assert res.code == 0, res.stderr
+        assert (snap / "config.json").read_text() == "{}"
+        assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+    finally:
+        _delete_store_path(d, store)
+
+
+def test_activation_blocks_a_damaged_store_path(ws: Workspace, tmp_path: Path) -> None:
+    """After `hf cache rm hf://…/FILE` through a whole link as root deleted a store file,
+    the next activation (the repeat of the same manifest too) does not say ok: the model
+    is blocked (exit 1, no offline variables) with the way to check and repair it."""
+    d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
+    try:
+        data = manifest({"x": model(store, repo_id="org/x")})
+        assert ws.activate(data).code == 0
+        hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+        if os.path.exists(os.path.join(store, "config.json")):
+            pytest.skip("the snapshot is not linked whole into a store this user can write: "
+                        "nothing to damage (run as root on a writable /nix/store)")
+        path = ws.root / "manifest.json"  # the same file: the repeat path is tried first
+        res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                     "--state-dir", str(ws.state), "--format", "json")
+        assert res.code == 1, res.stderr
+        assert "damaged" in res.stderr and f"nix-store --verify-path {store}" in res.stderr
+        assert "HF_HUB_OFFLINE" not in res.env() and res.env()["MODEL_REPO_X"] == store
+    finally:
+        _delete_store_path(d, store)
