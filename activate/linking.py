@@ -341,7 +341,9 @@ class _FolderPlan:
                 # A snapshot changing form: what is there may still be the old form.
                 other = rec.other_kind or next(
                     (k for k in before.forms() if k != rec.kind), None)
-                stamps = {t for r in (before, rec) if r.stamp for t in r.stamp.split(",")}
+                # A write without a stamp (none given) is judged by its value alone.
+                stamps = {t for r in (before, rec) if r.stamp for t in r.stamp.split(",")
+                          } if rec.stamp or not rec.created else set()
                 rec = replace(rec, owned=tuple(sorted(owned)),  # type: ignore[arg-type]
                               other_kind=other, stamp=",".join(sorted(stamps)) or None)
             merged[rel] = rec
@@ -698,8 +700,10 @@ class _FolderPlan:
                     r.kind == "dir" and r.created for _, r in self.others_at.get(sub, ())))
         entry = self.fs.lstat(kept)
         if entry.kind == "missing":
-            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING))
-            self.records[kept] = Record(kept, "ref", previous, created=True)
+            stamp = _new_stamp()
+            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING,
+                                       stamp=stamp))
+            self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
             return
         content = _read_ref(self.fs, kept) if entry.kind == "file" else None
         if content != previous:
