@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from . import state as statemod
 from .envout import environment
 from .hubfs import Changed, HubFS, HubRoot, UnsafePath, open_hub
-from .linking import Action, Plan, Problem, Want, apply, plan
+from .linking import Action, Plan, Problem, Want, apply, plan, stamp_refs
 from .log import Log
 from .noop import remove_receipts
 
@@ -543,8 +543,10 @@ def _converge(
                                            hub_id=root.identity))
     skipped: list[Action] = []
     failed = apply(fs, result.actions, skipped)
+    refused = {id(a) for a, _ in failed} | {id(a) for a in skipped}
+    written = {a.path for a in result.actions if a.op == "ref" and id(a) not in refused}
     if not failed:
-        return result, failed, result.records
+        return result, failed, stamp_refs(fs, result.records, written)
     # Keep the intent (it owns everything this run may have made), except where a write
     # certainly did not happen (refused or skipped): there, what was known before the
     # run. A record claiming a value never written would let this profile later take
@@ -552,7 +554,7 @@ def _converge(
     undone = {a.path for a, _ in failed} | {a.path for a in skipped}
     before = {r.path: r for r in old.records}
     kept = [before.get(r.path) if r.path in undone else r for r in result.intent]
-    return result, failed, [r for r in kept if r is not None]
+    return result, failed, stamp_refs(fs, [r for r in kept if r is not None], written)
 
 
 def _disown(state_dir: str, key: str, disowned: list[tuple[str, str]],

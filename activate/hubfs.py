@@ -411,16 +411,18 @@ class HubFS:
 
         self._atomic(rel, temp_dir, make, expect)
 
-    def create_file(self, rel: str, content: bytes, temp_dir: str) -> None:
+    def create_file(self, rel: str, content: bytes, temp_dir: str,
+                    mtime_ns: int | None = None) -> None:
         """Make regular file ``rel`` holding exactly ``content`` where nothing is: written
         under a temporary name, then hard-linked onto ``rel`` (``link`` never replaces:
-        something that appeared meanwhile raises :class:`Changed`)."""
+        something that appeared meanwhile raises :class:`Changed`). ``mtime_ns``: the
+        modification time it has from the start (it marks the file as ours)."""
         parent, name = _split(rel)
         tmp = self._temp_name()
         tfd = self.dir_fd(temp_dir)
         pfd = self.dir_fd(parent)
         self._hook(f"create {temp_dir}/{tmp}")
-        self._write_new(tfd, tmp, content)
+        self._write_new(tfd, tmp, content, mtime_ns)
         try:
             self._hook(f"link onto {rel}")
             try:
@@ -442,30 +444,24 @@ class HubFS:
                 pass
 
     @staticmethod
-    def _write_new(dfd: int, name: str, content: bytes) -> None:
+    def _write_new(dfd: int, name: str, content: bytes, mtime_ns: int | None = None) -> None:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o666, dir_fd=dfd)
         try:
             os.write(fd, content)
+            if mtime_ns is not None:
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
 
     def replace_file(self, rel: str, content: bytes, temp_dir: str,
-                     expect: tuple[str, str | None] | None = None) -> None:
+                     expect: tuple[str, str | None] | None = None,
+                     mtime_ns: int | None = None) -> None:
         """Atomically make ``rel`` a regular file holding exactly ``content``; ``expect``
-        as for :meth:`replace_symlink`."""
+        as for :meth:`replace_symlink`, ``mtime_ns`` as for :meth:`create_file`."""
 
         def make(tfd: int, tmp: str) -> None:
-            fd = os.open(
-                tmp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o666,
-                dir_fd=tfd,
-            )
-            try:
-                os.write(fd, content)
-            finally:
-                os.close(fd)
+            self._write_new(tfd, tmp, content, mtime_ns)
 
         self._atomic(rel, temp_dir, make, expect)
 

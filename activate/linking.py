@@ -15,6 +15,12 @@ actions; nothing is written until :func:`apply`. Rules:
   (compare, then rename): a concurrent writer's change is left alone and reported;
 - a partial store path (``partial``) is linked file by file (:mod:`activate.tree`), so
   huggingface_hub never writes into the store through it;
+- a snapshot serves a model only when every file of its store path opens through it: a
+  folder we did not make is never changed (the model is blocked unless it is complete),
+  a partial snapshot other profiles of the state dir use gets what we lack, and what our
+  removals take from it is linked again for them;
+- a record survives its own change: a snapshot changing form (link <-> tree) is ours in
+  either form meanwhile, and a ref is ours only while it is the file we wrote (its stamp);
 - while we hold a user's ref, ``refs/model-repo-kept/<ref>`` names their revision, so
   ``hf cache prune`` does not take it for detached (:meth:`_FolderPlan.keep_previous`).
 """
@@ -22,6 +28,7 @@ actions; nothing is written until :func:`apply`. Rules:
 from __future__ import annotations
 
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -80,6 +87,12 @@ class Action:
     temp: str | None = None
     expect: Expect | None = None
     stale: tuple[str, ...] = ()
+    #: For ``tree``, ``trim`` and ``untree``: store paths other profiles want this partial
+    #: snapshot to serve; their files left missing by our removals are linked again.
+    fill: tuple[str, ...] = ()
+    #: For ``ref``: the modification time (ns, as text) the written file is given, which
+    #: marks it as ours (:attr:`Record.stamp`).
+    stamp: str | None = None
 
     def describe(self) -> str:
         return f"{self.op} {self.path}" + (f" -> {self.value}" if self.value else "")
@@ -173,13 +186,19 @@ class _FolderPlan:
                 return profile
         return None
 
-    def observe(self, rel: str, value: str | None) -> None:
-        """``rel`` holds ``value`` now: another profile whose record says it made ``rel``
-        but owns no such value has lost it (its own next run would conclude the same);
-        its claim must not come back to life when someone writes its old value again."""
-        for profile, rec in self.others_at.get(rel, ()):
-            if rec.kind in ("ref", "snapshot") and rec.created and not rec.owns(value):
+    def observe(self, rel: str, value: str | None, kind: str = "") -> None:
+        """``rel`` holds ``value`` now (a ``kind`` entry): another profile whose record
+        says it made ``rel`` but owns no such value has lost it (its own next run would
+        conclude the same); its claim must not come back to life when someone writes its
+        old value again. A directory is not a lost claim of a record that may be a tree."""
+        others = self.others_at.get(rel) or []
+        for i, (profile, rec) in enumerate(others):
+            if rec.kind in ("ref", "snapshot") and rec.created and not rec.owns(value) \
+                    and not (kind == "dir" and "tree" in rec.forms()):
                 self.out.disowned.append((profile, rel))
+                # Dead for this plan too: nothing is kept or filled in for it.
+                others[i] = (profile, Record(rel, rec.kind, rec.value,
+                                             named_before=rec.named_before))
 
     def keep_for(self, owner: str, rec: Record) -> None:
         """``owner`` still wants what ``rec`` made. If it owns it too, it undoes it when
@@ -187,11 +206,12 @@ class _FolderPlan:
         partial snapshot to store paths the owner does not want (ours, from earlier runs)
         are removed now: nobody else would."""
         self.out.notes.append(f"keeping {rec.path}: profile {owner!r} wants it too")
-        if rec.kind == "tree":
+        if "tree" in rec.forms() and self.fs.lstat(rec.path).kind == "dir":
             wanted = {r.value for _, r in self.others_at.get(rec.path, ())}
             stale = tuple(sorted(v for v in {rec.value, *rec.owned} if v and v not in wanted))
             if stale:
-                self.actions.append(Action("trim", rec.path, rec.value, stale=stale))
+                self.actions.append(Action("trim", rec.path, rec.value, stale=stale,
+                                           fill=self.tree_fill(rec.path, rec.value)))
         if not any(r.created and r.kind != "dir" for _, r in self.others_at.get(rec.path, ())):
             self.records[rec.path] = rec
 
@@ -211,9 +231,76 @@ class _FolderPlan:
                 return rec
         return None
 
+    def check_stamp(self, rel: str, stamp: str | None) -> None:
+        """The ref file ``rel`` now has ``stamp``: a record (ours or another profile's)
+        that wrote it with another stamp has lost it to someone else's write, even if the
+        value is the same again; its claim is dead (the other profile's in its state too)."""
+        rec = self.old.get(rel)
+        if rec is not None and rec.kind == "ref" and rec.stamp and stamp not in rec.stamp.split(","):
+            self.old[rel] = Record(rel, "ref", rec.value, named_before=rec.named_before)
+        others = self.others_at.get(rel)
+        if others:
+            for i, (profile, r) in enumerate(others):
+                if r.kind == "ref" and r.stamp and stamp not in r.stamp.split(","):
+                    others[i] = (profile, Record(rel, "ref", r.value))
+                    if r.created:
+                        self.out.disowned.append((profile, rel))
+
     def mine(self, rel: str, kind: str) -> Record | None:
         rec = self.old.get(rel)
         return rec if rec is not None and rec.kind == kind else None
+
+    def mine_in_form(self, rel: str, kind: str) -> Record | None:
+        """Our record of the snapshot ``rel`` when an entry of ``kind`` (``snapshot``: a
+        link, ``tree``: a directory) there may be ours: a record of that kind, or of the
+        other form while a change of form is under way (:attr:`Record.other_kind`)."""
+        rec = self.old.get(rel)
+        return rec if rec is not None and kind in rec.forms() else None
+
+    def co_trees(self, rel: str) -> list[Record]:
+        """Other profiles' records (this state dir) of a partial snapshot at ``rel`` that
+        they made (or help to make): a directory there is theirs as well."""
+        return [r for _, r in self.others_at.get(rel, ()) if "tree" in r.forms()]
+
+    def tree_fill(self, rel: str, mine: str | None) -> tuple[str, ...]:
+        """The store paths other profiles want the partial snapshot ``rel`` to serve
+        (not ``mine``): what our removals there must leave served."""
+        return tuple(sorted({r.value for r in self.co_trees(rel) if r.value} - {mine, None}))
+
+    def model_repo_tree(self, rel: str, known: Iterable[str] = ()) -> bool:
+        """True when directory ``rel`` is a partial snapshot of some model-repo profile
+        (of another state dir, whose records we cannot read): it holds a link to one of
+        model-repo's blob links (``blobs/model-repo-…``), which no download makes, into
+        a store path not among ``known`` (the ones this state dir's profiles link)."""
+        known = tuple(k + "/" for k in known if k)
+        for file_rel, kind in self.fs.walk_files(rel):
+            if kind == "link":
+                link = self.fs.lstat(file_rel).target or ""
+                blob = link.rsplit("/", 1)[-1]
+                if link.startswith("../") and blob.startswith(treemod.BLOB_PREFIX) \
+                        and "/blobs/" in link:
+                    if not known:
+                        return True
+                    into = self.fs.lstat(f"{self.folder}/blobs/{blob}").target or ""
+                    if into and not into.startswith(known):
+                        return True
+        return False
+
+    def unserved(self, rel: str, target: str) -> list[str]:
+        """The files of store path ``target`` that the snapshot directory ``rel`` does not
+        serve (each must open as a regular file through it, whoever linked it); raises
+        OSError when the store path cannot be listed."""
+        return [f for f in treemod.store_files(target) if not _serves(self.fs, f"{rel}/{f}")]
+
+    def others_in_tree(self, rel: str, values: Iterable[str]) -> bool:
+        """True when our tree ``rel`` holds anything but our links into ``values`` (a file
+        a download added, another profile's links): it cannot become a whole link."""
+        values = tuple(v for v in values if v)
+        for file_rel, kind in self.fs.walk_files(rel):
+            if kind != "link" or _our_blob(self.fs, self.folder, self.fs.lstat(file_rel),
+                                           values) is None:
+                return True
+        return False
 
     def run(self, wants: list[Want]) -> None:
         folder = self.folder
@@ -229,6 +316,7 @@ class _FolderPlan:
                 for rel, kind in self.fs.walk_files(f"{folder}/refs"):
                     if kind == "file":
                         self.disk_refs[rel] = _read_ref(self.fs, rel)
+                        self.check_stamp(rel, ref_stamp(self.fs, rel))
             if wants and self.ensure_dir(folder, names) and self.ensure_dir(f"{folder}/snapshots", names):
                 self.link(wants)
             self.prune()
@@ -250,7 +338,14 @@ class _FolderPlan:
             before = self.old.get(rel)
             if before and before.created and rec.created:
                 owned = {before.value, *before.owned, *rec.owned} - {rec.value, None}
-                rec = replace(rec, owned=tuple(sorted(owned)))  # type: ignore[arg-type]
+                # A snapshot changing form: what is there may still be the old form.
+                other = rec.other_kind or next(
+                    (k for k in before.forms() if k != rec.kind), None)
+                # A write without a stamp (none given) is judged by its value alone.
+                stamps = {t for r in (before, rec) if r.stamp for t in r.stamp.split(",")
+                          } if rec.stamp or not rec.created else set()
+                rec = replace(rec, owned=tuple(sorted(owned)),  # type: ignore[arg-type]
+                              other_kind=other, stamp=",".join(sorted(stamps)) or None)
             merged[rel] = rec
         self.out.intent.extend(merged.values())
 
@@ -292,36 +387,78 @@ class _FolderPlan:
             return
         for ref, (commit, target, names) in sorted(ref_targets.items()):
             parts = ref.split("/")
-            if all(self.ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
+            if all(not self.nested_ref(f"{folder}/refs/" + "/".join(parts[:i]), ref, target,
+                                       names, "file")
+                   and self.ensure_dir(f"{folder}/refs/" + "/".join(parts[:i]), names)
                    for i in range(1, len(parts))):
                 self.ref(f"{folder}/refs/{ref}", commit, target, names)
 
+    def nested_ref(self, rel: str, ref: str, target: str, names: list[str], found: str) -> bool:
+        """Block ``names`` and return True when another model-repo profile holds a ref
+        at ``rel`` or inside it, in the way of our ``ref`` (``main`` vs ``main/x``: a ref
+        is a file, so it cannot be a folder of refs too). The message names that profile:
+        the ref is not the user's to move away. Only a ``found`` entry (``file`` where our
+        ref needs a folder, ``dir`` where it needs a file) is checked."""
+        entry = self.fs.lstat(rel)
+        if entry.kind != found:
+            return False
+        holder = None
+        for path, recs in self.others_at.items():
+            if path == rel or path.startswith(rel + "/"):
+                holder = next((f"profile {p!r} (its ref {path.split('/refs/', 1)[-1]!r})"
+                               for p, r in recs if r.kind == "ref"), None)
+                if holder:
+                    break
+        if holder is None:  # a profile of another state dir: its ref names its snapshot
+            files = [(rel, "file")] if entry.kind == "file" else self.fs.walk_files(rel)
+            for path, kind in files:
+                if kind == "file" and not path.split("/")[-1].startswith(TEMP_PREFIX):
+                    holder = self.foreign_holder(_read_ref(self.fs, path), target)
+                    if holder:
+                        break
+        if holder is None:
+            return False
+        self.block(names, rel, f"{holder} holds a ref where this profile's ref {ref!r} "
+                   "needs the other kind of entry: one repo cannot have both a ref and refs "
+                   "inside it (main and main/x)", "give this model another ref (refs = [ "
+                   "\"...\" ]) that does not nest with the other profile's; if that profile "
+                   f"is gone, deactivate it (or remove its ref: rm -r {self.full(rel)}) and "
+                   "activate again")
+        return True
+
     def snapshot(self, commit: str, target: str, partial: bool, names: list[str]) -> bool:
         """Plan ``snapshots/<commit>``: a link to ``target``, or for a ``partial`` store path
-        a directory of per-file links; True when it is (or will be) there."""
+        a directory of per-file links; True when it is (or will be) there and serves every
+        file of ``target``."""
         rel = f"{self.folder}/snapshots/{commit}"
         entry = self.fs.lstat(rel)
-        self.observe(rel, entry.target)
-        link_rec = self.mine(rel, "snapshot")
-        tree_rec = self.mine(rel, "tree")
-        our_link = link_rec is not None and link_rec.owns(entry.target)
-        our_tree = tree_rec is not None and tree_rec.created and entry.kind == "dir"
+        self.observe(rel, entry.target, entry.kind)
+        link_rec = self.mine_in_form(rel, "snapshot")
+        tree_rec = self.mine_in_form(rel, "tree")  # our tree's links may be there
+        our_link = link_rec is not None and entry.kind == "link" and link_rec.owns(entry.target)
+        our_tree = tree_rec is not None and entry.kind == "dir"
         if entry.kind == "dir" and not our_tree:
-            # A real snapshot directory for the same commit (a user's download, or another
-            # profile's partial snapshot) satisfies us.
-            co = self.co_own(rel, "tree", target) if partial else None
-            if co and not self.ensure_dir(f"{self.folder}/blobs", names):
-                return False
-            self.records[rel] = (replace(co, value=target, owned=()) if co else
-                                 Record(rel, "snapshot", target, created=False))
-            return True
+            return self.foreign_dir(rel, commit, target, names)
         if entry.kind == "link" and entry.target == target and not partial:
             co = None if our_link else self.co_own(rel, "snapshot", target)
+            if tree_rec is not None:
+                # A change from our tree was stopped: blob links it left go.
+                self.actions.append(Action("untree", rel, None, stale=self.tree_values(
+                    tree_rec, None)))
             self.records[rel] = Record(
                 rel, "snapshot", target, created=our_link or co is not None,
                 named_before=(link_rec if our_link else co).named_before  # type: ignore[union-attr]
                 if (our_link or co) else ())
             return self.store_ok(target, rel, names)
+        if our_link and entry.target != target:
+            holder = self.wanted_by_other(rel, entry.target)
+            if holder:  # ours together with a profile that still wants it as it is
+                self.block(names, rel, f"profile {holder!r} wants this revision linked to "
+                           f"{entry.target}; one revision cannot be two store paths (this "
+                           f"profile wants {target})", "pin the same store path as that "
+                           "profile (the same fetch), or set link = false for this model")
+                self.records[rel] = link_rec  # type: ignore[assignment]
+                return False
         if entry.kind not in ("missing", "dir") and not our_link:
             if entry.kind == "link" and entry.target == target:
                 # Someone else's whole link to this very store path: it serves, though a
@@ -333,49 +470,102 @@ class _FolderPlan:
                        "set link = false for this model")
             return False
         if not self.store_ok(target, rel, names):
-            for rec in (link_rec, tree_rec):
-                if rec:
-                    self.records[rel] = rec  # keep what we had; it is pruned or replaced later
+            if link_rec or tree_rec:
+                self.records[rel] = (link_rec or tree_rec)  # type: ignore[assignment]
             return False
         # Refs that already named this commit (pointing at nothing) do not hold our
         # snapshot once we no longer want it: the cache goes back to what it was.
         ours = link_rec if our_link else tree_rec if our_tree else None
         before = ours.named_before if ours else tuple(sorted(  # type: ignore[union-attr]
             p for p, c in self.disk_refs.items() if c == commit))
-        if partial:
-            # Our earlier tree here (even one already removed) may have left blob links.
-            return self.tree(rel, entry, target, our_link,
-                             tree_rec if tree_rec is not None and tree_rec.created else None,
-                             before, names)
+        if partial or (our_tree and (self.co_trees(rel) or self.others_in_tree(
+                rel, self.tree_values(tree_rec, None)))):  # type: ignore[arg-type]
+            # A partial model, or a whole one whose snapshot is a tree others use too
+            # (another profile's links, a download's files): file by file. Our earlier
+            # tree here (even one already removed) may have left blob links.
+            return self.tree(rel, entry, target, our_link, tree_rec, before, names)
         if our_tree:
             # Our partial snapshot of this commit becomes a whole link (two steps).
-            self.actions.append(Action("untree", rel, tree_rec.value, stale=tree_rec.owned))  # type: ignore[union-attr]
+            self.actions.append(Action("untree", rel, None, stale=self.tree_values(
+                tree_rec, None)))  # type: ignore[arg-type]
             self.actions.append(Action("link", rel, target, expect=MISSING))
         else:
+            if tree_rec is not None and entry.kind == "missing":
+                # A change from our tree was stopped after removing it: blob links remain.
+                self.actions.append(Action("untree", rel, None, stale=self.tree_values(
+                    tree_rec, None)))
             # A new link is one symlinkat (atomic by itself); ours is replaced by rename.
             self.actions.append(Action("link", rel, target, temp=self.folder if our_link else None,
                                        expect=_entry_value(entry)))
         self.records[rel] = Record(rel, "snapshot", target, created=True, named_before=before)
         return True
 
+    @staticmethod
+    def tree_values(rec: Record, keep: str | None) -> tuple[str, ...]:
+        """Every store path ``rec`` may have linked a tree of ours into, but ``keep``."""
+        return tuple(sorted({rec.value, *rec.owned} - {keep, None}))  # type: ignore[arg-type]
+
+    def foreign_dir(self, rel: str, commit: str, target: str, names: list[str]) -> bool:
+        """Plan the snapshot ``rel`` that is a directory we did not make: another
+        profile's partial snapshot of this state dir is ours too and gets what it lacks
+        of ``target``; any other folder (a user's download, or the partial snapshot of a
+        profile of another state dir, whose wants we cannot see) serves only when it
+        holds every file of ``target``, and is never changed."""
+        if not self.store_ok(target, rel, names):
+            return False
+        co = self.co_trees(rel)
+        if co:
+            same = next((r for r in co if r.owns(target)), None)
+            before = same.named_before if same else tuple(sorted(
+                p for p, c in self.disk_refs.items() if c == commit))
+            return self.tree(rel, Entry("dir"), target, False, None, before, names)
+        try:
+            missing = self.unserved(rel, target)
+        except OSError as exc:
+            self.block(names, rel, f"cannot list the store path {target}: {exc.strerror or exc}",
+                       "check that it is a readable directory, then activate again")
+            return False
+        if missing and self.model_repo_tree(rel):
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            self.block(names, rel, "another model-repo profile (of another state dir) has its "
+                       f"partial snapshot of this revision here, without {missing[0]!r}{more} "
+                       "of this model's files", "fetch the same files as the other profile "
+                       "(the same include/exclude), or set link = false for this model; if "
+                       "that profile is gone, deactivate it and activate again")
+            return False
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            self.block(names, rel, f"a snapshot folder model-repo did not create (your own "
+                       f"download?) is at this revision without {missing[0]!r}{more} of the "
+                       f"model's files, so it cannot serve the model offline; model-repo "
+                       "does not change it", f"move it away (mv {self.full(rel)} ~/) and "
+                       "activate again, or complete it (hf download with --revision "
+                       f"{commit}), or set link = false for this model")
+            return False
+        self.records[rel] = Record(rel, "snapshot", target, created=False)
+        return True
+
     def tree(self, rel: str, entry: Entry, target: str, our_link: bool, rec: Record | None,
              named_before: tuple[str, ...], names: list[str]) -> bool:
-        """Plan the partial snapshot ``rel`` of store path ``target`` (see :mod:`activate.tree`)."""
+        """Plan the partial snapshot ``rel`` of store path ``target`` (see :mod:`activate.tree`):
+        ours alone, or shared with other profiles (their files stay; ours are added
+        where a file is not served yet)."""
         if not self.ensure_dir(f"{self.folder}/blobs", names):
             return False
         if our_link:
             # Our whole link of this commit becomes a directory (two steps).
             self.actions.append(Action("unlink", rel, expect=_entry_value(entry)))
-        stale = tuple(sorted({rec.value, *rec.owned} - {target, None})) if rec else ()  # type: ignore[arg-type]
-        if rec is None or stale or not self.tree_in_place(rel, target):
-            self.actions.append(Action("tree", rel, target, stale=stale))
+        stale = self.tree_values(rec, target) if rec else ()
+        if our_link or stale or entry.kind != "dir" or not self.tree_in_place(rel, target):
+            self.actions.append(Action("tree", rel, target, stale=stale,
+                                       fill=self.tree_fill(rel, target)))
         self.records[rel] = Record(rel, "tree", target, created=True, named_before=named_before)
         return True
 
     def tree_in_place(self, rel: str, target: str) -> bool:
+        """True when the tree ``rel`` serves every file of ``target``."""
         try:
-            return treemod.links_in_place(lambda p: self.fs.lstat(p).target, rel, target,
-                                          treemod.store_files(target))
+            return not self.unserved(rel, target)
         except (OSError, Blocked):
             return False
 
@@ -415,12 +605,16 @@ class _FolderPlan:
             # Ours, removed by someone (hf cache rm of our revision): what it held before
             # us is still to be given back.
             prev = rec if rec is not None and rec.created else None
+            stamp = _new_stamp()
             new = Record(rel, "ref", commit, created=True,
                          previous=prev.previous if prev else None,
-                         previous_held=prev.previous_held if prev else False)
+                         previous_held=prev.previous_held if prev else False, stamp=stamp)
             self.keep_previous(rel, new)
-            self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING))
+            self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING,
+                                       stamp=stamp))
             self.records[rel] = new
+            return
+        if self.nested_ref(rel, rel.split("/refs/", 1)[1], target, names, "dir"):
             return
         if entry.kind != "file":
             self.block(names, rel, f"{_what(entry)} is where the ref file belongs; model-repo "
@@ -448,7 +642,7 @@ class _FolderPlan:
             return
         wanting = self.wanted_by_other(rel, content)
         holder = (f"profile {wanting!r}" if wanting else None) or self.owned_by_other(
-            rel, content) or (None if ours else self.foreign_holder(content, target))
+            rel, content) or (None if ours else self.foreign_holder(content, target, rel))
         if holder:
             self.block(names, rel, f"{holder} holds this ref at {content}; one ref cannot "
                        f"name two revisions (this profile wants {commit})",
@@ -466,9 +660,12 @@ class _FolderPlan:
             previous = content
             held = self.fs.lstat(f"{self.folder}/snapshots/{content}").kind != "missing" \
                 if COMMIT_RE.match(content) else False
-        new = Record(rel, "ref", commit, created=True, previous=previous, previous_held=held)
+        stamp = _new_stamp()
+        new = Record(rel, "ref", commit, created=True, previous=previous, previous_held=held,
+                     stamp=stamp)
         self.keep_previous(rel, new)  # before the ref moves: their revision stays named
-        self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content)))
+        self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content),
+                                   stamp=stamp))
         self.records[rel] = new
 
     def keep_previous(self, rel: str, rec: Record) -> None:
@@ -503,8 +700,10 @@ class _FolderPlan:
                     r.kind == "dir" and r.created for _, r in self.others_at.get(sub, ())))
         entry = self.fs.lstat(kept)
         if entry.kind == "missing":
-            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING))
-            self.records[kept] = Record(kept, "ref", previous, created=True)
+            stamp = _new_stamp()
+            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING,
+                                       stamp=stamp))
+            self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
             return
         content = _read_ref(self.fs, kept) if entry.kind == "file" else None
         if content != previous:
@@ -517,25 +716,44 @@ class _FolderPlan:
                               else replace(co, value=content, owned=()) if co
                               else Record(kept, "ref", content, created=False))
 
-    def foreign_holder(self, content: str, target: str) -> str | None:
+    def foreign_holder(self, content: str, target: str, ref: str = "") -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
         profile of another user or state dir), say so: that ref is theirs, not the user's."""
         if not COMMIT_RE.match(content):
             return None
         snap = f"{self.folder}/snapshots/{content}"
         entry = self.fs.lstat(snap)
+        ours = self.mine_in_form(snap, "snapshot") or self.mine_in_form(snap, "tree")
+        made = [r for r in (ours, *(r for _, r in self.others_at.get(snap, ())))
+                if r is not None and r.kind in ("snapshot", "tree") and r.created]
+        if ref and made and not any(ref in r.named_before for r in made):
+            # Set to a snapshot this state dir's profiles made, after they made it, by
+            # none of them: by a profile of another state dir that uses it too (it holds
+            # the ref), or by a download of yours.
+            return (f"another model-repo profile (of another state dir) or a download of "
+                    f"yours, which set it to model-repo's snapshot {content}")
+        if ours is None and (entry.kind == "missing" or (
+                entry.kind == "dir" and next(iter(self.fs.walk_files(snap)), None) is None)):
+            # No download leaves this; a profile of another state dir changing its snapshot
+            # (or stopped while it did) does: the ref is most likely its.
+            return (f"another model-repo profile (of another state dir) in the middle of a "
+                    f"change, or nobody (snapshots/{content} is "
+                    f"{'missing' if entry.kind == 'missing' else 'an empty folder'})")
         if (entry.kind == "link" and entry.target is not None
                 and os.path.dirname(entry.target) == os.path.dirname(target)
                 and self.store_kind(entry.target) in ("dir", "damaged")):
-            mine = self.mine(snap, "snapshot")
+            mine = self.mine_in_form(snap, "snapshot")
             if not (mine and mine.owns(entry.target)):
                 return f"another model-repo profile (snapshots/{content} -> {entry.target})"
+        if entry.kind == "dir":
+            mine = self.mine_in_form(snap, "tree")
+            known = [v for r in (*self.co_trees(snap), *([mine] if mine else []))
+                     for v in (r.value, *r.owned) if v]
+            if self.model_repo_tree(snap, known or [""]):
+                # A partial snapshot (also) linked by a profile none of this state dir's.
+                return (f"another model-repo profile (snapshots/{content} is its partial "
+                        "snapshot)")
         return None
-
-    def will_exist(self, rel: str) -> bool:
-        """True when ``rel`` is on disk or this plan creates it (before pruning)."""
-        return self.fs.lstat(rel).kind != "missing" or any(
-            a.path == rel and a.op in ("link", "tree") for a in self.actions)
 
     def prune(self) -> None:
         """Undo what ``old`` created and nobody wants any more: refs first (restoring
@@ -555,15 +773,10 @@ class _FolderPlan:
             if owner:
                 self.keep_for(owner, rec)
             elif self.fs.lstat(rec.path).kind == "file" and rec.owns(current):
+                # The ref goes back exactly as it was before us (even if the snapshot its
+                # value names has gone meanwhile: that is the user's to decide).
                 expect = ("file", current)
-                gone_snapshot = rec.previous_held and not self.will_exist(
-                    f"{self.folder}/snapshots/{rec.previous}")
-                if rec.previous and gone_snapshot:
-                    notes.append(f"removing {rec.path} instead of giving back "
-                                 f"{rec.previous}: that snapshot is gone")
-                    actions.append(Action("unlink", rec.path, expect=expect))
-                    final_refs.pop(rec.path, None)
-                elif rec.previous and rec.previous_held:
+                if rec.previous and rec.previous_held:
                     # Back to a value that named an existing snapshot: it holds it again.
                     actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
                                           expect=expect))
@@ -593,23 +806,40 @@ class _FolderPlan:
             commit = rec.path.rsplit("/", 1)[1]
             holders = [p for p, c in final_refs.items()
                        if c == commit and p not in rec.named_before and p not in restored]
-            ours = (entry.kind == "dir") if rec.kind == "tree" else (
-                entry.kind == "link" and rec.owns(entry.target))
+            # A ref another profile of this state dir keeps at this commit (one it could
+            # not move yet) holds the snapshot too, whenever it was written.
+            kept = next((f"profile {o!r}'s {p}" for p, c in final_refs.items() if c == commit
+                         for o, r in self.others_at.get(p, ()) if r.kind == "ref"
+                         and r.value == commit), None)
+            forms = rec.forms()  # both while a change of form was stopped
+            tree_ours = "tree" in forms and entry.kind == "dir"
+            ours = tree_ours or ("snapshot" in forms and entry.kind == "link"
+                                 and rec.owns(entry.target))
+            untree = Action("untree", rec.path, None, stale=self.tree_values(rec, None),
+                            fill=self.tree_fill(rec.path, None))
             if owner:
                 self.keep_for(owner, rec)
-            elif rec.kind == "tree" and entry.kind == "missing":
+            elif "tree" in forms and entry.kind == "missing":
                 # Gone already; blob links a stopped run made may remain.
-                actions.append(Action("untree", rec.path, rec.value, stale=rec.owned))
+                actions.append(untree)
             elif not ours:
                 if entry.kind != "missing":
                     notes.append(f"not touching {rec.path}: it changed since model-repo made it")
+            elif tree_ours and untree.fill:
+                # Other profiles' files stay served; the folder is theirs now.
+                actions.append(untree)
+            elif kept:
+                notes.append(f"keeping {rec.path}: {kept} names it")
+                records[rec.path] = rec
             elif holders:
                 notes.append(f"keeping {rec.path}: {holders[0]} (not model-repo's) names it")
                 records[rec.path] = rec
-            elif rec.kind == "tree":
-                actions.append(Action("untree", rec.path, rec.value, stale=rec.owned))
+            elif tree_ours:
+                actions.append(untree)
             else:
                 actions.append(Action("unlink", rec.path, expect=_entry_value(entry)))
+                if "tree" in forms:  # blob links of a change of form that was stopped
+                    actions.append(untree)
         # Folders we created go when empty, deepest first; the others are never removed.
         for rec in sorted((r for r in self.old.values() if r.kind == "dir" and r.created),
                           key=lambda r: r.path.count("/"), reverse=True):
@@ -629,6 +859,54 @@ KEPT_REFS = "model-repo-kept"
 
 #: Largest ref file we replace (and keep to restore); a ref is 40 bytes.
 _REF_MAX = 4096
+
+
+def _new_stamp() -> str:
+    """A modification time (ns, as text) for a ref file we write: this second, with random
+    nanoseconds, so no other writer's file has it (a download rewriting the file, or
+    another profile writing the same value, gives it another)."""
+    import time
+
+    return str(time.time_ns() // 10**9 * 10**9 + int.from_bytes(os.urandom(4), "big") % 10**9)
+
+
+def ref_stamp(fs: HubFS, rel: str) -> str | None:
+    """The modification time (ns, as text) of the ref file ``rel`` (not following
+    links): the stamp :func:`apply` gave it if it is still the file we wrote; None when
+    there is no such file."""
+    parent, _, name = rel.rpartition("/")
+    try:
+        if fs.lstat(rel).kind != "file":  # (its folders exist: their descriptors are kept)
+            return None
+        st = os.stat(name, dir_fd=fs.dir_fd(parent), follow_symlinks=False)
+    except (OSError, Blocked):
+        return None
+    return str(st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def stamp_refs(fs: HubFS, records: list[Record], written: set[str]) -> list[Record]:
+    """``records`` with the stamp of each ref we created and hold (:attr:`Record.stamp`)
+    as it is now: those written by this run (``written``), and those with none yet
+    (states of version 2). A ref written by this run that holds another value already is
+    no longer ours."""
+    out = []
+    try:
+        for rec in records:
+            if rec.kind == "ref" and rec.created and (rec.path in written or not rec.stamp):
+                stamp = ref_stamp(fs, rec.path)
+                try:
+                    held = stamp is not None and _read_ref(fs, rec.path) == rec.value
+                except (OSError, Blocked):
+                    held = False
+                if held:
+                    rec = replace(rec, stamp=stamp)
+                elif rec.path in written:
+                    # Rewritten by someone else right after our write: not ours any more.
+                    rec = Record(rec.path, "ref", rec.value, named_before=rec.named_before)
+            out.append(rec)
+    finally:
+        fs.forget()
+    return out
 
 
 def _read_ref(fs: HubFS, rel: str) -> str:
@@ -688,27 +966,37 @@ def _apply_one(fs: HubFS, act: Action, folder: str) -> None:
     elif op == "link":
         fs.replace_symlink(act.path, act.value or "", act.temp, expect=act.expect)
     elif op == "ref" and act.expect == MISSING:
-        fs.create_file(act.path, _encode(act.value), act.temp or folder)
+        fs.create_file(act.path, _encode(act.value), act.temp or folder,
+                       mtime_ns=int(act.stamp) if act.stamp else None)
     elif op == "ref":
-        fs.replace_file(act.path, _encode(act.value), act.temp or folder, expect=act.expect)
+        fs.replace_file(act.path, _encode(act.value), act.temp or folder, expect=act.expect,
+                        mtime_ns=int(act.stamp) if act.stamp else None)
     elif op == "unlink":
         fs.unlink(act.path, expect=act.expect)
     elif op == "rmdir":
         fs.rmdir_if_empty(act.path)
     elif op == "tree":
         _make_tree(fs, act.path, act.value or "", act.stale)
+        _fill(fs, act.path, act.fill)
     elif op == "trim":
         _remove_tree(fs, act.path, act.stale, keep=act.value)
+        _fill(fs, act.path, act.fill)
     elif op == "untree":
         _remove_tree(fs, act.path, (act.value or "", *act.stale), keep=None)
-        fs.rmdir_if_empty(act.path)
+        _fill(fs, act.path, act.fill)
+        if fs.lstat(act.path).kind == "dir":
+            fs.rmdir_if_empty(act.path)
     else:  # pragma: no cover - the planner makes no other ops
         raise ValueError(f"unknown action {op}")
 
 
-def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...]) -> None:
-    """Make (or complete) the partial snapshot ``rel`` of ``target``; then drop our links
-    to the ``stale`` store paths. Something foreign where a link belongs: Changed."""
+def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...],
+               only_missing: bool = False) -> None:
+    """Make (or complete) the partial snapshot ``rel`` of ``target``: each file of it not
+    yet served there is linked (a file another profile's link or a download already
+    serves is left as it is); then drop our links to the ``stale`` store paths.
+    Something foreign where a link belongs (and serving nothing): Changed.
+    ``only_missing``: add links only where nothing is (filling in for another profile)."""
     folder = rel.split("/", 1)[0]
     if fs.lstat(rel).kind == "missing":
         fs.mkdir(rel)
@@ -716,6 +1004,10 @@ def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...]) -> None
     made_dirs = set()
     for f, blob, link in treemod.entries(target, files):
         parts = f.split("/")
+        file_rel = f"{rel}/{f}"
+        if only_missing and any(fs.lstat(f"{rel}/" + "/".join(parts[:i])).kind not in
+                                ("dir", "missing") for i in range(1, len(parts))):
+            continue
         for i in range(1, len(parts)):
             sub = f"{rel}/" + "/".join(parts[:i])
             if sub not in made_dirs:
@@ -725,23 +1017,54 @@ def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...]) -> None
                 elif kind != "dir":
                     raise Changed(sub, f"a {kind} where a folder of the snapshot belongs")
                 made_dirs.add(sub)
-        blob_rel = f"{folder}/blobs/{blob}"
-        entry = fs.lstat(blob_rel)
-        if entry.kind == "missing":
-            fs.create_symlink(blob_rel, f"{target}/{f}")
-        elif entry.target != f"{target}/{f}":
-            raise Changed(blob_rel, f"{_what(entry)} where model-repo's blob link belongs")
-        file_rel = f"{rel}/{f}"
         entry = fs.lstat(file_rel)
-        if entry.kind == "missing":
-            fs.create_symlink(file_rel, link)
-        elif entry.target != link:
+        old_blob = None
+        if entry.kind != "missing" and entry.target != link:
+            if only_missing:
+                continue
             old_blob = _our_blob(fs, folder, entry, stale)
             if old_blob is None:
+                if _serves(fs, file_rel):
+                    continue  # another profile's link, or a download, serves this file
                 raise Changed(file_rel, f"{_what(entry)} that model-repo did not create")
+        blob_rel = f"{folder}/blobs/{blob}"
+        blob_entry = fs.lstat(blob_rel)
+        if blob_entry.kind == "missing":
+            fs.create_symlink(blob_rel, f"{target}/{f}")
+        elif blob_entry.target != f"{target}/{f}":
+            raise Changed(blob_rel, f"{_what(blob_entry)} where model-repo's blob link belongs")
+        if entry.kind == "missing":
+            fs.create_symlink(file_rel, link)
+        elif old_blob is not None:
             fs.replace_symlink(file_rel, link, folder, expect=("link", entry.target))
     if stale:
         _remove_tree(fs, rel, stale, keep=target)
+
+
+def _fill(fs: HubFS, rel: str, others: tuple[str, ...]) -> None:
+    """Link again, in the partial snapshot ``rel``, the files of the store paths
+    ``others`` (wanted there by other profiles) that our removals left missing. A store
+    path that is gone, or a path in the way, is that profile's to report."""
+    if not others or fs.lstat(rel).kind != "dir":
+        return
+    for other in others:
+        try:
+            _make_tree(fs, rel, other, (), only_missing=True)
+        except (Changed, Blocked, FileNotFoundError):
+            continue
+
+
+def _serves(fs: HubFS, rel: str) -> bool:
+    """True when the snapshot file ``rel`` opens as a regular file (through whatever
+    links it is: a read, nothing is written through them). Its folders are walked
+    without following links."""
+    parent, _, name = rel.rpartition("/")
+    try:
+        if fs.lstat(parent).kind != "dir":
+            return False
+        return stat.S_ISREG(os.stat(name, dir_fd=fs.dir_fd(parent)).st_mode)
+    except (OSError, Blocked):
+        return False
 
 
 def _our_blob(fs: HubFS, folder: str, entry: Entry, targets: tuple[str, ...]) -> str | None:
@@ -793,7 +1116,8 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
         for f in treemod.store_files(keep):
             parts = f.split("/")
             needed.update(f"{rel}/" + "/".join(parts[:i]) for i in range(1, len(parts)))
-    for sub in sorted(_sub_dirs(fs, rel), key=lambda p: p.count("/"), reverse=True):
+    subs = _sub_dirs(fs, rel) if fs.lstat(rel).kind == "dir" else []
+    for sub in sorted(subs, key=lambda p: p.count("/"), reverse=True):
         if sub not in needed:
             fs.rmdir_if_empty(sub)
 

@@ -64,7 +64,9 @@ def _verify(hub_dir: str, records: list[Mapping[str, object]], below: Below,
                 except OSError as exc:
                     if exc.errno != errno.EINVAL or rec.get("created"):
                         return False
-                    if not stat.S_ISDIR(below.lstat(rel).st_mode):
+                    # A snapshot folder we did not make serves while it has every file.
+                    if not (stat.S_ISDIR(below.lstat(rel).st_mode)
+                            and verify(hub_dir, rel, value, below)):
                         return False
                 if not os.path.isdir(value):
                     return False

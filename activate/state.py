@@ -28,6 +28,8 @@ __all__ = ["Record", "State", "CorruptState", "StateProblem", "NewerState", "Sum
 #: store path), ``ref`` (file holding a commit), ``tree`` (a partial snapshot: a real
 #: directory of per-file links to the store path ``value``, see :mod:`activate.tree`).
 KINDS = ("dir", "snapshot", "ref", "tree")
+#: The two forms of a snapshot: a whole link, or a partial tree.
+_FORMS = ("snapshot", "tree")
 
 
 @dataclass(slots=True)
@@ -42,8 +44,16 @@ class Record:
     on disk is still ours. ``named_before``: for a snapshot we linked, the refs that already
     named its commit (pointing at nothing); they do not keep the link once we drop it.
     ``previous_held``: for a ref we replaced, whether the snapshot its previous value names
-    existed then: given back, it holds that snapshot again (and is removed, not restored,
-    if the snapshot has gone meanwhile: a ref never names a missing snapshot because of us).
+    existed then: given back, it holds that snapshot again (a snapshot of ours it names is
+    kept while it does). ``other_kind``: while a snapshot changes form under way (a whole
+    link ``snapshot`` <-> a partial ``tree``, states saved before applying, possibly several
+    stopped runs in a row), the kind it had before: a link holding one of our values, or a
+    tree of links into them, is then ours in either form, so the next run finishes the
+    change and a drop removes whichever form is there. ``stamp``: for a ref we wrote, the
+    modification time (ns, as text) we gave the file, random in its last nine digits
+    (while a change is under way, each one we may have given, comma-separated); a ref
+    file with another one was rewritten by someone else (a download, a profile of another
+    state dir), even if it holds our value again, and is no longer ours.
     """
 
     path: str
@@ -54,10 +64,19 @@ class Record:
     owned: tuple[str, ...] = ()
     named_before: tuple[str, ...] = ()
     previous_held: bool = False
+    other_kind: str | None = None
+    stamp: str | None = None
 
     def owns(self, value: str | None) -> bool:
         """True when ``value`` on disk is one this profile put at this path."""
         return self.created and value is not None and (value == self.value or value in self.owned)
+
+    def forms(self) -> tuple[str, ...]:
+        """The kinds of entry at this path that may be ours (both while a snapshot changes
+        form, see ``other_kind``); () when we created nothing here."""
+        if not self.created:
+            return ()
+        return (self.kind, self.other_kind) if self.other_kind else (self.kind,)
 
     def to_json(self) -> dict[str, object]:
         """A readable object (``model-repo status --json``)."""
@@ -70,28 +89,40 @@ class Record:
 
     def to_row(self) -> list[object]:
         """The state file's line for this record."""
-        return [self.path, self.kind, self.value, self.created, self.previous,
-                list(self.owned), list(self.named_before), self.previous_held]
+        row = [self.path, self.kind, self.value, self.created, self.previous,
+               list(self.owned), list(self.named_before), self.previous_held]
+        if self.other_kind or self.stamp:
+            row.append(self.other_kind)  # version 3; most records need no 9th field
+        if self.stamp:
+            row.append(self.stamp)
+        return row
 
     @classmethod
     def from_row(cls, row: list[object], version: int = STATE_VERSION) -> Record:
-        """A record from its line; ``version`` 1 kept one former value instead of a list.
+        """A record from its line; ``version`` 1 kept one former value instead of a list,
+        versions 1 and 2 have no ``other_kind`` and ``stamp`` (9th and 10th fields).
         Raises ValueError for a row that is not a record."""
-        if not isinstance(row, list) or len(row) not in (7, 8):
+        if not isinstance(row, list) or len(row) not in (
+                (7, 8, 9, 10) if version >= 3 else (7, 8)):
             raise ValueError("not a record row")
         path, kind, value, created, previous, owned, named = row[:7]
-        held = row[7] if len(row) == 8 else False
+        held = row[7] if len(row) >= 8 else False
+        other = row[8] if len(row) >= 9 else None
+        stamp = row[9] if len(row) == 10 else None
         if version == 1:
             owned = [] if owned is None else [owned]
         if (not isinstance(path, str) or kind not in KINDS or not isinstance(created, bool)
                 or not isinstance(owned, list) or not isinstance(named, list)
-                or not isinstance(held, bool)
+                or not isinstance(held, bool) or other not in (None, *_FORMS)
+                or (other is not None and (kind not in _FORMS or other == kind))
+                or not (stamp is None or (isinstance(stamp, str) and kind == "ref"))
                 or not all(isinstance(v, str) for v in (*owned, *named))
                 or not all(v is None or isinstance(v, str) for v in (value, previous))):
             raise ValueError("malformed record")
         if not valid_record_path(path) or not all(valid_record_path(p) for p in named):
             raise ValueError(f"record path {path!r} leaves its repo folder")
-        return cls(path, kind, value, created, previous, tuple(owned), tuple(named), held)
+        return cls(path, kind, value, created, previous, tuple(owned), tuple(named), held,
+                   other, stamp)  # type: ignore[arg-type]
 
 
 def valid_record_path(path: str) -> bool:
@@ -206,7 +237,7 @@ def read(path: str, *, header_only: bool = False, aside: bool = True) -> State |
             version = head.get("version") if isinstance(head, dict) else None
             if type(version) is int and version > STATE_VERSION:
                 raise NewerState(path, version)
-            if version not in (1, STATE_VERSION):
+            if version not in (1, 2, STATE_VERSION):
                 raise ValueError("unknown state version")
             version = int(head["version"])
             records = []

@@ -18,7 +18,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-STATE_VERSION = 2
+#: 3: a record may carry a 9th and 10th field, ``other_kind`` and ``stamp``
+#: (:class:`activate.state.Record`).
+STATE_VERSION = 3
 
 
 def state_dir(flag: str | None, environ: Mapping[str, str]) -> str:

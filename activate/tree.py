@@ -16,18 +16,12 @@ Two hops (snapshot -> blob -> store) because huggingface_hub's ``delete_revision
 unlinks the first hop of a file it considers unreferenced: that is our blob link, never a
 store file.
 
-Standard library only (the no-op path verifies trees).
+Standard library only, no typing or collections (the no-op path verifies trees).
 """
 
 from __future__ import annotations
 
 import os
-
-# The no-op path must not import typing or collections (~10 ms): annotations are
-# strings (PEP 563) and these names exist only for type checkers.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 BLOB_PREFIX = "model-repo-"
 
@@ -149,27 +143,17 @@ def entries(store_path: str, files: list[str]) -> list[tuple[str, str, str]]:
     return out
 
 
-def links_in_place(read_link: Callable[[str], str | None], snapshot_rel: str,
-                   store_path: str, files: list[str]) -> bool:
-    """True when each of ``files`` of ``store_path`` is linked in ``snapshot_rel`` through
-    its blob link, as :func:`entries` says. ``read_link(rel)`` gives the target of the
-    link at ``rel`` (relative to the hub dir), None or OSError when there is none: the
-    planner reads through its no-follow descriptors, the no-op path with readlink."""
-    folder = snapshot_rel.split("/", 1)[0]
-    for f, blob, target in entries(store_path, files):
-        if read_link(f"{snapshot_rel}/{f}") != target:
-            return False
-        if read_link(f"{folder}/blobs/{blob}") != f"{store_path}/{f}":
-            return False
-    return True
-
-
 def verify(hub_dir: str, snapshot_rel: str, store_path: str,
            below: Below | None = None) -> bool:
-    """True when the partial snapshot ``snapshot_rel`` (relative to ``hub_dir``) links
-    every file of ``store_path`` (an empty or missing store path: False). ``below``: the
-    hub dir already opened (else it is opened here); links are read relative to it, so
-    a file path of any length is checked."""
+    """True when the snapshot directory ``snapshot_rel`` (relative to ``hub_dir``) serves
+    every file of ``store_path``: each opens there as a regular file, through our links,
+    another profile's or a download's (an empty or missing store path: False). One
+    ``stat`` per file: the no-op path's check of a partial snapshot, and of a user's own
+    snapshot folder that satisfied a model. ``below``: the hub dir already opened (else
+    it is opened here); files are reached relative to it, so a path of any length is
+    checked."""
+    import stat
+
     own = below is None
     if below is None:
         below = Below.open(hub_dir)
@@ -177,7 +161,11 @@ def verify(hub_dir: str, snapshot_rel: str, store_path: str,
             return False
     try:
         files = store_files(store_path)
-        return bool(files) and links_in_place(below.readlink, snapshot_rel, store_path, files)
+        for f in files:
+            fd, name = below.at(f"{snapshot_rel}/{f}")
+            if not stat.S_ISREG(os.stat(name, dir_fd=fd).st_mode):
+                return False
+        return bool(files)
     except OSError:
         return False
     finally:

@@ -1,10 +1,13 @@
 """The fault campaign of tests/test_activate_campaign.py at a larger size, with figures.
 
-Random sequences (seeded, reproducible) of activations by two profiles sharing a state
-dir, each run possibly killed before a random write (a forked child that ``os._exit``s)
-and possibly raced by a user's download moving ``refs/main``; after every run the cache
-must be valid, and after both profiles drop everything it must be exactly the user's.
-Prints a table of what happened. Needs root-free Nix (``nix-store --add``) like the tests.
+Random sequences (seeded, reproducible) of activations by three profiles (two sharing a
+state dir, one in its own), with one commit wanted whole or partial with two file sets
+(snapshots change form and file set in place), each run possibly killed before a random
+write (a forked child that ``os._exit``s) and possibly raced by a user's download moving
+``refs/main``; after every run the cache must be valid and every model a profile's last
+complete run exported must load (each store file opens through its snapshot), and after
+every profile drops everything the cache must be exactly the user's. Prints a table of
+what happened. Needs root-free Nix (``nix-store --add``) like the tests.
 
     .venv/bin/python bench/fault_campaign.py                 # 200 sequences of 15 runs
     .venv/bin/python bench/fault_campaign.py --sequences 1000 --seed 7
@@ -31,9 +34,13 @@ from test_activate_campaign import (  # noqa: E402
     COMMIT_E,
     PROFILES,
     USER_COMMITS,
+    cache_is_valid,
+    drop_everything,
+    exported_models_load,
     store_paths,
+    update_claims,
 )
-from test_activate_faults import KILLED, USER, invariants, run, user_download  # noqa: E402
+from test_activate_faults import KILLED, run, user_download  # noqa: E402
 
 from activate.manifest import ManifestError, validate_manifest  # noqa: E402
 
@@ -46,7 +53,8 @@ def random_manifest(rng: random.Random, profile: str, paths: dict[str, str]) -> 
             if rng.random() < 0.3:
                 commit, path, partial = COMMIT_E, rng.choice(["q1", "q2"]), True
             else:
-                commit, path, partial = rng.choice([COMMIT_A, COMMIT_B, COMMIT_D]), rng.choice(["p1", "p2"]), False
+                commit, path, partial = (rng.choice([COMMIT_A, COMMIT_B, COMMIT_D, COMMIT_E]),
+                                         rng.choice(["p1", "p2"]), False)
             refs = rng.sample(["main", "v1", "pr/1"], rng.randint(1, 2))
             models[name] = model(paths[path], repo_id=repo, revision=commit, refs=refs, partial=partial)
         data = manifest(models, profile=profile)
@@ -65,8 +73,10 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
         original = shape(hub)
         writes: list[str] = []
         log: list[str] = []
+        claims: dict[str, dict] = {}
         for _ in range(runs):
-            data = random_manifest(rng, rng.choice(PROFILES), paths)
+            profile, state = rng.choice(PROFILES)
+            data = random_manifest(rng, profile, paths)
             kill = rng.randint(0, 30) if rng.random() < 0.5 else None
             during = None
             marker = root / "raced"
@@ -78,9 +88,9 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
                     marker.write_text(commit)
 
                 during = (rng.randint(0, 30), download)
-            code = run(root, data, kill_at=kill, during=during)
+            code = run(root, data, kill_at=kill, during=during, profile_state=state)
             log.append(f"{data['profile']} {sorted((m['repoId'], m['revision'][:1], m['path'][-2:], m['refs']) for m in data['models'].values())} kill={kill} race={during and during[0]} -> {code}")
-            assert code in (0, 1, KILLED), code
+            assert code in (0, 1, KILLED), f"exit {code}\n" + "\n".join(log)
             counts["runs"] += 1
             counts["killed"] += code == KILLED
             counts["partial (exit 1)"] += code == 1
@@ -88,21 +98,16 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
                 writes.append(marker.read_text())
                 marker.unlink()
                 counts["raced by a download"] += 1
-            invariants(hub)
-        for profile in PROFILES:
-            assert run(root, manifest({}, profile=profile)) in (0, 1)
-        for profile in PROFILES:
-            assert run(root, manifest({}, profile=profile)) == 0
-        expected = dict(original)
-        for commit in writes:
-            expected[f"models--org--x/snapshots/{commit}"] = "dir"
-            expected[f"models--org--x/snapshots/{commit}/config.json"] = 'file:{"user": true}'
-        expected["models--org--x/refs/main"] = f"file:{writes[-1] if writes else USER}"
-        got = shape(hub)
-        assert got == expected, (
-            "the cache is not the user's after dropping everything: extra "
-            f"{ {k: v for k, v in got.items() if expected.get(k) != v} }, missing "
-            f"{ {k: v for k, v in expected.items() if got.get(k) != v} }\n" + "\n".join(log))
+            update_claims(claims, profile, state, data, code)
+            try:
+                cache_is_valid(root)
+                exported_models_load(hub, claims)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n" + "\n".join(log)) from None
+        try:
+            drop_everything(root, original, writes)
+        except AssertionError as exc:
+            raise AssertionError(f"after dropping everything: {exc!r}\n" + "\n".join(log)) from None
         counts["sequences"] += 1
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,13 +1,21 @@
 """The randomized fault campaign: a hypothesis state machine.
 
-Two profiles sharing a state dir activate random manifests (whole and partial models,
-several repos, commits and refs, conflicting wants included) into one hub cache that holds
-a user's own download. Any run may be killed (a forked child ``os._exit``s before a random
-write) and a huggingface_hub-style writer may move ``refs/main`` to a new download of the
-user's at a random instant inside a run. After every step: each ref names an existing
-snapshot and no temporary name is where huggingface_hub reads. At the end both profiles
-drop everything and the cache must be exactly the user's: the original download plus
-whatever the user downloaded meanwhile, ``refs/main`` naming the user's last download.
+Three profiles, two sharing a state dir and one in a state dir of its own (root's NixOS
+unit beside a user's Home Manager and devenv), activate random manifests (whole and
+partial models, several repos, commits and refs, conflicting wants included; one commit
+wanted whole or partial with different file sets, so snapshots change form and file set
+in place) into one hub cache that holds a user's own download. Any run may be killed (a
+forked child ``os._exit``s before a random write) and a huggingface_hub-style writer may
+move ``refs/main`` to a new download of the user's at a random instant inside a run.
+After every step: each ref names an existing snapshot, no temporary name is where
+huggingface_hub reads, and every model a profile's last run exported (exit 0) loads:
+each file of its store path opens through its snapshot (claims of profiles of the other
+state dir are not checked after a run there: a profile that drops a shared link cannot
+know the other state dir wants it, README says so; nor claims of a state dir after a
+killed run in it). At the end every profile drops everything and the cache must be
+exactly the user's: the original download plus whatever the user downloaded meanwhile,
+``refs/main`` naming the user's last download (empty repo folders that profiles of two
+state dirs shared may stay).
 
 Size: ``MODEL_REPO_CAMPAIGN_EXAMPLES`` examples (default 25, what CI runs);
 ``bench/fault_campaign.py`` runs it larger and prints the figures.
@@ -27,13 +35,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from test_activate_faults import KILLED, USER, invariants, run, user_download
 
+from activate import hubfs
 from activate.manifest import ManifestError, validate_manifest
 
 EXAMPLES = int(os.environ.get("MODEL_REPO_CAMPAIGN_EXAMPLES", "25"))
 COMMIT_D = "d" * 40
 COMMIT_E = "e" * 40
 USER_COMMITS = ["1" * 40, "2" * 40, "3" * 40]
-PROFILES = ["home-manager", "devenv:/project"]
+#: ``(profile, state dir)``: two profiles share a state dir, a third has its own.
+PROFILES = [("home-manager", "state"), ("devenv:/project", "state"), ("root", "state-root")]
 
 _paths: dict[str, str] = {}
 
@@ -57,9 +67,11 @@ def store_paths() -> dict[str, str]:
     return _paths
 
 
-# One model: (repo, commit, store path, partial, refs). Partial store paths live at their
-# own commit so a snapshot never changes form mid-campaign (that is tested on its own).
-_whole = st.tuples(st.sampled_from(["org/x", "org/y"]), st.sampled_from([COMMIT_A, COMMIT_B, COMMIT_D]),
+# One model: (repo, commit, store path, partial, refs). Partial store paths live at
+# COMMIT_E, where whole ones may be wanted too: one snapshot changes form (whole <->
+# partial) and file set (q1 <-> q2) in place, between runs and between profiles.
+_whole = st.tuples(st.sampled_from(["org/x", "org/y"]),
+                   st.sampled_from([COMMIT_A, COMMIT_B, COMMIT_D, COMMIT_E]),
                    st.sampled_from(["p1", "p2"]), st.just(False))
 _part = st.tuples(st.sampled_from(["org/x", "org/y"]), st.just(COMMIT_E),
                   st.sampled_from(["q1", "q2"]), st.just(True))
@@ -76,6 +88,8 @@ class Campaign(RuleBasedStateMachine):
         self.hub = self.root / "hub"
         self.paths = store_paths()
         self.user_writes: list[str] = []
+        #: profile -> the manifest of its last run that exited 0 (what it exported).
+        self.claims: dict[str, dict] = {}
 
     @initialize()
     def users_own_download(self) -> None:
@@ -94,11 +108,12 @@ class Campaign(RuleBasedStateMachine):
             assume(False)
         return data
 
-    @rule(profile=st.sampled_from(PROFILES), models=_models,
+    @rule(who=st.sampled_from(PROFILES), models=_models,
           kill=st.one_of(st.none(), st.integers(0, 30)),
           race=st.one_of(st.none(), st.tuples(st.integers(0, 30), st.sampled_from(USER_COMMITS))))
-    def activate(self, profile: str, models: dict, kill: int | None,
+    def activate(self, who: tuple[str, str], models: dict, kill: int | None,
                  race: tuple[int, str] | None) -> None:
+        profile, state = who
         data = self._data(profile, models)
         marker = self.root / "raced"
         during = None
@@ -108,11 +123,12 @@ class Campaign(RuleBasedStateMachine):
                 marker.write_text(commit)
 
             during = (race[0], download)
-        code = run(self.root, data, kill_at=kill, during=during)
+        code = run(self.root, data, kill_at=kill, during=during, profile_state=state)
         assert code in (0, 1, KILLED), code
         if marker.exists():
             self.user_writes.append(marker.read_text())
             marker.unlink()
+        update_claims(self.claims, profile, state, data, code)
 
     @rule(commit=st.sampled_from(USER_COMMITS))
     def user_downloads_between_runs(self, commit: str) -> None:
@@ -121,26 +137,102 @@ class Campaign(RuleBasedStateMachine):
 
     @invariant()
     def cache_is_valid(self) -> None:
-        invariants(self.hub)
+        cache_is_valid(self.root)
+
+    @invariant()
+    def every_exported_model_loads(self) -> None:
+        exported_models_load(self.hub, self.claims)
 
     def teardown(self) -> None:
         try:
-            for profile in PROFILES:
-                assert run(self.root, manifest({}, profile=profile)) in (0, 1)
-            for profile in PROFILES:  # a second pass: nothing may be left to undo
-                assert run(self.root, manifest({}, profile=profile)) == 0
-            expected = dict(self.original)
-            for commit in self.user_writes:
-                expected[f"models--org--x/snapshots/{commit}"] = "dir"
-                expected[f"models--org--x/snapshots/{commit}/config.json"] = 'file:{"user": true}'
-            last = self.user_writes[-1] if self.user_writes else USER
-            expected["models--org--x/refs/main"] = f"file:{last}"
-            assert shape(self.hub) == expected
-            for p in (self.root / "state").glob("*.json"):
-                lines = p.read_text().splitlines()
-                assert len(lines) == 1, f"records left after dropping everything: {lines}"
+            drop_everything(self.root, self.original, self.user_writes)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def update_claims(claims: dict[str, dict], profile: str, state: str, data: dict,
+                  code: int) -> None:
+    """After ``profile`` (of state dir ``state``) ran ``data`` with exit ``code``: what
+    each profile's last complete run exported that must still load (see the module
+    docstring for the claims no longer checked)."""
+    dirs = dict(PROFILES)
+    for other in list(claims):
+        if dirs[other] != state or code == KILLED or other == profile:
+            del claims[other]
+    if code == 0:
+        claims[profile] = data
+
+
+def cache_is_valid(root: Path) -> None:
+    """test_activate_faults.invariants, except for the window README admits: while a
+    snapshot changes form (whole <-> partial; a state then records its other kind), a
+    stopped run may leave refs naming it while it is missing."""
+    import json
+
+    changing = set()
+    for p in root.glob("state*/*.json"):
+        for line in p.read_text().splitlines()[1:]:
+            row = json.loads(line)
+            if len(row) == 9:
+                changing.add(row[0])
+    hub = root / "hub"
+    if not hub.is_dir():
+        return
+    for repo in hub.iterdir():
+        if repo.name == ".locks":
+            continue
+        for dirpath, _dirs, files in os.walk(repo / "refs"):
+            for f in files:
+                assert not f.startswith(hubfs.TEMP_PREFIX), f"temporary name in refs: {f}"
+                commit = (Path(dirpath) / f).read_text()
+                snap = f"{repo.name}/snapshots/{commit}"
+                assert os.path.lexists(hub / snap) or snap in changing, \
+                    f"{repo.name}: ref {f} names missing snapshot {commit}"
+        snaps = repo / "snapshots"
+        if snaps.is_dir():
+            for s in snaps.iterdir():
+                assert not s.name.startswith(hubfs.TEMP_PREFIX)
+
+
+def exported_models_load(hub: Path, claims: dict[str, dict]) -> None:
+    """Each file of each claimed model's store path opens through its snapshot."""
+    from activate.tree import store_files
+
+    for profile, data in claims.items():
+        for name, m in data["models"].items():
+            folder = "models--" + m["repoId"].replace("/", "--")
+            snap = hub / folder / "snapshots" / m["revision"]
+            missing = [f for f in store_files(m["path"]) if not (snap / f).is_file()]
+            assert not missing, f"{profile}'s {name} exported (exit 0) but {snap} lacks {missing}"
+
+
+def drop_everything(root: Path, original: dict[str, str], user_writes: list[str]) -> None:
+    """Every profile drops everything; the cache must then be exactly the user's."""
+    for profile, state in PROFILES:
+        code = run(root, manifest({}, profile=profile), profile_state=state)
+        assert code in (0, 1), f"{profile} dropping everything: exit {code}"
+    for profile, state in PROFILES:  # a second pass: nothing may be left to undo
+        code = run(root, manifest({}, profile=profile), profile_state=state)
+        assert code == 0, f"{profile} dropping everything again: exit {code}"
+    expected = dict(original)
+    for commit in user_writes:
+        expected[f"models--org--x/snapshots/{commit}"] = "dir"
+        expected[f"models--org--x/snapshots/{commit}/config.json"] = 'file:{"user": true}'
+    last = user_writes[-1] if user_writes else USER
+    expected["models--org--x/refs/main"] = f"file:{last}"
+    got = shape(root / "hub")
+    # Profiles of two state dirs do not know who made a folder both used: empty ones may
+    # stay (never a link, ref or file).
+    extra = {k for k, v in got.items() if k not in expected}
+    assert all(got[k] == "dir" for k in extra), {k: got[k] for k in extra}
+    kept = {k: v for k, v in got.items() if k not in extra}
+    assert kept == expected, (
+        f"not the user's cache: {({k: v for k, v in kept.items() if expected.get(k) != v})}, "
+        f"missing {({k: v for k, v in expected.items() if kept.get(k) != v})}")
+    for state in {s for _, s in PROFILES}:
+        for p in (root / state).glob("*.json"):
+            lines = p.read_text().splitlines()
+            assert len(lines) == 1, f"records left after dropping everything: {lines}"
 
 
 Campaign.TestCase.settings = settings(
@@ -162,12 +254,12 @@ def test_campaign_covers_kills_races_and_conflicts() -> None:
     root = Path(tempfile.mkdtemp(prefix="model-repo-campaign-"))
     try:
         user_download(root / "hub")
-        a = manifest({"a": model(paths["p1"], repo_id="org/x", revision=COMMIT_A)}, profile=PROFILES[0])
-        b = manifest({"b": model(paths["p2"], repo_id="org/x", revision=COMMIT_B)}, profile=PROFILES[1])
+        a = manifest({"a": model(paths["p1"], repo_id="org/x", revision=COMMIT_A)}, profile=PROFILES[0][0])
+        b = manifest({"b": model(paths["p2"], repo_id="org/x", revision=COMMIT_B)}, profile=PROFILES[1][0])
         assert run(root, a, kill_at=2) == KILLED
         assert run(root, a) == 0
         assert run(root, b) == 1
-        assert run(root, manifest({}, profile=PROFILES[0]),
+        assert run(root, manifest({}, profile=PROFILES[0][0]),
                    during=(1, lambda: user_download(root / "hub", commit=USER_COMMITS[0]))) in (0, 1)
         invariants(root / "hub")
     finally:

@@ -286,6 +286,46 @@ def test_partial_and_whole_of_one_commit_change_form(tmp_path: Path, paths: dict
     assert shape(tmp_path / "hub") == {}
 
 
+def _served(hub: Path, commit: str, store_path: str) -> list[str]:
+    """Files of ``store_path`` that ``models--org--x/snapshots/<commit>`` does not serve."""
+    from activate.tree import store_files
+
+    snap = hub / "models--org--x" / "snapshots" / commit
+    return [f for f in store_files(store_path) if not (snap / f).is_file()]
+
+
+@pytest.mark.parametrize("second", ["q2", "p1"])
+def test_two_profiles_one_commit_two_file_sets_each_served(ws: Workspace, paths: dict,
+                                                           second: str) -> None:
+    """Two profiles of one state dir want one commit with different store paths (two
+    partial file sets, or partial and whole): the later one gets what it lacks linked
+    into the shared partial snapshot, whichever drops first leaves the other's files
+    served, and the last drop leaves nothing (issue 13, finding 7: the second silently
+    got the first one's files)."""
+    user_download(ws.hub)
+    original = shape(ws.hub)
+    a = manifest({"x": model(paths["q1"], repo_id="org/x", revision=COMMIT_E, refs=["v2"],
+                             partial=True)}, profile="hm")
+    b = manifest({"x": model(paths[second], repo_id="org/x", revision=COMMIT_E, refs=["v2"],
+                             partial=second.startswith("q"))}, profile="devenv:/p")
+    for first_drop in ("hm", "devenv:/p"):
+        assert ws.activate(a, name="a.json").code == 0
+        res = ws.activate(b, name="b.json")
+        assert res.code == 0, res.stderr
+        assert res.env()["HF_HUB_OFFLINE"] == "1"
+        assert _served(ws.hub, COMMIT_E, paths["q1"]) == []
+        assert _served(ws.hub, COMMIT_E, paths[second]) == []
+        keep, keep_data, keep_name = (("devenv:/p", b, "b.json") if first_drop == "hm"
+                                      else ("hm", a, "a.json"))
+        assert ws.activate(manifest({}, profile=first_drop), name="drop.json").code == 0
+        assert _served(ws.hub, COMMIT_E, paths["q1" if keep == "hm" else second]) == []
+        invariants(ws.hub)
+        res = ws.activate(keep_data, name=keep_name)  # nothing left to do for it
+        assert res.code == 0 and res.env()["HF_HUB_OFFLINE"] == "1", (res.stderr, shape(ws.hub))
+        assert ws.activate(manifest({}, profile=keep), name="drop.json").code == 0
+        assert shape(ws.hub) == original, first_drop
+
+
 # ------------------------------------------------------ 3. unmounted caches
 
 def _mount_tmpfs(where: Path) -> None:
@@ -428,6 +468,87 @@ def test_profiles_of_two_state_dirs_do_not_take_each_others_ref(tmp_path: Path, 
     assert {k: v for k, v in shape(tmp_path / "hub").items() if v != "dir"} == {}
 
 
+@pytest.mark.parametrize(("first", "second"), [("q1", "p2"), ("q1", "q2"), ("p1", "q2")])
+def test_profiles_of_two_state_dirs_do_not_take_each_others_ref_whatever_the_kind(
+        tmp_path: Path, paths: dict, first: str, second: str) -> None:
+    """Root's profile (state dir A) holds refs/main for a partial model: a profile of
+    state dir B wanting refs/main at another commit is blocked, as for whole links, and
+    when both drop everything no link or ref stays (issue 13, finding 2: it took the ref
+    with exit 0, and root's tree and ref stayed forever)."""
+    a = manifest({"x": model(paths[first], repo_id="org/x", revision=COMMIT_A,
+                             partial=first.startswith("q"))}, profile="root")
+    b = manifest({"x": model(paths[second], repo_id="org/x", revision=COMMIT_B,
+                             partial=second.startswith("q"))}, profile="user")
+    assert run(tmp_path, a, profile_state="state-root") == 0
+    assert run(tmp_path, b, profile_state="state-user") == 1
+    assert (tmp_path / "hub/models--org--x/refs/main").read_text() == COMMIT_A
+    assert run(tmp_path, a, profile_state="state-root") == 0  # root is not the one blocked
+    for state, profile in (("state-user", "user"), ("state-root", "root")):
+        assert run(tmp_path, manifest({}, profile=profile), profile_state=state) == 0
+        invariants(tmp_path / "hub")
+    assert {k: v for k, v in shape(tmp_path / "hub").items() if v != "dir"} == {}
+
+
+def test_a_ref_rewritten_with_our_value_by_someone_else_is_not_ours(tmp_path: Path,
+                                                                   paths: dict) -> None:
+    """Our refs/main is moved by the user's download, then a profile of another state
+    dir sets it to the very value we had written: it is that profile's, not ours to
+    "give back" (found by the widened campaign: the value alone could not tell)."""
+    user_download(tmp_path / "hub")
+    hm = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_D)}, profile="hm")
+    root = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_D)},
+                    profile="root")
+    assert run(tmp_path, hm) == 0
+    user_download(tmp_path / "hub", commit="1" * 40)  # the user's download moves main
+    assert run(tmp_path, root, profile_state="state-root") == 0
+    main = tmp_path / "hub/models--org--x/refs/main"
+    assert main.read_text() == COMMIT_D  # root's write, hm's old value
+    assert run(tmp_path, manifest({}, profile="hm")) == 0
+    assert main.read_text() == COMMIT_D  # not hm's to give back
+    assert run(tmp_path, manifest({}, profile="root"), profile_state="state-root") == 0
+    assert main.read_text() == "1" * 40  # the user's last download
+    invariants(tmp_path / "hub")
+
+
+def test_a_version_2_state_is_read_and_rewritten_as_version_3(tmp_path: Path, paths: dict) -> None:
+    """States written before records could carry ``other_kind`` and ``stamp`` (version
+    2: rows of 8 fields) are read as they are; the next write is version 3."""
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    data = manifest({"x": model(paths["p1"], repo_id="org/x")})
+    assert run(tmp_path, data) == 0
+    (state,) = (tmp_path / "state").glob("*.json")
+    lines = state.read_text().splitlines()
+    head = json.loads(lines[0])
+    assert head["version"] == 3
+    rows = [json.loads(line)[:8] for line in lines[1:]]
+    state.write_text("\n".join(json.dumps(x) for x in [{**head, "version": 2}, *rows]) + "\n")
+    assert run(tmp_path, manifest({"x": model(paths["p2"], repo_id="org/x",
+                                              revision=COMMIT_B)})) == 0
+    assert json.loads(state.read_text().splitlines()[0])["version"] == 3
+    assert run(tmp_path, manifest({})) == 0
+    assert shape(tmp_path / "hub") == original  # the user's refs/main given back
+
+
+def test_a_shared_link_is_not_moved_to_another_store_path(ws: Workspace, paths: dict) -> None:
+    """Two profiles of one state dir share a snapshot link; one then wants that commit
+    from another store path: it is blocked, the other's model keeps loading (found by
+    the widened campaign, seed 21: the link was moved, exit 0 for both)."""
+    a = manifest({"x": model(paths["p1"], repo_id="org/x", refs=["v1"])}, profile="hm")
+    b = manifest({"x": model(paths["p1"], repo_id="org/x", refs=["v2"])}, profile="devenv:/p")
+    assert ws.activate(a, name="a.json").code == 0
+    assert ws.activate(b, name="b.json").code == 0
+    b2 = manifest({"x": model(paths["p2"], repo_id="org/x", refs=["v2"])}, profile="devenv:/p")
+    res = ws.activate(b2, name="b.json")
+    assert res.code == 1 and "profile 'hm'" in res.stderr, res.stderr
+    assert os.readlink(ws.hub / f"models--org--x/snapshots/{COMMIT_A}") == paths["p1"]
+    assert ws.activate(manifest({}, profile="hm"), name="a.json").code == 0
+    assert ws.activate(b2, name="b.json").code == 0  # now it may
+    assert os.readlink(ws.hub / f"models--org--x/snapshots/{COMMIT_A}") == paths["p2"]
+    assert ws.activate(manifest({}, profile="devenv:/p"), name="b.json").code == 0
+    assert {k: v for k, v in shape(ws.hub).items() if v != "dir"} == {}
+
+
 # ------------------------------------------------------------ 5. nested refs
 
 @pytest.mark.parametrize("models", [
@@ -440,6 +561,27 @@ def test_a_ref_inside_another_is_refused(ws: Workspace, paths: dict, models: dic
     res = ws.activate(data)
     assert res.code == 2 and "cannot both exist" in res.stderr and ".refs" in res.stderr
     assert not ws.hub.exists()
+
+
+@pytest.mark.parametrize("order", [("main", "main/x"), ("main/x", "main")])
+@pytest.mark.parametrize("state_dirs", ["one", "two"])
+def test_nested_refs_of_two_profiles_name_the_other_profile(
+        tmp_path: Path, paths: dict, order: tuple[str, str], state_dirs: str) -> None:
+    """One profile holds refs/main, another wants refs/main/x (or the other way round):
+    the later one is blocked with a message naming the other profile, not telling the
+    user to move that ref away as if it were theirs (issue 13, finding 14)."""
+    a = manifest({"x": model(paths["p1"], repo_id="org/x", refs=[order[0]])}, profile="hm")
+    b = manifest({"y": model(paths["p2"], repo_id="org/x", revision=COMMIT_B,
+                             refs=[order[1]])}, profile="devenv:/p")
+    assert run(tmp_path, a) == 0
+    ws = Workspace(tmp_path)
+    out = ws.run("activate", "--manifest", str(ws.write_manifest(b, "b.json")), "--cache-dir",
+                 str(ws.hub), "--state-dir",
+                 str(tmp_path / ("state" if state_dirs == "one" else "state-b")))
+    assert out.code == 1, out.stderr
+    holder = "profile 'hm'" if state_dirs == "one" else "another model-repo profile"
+    assert holder in out.stderr and "mv " not in out.stderr, out.stderr
+    assert (tmp_path / "hub/models--org--x/refs" / order[0]).read_text() == COMMIT_A
 
 
 # ------------------------------------------------------------ 6. planted symlinks

@@ -196,3 +196,31 @@ def test_nothing_the_activator_did_not_create_is_changed(
         assert shape(ws.hub) == original
     finally:
         shutil.rmtree(root)
+
+
+def test_a_ref_is_given_back_exactly_even_naming_a_snapshot_now_gone(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    """The user's ``refs/main`` comes back byte for byte when we let go, whatever its
+    value names now (issue 13, finding 15: a ref whose snapshot had gone meanwhile was
+    deleted instead; the example hypothesis found 1 run in 13)."""
+    refs = ws.hub / _folder("org/x") / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(COMMITS[2])  # names a snapshot the cache does not have
+    original = shape(ws.hub)
+    for revision in (COMMITS[2], COMMIT_A):  # we link that very commit, then move on
+        data = manifest({"m1": model(tiny_bert_store_path, repo_id="org/x", revision=revision,
+                                     refs=["main"])})
+        assert ws.activate(data).code == 0
+    assert (refs / "main").read_text() == COMMIT_A
+    assert ws.activate(manifest({})).code == 0
+    assert shape(ws.hub) == original
+    # A ref that named the user's own download, removed by the user while we held it.
+    snap = ws.hub / _folder("org/x") / "snapshots" / COMMIT_B
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (refs / "main").write_text(COMMIT_B)
+    data = manifest({"m1": model(tiny_bert_store_path, repo_id="org/x", refs=["main"])})
+    assert ws.activate(data).code == 0
+    shutil.rmtree(snap)
+    assert ws.activate(manifest({})).code == 0
+    assert (refs / "main").read_text() == COMMIT_B

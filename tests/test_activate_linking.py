@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT_A, COMMIT_B, TINY_BERT_REPO, Workspace, manifest, model, tree
+from conftest import COMMIT_A, COMMIT_B, TINY_BERT_REPO, Workspace, manifest, model, shape, tree
 
 from activate import hubfs
 
@@ -107,16 +107,38 @@ def test_users_own_download_stays_usable_and_ref_is_restored(ws: Workspace, tiny
     assert (repo / "blobs").is_dir()
 
 
-def test_real_snapshot_dir_for_same_commit_counts_as_satisfied(ws: Workspace, tiny_bert_store_path: str) -> None:
+def test_real_snapshot_dir_for_same_commit_serves_only_when_complete(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    """A user's own snapshot folder at the pinned commit is never changed; it satisfies
+    the model only when it serves every file of the store path (issue 13, finding 7: a
+    download of only config.json gave exit 0 and the offline variables, and
+    from_pretrained then failed offline)."""
     snap = ws.hub / REPO / "snapshots" / COMMIT_A
     snap.mkdir(parents=True)
     (snap / "config.json").write_text("{}")
+    before = shape(ws.hub)
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path)}))
+    assert res.code == 1, res.stderr
+    assert str(snap) in res.stderr and "model-repo does not change it" in res.stderr
+    assert "HF_HUB_OFFLINE" not in res.env()
+    assert {k: v for k, v in shape(ws.hub).items() if k in before} == before
+    assert not (ws.hub / REPO / "refs" / "main").exists()  # no ref names a broken snapshot
+    # Complete (every file of the store path, as the user's own files): it serves.
+    for f in sorted(Path(tiny_bert_store_path).rglob("*")):
+        rel = f.relative_to(tiny_bert_store_path)
+        if f.is_dir():
+            (snap / rel).mkdir(exist_ok=True)
+        else:
+            (snap / rel).write_bytes(b"user's copy")
     res = ws.activate(manifest({"m": model(tiny_bert_store_path)}))
     assert res.code == 0, res.stderr
+    assert res.env()["HF_HUB_OFFLINE"] == "1"
     assert snap.is_dir() and not snap.is_symlink()
+    assert (snap / "config.json").read_text() == "user's copy"
     assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_A
     assert ws.activate(manifest({})).code == 0
-    assert (snap / "config.json").read_text() == "{}"
+    assert (snap / "config.json").read_text() == "user's copy"
+    assert not (ws.hub / REPO / "refs" / "main").exists()
 
 
 @pytest.mark.parametrize("kind", ["file", "foreign-link", "dir-for-ref"])

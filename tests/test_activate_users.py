@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 from conftest import Workspace, manifest, model, nix_store_add, tree
 
+from activate.statefile import STATE_VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_USER = "model-repo-test"
 SHARE_GROUP = "model-repo-share"
@@ -124,12 +126,12 @@ def test_status_on_a_state_dir_it_cannot_read_exits_3(shared: Path, member: Memb
 
 
 def _newer(ws: Workspace, store: str) -> Path:
-    """A state as a newer model-repo would leave it (state version 3)."""
+    """A state as a newer model-repo would leave it (a state version above ours)."""
     assert ws.activate(manifest({"x": model(store, repo_id="org/x")})).code == 0
     (state_file,) = [p for p in ws.state.iterdir() if p.suffix == ".json"]
     head, _, rest = state_file.read_text().partition("\n")
     data = json.loads(head)
-    data["version"] = 3
+    data["version"] = STATE_VERSION + 1
     data["somethingNew"] = {"a": 1}
     state_file.write_text(json.dumps(data) + "\n" + rest)
     return state_file
@@ -153,7 +155,8 @@ def test_a_state_of_a_newer_version_is_refused_and_left_untouched(tmp_path: Path
         ws.run("deactivate", "--profile", "test", "--state-dir", str(ws.state)),
     ):
         assert res.code == 3, res.stderr
-        assert "newer model-repo" in res.stderr and "state version 3" in res.stderr
+        assert "newer model-repo" in res.stderr
+        assert f"state version {STATE_VERSION + 1}" in res.stderr
         assert str(state_file) in res.stderr and "remove the file" in res.stderr
         assert (tree(ws.state), tree(ws.hub)) == before
 
