@@ -65,8 +65,8 @@ def test_a_commit_answered_with_another_commit_is_refused(hub: MockHub, tmp_path
     ("size", True, ["size"]),
     ("lfs", {"oid": "zz", "size": 64}, ["LFS sha256"]),
     ("lfs", {"oid": "ab" * 32, "size": 63}, ["LFS size"]),
-    ("path", "../../evil.bin", ["'..' segment"]),
-    ("path", "/etc/evil.bin", ["absolute"]),
+    ("path", "../../evil.bin", ['".." segment']),
+    ("path", "/etc/evil.bin", ['starts with "/"']),
     ("path", "a\0b", ["control character"]),
 ])
 @pytest.mark.parametrize("command", ["lock", "prefetch"])
@@ -188,7 +188,7 @@ def test_control_characters_in_names_are_escaped_on_the_terminal(hub: MockHub,
     # the path rule refuses a control character; what is printed is escaped either way
     for out in (p.stdout, p.stderr):
         assert "\x1b" not in out and "\r" not in out and "\u202e" not in out, out
-    assert "\\x1b" in p.stdout + p.stderr
+    assert "\\x1b" in p.stdout + p.stderr or "\\u001b" in p.stdout + p.stderr
 
 
 def test_escape_helper_escapes_control_characters_only():
