@@ -16,25 +16,16 @@ from typing import Any
 
 from ..repopath import shown
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_ENVIRONMENT = 3
-EXIT_INTERNAL = 70
+# The exit codes, Failure and Deadline live in .failure (transport needs them too, and
+# api imports transport): re-exported here, where the other modules import them from.
+from .failure import (EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_OK,  # noqa: F401
+                      Deadline, Failure)
 
 DEFAULT_REF = "main"
 HUB_MISSING = ("the Hub commands need huggingface_hub: use the Nix package (it has it), "
                "or run `pip install huggingface_hub` (from a checkout: `pip install "
                "'.[hub]'`)")
 GATED_NO_TOKEN = "this repo is gated: set HF_TOKEN (or run `hf auth login`)"
-
-
-class Failure(Exception):
-    """Ends the command with ``code`` after logging ``message``."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def make_folder(path: str, what: str, fix: str) -> None:
@@ -171,33 +162,6 @@ def timeout_setting(environ: Mapping[str, str], name: str, default: float) -> fl
         raise Failure(EXIT_BAD_INPUT, f"{name}={raw!r}: give a number of seconds > 0 "
                       f"(default {default:g})")
     return value
-
-
-class Deadline:
-    """A point in time (``time.monotonic``) a piece of work must end by, ``seconds``
-    from now; ``what`` names it in the error (e.g. ``"MODEL_REPO_HUB_TIMEOUT (3600 s)"``)."""
-
-    def __init__(self, seconds: float, what: str):
-        import time
-
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-        self.what = what
-
-    def left(self) -> float:
-        """Seconds left (negative once passed)."""
-        import time
-
-        return self.end - time.monotonic()
-
-    def check(self, doing: str) -> None:
-        """Raise :class:`Failure` (exit 3) when the deadline has passed, saying what was
-        being done and how to allow more time."""
-        if self.left() < 0:
-            raise Failure(EXIT_ENVIRONMENT, f"{doing} did not finish within "
-                          f"{self.seconds:g} s: the Hub is too slow or never ends the "
-                          f"answer; retry later, check HF_ENDPOINT, or allow more time with "
-                          f"{self.what}")
 
 
 class Watchdog:

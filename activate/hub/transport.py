@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from .api import EXIT_ENVIRONMENT, Deadline, Failure
+from .failure import EXIT_ENVIRONMENT, Deadline, Failure
 
 #: Statuses huggingface_hub's backoff retries for us (its defaults, without 429).
 RETRY_STATUSES = (500, 502, 503, 504)
