@@ -13,8 +13,9 @@ the store; as a user it fails). So a partial snapshot is a real directory::
 where ``<h>`` is a digest of (store path, file). huggingface_hub then adds what is missing
 beside our links, in ``blobs/<etag>`` and the snapshot directory, as for any download.
 Two hops (snapshot -> blob -> store) because huggingface_hub's ``delete_revisions``
-unlinks the first hop of a file it considers unreferenced: that is our blob link, never a
-store file.
+(from 1.32.0) unlinks the first hop of a file it considers unreferenced: that is our blob
+link, never a store file (before 1.32.0 it resolves links fully: README, "What the
+activator guarantees").
 
 Standard library only, no typing or collections (the no-op path verifies trees).
 """

@@ -32,6 +32,42 @@ COMMIT_B = "b" * 40
 
 NIX_MISSING = "Debian's nix-bin is not installed (apt-get install -y nix-bin): no nix-store"
 
+#: The first huggingface_hub whose cache tools keep to the hub cache (read from its
+#: utils/_cache_manager.py and cli/cache.py, and run against this suite): before it,
+#: ``delete_revisions`` resolves a snapshot's links fully (its blobs are the store files
+#: a partial snapshot links to, deleted as root on a writable store), fails on a whole
+#: snapshot with "Cannot call rmtree on a symbolic link", and ``hf cache rm`` takes no
+#: file URI. README, "Supported dependency versions".
+HUB_CACHE_TOOLS_SAFE = (1, 32, 0)
+
+
+def _hub_version() -> tuple[str, tuple[int, ...]] | None:
+    """The installed huggingface_hub's version (text, first three numbers), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = version("huggingface_hub")
+    except PackageNotFoundError:
+        return None
+    return text, tuple(int(n) for n in re.findall(r"\d+", text)[:3])
+
+
+def _needs_safe_cache_tools() -> pytest.MarkDecorator:
+    """Skip (before any fixture runs, so nothing is linked or deleted) unless the installed
+    huggingface_hub's ``delete_revisions`` / ``hf cache rm`` keep the first link hop."""
+    need = ".".join(map(str, HUB_CACHE_TOOLS_SAFE))
+    found = _hub_version()
+    reason = (f"needs huggingface_hub >= {need} (installed: "
+              f"{found[0] if found else 'none'}): before {need} its delete_revisions "
+              "resolves links fully and, as root, deletes the store files a partial snapshot "
+              "links to (on a whole snapshot: 'Cannot call rmtree on a symbolic link'), and "
+              "`hf cache rm` takes no file URI; run this test with .venv, not .venv-oldest")
+    return pytest.mark.skipif(found is None or found[1] < HUB_CACHE_TOOLS_SAFE, reason=reason)
+
+
+#: Marks a test that runs huggingface_hub's own cache tools on what the activator linked.
+needs_safe_cache_tools = _needs_safe_cache_tools()
+
 
 def need_nix() -> str:
     """Path of nix-store, or skip saying how to get it (with CI=true: fail)."""

@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT_A, TINY_BERT_REPO, Workspace, manifest, model
+from conftest import COMMIT_A, TINY_BERT_REPO, Workspace, manifest, model, needs_safe_cache_tools
+
+# Every test here runs `hf cache` or delete_revisions as root on real store paths: with an
+# older huggingface_hub that would delete store files (shared by other tests) or fail.
+pytestmark = needs_safe_cache_tools
 
 REPO = "models--model-repo-example--tiny-bert"
 USER_COMMIT = "c" * 40

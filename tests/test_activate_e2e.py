@@ -53,7 +53,8 @@ from pathlib import Path
 import pytest
 
 import e2e_support
-from conftest import Workspace, manifest, model, need_nix, nix_store_add, tree
+from conftest import (Workspace, manifest, model, need_nix, needs_safe_cache_tools, nix_store_add,
+                      tree)
 
 REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FOLDER = "models--sentence-transformers--all-MiniLM-L6-v2"
@@ -412,6 +413,7 @@ def test_unprivileged_user_loads_offline(activated: Activated, loader_user: User
     assert hub_listing(hub) == before
 
 
+@needs_safe_cache_tools
 def test_delete_revisions_as_root_spares_the_store(e2e_root: Path, minilm_store: str) -> None:
     from huggingface_hub import scan_cache_dir
 

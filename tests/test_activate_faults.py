@@ -19,7 +19,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT_A, COMMIT_B, Workspace, manifest, model, nix_store_add, shape, tree
+from conftest import (COMMIT_A, COMMIT_B, Workspace, manifest, model, needs_safe_cache_tools,
+                      nix_store_add, shape, tree)
 
 from activate import activation, hubfs
 from activate.activation import request_of, run_activate
@@ -250,6 +251,7 @@ def test_partial_snapshot_keeps_downloads_out_of_the_store(tmp_path: Path, paths
     assert tree(store) == before
 
 
+@needs_safe_cache_tools
 def test_partial_snapshot_delete_revisions_leaves_the_store(tmp_path: Path, paths: dict) -> None:
     """huggingface_hub's delete_revisions on a partial snapshot beside a user's own
     revision (two revisions: it unlinks the blobs it thinks unreferenced) removes our

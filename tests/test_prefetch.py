@@ -670,9 +670,10 @@ def on_terminal(env: dict[str, str], *args: str) -> tuple[int, str, bytes]:
     return code, out, b"".join(chunks)
 
 
-#: A bytes bar's size done / total and rate, as tqdm prints them (``3.15MB/3.15MB
-#: [00:01<00:00, 2.02MB/s]``).
-BYTES_AND_RATE = re.compile(rb"[\d.]+[kMG]?B/[\d.]+[kMG]?B \[[\d:]+<[\d:?]+, +[\d.?]+[kMG]?B/s\]")
+#: A bytes bar's size done / total and rate, as tqdm prints them: ``3.15MB/3.15MB
+#: [00:01<00:00, 2.02MB/s]`` (huggingface_hub >= 1.x), ``3.15M/3.15M [00:01<00:00,
+#: 2.02MB/s]`` (0.x: tqdm's own format, the unit only in the rate).
+BYTES_AND_RATE = re.compile(rb"[\d.]+[kMG]?B?/[\d.]+[kMG]?B? \[[\d:]+<[\d:?]+, +[\d.?]+[kMG]?B/s\]")
 
 
 def test_progress_bars_only_on_a_terminal(hub: MockHub, tmp_path: Path):
