@@ -231,24 +231,13 @@ def _load(path: str, any_version: bool = False) -> dict | None:
 
 
 def _save(path: str, data: dict) -> None:
-    from .statefile import create_temp, forget_temp
+    """Write the datasets state ``data`` to ``path`` with the one atomic writer
+    (:func:`activate.statefile.write_if_changed`, durable: it remembers what we own)."""
+    from .statefile import write_if_changed
 
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd, tmp = create_temp(path)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    finally:
-        forget_temp(tmp)
+    write_if_changed(path, [json.dumps(data, indent=1, sort_keys=True).encode()],
+                     durable=True)
 
 
 def _others(state_dir: str, key: str, profile: str) -> set[tuple[str, str, str | None]]:

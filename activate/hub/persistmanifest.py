@@ -139,19 +139,28 @@ def manifest_path(directory: str) -> str:
     return os.path.join(directory, MANIFEST)
 
 
+def _read_nofollow(path: str) -> bytes | None:
+    """The bytes of the file at ``path``, opened without following a symlink planted
+    there (:func:`open_nofollow`); None when it does not exist. Raises :class:`Failure`
+    (exit 3) when it cannot be read."""
+    try:
+        with open_nofollow(path) as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
+
+
 def read_manifest(directory: str) -> list[Entry]:
     """The entries of ``directory``'s manifest (``[]`` when there is none); an entry
     that cannot be used is a broken one (:meth:`Entry.broken`), the others are not
     affected. Raises :class:`Failure` (exit 3) when the file is unreadable, not JSON, or
     of another version."""
     path = manifest_path(directory)
-    try:
-        with open_nofollow(path) as fh:
-            data = fh.read()
-    except FileNotFoundError:
+    data = _read_nofollow(path)
+    if data is None:
         return []
-    except OSError as exc:
-        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -180,13 +189,9 @@ def read_nix_hug_manifest(directory: str) -> list[Entry]:
     store path is a broken one. Raises :class:`Failure` (exit 3) when the file is not a
     JSON list."""
     path = os.path.join(directory, NIX_HUG_MANIFEST)
-    try:
-        with open_nofollow(path) as fh:
-            data = fh.read()
-    except FileNotFoundError:
+    data = _read_nofollow(path)
+    if data is None:
         return []
-    except OSError as exc:
-        raise Failure(EXIT_ENVIRONMENT, f"cannot read {path}: {exc.strerror}") from exc
     try:
         doc = json.loads(data or b"[]")
     except (ValueError, RecursionError) as exc:
