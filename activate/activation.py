@@ -66,6 +66,8 @@ class Request:
     unlinked: tuple[str, ...]
     #: Prepared datasets to link into the ``datasets`` cache (:mod:`activate.datasets_link`).
     prepared: tuple = ()
+    #: model name -> its one file's path inside its store path (``MODEL_REPO_<NAME>_FILE``).
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def request_of(manifest: object) -> Request:
@@ -79,6 +81,7 @@ def request_of(manifest: object) -> Request:
                for name, m in models.items() if m.link],
         unlinked=tuple(name for name, m in models.items() if not m.link),
         prepared=tuple(_prepared_of(models)),
+        files={name: m.file for name, m in models.items() if m.file is not None},
     )
 
 
@@ -180,6 +183,7 @@ def _activate_in(request: Request, root: HubRoot, state_path: str, *, hub_dir: s
             hub_dir=hub_dir if explicit_hub else None,
             offline=offline and in_place,
             datasets_dir=datasets_dir[0] if datasets_dir and datasets_dir[1] else None,
+            model_files=request.files,
         )
         outcome.records = records
         if writing:

@@ -27,6 +27,7 @@ def environment(
     hub_dir: str | None,
     offline: bool,
     datasets_dir: str | None = None,
+    model_files: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables to export, sorted by name (so every run prints the same bytes).
 
@@ -36,11 +37,15 @@ def environment(
     as ``HF_DATASETS_CACHE`` when not None (likewise, for the ``datasets`` cache).
     ``offline``: add ``HF_DATASETS_OFFLINE=1``, ``HF_HUB_OFFLINE=1`` and
     ``TRANSFORMERS_OFFLINE=1`` (the caller decides: only when every linked model is in
-    place).
+    place). ``model_files``: model name -> its one file's path inside its store path,
+    exported as ``MODEL_REPO_<NAME>_FILE`` = ``<store path>/<file>`` (the manifest's
+    ``file``; ``modules/common.nix`` exports the same).
     """
-    from .naming import env_var_name
+    from .naming import env_var_name, file_var_name
 
     env = {env_var_name(name): path for name, path in sorted(model_paths.items())}
+    for name, file in (model_files or {}).items():
+        env[file_var_name(name)] = model_paths[name] + "/" + file
     if hub_dir is not None:
         env["HF_HUB_CACHE"] = hub_dir
     if datasets_dir is not None:

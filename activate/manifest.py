@@ -23,6 +23,7 @@ from .naming import (
     COMMIT_RE,
     MODEL_NAME_RE,
     env_var_name,
+    file_var_name,
     ref_error,
     repo_folder_name,
     repo_id_error,
@@ -104,6 +105,27 @@ class Model(BaseModel):
             "offline. Only with repoType = 'dataset'; null = none.",
         ),
     ] = None
+    file: Annotated[
+        str | None,
+        Field(
+            description="The model's one file, as a path inside `path` (a GGUF "
+            "quantization's model file or first part, a source.url main file): exported "
+            "as MODEL_REPO_<NAME>_FILE = <path>/<file>, as the modules do; null = none.",
+            examples=["Q8_0/Tiny-Q8_0-00001-of-00002.gguf"],
+        ),
+    ] = None
+
+    @field_validator("file")
+    @classmethod
+    def _check_file(cls, value: str | None) -> str | None:
+        from .repopath import repo_path_error, shown
+
+        why = None if value is None else repo_path_error(value)
+        if why is not None:
+            raise ValueError(f"the file path {shown(value)} {why}: give the file's path "
+                             "inside the store path (the repo file path rule, "
+                             "activate/repopath.py)")
+        return value
 
     @field_validator("repo_id")
     @classmethod
@@ -259,13 +281,14 @@ class Manifest(BaseModel):
                     "at most 100 characters)"
                 )
                 continue
-            var = env_var_name(name)
-            if var in by_var:
-                problems.append(
-                    f"models.{name!r} and models.{by_var[var]!r} both map to {var}: "
-                    "rename one of them"
-                )
-            by_var[var] = name
+            for var in [env_var_name(name)] + (
+                    [file_var_name(name)] if model.file is not None else []):
+                if var in by_var:
+                    problems.append(
+                        f"models.{name!r} and models.{by_var[var]!r} both map to {var}: "
+                        "rename one of them"
+                    )
+                by_var[var] = name
             path_error = store_path_error(model.path, self.store_dir)
             if path_error:
                 problems.append(f"models.{name!r}.path: {path_error}")

@@ -51,6 +51,13 @@ def env_var_name(name: str) -> str:
     return ENV_PREFIX + "".join(out)
 
 
+def file_var_name(name: str) -> str:
+    """Return the variable that carries model ``name``'s one file (a GGUF model's file
+    or first part, a ``source.url`` main file): :func:`env_var_name` + ``_FILE``, as
+    ``modules/common.nix`` names it (``bert`` -> ``MODEL_REPO_BERT_FILE``)."""
+    return env_var_name(name) + "_FILE"
+
+
 def repo_id_error(repo_id: str) -> str | None:
     """Return why ``repo_id`` is not a valid Hub repo id, or None when it is valid.
 

@@ -24,6 +24,18 @@ let
     else
       data;
 
+  # The entry of `model` in `lockFile` as written ({ } when there is none).
+  rawEntry = model: lockFile: (readLock model lockFile).models.${model} or { };
+
+  # An entry's mmproj choice as the mmproj option takes it: absent -> "auto"
+  # (the tag's own), "none" -> null, else the path (activate/hub/update.py).
+  entryMmproj =
+    entry:
+    let
+      m = entry.mmproj or null;
+    in
+    if m == null then "auto" else if m == "none" then null else m;
+
   # The entry of `model` in `lockFile`, checked against the model's declared
   # source (repo, repoType, ref, files/include/exclude): a lock entry of
   # another repo or selection is stale and an error, not silently used.
@@ -49,6 +61,7 @@ let
         include = e.include or [ ];
         exclude = e.exclude or [ ];
       };
+      lockedQuant = entry.quant or null;
       picked = gguf.selectOrThrow model {
         paths = builtins.attrNames (entry.files or { });
         inherit quant;
@@ -65,6 +78,14 @@ let
       fail model "lockFile's entry \"${model}\" is a ${entry.repoType or "model"} repo, the model says repoType = \"${src.repoType}\": ${rerun}"
     else if !(same entry.ref src.ref) then
       fail model "lockFile's entry \"${model}\" follows ref \"${entry.ref}\", the model says ref = \"${src.ref}\": ${rerun}"
+    else if lockedQuant != null && lockedQuant != quant then
+      fail model "lockFile's entry \"${model}\" was locked with the quantization tag \"${lockedQuant}\", the model says ${
+        if quant == null then "none" else "\"${quant}\""
+      }: ${rerun}"
+    else if lockedQuant != null && entryMmproj entry != (src.mmproj or "auto") then
+      fail model "lockFile's entry \"${model}\" was locked with mmproj ${builtins.toJSON (entryMmproj entry)}, the model says ${
+        builtins.toJSON (src.mmproj or "auto")
+      }: ${rerun}"
     else if badPaths != [ ] then
       let
         p = builtins.head badPaths;
@@ -78,5 +99,5 @@ let
       entry;
 in
 {
-  inherit readLock lockedEntry;
+  inherit readLock rawEntry entryMmproj lockedEntry;
 }

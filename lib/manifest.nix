@@ -56,7 +56,24 @@ let
       # links, so huggingface_hub never writes a missing file into the store.
       partial = s != "url" && isPartial cfg.source.${s};
     }
-    // lib.optionalAttrs (prepared != null) { prepared = "${prepared}"; };
+    // lib.optionalAttrs (prepared != null) { prepared = "${prepared}"; }
+    # MODEL_REPO_<NAME>_FILE's file, as a path inside `path` (the activator prints
+    # <path>/<file>, as the modules' environment does: modules/common.nix).
+    // lib.optionalAttrs (fileOf path drv != null) { file = fileOf path drv; };
+
+  # drv.file (an absolute path under the store path, lib/fetch.nix) as a path
+  # inside `path`; null when the model has none.
+  fileOf =
+    path: drv:
+    let
+      f = drv.file or null;
+    in
+    if f == null then
+      null
+    else if lib.hasPrefix "${path}/" f then
+      lib.removePrefix "${path}/" f
+    else
+      throw "model-repo: the file ${f} is not inside the model's store path ${path}";
 
   # files / include / exclude on source.huggingface, source.git-lfs; include /
   # exclude on source.s3. source.url lists exactly the model's files: never partial.

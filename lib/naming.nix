@@ -20,6 +20,10 @@ let
   envVarName =
     name: "MODEL_REPO_" + concatStringsSep "" (map envVarChar (lib.stringToCharacters (lib.toUpper name)));
 
+  # MODEL_REPO_<NAME>_FILE: the variable of a model's one file (activate/naming.py
+  # file_var_name; the modules and the activator print it).
+  fileVarName = name: envVarName name + "_FILE";
+
   # Hub cache folder of a repo: models--ORG--NAME / datasets--ORG--NAME.
   repoTypePrefix =
     repoType:
@@ -61,6 +65,7 @@ in
     modelNameRule
     isValidModelName
     envVarName
+    fileVarName
     hubFolderName
     repoTypePrefix
     repoIdRegex

@@ -96,6 +96,11 @@ let
             }
           else
             null;
+        # The entry's GGUF tag and mmproj choice (`model-repo lock NAME ORG/NAME:QUANT
+        # [--mmproj none|PATH]`), read without the checks of lockedEntry (which
+        # needs quant): a model that gives no tag takes them from there.
+        rawEntry = if fromLock then lockfile.rawEntry model lockFile else { };
+        lockedQuant = rawEntry.quant or null;
       in
       {
         options = {
@@ -114,8 +119,11 @@ let
           quant = mkOption {
             type = types.nullOr (types.strMatching gguf.quantRegex);
             default =
-              if options.repo.isDefined then (gguf.splitModelRef (lib.last options.repo.definitions)).quant else null;
-            defaultText = literalExpression "the QUANT of repo = \"ORG/NAME:QUANT\", else null";
+              let
+                given = if options.repo.isDefined then (gguf.splitModelRef (lib.last options.repo.definitions)).quant else null;
+              in
+              if given != null then given else lockedQuant;
+            defaultText = literalExpression "the QUANT of repo = \"ORG/NAME:QUANT\", else the quant of this model's entry in lockFile, else null";
             example = "Q4_K_M";
             apply =
               quant:
@@ -141,7 +149,8 @@ let
           };
           mmproj = mkOption {
             type = types.nullOr types.str;
-            default = "auto";
+            default = if lockedQuant != null then lockfile.entryMmproj rawEntry else "auto";
+            defaultText = literalExpression "\"auto\", or the mmproj choice of this model's entry in lockFile";
             example = "mmproj-F16.gguf";
             description = ''
               With {option}`quant`: the multimodal projector. `"auto"`: the

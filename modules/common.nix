@@ -133,7 +133,7 @@ rec {
           value = "${drvs.${x.attr}}";
         }) list
         ++ map (x: {
-          name = naming.envVarName x.m.name + "_FILE";
+          name = naming.fileVarName x.m.name;
           value = drvs.${x.attr}.file;
         }) (builtins.filter hasFile list)
       );
@@ -148,7 +148,7 @@ rec {
       byName = groupBy' (x: x.m.name) validNames;
       dupNames = lib.filterAttrs (_: xs: builtins.length xs > 1) byName;
       # Every variable a model exports: MODEL_REPO_<NAME>, and MODEL_REPO_<NAME>_FILE.
-      varsOf = x: [ (naming.envVarName x.m.name) ] ++ lib.optional (hasFile x) (naming.envVarName x.m.name + "_FILE");
+      varsOf = x: [ (naming.envVarName x.m.name) ] ++ lib.optional (hasFile x) (naming.fileVarName x.m.name);
       byVar = groupBy' (v: v.var) (
         lib.concatMap (x: map (var: x // { inherit var; }) (varsOf x)) (map builtins.head (builtins.attrValues byName))
       );

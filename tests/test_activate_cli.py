@@ -69,6 +69,34 @@ def test_env_file_and_formats(ws: Workspace, tiny_bert_store_path: str) -> None:
     assert devenv.stdout.startswith("HF_DATASETS_OFFLINE\0MQ==\0HF_HUB_CACHE\0")
 
 
+def test_a_models_file_is_exported_as_model_repo_name_file(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    """A manifest entry's ``file`` (the Nix side writes it for a single-file GGUF model)
+    gives ``MODEL_REPO_<NAME>_FILE`` = <path>/<file> in every format, as the modules'
+    environment does; the ``env`` command and the no-op path print it too; a file
+    variable taken by another model's name is refused (exit 2)."""
+    data = manifest({"tiny-gguf": model(tiny_bert_store_path, file="config.json"),
+                     "other": model(tiny_bert_store_path)})
+    want = f"{tiny_bert_store_path}/config.json"
+    res = ws.activate(data, fmt="sh")
+    assert res.code == 0, res.stderr
+    assert f"export MODEL_REPO_TINY_GGUF_FILE='{want}'\n" in res.stdout
+    assert f"export MODEL_REPO_TINY_GGUF='{tiny_bert_store_path}'\n" in res.stdout
+    assert "MODEL_REPO_OTHER_FILE" not in res.stdout
+    env = ws.activate(data, fmt="json").env()  # the no-op path: the same variables
+    assert env["MODEL_REPO_TINY_GGUF_FILE"] == want and "MODEL_REPO_OTHER_FILE" not in env
+    path = ws.write_manifest(data)
+    res = ws.run("env", "--manifest", str(path), "--cache-dir", str(ws.hub), "--state-dir",
+                 str(ws.state), "--format", "json")
+    assert res.env()["MODEL_REPO_TINY_GGUF_FILE"] == want
+    clash = manifest({"x": model(tiny_bert_store_path, file="config.json"),
+                      "x_file": model(tiny_bert_store_path)})
+    res = ws.activate(clash)
+    assert res.code == 2 and "MODEL_REPO_X_FILE" in res.stderr, res.stderr
+    res = ws.activate(manifest({"x": model(tiny_bert_store_path, file="../etc/passwd")}))
+    assert res.code == 2 and "models.x.file" in res.stderr.replace("'", ""), res.stderr
+
+
 def test_env_command_changes_nothing(ws: Workspace, tiny_bert_store_path: str) -> None:
     path = ws.write_manifest(manifest({"m": model(tiny_bert_store_path)}))
     args = ("env", "--manifest", str(path), "--cache-dir", str(ws.hub), "--state-dir",

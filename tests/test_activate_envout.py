@@ -94,3 +94,8 @@ def test_environment_contents() -> None:
                    "TRANSFORMERS_OFFLINE": "1"}
     env = environment({}, hub_dir=None, offline=False, datasets_dir="/d")
     assert env == {"HF_DATASETS_CACHE": "/d"}
+    env = environment({"tiny.gguf": "/nix/store/t", "b": "/nix/store/b"}, hub_dir=None,
+                      offline=False, model_files={"tiny.gguf": "Q8_0/t-00001-of-00002.gguf"})
+    assert env == {"MODEL_REPO_B": "/nix/store/b", "MODEL_REPO_TINY_GGUF": "/nix/store/t",
+                   "MODEL_REPO_TINY_GGUF_FILE": "/nix/store/t/Q8_0/t-00001-of-00002.gguf"}
+    assert list(env) == sorted(env)

@@ -135,3 +135,46 @@ def test_a_hostile_listing_is_refused_only_where_it_is_chosen(tmp_path: Path):
         p = run(h, tmp_path, "ls", "model-repo-test/Evil-GGUF:Q8_0")
         assert p.returncode == 0, p.stderr
         assert "ok-Q8_0.gguf" in p.stdout and "evil" not in p.stdout
+
+
+def test_update_follows_the_tag_when_the_quant_files_are_renamed_and_split(
+        hub: MockHub, tmp_path: Path):
+    """``lock NAME ORG/NAME:QUANT`` keeps the tag (and the ``--mmproj`` choice) in the
+    entry; when the repo's next commit renames and re-splits the quantization, ``update``
+    selects by the tag again (not the old file names), ``--check`` and ``--dry-run``
+    write nothing, and an entry without a tag reads and writes without the fields."""
+    repo = "model-repo-test/Moving-GGUF"
+    first = hub.add_repo(repo, {"README.md": b"# m\n", "Moving-Q4_K_M.gguf": gguf("Q4_K_M"),
+                                "Moving-Q8_0.gguf": gguf("Q8_0"),
+                                "mmproj-F16.gguf": gguf("mmproj")})
+    lockp = tmp_path / "model-repo.lock.json"
+    args = ("--lock-file", str(lockp), "-q")
+    p = run(hub, tmp_path, "lock", "m", f"{repo}:Q4_K_M", "--mmproj", "none", *args)
+    assert p.returncode == 0, p.stderr
+    entry = json.loads(lockp.read_text())["models"]["m"]
+    assert (entry["quant"], entry["mmproj"]) == ("Q4_K_M", "none")
+    assert entry["exactFiles"] == ["Moving-Q4_K_M.gguf"] and entry["commit"] == first
+    p = run(hub, tmp_path, "lock", "plain", f"{repo}", "--file", "README.md", *args)
+    assert p.returncode == 0, p.stderr
+    plain = json.loads(lockp.read_text())["models"]["plain"]
+    assert "quant" not in plain and "mmproj" not in plain
+    split = {"Q4_K_M/Moving-v2-Q4_K_M-00001-of-00002.gguf": gguf("Q4_K_M", 1),
+             "Q4_K_M/Moving-v2-Q4_K_M-00002-of-00002.gguf": gguf("Q4_K_M", 2)}
+    second = hub.commit(repo, {"README.md": b"# m\n", **split,
+                               "Moving-v2-Q8_0.gguf": gguf("Q8_0"),
+                               "mmproj-F16.gguf": gguf("mmproj")})
+    before = lockp.read_bytes()
+    assert run(hub, tmp_path, "update", "m", "--check", *args).returncode == 1
+    p = run(hub, tmp_path, "update", "m", "--dry-run", "--json", *args)
+    assert p.returncode == 0, p.stderr
+    (m,) = json.loads(p.stdout)["models"]
+    assert [a["path"] for a in m["added"]] == sorted(split)
+    assert m["removed"] == ["Moving-Q4_K_M.gguf"]
+    assert lockp.read_bytes() == before  # --check and --dry-run write nothing
+    p = run(hub, tmp_path, "update", "m", *args)
+    assert p.returncode == 0, p.stderr
+    entry = json.loads(lockp.read_text())["models"]["m"]
+    assert entry["commit"] == second and entry["exactFiles"] == sorted(split)
+    assert sorted(entry["files"]) == sorted(split)  # the tag's parts, no mmproj ("none")
+    assert (entry["quant"], entry["mmproj"]) == ("Q4_K_M", "none")
+    assert run(hub, tmp_path, "update", "m", "--check", *args).returncode == 0

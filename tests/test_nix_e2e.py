@@ -113,3 +113,52 @@ def test_module_manifest_activates_and_loads(profile, store_model, tmp_path):
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(r["manifestFile"])
         assert subprocess.run(["bash", "-c", r["task"]["status"]]).returncode == 0
+
+
+GGUF_REPO = "model-repo-test/Tiny-GGUF"
+GGUF_FILES = ["Q8_0/Tiny-Q8_0-00001-of-00002.gguf", "Q8_0/Tiny-Q8_0-00002-of-00002.gguf",
+              "mmproj-F16.gguf"]
+
+
+@pytest.fixture(scope="module")
+def store_gguf(tmp_path_factory) -> str:
+    if shutil.which("nix-store") is None:
+        pytest.skip(reason="nix-store not found: install Debian's nix-bin")
+    d = tmp_path_factory.mktemp("gguf") / "tiny-gguf"
+    for p in GGUF_FILES:
+        (d / p).parent.mkdir(parents=True, exist_ok=True)
+        (d / p).write_bytes(b"GGUF\x03\x00\x00\x00" + p.encode())
+    return subprocess.run(["nix-store", "--add", str(d)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.parametrize("profile", ["home-manager", "devenv"])
+def test_the_cli_prints_the_modules_file_variable(profile, store_gguf, tmp_path):
+    """A GGUF model's module-built manifest carries ``file`` (the model's first part,
+    inside its store path), and ``model-repo activate`` on that manifest prints
+    ``MODEL_REPO_<NAME>_FILE`` with the value the module's environment has."""
+    from nixeval import HASH, nix_value
+
+    model = nix_value({"source": {"huggingface": {
+        "repo": f"{GGUF_REPO}:Q8_0", "revision": REV, "files": GGUF_FILES}}, "hash": HASH})
+    fr = {f"https://huggingface.co/{GGUF_REPO}": store_gguf}
+    if profile == "home-manager":
+        r = hm_eval(f"{{ programs.model-repo = {{ enable = true; models.llama = {model}; }}; }}",
+                    fetch_results=fr, real_store_paths=True)
+        module_env = r["sessionVariables"]
+        hub = tmp_path / "hub"
+    else:
+        r = devenv_eval(
+            f"{{ services.model-repo = {{ enable = true; cacheDir = \"{tmp_path}/devenv-hf\"; "
+            f"models.llama = {model}; }}; }}",
+            root=str(tmp_path), fetch_results=fr, real_store_paths=True, host_coreutils=True)
+        module_env = r["env"]
+        hub = tmp_path / "devenv-hf" / "hub"
+    entry = r["manifest"]["models"]["llama"]
+    assert entry["path"] == store_gguf and entry["file"] == GGUF_FILES[0]
+    proc = activate(r["manifest"], tmp_path, hub)
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(proc.stdout)
+    want = f"{store_gguf}/{GGUF_FILES[0]}"
+    assert env["MODEL_REPO_LLAMA_FILE"] == module_env["MODEL_REPO_LLAMA_FILE"] == want
+    assert env["MODEL_REPO_LLAMA"] == module_env["MODEL_REPO_LLAMA"] == store_gguf

@@ -183,6 +183,30 @@ def test_lock_entry_of_a_tag(tmp_path: Path):
     assert "run `model-repo lock tiny o/Tiny-GGUF:Q8_0`" in err, err
 
 
+def test_the_tag_and_mmproj_come_from_the_lock_entry_alone(tmp_path: Path):
+    """A model giving only the repo id takes the entry's ``quant`` and ``mmproj``
+    (``model-repo lock NAME ORG/NAME:QUANT --mmproj none`` writes them): ``modelRef``,
+    ``modelPath`` and ``MODEL_REPO_<NAME>_FILE`` come out as with the tag written; a
+    model naming another tag than the entry's is refused."""
+    lockp = _lock(tmp_path, PARTS, PARTS + ["mmproj-F16.gguf"])
+    data = json.loads(lockp.read_text())
+    data["models"]["tiny"].update(quant="Q8_0", mmproj="none")
+    lockp.write_text(json.dumps(data))
+    r = fetch(f'{{ name = "tiny"; lockFile = {nix_string(lockp)}; '
+              'source.huggingface.repo = "o/Tiny-GGUF"; }')
+    assert r["modelRef"] == "o/Tiny-GGUF:Q8_0" and r["mmprojPath"] is None
+    assert r["modelPath"] == r["file"] == f"{r['out']}/{PARTS[0]}"
+    r = hm_eval(f"""{{ ... }}: {{ programs.model-repo = {{ enable = true;
+      models.tiny = {{ lockFile = {nix_string(lockp)};
+        source.huggingface.repo = "o/Tiny-GGUF"; }}; }}; }}""")
+    assert r["sessionVariables"]["MODEL_REPO_TINY_FILE"] == f"{r['modelPaths']['tiny']}/{PARTS[0]}"
+    err = nix_eval_error(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+      in (mr.fetchModel pkgs {{ name = "tiny"; lockFile = {nix_string(lockp)};
+        source.huggingface.repo = "o/Tiny-GGUF:Q4_K_M"; }}).outPath""")
+    assert 'locked with the quantization tag "Q8_0", the model says "Q4_K_M"' in err, err
+
+
 def test_lock_then_nix_build_a_split_gguf_from_the_mock_hub(tmp_path: Path):
     """mock Hub -> `model-repo lock tiny ORG/NAME:Q8_0` -> lib.fetchModel { lockFile;
     repo = "ORG/NAME:Q8_0"; } -> nix-build: modelPath is the first part and the second

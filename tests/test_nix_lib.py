@@ -400,7 +400,7 @@ def test_url_files_are_fetchurls_in_a_flat_link_farm():
     # No commit of its own: linked under sha1(store path basename), as the manifest does.
     assert pt["revision"] == r["derived"] and len(pt["revision"]) == 40
     assert r["entry"] == {"repoId": "me/m-gguf", "repoType": "model", "revision": pt["revision"], "refs": ["main"], "link": True,
-                          "partial": False}
+                          "partial": False, "file": "mmproj.gguf"}  # MODEL_REPO_<NAME>_FILE
     assert r["entryPath"] == r["path"]
 
 
@@ -868,7 +868,8 @@ def test_nixos_module_links_a_url_model_through_the_activator(url_model, tmp_pat
       }}; }}""", fetch_results=m["results"], real_store_paths=True)
     entries = r["manifest"]["models"]
     assert entries["gguf"] == {"repoId": TINY_URL_REPO, "repoType": "model", "revision": m["revision"],
-                               "refs": ["main"], "path": m["path"], "link": True, "partial": False}
+                               "refs": ["main"], "path": m["path"], "link": True, "partial": False,
+                               "file": "model-Q4.gguf"}
     assert entries["plain"]["link"] is False and r["failedAssertions"] == []
     assert r["environment"]["MODEL_REPO_GGUF"] == m["path"]
     manifest = dict(r["manifest"], models={"gguf": entries["gguf"]})
@@ -880,6 +881,7 @@ def test_nixos_module_links_a_url_model_through_the_activator(url_model, tmp_pat
                            "--state-dir", str(tmp_path / "state"), "--format", "json"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["MODEL_REPO_GGUF_FILE"] == f"{m['path']}/model-Q4.gguf"
     (cfg,) = hub_probe(hub, f'try_to_load_from_cache("{TINY_URL_REPO}", "config.json", cache_dir=c)')
     assert Path(cfg).read_text() == CONFIG
 

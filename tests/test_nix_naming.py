@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 # Deliberately not guarded: without the activator's naming module this test fails.
-from activate.naming import MODEL_NAME_RE, env_var_name, repo_folder_name
+from activate.naming import MODEL_NAME_RE, env_var_name, file_var_name, repo_folder_name
 
 from nixeval import lib_expr, nix_eval, nix_value
 
@@ -33,7 +33,8 @@ names = st.one_of(valid_names, ascii_names)
 def nix_naming(batch: list[str]) -> list[dict]:
     expr = f"""
       let n = import ./lib/naming.nix {{ lib = {lib_expr()}; }};
-      in map (s: {{ var = n.envVarName s; valid = n.isValidModelName s; }}) {nix_value(batch)}
+      in map (s: {{ var = n.envVarName s; file = n.fileVarName s; valid = n.isValidModelName s; }})
+        {nix_value(batch)}
     """
     return nix_eval(expr)
 
@@ -44,6 +45,7 @@ def test_env_var_rule_matches_python(batch):
     out = nix_naming(batch)
     for name, got in zip(batch, out):
         assert got["var"] == env_var_name(name) == documented_rule(name), name
+        assert got["file"] == file_var_name(name) == documented_rule(name) + "_FILE", name
         assert got["valid"] == bool(MODEL_NAME_RE.match(name)), name
 
 

@@ -14,6 +14,7 @@ Shape::
         "repo": "ORG/NAME", "repoType": "model" | "dataset", "ref": "main",
         "commit": "<40 hex>",
         "exactFiles": [...], "include": [...], "exclude": [...],   # the selection
+        "quant": "Q4_K_M", "mmproj": "none" | "<path>",   # optional: ORG/NAME:QUANT
         "files": {"<path>": {"size": <bytes>, "hash": "sha256-<base64>",
                              "lfs": true | false, "blobId": "<git blob sha1>"}}}}}
 
@@ -34,6 +35,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..gguf import QUANT_RE
 from ..naming import MODEL_NAME_RE, ref_error, repo_id_error
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 
@@ -73,6 +75,15 @@ class LockedModel(BaseModel):
     exactFiles: list[str] = []
     include: list[str] = []
     exclude: list[str] = []
+    #: ``lock NAME ORG/NAME:QUANT``: the tag ``update`` selects by again at each new
+    #: commit (``exactFiles`` holds what it selected at ``commit``), and the
+    #: ``--mmproj`` choice: absent for the tag's own, ``"none"``, or a path.
+    #: Optional (absent in entries without a tag), so the format stays version 1.
+    quant: Annotated[str | None, Field(pattern=f"^{QUANT_RE}$",
+                                       description="GGUF quantization tag")] = None
+    mmproj: Annotated[str | None, Field(
+        min_length=1, description="with quant: 'none' or an mmproj path; absent: the "
+        "tag's own")] = None
     files: dict[str, LockedFile]
 
     @field_validator("repo")
@@ -165,8 +176,15 @@ def read_lock(path: str, *, missing_ok: bool = False) -> LockFile:
 
 
 def render_lock(lock: LockFile) -> str:
-    """The lock file's text: JSON, keys sorted, two-space indent, a final newline."""
-    return json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    """The lock file's text: JSON, keys sorted, two-space indent, a final newline.
+    ``quant`` and ``mmproj`` are left out when unset (an entry without a tag reads and
+    writes as before they existed)."""
+    doc = lock.model_dump(mode="json")
+    for entry in doc["models"].values():
+        for key in ("quant", "mmproj"):
+            if entry.get(key) is None:
+                entry.pop(key, None)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
 def write_lock(path: str, lock: LockFile) -> None:

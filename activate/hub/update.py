@@ -112,8 +112,37 @@ def pin_entry(session: HubSession, sel: Selection, log: Any, old: LockedModel | 
     return LockedModel(
         repo=res.repo_id, repoType=res.repo_type, ref=res.ref, commit=res.commit,
         exactFiles=list(sel.files), include=list(sel.include), exclude=list(sel.exclude),
+        **_gguf_entry(sel),
         files={p.path: LockedFile(size=p.size, hash=p.hash, lfs=p.lfs, blobId=p.blob_id)
                for p in pinned})
+
+
+def _gguf_entry(sel: Selection) -> dict[str, str]:
+    """A lock entry's ``quant`` and ``mmproj`` fields for ``sel`` (none without a tag;
+    ``mmproj`` only when ``--mmproj`` chose: ``"none"`` or the path)."""
+    from .ggufsel import NO_MMPROJ
+
+    if sel.quant is None:
+        return {}
+    fields = {"quant": sel.quant}
+    if sel.mmproj != "auto":
+        fields["mmproj"] = NO_MMPROJ if sel.mmproj is None else sel.mmproj
+    return fields
+
+
+def entry_selection(old: LockedModel) -> Selection:
+    """The :class:`Selection` ``update`` pins a lock entry with at its ref's new commit:
+    an entry with a ``quant`` selects by its tag (and ``mmproj`` choice) again among the
+    new commit's files, so a renamed or re-split quantization is followed; ``exactFiles``
+    is then only what the tag picked last time. Otherwise the entry's own selection."""
+    from .ggufsel import NO_MMPROJ
+
+    if old.quant is None:
+        return Selection(old.repo, old.repoType, old.ref, tuple(old.exactFiles),
+                         tuple(old.include), tuple(old.exclude))
+    mmproj = "auto" if old.mmproj is None else None if old.mmproj == NO_MMPROJ else old.mmproj
+    return Selection(old.repo, old.repoType, old.ref, (), tuple(old.include),
+                     tuple(old.exclude), quant=old.quant, mmproj=mmproj)
 
 
 def run_lock(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -> int:
@@ -159,8 +188,7 @@ def run_update(args: argparse.Namespace, environ: Mapping[str, str], log: Any) -
     changes = []
     for name in names:
         old = lock.models[name]
-        sel = Selection(old.repo, old.repoType, old.ref, tuple(old.exactFiles),
-                        tuple(old.include), tuple(old.exclude))
+        sel = entry_selection(old)
         info = session.resolve(old.repo, old.repoType, old.ref, paths=sel.only_files)
         if info.commit == old.commit:
             changes.append(diff(name, old, old))
