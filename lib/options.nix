@@ -63,7 +63,7 @@ let
     else
       throw ''
         model-repo: model "${model}": hash must be an SRI hash such as "sha256-<base64>", ${
-          if hash == null then "but none is set" else "got \"${toString hash}\""
+          if hash == null then "but none is set" else "got ${builtins.toJSON hash}, which ${naming.sriHashError hash}"
         }.
         ${
           if how != null then how + " Or set" else "Set"
