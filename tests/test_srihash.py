@@ -202,3 +202,20 @@ def test_generated_nix_equals_python(batch):
         py = sri_hash_error(value)
         assert nix == py, value
         assert pattern_accepts(value) == (py is None), value
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64))
+def test_what_model_repo_prints_follows_the_rule(d256: bytes, d512: bytes):
+    # The writers (prefetch's NAR hash, per-file pins and lock files from the Hub's LFS
+    # sha256, persist's narinfo NarHash) print only hashes the rule accepts, canonical.
+    from activate.hub.binarycache import narinfo_hash, nix_base32
+    from activate.hub.nar import sri
+    from activate.hub.pin import hex_from_sri, sri_from_hex
+
+    printed = [sri(d256), sri(d512, "sha512"), sri_from_hex(d256.hex()),
+               narinfo_hash({"NarHash": "sha256:" + nix_base32(d256), "NarSize": "1"})[0]]
+    for h in printed:
+        assert sri_hash_error(h) is None, h
+    assert printed[0] == printed[2] == printed[3]
+    assert hex_from_sri(printed[0]) == d256.hex()
