@@ -270,7 +270,7 @@ let
         type = types.nullOr types.str;
         default = null;
         example = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-        description = "SRI hash of the file's bytes (a flat hash, what `nix-prefetch-url` and `sha256sum` compute).";
+        description = "SRI hash of the file's bytes (a flat hash, what `nix-prefetch-url` and `sha256sum` compute): `sha256-` or `sha512-` and canonical base64 of the exact length (lib/srihash.nix).";
       };
       sha256 = mkOption {
         type = types.nullOr types.str;
@@ -565,7 +565,9 @@ let
             `model-repo prefetch ORG/NAME` prints it for Hub repos. For
             `source.url` with one file given by {option}`source.url.url`, the
             hash of that file; with {option}`source.url.files`, leave it unset
-            and give each file its hash.
+            and give each file its hash. `sha256-` or `sha512-` and canonical
+            base64 of the exact length (lib/srihash.nix); Nix's `sha256:…` form
+            and sha1/md5 are refused with the fix.
           '';
         };
 
