@@ -219,3 +219,8 @@ def test_what_model_repo_prints_follows_the_rule(d256: bytes, d512: bytes):
         assert sri_hash_error(h) is None, h
     assert printed[0] == printed[2] == printed[3]
     assert hex_from_sri(printed[0]) == d256.hex()
+
+
+def test_nix_fast_path_is_the_schema_pattern():
+    got = nix_eval(f"(import ./lib/srihash.nix {{ lib = {lib_expr()}; }}).validRegex")
+    assert "^(" + got + ")$" == SRI_PATTERN
