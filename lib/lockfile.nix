@@ -5,6 +5,7 @@
 
 let
   repopath = import ./repopath.nix { inherit lib; };
+  srihash = import ./srihash.nix { inherit lib; };
   gguf = import ./gguf.nix { inherit lib; };
   fail = model: msg: throw "model-repo: model \"${model}\": ${msg}";
 
@@ -53,6 +54,7 @@ let
         }${ref'} --ref ${src.ref}` (or set source.huggingface.revision and a hash).");
       same = a: b: a == b;
       badPaths = builtins.filter (p: !(repopath.isRepoPath p)) (builtins.attrNames (entry.files or { }));
+      badHashes = lib.filterAttrs (_: f: !(srihash.isSriHash (f.hash or null))) (entry.files or { });
       quant = src.quant or null;
       ref' = src.repo + lib.optionalString (quant != null) ":${quant}";
       rerun = "run `model-repo lock ${model} ${ref'}` with the same --ref/--file/--include/--exclude as the model, or `model-repo update ${model}`.";
@@ -91,6 +93,12 @@ let
         p = builtins.head badPaths;
       in
       fail model "lockFile's entry \"${model}\" has the file path ${repopath.shown p}, which ${repopath.repoPathError p} (not a repo file path); remove the entry and run `model-repo lock` again."
+    else if badHashes != { } then
+      let
+        p = builtins.head (builtins.attrNames badHashes);
+        h = badHashes.${p}.hash or null;
+      in
+      fail model "lockFile's entry \"${model}\" has for ${repopath.shown p} the hash ${srihash.shown h}, which ${srihash.sriHashError h} (not an SRI hash model-repo accepts, activate/srihash.py); remove the entry and run `model-repo lock` again."
     else if !(same (sel entry) want) then
       fail model "lockFile's entry \"${model}\" was pinned with files/include/exclude ${builtins.toJSON (sel entry)}, the model says ${
         builtins.toJSON want

@@ -51,8 +51,8 @@ let
   commitRegex = "[0-9a-f]{40}";
   isCommit = rev: builtins.isString rev && match commitRegex rev != null;
 
-  sriRegex = "(sha256|sha512)-[A-Za-z0-9+/]+={0,2}";
-  isSriHash = h: builtins.isString h && match sriRegex h != null;
+  # The SRI hash rule (lib/srihash.nix, the same as activate/srihash.py).
+  inherit (import ./srihash.nix { inherit lib; }) sriHashError isSriHash;
 
   # The Hub's git URL of a repo: datasets live under /datasets/.
   hubGitUrl =
@@ -72,7 +72,7 @@ in
     isValidRepoId
     commitRegex
     isCommit
-    sriRegex
+    sriHashError
     isSriHash
     hubGitUrl
     ;

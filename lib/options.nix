@@ -63,7 +63,7 @@ let
     else
       throw ''
         model-repo: model "${model}": hash must be an SRI hash such as "sha256-<base64>", ${
-          if hash == null then "but none is set" else "got \"${toString hash}\""
+          if hash == null then "but none is set" else "got ${builtins.toJSON hash}, which ${naming.sriHashError hash}"
         }.
         ${
           if how != null then how + " Or set" else "Set"
@@ -279,7 +279,7 @@ let
         type = types.nullOr types.str;
         default = null;
         example = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-        description = "SRI hash of the file's bytes (a flat hash, what `nix-prefetch-url` and `sha256sum` compute).";
+        description = "SRI hash of the file's bytes (a flat hash, what `nix-prefetch-url` and `sha256sum` compute): `sha256-` or `sha512-` and canonical base64 of the exact length (lib/srihash.nix).";
       };
       sha256 = mkOption {
         type = types.nullOr types.str;
@@ -574,7 +574,9 @@ let
             `model-repo prefetch ORG/NAME` prints it for Hub repos. For
             `source.url` with one file given by {option}`source.url.url`, the
             hash of that file; with {option}`source.url.files`, leave it unset
-            and give each file its hash.
+            and give each file its hash. `sha256-` or `sha512-` and canonical
+            base64 of the exact length (lib/srihash.nix); Nix's `sha256:…` form
+            and sha1/md5 are refused with the fix.
           '';
         };
 

@@ -203,7 +203,7 @@ def _write(plan: dict[str, Any], m: Materials, persist: Path, outside: Path,
         if kind in ("good", "fake"):
             store_path, info = by_name[kind]
             entry = {"repoId": "org/fuzz", "repoType": "model", "revision": "a" * 40,
-                     "ref": None, "storePath": store_path, "narHash": "sha256-x",
+                     "ref": None, "storePath": store_path, "narHash": "sha256-" + "A" * 43 + "=",
                      "narSize": len(m.good_nar), "exportedAt": "2026-01-01T00:00:00Z",
                      "files": [], "include": [], "exclude": [], "names": ["fuzz"]}
             if key:

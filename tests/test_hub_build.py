@@ -293,6 +293,10 @@ H0 = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 @pytest.mark.parametrize("body,extra,message", [
     ('fileHashes = { "config.json" = "nope"; };', "", "must be an SRI hash"),
+    # The one SRI hash rule (lib/srihash.nix): the exact length for the algorithm.
+    ('fileHashes = { "config.json" = "sha512-AAAA=="; };', "",
+     'fileHashes."config.json": the hash "sha512-AAAA==" has 4 base64 characters before '
+     'the padding, a sha512 digest has 86'),
     (f'fileHashes = {{ "../x" = "{H0}"; }};', "",
      'the file path "../x" has a ".." segment: not a repo file path'),
     (f'fileHashes = {{ "x.drv" = "{H0}"; }};', "", 'the file path "x.drv" ends in ".drv"'),

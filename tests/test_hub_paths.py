@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from mockhub import MockHub
-from nixeval import lib_expr, nix_eval_error
+from nixeval import lib_expr, nix_eval, nix_eval_error
 from test_hub_pin import cli
 
 from activate.hub.api import Failure
@@ -153,3 +153,40 @@ def test_stub_link_farm_is_nixpkgs(tmp_path: Path):
          bad = (builtins.tryEval (pkgs.linkFarm "x" "nope").drvPath).success; }}""")
     assert got == {"l": {"a": "/z", "-b": "/y"}, "s": {"a": "/z", "-b": "/y"}, "same": True,
                    "bad": False}
+
+
+H512 = "sha512-" + "A" * 86 + "=="
+BAD_LOCK_HASHES = ["sha512-AAAA==", "sha256-AAAA", "sha256:" + "0" * 64, "0" * 64,
+                   "sha1-2jmj7l5rSw0yVb/vlWAYkK/YBwk=", "sha256-" + "A" * 42 + "B=",
+                   "junk " + H, H + "x"]
+
+
+@pytest.mark.parametrize("bad_hash", BAD_LOCK_HASHES)
+def test_python_and_nix_refuse_a_lock_hash_with_the_rules_reason(tmp_path: Path,
+                                                                  bad_hash: str):
+    # The one SRI hash rule (activate/srihash.py, lib/srihash.nix) on both sides: Nix
+    # alone used to accept any length of sha256/sha512 base64 ("sha512-AAAA==").
+    from activate.srihash import shown, sri_hash_error
+
+    why = sri_hash_error(bad_hash)
+    assert why is not None
+    path = tmp_path / "model-repo.lock.json"
+    path.write_text(lock_text({"config.json": 1}, hash_=bad_hash))
+    with pytest.raises(Failure) as exc:
+        read_lock(str(path))
+    assert exc.value.code == 2 and f"the hash {shown(bad_hash)} {why}" in str(exc.value)
+    err = eval_lock(path)
+    assert (f'lockFile\'s entry "m" has for "config.json" the hash {shown(bad_hash)}, '
+            f"which {why}") in err, err
+
+
+def test_a_sha512_lock_hash_is_accepted_on_both_sides(tmp_path: Path):
+    path = tmp_path / "model-repo.lock.json"
+    path.write_text(lock_text({"config.json": 1}, hash_=H512))
+    assert read_lock(str(path)).models["m"].files["config.json"].hash == H512
+    got = nix_eval(f"""let lib = {lib_expr()}; mr = import ./lib {{ inherit lib; }};
+      pkgs = import ./tests/nix/stubs/pkgs.nix {{ inherit lib; }};
+    in (mr.fetchModel pkgs {{ name = "m"; lockFile = {path};
+                              source.huggingface.repo = "o/n"; }})
+       .files."config.json".fetchArgs.hash""")
+    assert got == H512

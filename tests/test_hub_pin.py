@@ -67,6 +67,11 @@ def test_sri_conversions_round_trip():
             sri_from_hex(bad)
     with pytest.raises(ValueError):
         hex_from_sri("sha512-" + base64.b64encode(b"x" * 32).decode())
+    # The one SRI hash rule (activate/srihash.py): nothing around the hash, canonical.
+    good = sri_of(data)
+    for bad in (good + "\n", " " + good, good[:-2] + "B=", "sha512-" + "A" * 86 + "=="):
+        with pytest.raises(ValueError, match="the hash"):
+            hex_from_sri(bad)
 
 
 def test_per_file_pin_downloads_no_lfs_file(hub: MockHub, tmp_path: Path):

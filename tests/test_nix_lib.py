@@ -122,6 +122,11 @@ def test_uses_nixpkgs_fetch_from_hugging_face_when_present():
          "must be a pinned 40-character lowercase hex commit"),
         ('source.huggingface = { repo = "org/m"; revision = "%s"; }; hash = "abc";' % REV,
          'model "m": hash must be an SRI hash such as "sha256-<base64>", got "abc"'),
+        ('source.huggingface = { repo = "org/m"; revision = "%s"; }; hash = "sha256:%s";' % (REV, "0" * 64),
+         'got "sha256:%s", which is in Nix\'s "sha256:<digest>" form, not SRI; convert it with '
+         '`nix hash convert --to sri sha256:<digest>`' % ("0" * 64)),
+        ('source.huggingface = { repo = "org/m"; revision = "%s"; }; hash = "junk %s";' % (REV, HASH),
+         'got "junk %s", which holds whitespace' % HASH),
         ('source.huggingface = { repo = "bert-base-uncased"; revision = "%s"; }; hash = "%s";' % (REV, HASH),
          'source.huggingface.repo must be a full repo id "ORG/NAME"'),
         ('hash = "%s";' % HASH, "set exactly one of source.huggingface, source.url, source.git-lfs, source.s3 (none is set)"),
@@ -144,7 +149,10 @@ def test_uses_nixpkgs_fetch_from_hugging_face_when_present():
          "source.url.files #1: set url or urls, not both."),
         ('source.url.files = [ { url = "https://x.org/a"; sha256 = "abc"; } ];', 'source.url.files #1 (a): sha256 must be 64 hex characters, got "abc"'),
         ('source.url.files = [ { url = "https://x.org/a"; hash = "%s"; sha256 = "%s"; } ];' % (HASH, "a" * 64), "(a): set hash or sha256, not both."),
-        ('source.url.files = [ { url = "https://x.org/a"; hash = "abc"; } ];', '(a): hash must be an SRI hash such as "sha256-<base64>", got "abc"'),
+        ('source.url.files = [ { url = "https://x.org/a"; hash = "abc"; } ];', '(a): hash "abc" does not start with "sha256-" or "sha512-": it must be an SRI hash such as "sha256-<base64>"'),
+        # The one SRI hash rule (lib/srihash.nix): exact length, no junk around it.
+        ('source.url.files = [ { url = "https://x.org/a"; hash = "sha256-AAAA"; } ];', '(a): hash "sha256-AAAA" ends in 0 "=", a sha256 digest in base64 ends in one "="'),
+        ('source.url.files = [ { url = "https://x.org/a"; hash = "sha512-AAAA=="; } ];', '(a): hash "sha512-AAAA==" has 4 base64 characters before the padding, a sha512 digest has 86'),
         ('source.url.files = [ { url = "https://x.org/a/"; hash = "%s"; } ];' % HASH, 'source.url.files #1: "" is not usable as a file name'),
         ('source.url.files = [ { url = "https://x.org/a"; name = "../etc/passwd"; hash = "%s"; } ];' % HASH, '"../etc/passwd" is not usable as a file name'),
         ('source.url.files = [ { url = "https://x.org/a"; name = "/abs"; hash = "%s"; } ];' % HASH, '"/abs" is not usable as a file name'),
@@ -340,7 +348,7 @@ def test_flake_outputs_with_stub_inputs():
 # --- source.url, source.git-lfs, source.s3: derivation attributes -------------------
 
 SHA_HEX = "4A8B6A0F1C2E3D4C5B6A79881726354453627180918273645546372819A0B1C2"
-HASH2 = "sha256-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB="
+HASH2 = "sha256-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA="
 GGUF_URL = f"https://huggingface.co/org/m-GGUF/resolve/{REV}/m-Q4_K_M.gguf?download=true"
 
 

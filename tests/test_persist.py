@@ -1015,6 +1015,8 @@ def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Model
            {**base, "storePath": ours + "/../" + os.path.basename(theirs)},
            {**base, "storePath": theirs, "narSize": "12"},
            {**base, "storePath": theirs, "names": "abc"},
+           # The one SRI hash rule (activate/srihash.py) on narHash.
+           {**base, "storePath": theirs, "narHash": "sha512-AAAA=="},
            {k: v for k, v in good.items() if k != "revision"}, 42, None,
            {**base, "repoId": "evil\x1b[31m\nfake line", "storePath": "\x1b[2J"}]
     doc["entries"] = [bad[0], good, *bad[1:]]
@@ -1036,6 +1038,8 @@ def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Model
     assert {r["storePath"]: r["status"] for r in rows if r["status"] != "broken"} == {
         ours: "persisted", theirs: "persisted"}
     assert all(r["problem"] for r in rows if r["status"] == "broken")
+    assert any('narHash: "sha512-AAAA==" has 4 base64 characters' in r["problem"]
+               for r in rows if r["status"] == "broken"), rows
 
     res = cli(env, "import", "--all")
     assert res.returncode == 1, res.stderr

@@ -37,13 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..gguf import QUANT_RE
 from ..naming import MODEL_NAME_RE, ref_error, repo_id_error
+from ..srihash import SRI_PATTERN, shown, sri_hash_error
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 
 LOCK_VERSION = 1
 DEFAULT_LOCK_FILE = "model-repo.lock.json"
-#: Anchored, as ``commit`` and ``blobId`` are: pydantic and JSON Schema patterns match
-#: anywhere in the string unless anchored.
-_SRI = re.compile(r"^sha256-[A-Za-z0-9+/]{43}=$")
 
 
 class LockedFile(BaseModel):
@@ -55,11 +53,23 @@ class LockedFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     size: Annotated[int, Field(ge=0, description="bytes")]
-    hash: Annotated[str, Field(pattern=_SRI.pattern,
-                               description="SRI hash of the file's bytes, sha256-<base64>")]
+    # The pattern is the schema's (anchored, exactly the hashes the rule accepts); the
+    # validator gives the rule's reason and fix (activate/srihash.py).
+    hash: Annotated[str, Field(json_schema_extra={"pattern": SRI_PATTERN},
+                               description="SRI hash of the file's bytes, sha256-<base64> "
+                                           "(or sha512-<base64>)")]
     lfs: bool
     blobId: Annotated[str | None, Field(pattern=r"^[0-9a-f]{40}$",
                                         description="git blob sha1")] = None
+
+    @field_validator("hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        why = sri_hash_error(v)
+        if why is not None:
+            raise ValueError(f"the hash {shown(v)} {why} (the SRI hash rule, "
+                             "activate/srihash.py)")
+        return v
 
 
 class LockedModel(BaseModel):

@@ -26,6 +26,7 @@ from typing import Any
 
 from .api import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, Failure
 from .binarycache import check_cached, narinfo_hash, open_nofollow
+from ..srihash import shown, sri_hash_error
 from .nixstore import check_store_path
 
 MANIFEST = "model-repo-persist.json"
@@ -79,6 +80,9 @@ class Entry:
             ref = obj.get("ref")
             if ref is not None and not isinstance(ref, str):
                 raise ValueError(f"ref: {ref!r:.40} is not a string")
+            why = sri_hash_error(obj.get("narHash", ""))
+            if why is not None and "narHash" in obj:  # the one SRI hash rule
+                raise ValueError(f"narHash: {shown(obj['narHash'])[:80]} {why}")
             entry = cls(_str(obj, "repoId"), _str(obj, "repoType", "model"),
                         _str(obj, "revision"), _store_path(obj), _str(obj, "narHash"),
                         size, _str(obj, "exportedAt", ""), ref, _strs(obj, "include"),

@@ -48,12 +48,16 @@ def sri_from_hex(sha256_hex: str) -> str:
 
 
 def hex_from_sri(sri_hash: str) -> str:
-    """The 64 hex characters of a ``sha256-<base64>`` SRI hash; raises ValueError."""
-    algo, _, b64 = sri_hash.partition("-")
-    raw = base64.b64decode(b64, validate=True) if algo == "sha256" else b""
-    if len(raw) != 32:
-        raise ValueError(f"not a sha256 SRI hash: {sri_hash!r}")
-    return raw.hex()
+    """The 64 hex characters of a ``sha256-<base64>`` SRI hash; raises ValueError (the
+    SRI hash rule's reason, :mod:`activate.srihash`, or "not a sha256" for sha512)."""
+    from ..srihash import shown, sri_hash_error
+
+    why = sri_hash_error(sri_hash)
+    if why is not None:
+        raise ValueError(f"the hash {shown(sri_hash)} {why}")
+    if not sri_hash.startswith("sha256-"):
+        raise ValueError(f"the hash {shown(sri_hash)} is not a sha256 SRI hash")
+    return base64.b64decode(sri_hash[len("sha256-"):], validate=True).hex()
 
 
 def file_url(endpoint: str, repo_id: str, repo_type: str, commit: str, path: str) -> str:

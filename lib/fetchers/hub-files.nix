@@ -73,7 +73,7 @@ let
       let
         e = builtins.head badHash;
       in
-      fail cfg "source.huggingface.fileHashes.\"${e.path}\" must be an SRI hash such as \"sha256-<base64>\", got \"${e.hash}\"; `model-repo prefetch --per-file ${hf.repo}` prints them."
+      fail cfg "source.huggingface.fileHashes.${repopath.shown e.path}: the hash ${builtins.toJSON e.hash} ${naming.sriHashError e.hash}: it must be an SRI hash such as \"sha256-<base64>\"; `model-repo prefetch --per-file ${hf.repo}` (or `model-repo lock`) prints them."
     else if cfg.hash != null then
       fail cfg "set either hash (the NAR hash of the whole snapshot, fetched with git and LFS) or source.huggingface.fileHashes (one hash per file, fetched per file), not both."
     else if missing != [ ] then

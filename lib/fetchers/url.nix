@@ -62,7 +62,7 @@ let
               if naming.isSriHash f.hash then
                 { inherit (f) hash; }
               else
-                fail cfg "${what} (${name}): hash must be an SRI hash such as \"sha256-<base64>\", got \"${f.hash}\" (for the 64 hex characters the Hub shows, use sha256 = \"…\")."
+                fail cfg "${what} (${name}): hash ${builtins.toJSON f.hash} ${naming.sriHashError f.hash}: it must be an SRI hash such as \"sha256-<base64>\" (for the 64 hex characters the Hub shows, use sha256 = \"…\")."
             else if f.sha256 != null then
               if builtins.match "[0-9a-fA-F]{64}" f.sha256 != null then
                 { sha256 = lib.toLower f.sha256; }
