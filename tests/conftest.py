@@ -268,4 +268,4 @@ def assert_serves(snapshot: Path, store_path: str) -> None:
     files = store_files(store_path)
     assert files, store_path
     for f in files:
-        assert os.path.realpath(snapshot / f) == os.path.join(store_path, f), f
+        assert os.path.realpath(snapshot / f) == os.path.realpath(os.path.join(store_path, f)), f
