@@ -10,7 +10,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import state as statemod
 from .envout import environment
@@ -18,6 +18,7 @@ from .hubfs import Changed, HubFS, HubRoot, UnsafePath, open_hub
 from .linking import Action, Plan, Problem, Want, apply, plan, stamp_refs
 from .log import Log
 from .noop import remove_receipts
+from .tree import file_by_file
 
 __all__ = ["EnvironmentProblem", "Outcome", "Request", "request_of", "run_activate",
            "run_deactivate"]
@@ -138,13 +139,21 @@ def run_activate(
         root.close()
 
 
+def _with_layout(wants: list[Want]) -> list[Want]:
+    """``wants`` with every whole model the layout rule (:func:`activate.tree.file_by_file`:
+    a store not mounted read-only) says to link file by file marked ``partial``, so no
+    huggingface_hub cache operation can change its store path through the snapshot."""
+    return [replace(w, partial=True) if not w.partial and file_by_file(w.path) else w
+            for w in wants]
+
+
 def _activate_in(request: Request, root: HubRoot, state_path: str, *, hub_dir: str,
                  explicit_hub: bool, state_dir: str, log: Log, dry_run: bool, read_only: bool,
                  lock_timeout: float, before_write: Callable[[str], None] | None,
                  gc_roots: bool, datasets_dir: tuple[str, bool] | None = None) -> Outcome:
     """:func:`run_activate` once the hub dir is open (``root``) and checked."""
     profile = request.profile
-    wants = request.wants
+    wants = _with_layout(request.wants)
     writing = not (dry_run or read_only)
     key = root.real
     with _hub_lock(root, lock_timeout, writing, log):

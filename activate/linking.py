@@ -53,6 +53,8 @@ class Want:
     revision: str
     refs: tuple[str, ...]
     path: str
+    #: Link file by file (:mod:`activate.tree`): a partial store path, or a whole one the
+    #: layout rule (:func:`activate.tree.file_by_file`) keeps out of reach of cache tools.
     partial: bool = False
 
 

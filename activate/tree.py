@@ -33,6 +33,26 @@ _ONE_CALL = 960
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
+def file_by_file(store_path: str) -> bool:
+    """True when a whole (not partial) store path must also be linked file by file: the
+    layout rule for whole snapshots. A whole link ``snapshots/<commit> -> store path``
+    lets huggingface_hub's cache operations reach into the store: ``hf cache rm
+    hf://models/ORG/NAME/<file>`` unlinks ``snapshots/<commit>/<file>``, which through the
+    link is the store file, for any caller who can write the store (root on a store that
+    is a plain directory). The rule: link whole only when the store path's file system is
+    mounted read-only (``statvfs`` ``ST_RDONLY``, what NixOS's ``/nix/store`` is), so no
+    caller, root included, can change it through the link; otherwise (a single-user Nix
+    whose user owns the store, a multi-user store root can write, darwin's store volume)
+    file by file, as a partial store path is. Whether *this* process can write the store
+    (``os.access``) is not the question: another caller (root) may act on the cache. One
+    ``statvfs``; a path that cannot be read is left to the planner (False: it blocks the
+    model with its own message)."""
+    try:
+        return not os.statvfs(store_path).f_flag & os.ST_RDONLY
+    except OSError:
+        return False
+
+
 class Below:
     """Read entries below one directory through its descriptor ``fd`` (owned by this
     object: :meth:`close`), whatever the length of their relative paths: a short one in

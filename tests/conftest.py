@@ -11,6 +11,7 @@ import subprocess
 import sys
 from contextlib import redirect_stderr
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,70 @@ def shape(root: Path, skip: str = ".locks") -> dict[str, str]:
             else:
                 out[rel] = "file:" + p.read_bytes().decode("utf-8", "backslashreplace")
     return out
+
+
+WHOLE_SKIP = ("the whole-link layout needs a store mounted read-only (activate.tree.file_by_file): "
+              "run as root with mount(8) (a read-only bind mount is made), or on a store that "
+              "is mounted read-only (NixOS)")
+
+
+@dataclass(frozen=True)
+class WholeStore:
+    """The store as a read-only mount, where the layout rule links whole snapshots
+    (:func:`activate.tree.file_by_file` is False): ``store_dir`` and the store paths of
+    the session's fixtures seen through it."""
+
+    store_dir: str
+
+    def path(self, store_path: str) -> str:
+        """``store_path`` (of the real store) as a path under :attr:`store_dir`."""
+        return os.path.join(self.store_dir, os.path.basename(store_path))
+
+    def manifest(self, models: dict[str, dict], **kw) -> dict:
+        """:func:`manifest` with ``storeDir`` this store."""
+        return manifest(models, store_dir=self.store_dir, **kw)
+
+
+@pytest.fixture(scope="session")
+def whole_store(tiny_bert_store_path: str,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeStore]:
+    """A :class:`WholeStore`: the real store itself when it is mounted read-only, else a
+    read-only bind mount of it (root and mount(8)), unmounted at the end of the session;
+    skips with :data:`WHOLE_SKIP` when neither can be had."""
+    store_dir = os.path.dirname(tiny_bert_store_path)
+    if os.statvfs(store_dir).f_flag & os.ST_RDONLY:
+        yield WholeStore(store_dir)
+        return
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip(reason=WHOLE_SKIP)
+    mnt = tmp_path_factory.mktemp("ro-store")
+    bind = subprocess.run(["mount", "--bind", store_dir, str(mnt)], capture_output=True,
+                          text=True)
+    if bind.returncode != 0:
+        pytest.skip(reason=f"{WHOLE_SKIP} ({bind.stderr.strip()})")
+    try:
+        ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], capture_output=True,
+                            text=True)
+        if ro.returncode != 0:
+            pytest.skip(reason=f"{WHOLE_SKIP} (remount,ro: {ro.stderr.strip()})")
+        assert os.statvfs(mnt).f_flag & os.ST_RDONLY, f"{mnt} is not mounted read-only"
+        yield WholeStore(str(mnt))
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mnt)], check=True)
+
+
+def assert_serves(snapshot: Path, store_path: str) -> None:
+    """``snapshot`` is linked to ``store_path`` in the form the layout rule picks
+    (:func:`activate.tree.file_by_file`): one link to it, or a real directory through
+    which every file of it resolves to that file of it."""
+    from activate.tree import file_by_file, store_files
+
+    if not file_by_file(store_path):
+        assert os.readlink(snapshot) == store_path
+        return
+    assert snapshot.is_dir() and not snapshot.is_symlink(), snapshot
+    files = store_files(store_path)
+    assert files, store_path
+    for f in files:
+        assert os.path.realpath(snapshot / f) == os.path.realpath(os.path.join(store_path, f)), f

@@ -129,19 +129,26 @@ def _delete_store_path(d: Path, store: str) -> None:
     subprocess.run(["nix-store", "--delete", store], capture_output=True)
 
 
+def _damage(store: str) -> None:
+    """Remove ``config.json`` from ``store`` (what `hf cache rm hf://…/config.json` did
+    through a whole link as root before the layout rule), or skip when this user cannot."""
+    try:
+        os.unlink(os.path.join(store, "config.json"))
+    except OSError as exc:
+        pytest.skip(reason=f"damaging a store path needs root on a writable store ({exc})")
+
+
 def test_status_says_a_store_path_was_damaged(ws: Workspace, tmp_path: Path) -> None:
-    """A store path changed after Nix made it (here: `hf cache rm hf://…/FILE` run as
-    root through a snapshot linked whole into a writable store) is reported by `status` as damaged (exit 1), with the way to check and repair it."""
+    """A store path changed after Nix made it (here: a file removed by root, as `hf cache
+    rm hf://…/FILE` through a snapshot linked whole into a writable store once did) is
+    reported by `status` as damaged (exit 1), with the way to check and repair it."""
     d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
     try:
         data = manifest({"x": model(store, repo_id="org/x")})
         assert ws.activate(data).code == 0
         res = ws.run("status", "--state-dir", str(ws.state))
         assert res.code == 0 and "damaged" not in res.stdout, res.stdout
-        hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
-        if os.path.exists(os.path.join(store, "config.json")):
-            pytest.skip("the snapshot is not linked whole into a store this user can write: "
-                        "nothing to damage (run as root on a writable /nix/store)")
+        _damage(store)
         assert subprocess.run(["nix-store", "--verify-path", store],
                               capture_output=True).returncode != 0
         res = ws.run("status", "--state-dir", str(ws.state))
@@ -187,18 +194,55 @@ def test_cache_tools_never_change_a_partial_snapshots_store_path(ws: Workspace,
         _delete_store_path(d, store)
 
 
+def test_cache_tools_never_change_a_whole_snapshots_store_path(ws: Workspace,
+                                                               tmp_path: Path) -> None:
+    """Issue 13, finding 5: a WHOLE model, as root on a store not mounted read-only (this
+    process can write it): `hf cache rm hf://models/ORG/NAME/FILE`, `delete_revisions` of
+    the revision and `hf cache prune` leave the store path as Nix made it
+    (nix-store --verify-path), since the layout rule (activate.tree.file_by_file) links
+    it file by file; the next run links it again and status says ok."""
+    from activate.tree import file_by_file
+
+    d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
+    try:
+        if not os.access(os.path.dirname(store), os.W_OK):
+            pytest.skip(reason="needs a store this user can write (root on a store not "
+                        "mounted read-only): where it cannot, no cache tool can change it")
+        assert file_by_file(store)
+        data = manifest({"x": model(store, repo_id="org/x")})  # whole: no partial
+        snap = ws.hub / "models--org--x" / "snapshots" / COMMIT_A
+        for tool in ("rm file", "delete_revisions", "prune"):
+            assert ws.activate(data).code == 0, tool
+            if tool == "rm file":
+                hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+                assert not (snap / "config.json").exists()
+            elif tool == "delete_revisions":
+                delete_revisions(ws.hub, COMMIT_A)
+                assert not snap.exists()
+            else:
+                hf("prune", hub=ws.hub)
+            verify = subprocess.run(["nix-store", "--verify-path", store], capture_output=True,
+                                    text=True)
+            assert verify.returncode == 0, (tool, verify.stderr)
+            assert os.path.exists(os.path.join(store, "config.json")), tool
+        res = ws.activate(data)
+        assert res.code == 0, res.stderr
+        assert (snap / "config.json").read_text() == "{}"
+        assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+    finally:
+        _delete_store_path(d, store)
+
+
 def test_activation_blocks_a_damaged_store_path(ws: Workspace, tmp_path: Path) -> None:
-    """After `hf cache rm hf://…/FILE` through a whole link as root deleted a store file,
-    the next activation (the repeat of the same manifest too) does not say ok: the model
-    is blocked (exit 1, no offline variables) with the way to check and repair it."""
+    """After a store file was deleted (as `hf cache rm hf://…/FILE` through a whole link
+    as root once did), the next activation (the repeat of the same manifest too) does not
+    say ok: the model is blocked (exit 1, no offline variables) with the way to check and
+    repair it."""
     d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
     try:
         data = manifest({"x": model(store, repo_id="org/x")})
         assert ws.activate(data).code == 0
-        hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
-        if os.path.exists(os.path.join(store, "config.json")):
-            pytest.skip("the snapshot is not linked whole into a store this user can write: "
-                        "nothing to damage (run as root on a writable /nix/store)")
+        _damage(store)
         path = ws.root / "manifest.json"  # the same file: the repeat path is tried first
         res = ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
                      "--state-dir", str(ws.state), "--format", "json")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import COMMIT_A, COMMIT_B, ROOT, manifest, model, tree
+from conftest import COMMIT_A, COMMIT_B, ROOT, assert_serves, manifest, model, tree
 
 from activate.activation import LOCK_NAME
 
@@ -43,11 +43,11 @@ def test_16_concurrent_activators(tmp_path: Path, tiny_bert_store_path: str,
     for code, out, err in results:
         assert code == 0, err.decode()
         assert json.loads(out)["MODEL_REPO_SHARED"] == tiny_bert_store_path
-    assert os.readlink(hub / "models--org--shared" / "snapshots" / COMMIT_A) == tiny_bert_store_path
+    assert_serves(hub / "models--org--shared" / "snapshots" / COMMIT_A, tiny_bert_store_path)
     assert (hub / "models--org--shared" / "refs" / "main").read_text() == COMMIT_A
     for i in range(8, 16):
         repo = hub / f"models--org--own{i}"
-        assert os.readlink(repo / "snapshots" / COMMIT_B) == second_store_path
+        assert_serves(repo / "snapshots" / COMMIT_B, second_store_path)
         assert (repo / "refs" / "main").read_text() == COMMIT_B
     assert not any(n.startswith(".model-repo-tmp") for _, _, fs in os.walk(hub) for n in fs)
     from huggingface_hub import scan_cache_dir
@@ -63,7 +63,7 @@ def test_16_concurrent_activators(tmp_path: Path, tiny_bert_store_path: str,
     # Dropping the shared model from one profile keeps it for the others.
     (tmp_path / "p8.json").write_text(json.dumps(manifest({}, profile="p8")))
     assert subprocess.run(_cmd(hub, state, tmp_path / "p8.json"), env=env).returncode == 0
-    assert (hub / "models--org--shared" / "snapshots" / COMMIT_A).is_symlink()
+    assert_serves(hub / "models--org--shared" / "snapshots" / COMMIT_A, tiny_bert_store_path)
     assert not (hub / "models--org--own8").exists()
 
 

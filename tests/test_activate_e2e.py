@@ -53,8 +53,10 @@ from pathlib import Path
 import pytest
 
 import e2e_support
-from conftest import (Workspace, manifest, model, need_nix, needs_safe_cache_tools, nix_store_add,
-                      tree)
+from conftest import (Workspace, assert_serves, manifest, model, need_nix,
+                      needs_safe_cache_tools, nix_store_add, tree)
+
+from activate.tree import file_by_file
 
 REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 FOLDER = "models--sentence-transformers--all-MiniLM-L6-v2"
@@ -181,8 +183,7 @@ def activate_minilm(root: Path, store_path: str, *, store_dir: str | None = None
     assert env["HF_HUB_CACHE"] == str(ws.hub)
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env[ENV_VAR] == store_path
-    snapshot = ws.hub / FOLDER / "snapshots" / COMMIT
-    assert os.readlink(snapshot) == store_path
+    assert_serves(ws.hub / FOLDER / "snapshots" / COMMIT, store_path)  # the layout rule's form
     for ref in REFS:
         assert (ws.hub / FOLDER / "refs" / ref).read_bytes() == COMMIT.encode()
     return Activated(ws, store_path, env, seconds)
@@ -449,7 +450,7 @@ def test_delete_revisions_as_root_spares_the_store(e2e_root: Path, minilm_store:
     assert store_fingerprint(minilm_store) == before
     assert not os.path.lexists(hub / FOLDER / "snapshots" / COMMIT)
     assert not any(os.path.lexists(hub / FOLDER / "refs" / r) for r in REFS)
-    assert os.readlink(hub / FOLDER / "snapshots" / COMMIT_OLD) == minilm_store
+    assert_serves(hub / FOLDER / "snapshots" / COMMIT_OLD, minilm_store)
     assert (hub / FOLDER / "refs" / "old").read_text() == COMMIT_OLD
     assert revisions() == {COMMIT_OLD: {"old"}}
 
@@ -500,7 +501,8 @@ def test_status_reports_links_ok(activated: Activated) -> None:
     assert prof["upToDate"] is True and prof["blocked"] == []
     entries = {os.path.relpath(e["path"], hub): e for e in prof["entries"]}
     assert {k: (e["kind"], e["value"], e["status"]) for k, e in entries.items()} == {
-        f"{FOLDER}/snapshots/{COMMIT}": ("snapshot", activated.store_path, "ok"),
+        f"{FOLDER}/snapshots/{COMMIT}": ("tree" if file_by_file(activated.store_path) else
+                                         "snapshot", activated.store_path, "ok"),
         **{f"{FOLDER}/refs/{r}": ("ref", COMMIT, "ok") for r in REFS},
     }
 
@@ -559,7 +561,7 @@ def test_two_users_share_a_group_cache(e2e_root: Path, minilm_store: str, loader
     done = as_user()
     assert done.returncode == 0, done.stderr
     own = hub / "models--org--own"
-    assert os.readlink(own / "snapshots" / COMMIT_OLD) == minilm_store
+    assert_serves(own / "snapshots" / COMMIT_OLD, minilm_store)
     st = own.stat()
     assert (st.st_uid, st.st_gid) == (loader_user.uid, group.gr_gid)  # setgid group
     assert stat.S_IMODE(st.st_mode) & 0o070 == 0o070  # the group may prune it later
@@ -574,5 +576,6 @@ def test_two_users_share_a_group_cache(e2e_root: Path, minilm_store: str, loader
     again = as_user()
     assert again.returncode == 0, again.stderr
     link = hub / FOLDER / "snapshots" / COMMIT
-    assert os.readlink(link) == minilm_store and os.lstat(link).st_uid == loader_user.uid
+    assert_serves(link, minilm_store)
+    assert os.lstat(link).st_uid == loader_user.uid
     assert (hub / FOLDER / "refs" / "main").read_bytes() == COMMIT.encode()

@@ -19,8 +19,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import (COMMIT_A, COMMIT_B, Workspace, manifest, model, needs_safe_cache_tools,
-                      nix_store_add, shape, tree)
+from conftest import (COMMIT_A, COMMIT_B, WholeStore, Workspace, manifest, model,
+                      needs_safe_cache_tools, nix_store_add, shape, tree)
 
 from activate import activation, hubfs
 from activate.activation import request_of, run_activate
@@ -146,7 +146,10 @@ def test_two_stopped_runs_in_a_row_keep_the_users_ref(tmp_path: Path, paths: dic
     assert shape(tmp_path / "hub") == original  # the user's refs/main=c... is back
 
 
-def test_two_stopped_runs_in_a_row_keep_our_snapshot_link_ours(tmp_path: Path, paths: dict) -> None:
+def test_two_stopped_runs_in_a_row_keep_our_snapshot_link_ours(tmp_path: Path, paths: dict,
+                                                               whole_store: WholeStore) -> None:
+    paths = {k: whole_store.path(v) for k, v in paths.items()}  # whole links (the layout rule)
+    manifest = whole_store.manifest
     user_download(tmp_path / "hub")
     original = shape(tmp_path / "hub")
     m = lambda p: manifest({"x": model(paths[p], repo_id="org/x", revision=COMMIT_A)})  # noqa: E731
@@ -275,7 +278,10 @@ def test_partial_snapshot_delete_revisions_leaves_the_store(tmp_path: Path, path
     assert (tmp_path / f"hub/models--org--x/snapshots/{USER}/config.json").exists()
 
 
-def test_partial_and_whole_of_one_commit_change_form(tmp_path: Path, paths: dict) -> None:
+def test_partial_and_whole_of_one_commit_change_form(tmp_path: Path, paths: dict,
+                                                     whole_store: WholeStore) -> None:
+    paths = {k: whole_store.path(v) for k, v in paths.items()}  # whole links (the layout rule)
+    manifest = whole_store.manifest
     whole = manifest({"x": model(paths["p1"], repo_id="org/x", revision=COMMIT_A)})
     part = manifest({"x": model(paths["q1"], repo_id="org/x", revision=COMMIT_A, partial=True)})
     snap = tmp_path / f"hub/models--org--x/snapshots/{COMMIT_A}"
@@ -532,10 +538,15 @@ def test_a_version_2_state_is_read_and_rewritten_as_version_3(tmp_path: Path, pa
     assert shape(tmp_path / "hub") == original  # the user's refs/main given back
 
 
-def test_a_shared_link_is_not_moved_to_another_store_path(ws: Workspace, paths: dict) -> None:
+def test_a_shared_link_is_not_moved_to_another_store_path(ws: Workspace, paths: dict,
+                                                          whole_store: WholeStore) -> None:
     """Two profiles of one state dir share a snapshot link; one then wants that commit
     from another store path: it is blocked, the other's model keeps loading (found by
-    the widened campaign, seed 21: the link was moved, exit 0 for both)."""
+    the widened campaign, seed 21: the link was moved, exit 0 for both). Whole links: a
+    store mounted read-only (file by file, one commit's files are shared as for partial
+    models)."""
+    paths = {k: whole_store.path(v) for k, v in paths.items()}  # whole links (the layout rule)
+    manifest = whole_store.manifest
     a = manifest({"x": model(paths["p1"], repo_id="org/x", refs=["v1"])}, profile="hm")
     b = manifest({"x": model(paths["p1"], repo_id="org/x", refs=["v2"])}, profile="devenv:/p")
     assert ws.activate(a, name="a.json").code == 0
@@ -675,7 +686,10 @@ def test_a_ref_moved_during_activation_is_left_alone(tmp_path: Path, paths: dict
 
 # ---------------------------------------------------- 9. one hub, two spellings
 
-def test_one_hub_two_spellings_is_one_cache(tmp_path: Path, paths: dict) -> None:
+def test_one_hub_two_spellings_is_one_cache(tmp_path: Path, paths: dict,
+                                            whole_store: WholeStore) -> None:
+    paths = {k: whole_store.path(v) for k, v in paths.items()}  # whole links (the layout rule)
+    manifest = whole_store.manifest
     real = tmp_path / "data/hf"
     (real / "hub").mkdir(parents=True)
     home_cache = tmp_path / "home/.cache"

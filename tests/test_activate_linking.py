@@ -7,15 +7,20 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT_A, COMMIT_B, TINY_BERT_REPO, Workspace, manifest, model, shape, tree
+from conftest import (COMMIT_A, COMMIT_B, TINY_BERT_REPO, WholeStore, Workspace, manifest, model,
+                      shape, tree)
 
 from activate import hubfs
 
 REPO = "models--model-repo-example--tiny-bert"
 
 
-def test_layout_is_flat_snapshot_link(ws: Workspace, tiny_bert_store_path: str) -> None:
-    res = ws.activate(manifest({"tiny-bert": model(tiny_bert_store_path, refs=["main", "v1"])}))
+def test_layout_is_flat_snapshot_link(ws: Workspace, tiny_bert_store_path: str,
+                                      whole_store: WholeStore) -> None:
+    """On a store mounted read-only (NixOS) a whole model's snapshot is one link."""
+    tiny_bert_store_path = whole_store.path(tiny_bert_store_path)
+    res = ws.activate(whole_store.manifest({"tiny-bert": model(tiny_bert_store_path,
+                                                               refs=["main", "v1"])}))
     assert res.code == 0, res.stderr
     repo = ws.hub / REPO
     assert repo.is_dir() and not repo.is_symlink()
@@ -33,6 +38,32 @@ def test_layout_is_flat_snapshot_link(ws: Workspace, tiny_bert_store_path: str) 
         "MODEL_REPO_TINY_BERT": tiny_bert_store_path,
         "TRANSFORMERS_OFFLINE": "1",
     }
+
+
+def test_the_layout_rule_links_a_store_not_mounted_read_only_file_by_file(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    """The layout rule (activate.tree.file_by_file): a whole model's snapshot is a link
+    only into a store mounted read-only; into any other (writable by root, or by the
+    user of a single-user Nix) it is a real directory of per-file links, as for a
+    partial model, so no cache tool can reach a store file through it."""
+    from activate.tree import BLOB_PREFIX, file_by_file, store_files
+
+    res = ws.activate(manifest({"tiny-bert": model(tiny_bert_store_path)}))
+    assert res.code == 0, res.stderr
+    snap = ws.hub / REPO / "snapshots" / COMMIT_A
+    read_only = bool(os.statvfs(tiny_bert_store_path).f_flag & os.ST_RDONLY)
+    assert file_by_file(tiny_bert_store_path) is not read_only
+    if read_only:
+        assert os.readlink(snap) == tiny_bert_store_path
+        return
+    assert snap.is_dir() and not snap.is_symlink()
+    files = store_files(tiny_bert_store_path)
+    assert files and sorted(str(p.relative_to(snap)) for p in snap.rglob("*")
+                            if not p.is_dir()) == sorted(files)
+    for f in files:
+        link = snap / f
+        assert link.is_symlink() and os.readlink(link).startswith("../../blobs/" + BLOB_PREFIX)
+        assert os.path.realpath(link) == os.path.join(tiny_bert_store_path, f)
 
 
 def test_huggingface_hub_resolves_by_repo_id_ref_and_commit(ws: Workspace, tiny_bert_store_path: str) -> None:
@@ -64,7 +95,11 @@ def test_repeat_run_writes_nothing_and_prints_same_env(ws: Workspace, tiny_bert_
 
 
 def test_dropped_model_is_pruned_and_empty_dirs_removed(ws: Workspace, tiny_bert_store_path: str,
-                                                        second_store_path: str) -> None:
+                                                        second_store_path: str,
+                                                        whole_store: WholeStore) -> None:
+    tiny_bert_store_path = whole_store.path(tiny_bert_store_path)
+    second_store_path = whole_store.path(second_store_path)
+    manifest = whole_store.manifest
     both = manifest({
         "tiny-bert": model(tiny_bert_store_path),
         "second": model(second_store_path, repo_id="org/second", revision=COMMIT_B),
@@ -249,7 +284,10 @@ def test_link_false_gives_variable_only(ws: Workspace, tiny_bert_store_path: str
     assert not (ws.hub / REPO).exists()
 
 
-def test_two_profiles_share_a_link_and_each_keeps_it(ws: Workspace, tiny_bert_store_path: str) -> None:
+def test_two_profiles_share_a_link_and_each_keeps_it(ws: Workspace, tiny_bert_store_path: str,
+                                                     whole_store: WholeStore) -> None:
+    tiny_bert_store_path = whole_store.path(tiny_bert_store_path)
+    manifest = whole_store.manifest
     data = manifest({"m": model(tiny_bert_store_path)})
     assert ws.activate(dict(data, profile="home-manager"), name="hm.json").code == 0
     assert ws.activate(dict(data, profile="devenv:/p"), name="dv.json").code == 0
@@ -278,9 +316,12 @@ def test_deactivate_removes_profile_links(ws: Workspace, tiny_bert_store_path: s
 
 
 def test_dry_run_writes_nothing(ws: Workspace, tiny_bert_store_path: str) -> None:
+    from activate.tree import file_by_file
+
     res = ws.activate(manifest({"m": model(tiny_bert_store_path)}), "--dry-run")
     assert res.code == 0
-    assert "would link" in res.stderr
+    # The layout rule's form: per-file links (a tree) or one whole link.
+    assert ("would tree" if file_by_file(tiny_bert_store_path) else "would link") in res.stderr
     assert not ws.hub.exists() and not ws.state.exists()
 
 

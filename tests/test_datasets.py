@@ -26,7 +26,7 @@ import pytest
 from activate import datasets_link
 from activate.cachedir import default_datasets_cache
 from activate.datasets_link import Prepared, cache_folder
-from conftest import Workspace, manifest, nix_store_add, shape, tree
+from conftest import Workspace, assert_serves, manifest, nix_store_add, shape, tree
 
 REPO_ID = "Org/TinySet"
 FOLDER = "Org___tiny_set"
@@ -208,8 +208,8 @@ def test_load_dataset_by_repo_id_offline(ws: Workspace, prepared: tuple[str, str
         "dataset_info.json", "tiny_set-test.arrow", "tiny_set-train.arrow"]
     assert (tree(Path(prep)), tree(Path(snap))) == before_store
 
-    # The hub side: the dataset's snapshot is linked as usual.
-    assert (ws.hub / "datasets--Org--TinySet" / "snapshots" / COMMIT).is_symlink()
+    # The hub side: the dataset's snapshot is linked as usual (the layout rule's form).
+    assert_serves(ws.hub / "datasets--Org--TinySet" / "snapshots" / COMMIT, snap)
 
     assert ws.run("deactivate", "--profile", "p1", "--state-dir", str(ws.state)).code == 0
     after = tree(dcache)

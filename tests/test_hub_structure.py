@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import COMMIT_A, ROOT, manifest, model
+from conftest import COMMIT_A, ROOT, assert_serves, manifest, model
 
 #: Every module of the activator (activate/*.py, outside activate/hub/): the activation
 #: path (cli, activation, linking, state, hubfs, noop, envout, cachedir, naming,
@@ -102,8 +102,8 @@ def test_activation_runs_load_no_hub_module(tmp_path: Path, tiny_bert_store_path
     parser_only = ["activate.hub", "activate.hub.cli", "activate.hub.persistcli"]
     # First activation: the full path (argparse parser built, hub parsers registered).
     assert _run(tmp_path, "activate", "--manifest", str(path), *common, "-v") == (0, parser_only)
-    assert (tmp_path / "hub" / "models--model-repo-example--tiny-bert" / "snapshots"
-            / COMMIT_A).is_symlink()
+    assert_serves(tmp_path / "hub" / "models--model-repo-example--tiny-bert" / "snapshots"
+                  / COMMIT_A, tiny_bert_store_path)
     # Second: the no-op path builds no parser at all.
     assert _run(tmp_path, "activate", "--manifest", str(path), *common) == (0, [])
     assert _run(tmp_path, "env", "--manifest", str(path), *common) == (0, parser_only)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_serves
 from nixeval import REPO, REV, devenv_eval, hf_model, hm_eval, nixos_eval
 
 REPO_ID = "model-repo-test/tiny-bert"
@@ -94,11 +95,11 @@ def test_module_manifest_activates_and_loads(profile, store_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
     repo = hub / f"models--{REPO_ID.replace('/', '--')}"
-    assert os.readlink(repo / "snapshots" / REV) == store_model
+    assert_serves(repo / "snapshots" / REV, store_model)  # the layout rule's form
     assert (repo / "refs" / "main").read_bytes() == REV.encode()
 
     paths = load(hub)
-    assert Path(paths["snapshot"]).resolve() == Path(store_model)
+    assert Path(paths["snapshot"]) == repo / "snapshots" / REV  # a link or our tree
     assert Path(paths["config"]).read_text() == '{"model_type": "bert", "hidden_size": 8}'
     assert Path(paths["config"]).resolve() == Path(store_model) / "config.json"
     assert Path(paths["pooling"]).resolve() == Path(store_model) / "1_Pooling" / "config.json"

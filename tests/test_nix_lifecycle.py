@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_serves
 from nixeval import REPO, REV, devenv_eval, hf_model, hm_eval, missing_input, nix_string, nixos_eval
 
 REPO_ID = "model-repo-test/tiny-bert"
@@ -133,9 +134,9 @@ def models_nix(*which: str) -> str:
 
 
 def assert_linked(hub: Path, store: dict[str, str]) -> None:
-    assert os.readlink(hub / FOLDER / "snapshots" / REV) == store[URL]
+    assert_serves(hub / FOLDER / "snapshots" / REV, store[URL])
     assert (hub / FOLDER / "refs" / "main").read_bytes() == REV.encode()
-    assert os.readlink(hub / OTHER_FOLDER / "snapshots" / REV) == store[OTHER_URL]
+    assert_serves(hub / OTHER_FOLDER / "snapshots" / REV, store[OTHER_URL])
     # The user's own snapshot is untouched while ours is linked beside it.
     assert os.readlink(hub / FOLDER / "snapshots" / USER_REV / "config.json") == "../../blobs/0123abcd"
 
@@ -307,7 +308,7 @@ def test_devenv_partial_link_opens_the_shell_and_retries(store, tmp_path):
     task = devenv_generation(tmp_path, act, store, enable=True, models=models_nix("tiny", "other"))
     p = enter_shell(task, tmp_path)
     assert "some models could not be linked" in p.stderr
-    assert os.readlink(hub / FOLDER / "snapshots" / REV) == store[URL]
+    assert_serves(hub / FOLDER / "snapshots" / REV, store[URL])
     assert blocker.read_text() == "mine"
     n = len(act.calls())
     assert enter_shell(task, tmp_path) is not None and len(act.calls()) == n + 1
@@ -383,5 +384,5 @@ def test_nixos_partial_link_still_starts_dependents(store, tmp_path):
     unit = nixos_generation(tmp_path, act, store, enable=True, models=models_nix("tiny", "other"))
     assert unit["serviceConfig"]["SuccessExitStatus"] == "1"
     assert start_unit(unit, tmp_path) == 1
-    assert os.readlink(hub / FOLDER / "snapshots" / REV) == store[URL]
+    assert_serves(hub / FOLDER / "snapshots" / REV, store[URL])
     assert blocker.read_text() == "mine"

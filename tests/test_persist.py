@@ -167,9 +167,10 @@ tok = AutoTokenizer.from_pretrained(sys.argv[1])
 m = AutoModel.from_pretrained(sys.argv[1])
 out = m(**tok(["hello world"], return_tensors="pt"))
 shape = tuple(out.last_hidden_state.shape)
-print("LOADED", shape[0], shape[-1], os.path.realpath(
+# The store path its config.json resolves to (one link, or a tree of per-file links).
+print("LOADED", shape[0], shape[-1], os.path.dirname(os.path.realpath(
     os.path.join(os.environ["HF_HUB_CACHE"], "models--" + sys.argv[1].replace("/", "--"),
-                 "snapshots", sys.argv[2])))
+                 "snapshots", sys.argv[2], "config.json"))))
 """
 
 

@@ -78,7 +78,7 @@ def _state_candidates(repo_id: str, repo_type: str | None, state_dir: str) -> li
             which = folder_repo(folder) if rec.value else None
             if which is None:
                 continue
-            if rec.kind == "snapshot" and rest.startswith("snapshots/"):
+            if rec.kind in ("snapshot", "tree") and rest.startswith("snapshots/"):
                 commit = rest[len("snapshots/"):]
                 found.setdefault(rec.value, Candidate(rec.value, which[0], which[1], commit))
             elif rec.kind == "ref" and rest.startswith("refs/"):

@@ -53,7 +53,8 @@ let
   q = escapeShellArg;
 
   # Exit 0 only when the last complete run had this very manifest, every snapshot
-  # link points at its store path (and that path exists) and every ref file holds
+  # link points at its store path (and that path exists) or every file of it is
+  # reached through the snapshot directory, and every ref file holds
   # exactly its commit. Pure shell, generated here, so a repeat shell entry starts
   # no Python.
   linkChecks =
@@ -67,7 +68,14 @@ let
         in
         lib.optionals e.link (
           [
-            ''[ -d ${snap} ] && [ "$(${readlink} ${snap})" = ${q e.path} ]''
+            # A whole link, or (the activator's layout rule: a store not mounted
+            # read-only, or a partial model) a real directory through which every file
+            # of the store path is a regular file (bash's globstar: no find).
+            (
+              ''[ -d ${snap} ] && { [ "$(${readlink} ${snap})" = ${q e.path} ] || { [ ! -L ${snap} ] && ''
+              + ''(shopt -s globstar dotglob nullglob; cd ${q e.path} || exit 1; for f in **; do ''
+              + ''[ -d "$f" ] || [ -f ${snap}/"$f" ] || exit 1; done); }; }''
+            )
           ]
           ++ map (
             ref:
