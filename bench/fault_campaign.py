@@ -33,10 +33,14 @@ from test_activate_campaign import (  # noqa: E402
     COMMIT_D,
     COMMIT_E,
     PROFILES,
+    CACHE_TOOLS_SAFE,
     USER_COMMITS,
     cache_is_valid,
+    cache_tool,
     drop_everything,
     exported_models_load,
+    redownloaded,
+    rollback,
     store_paths,
     update_claims,
 )
@@ -74,9 +78,32 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
         writes: list[str] = []
         log: list[str] = []
         claims: dict[str, dict] = {}
+        removed: set[str] = set()
+        lost = False
         for _ in range(runs):
             profile, state = rng.choice(PROFILES)
             data = random_manifest(rng, profile, paths)
+            step = rng.random()
+            try:
+                if CACHE_TOOLS_SAFE and step < 0.2:  # the user's own cache tool
+                    tool = rng.choice(["delete_revisions", "prune", "rm file"])
+                    log.append(f"user's {tool}")
+                    gone, was_lost = cache_tool(hub, tool, rng.randrange(10 ** 6), writes)
+                    removed |= gone
+                    lost = lost or was_lost
+                    claims.clear()
+                    counts["tool steps"] += 1
+                    cache_is_valid(root)
+                    continue
+                if step > 0.9:  # a rollback: an older activator meets a newer state
+                    log.append(f"{profile} rolled back")
+                    rollback(root, profile, state, data)
+                    counts["rollbacks"] += 1
+                    cache_is_valid(root)
+                    exported_models_load(hub, claims)
+                    continue
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n" + "\n".join(log)) from None
             kill = rng.randint(0, 30) if rng.random() < 0.5 else None
             during = None
             marker = root / "raced"
@@ -96,6 +123,7 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
             counts["partial (exit 1)"] += code == 1
             if marker.exists():
                 writes.append(marker.read_text())
+                removed = redownloaded(removed, writes[-1])
                 marker.unlink()
                 counts["raced by a download"] += 1
             update_claims(claims, profile, state, data, code)
@@ -105,7 +133,7 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n" + "\n".join(log)) from None
         try:
-            drop_everything(root, original, writes)
+            drop_everything(root, original, writes, removed, ref_maybe_lost=lost)
         except AssertionError as exc:
             raise AssertionError(f"after dropping everything: {exc!r}\n" + "\n".join(log)) from None
         counts["sequences"] += 1
@@ -123,7 +151,7 @@ def main() -> int:
     args = ap.parse_args()
     paths = store_paths()
     counts = dict.fromkeys(["sequences", "runs", "killed", "raced by a download",
-                            "partial (exit 1)"], 0)
+                            "partial (exit 1)", "tool steps", "rollbacks"], 0)
     start = time.perf_counter()
     failed = None
     for i in [args.only] if args.only is not None else range(args.sequences):

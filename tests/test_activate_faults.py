@@ -26,6 +26,7 @@ from activate import activation, hubfs
 from activate.activation import request_of, run_activate
 from activate.log import Log
 from activate.manifest import validate_manifest
+from activate.state import StateProblem
 
 USER = "c" * 40
 COMMIT_D = "d" * 40
@@ -79,7 +80,7 @@ def run(root: Path, data: dict, *, kill_at: int | None = None, profile_state: st
                     explicit_hub=True, state_dir=str(root / profile_state), log=Log("error"),
                     before_write=before)
                 code = 1 if out.plan.problems else 0
-            except activation.EnvironmentProblem:
+            except (activation.EnvironmentProblem, StateProblem):  # exit 3, as cli.main
                 code = 3
         except BaseException:  # a bug: show it, exit 70
             import traceback
