@@ -215,9 +215,11 @@ def redownloaded(removed: set[str], commit: str) -> set[str]:
 
 
 def user_entries(got: dict[str, str]) -> dict[str, str]:
-    """The shape entries of the user's own snapshots (commits no profile ever pins)."""
+    """The shape entries of the user's own snapshots (commits no profile ever pins), and
+    the folders of their repo (huggingface_hub removes a repo folder left empty)."""
     return {k: v for k, v in got.items()
-            if any(f"/snapshots/{c}" in k for c in [USER, *USER_COMMITS])}
+            if any(f"/snapshots/{c}" in k for c in [USER, *USER_COMMITS])
+            or k in ("models--org--x", "models--org--x/snapshots", "models--org--x/refs")}
 
 
 def cache_tool(hub: Path, tool: str, pick: int,
