@@ -709,8 +709,21 @@ class _FolderPlan:
             return
         content = _read_ref(self.fs, kept) if entry.kind == "file" else None
         if content != previous:
-            self.out.notes.append(f"cannot keep {previous} referenced: {self.full(kept)} "
-                                  "holds something else")
+            # A kept ref this state dir's profiles wrote for an older value of the user's
+            # ref (a give-back the user raced by moving the ref) names a revision the user
+            # has moved away from: it now keeps their current one named instead.
+            mine = self.mine(kept, "ref")
+            stale = content is not None and (
+                (mine is not None and mine.owns(content)) or any(
+                    r.kind == "ref" and r.owns(content) for _, r in self.others_at.get(kept, ())))
+            if not stale:
+                self.out.notes.append(f"cannot keep {previous} referenced: {self.full(kept)} "
+                                      "holds something else")
+                return
+            stamp = _new_stamp()
+            self.actions.append(Action("ref", kept, previous, temp=self.folder,
+                                       expect=("file", content), stamp=stamp))
+            self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
             return
         mine = self.mine(kept, "ref")
         co = None if mine and mine.owns(content) else self.co_own(kept, "ref", content)

@@ -50,6 +50,7 @@ from conftest import (
     _hub_version,
     manifest,
     model,
+    needs_safe_cache_tools,
     nix_store_add,
     shape,
 )
@@ -458,3 +459,26 @@ def test_campaign_covers_kills_races_and_conflicts() -> None:
 @pytest.fixture(autouse=True, scope="module")
 def _store_paths_once() -> None:
     store_paths()
+
+
+@needs_safe_cache_tools
+def test_a_kept_ref_a_raced_give_back_left_is_taken_over() -> None:
+    """Found by the widened campaign (``bench/fault_campaign.py --seed 3 --only 19``): a
+    profile's drop raced by the user's download leaves its kept ref
+    (``refs/model-repo-kept/main``) naming the user's older revision; another profile of
+    the same state dir then took the user's ``refs/main`` but could not keep the user's
+    new download named, and ``hf cache prune`` deleted it. The kept ref a profile of this
+    state dir wrote is now taken over for the user's current revision. Replays that exact
+    sequence (it holds its own generator), with the real cache tools."""
+    import importlib.util
+    import random
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "fault_campaign.py"
+    spec = importlib.util.spec_from_file_location("fault_campaign", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    counts = dict.fromkeys(["sequences", "runs", "killed", "raced by a download",
+                            "partial (exit 1)", "tool steps", "rollbacks"], 0)
+    bench.sequence(random.Random("3-19"), 15, store_paths(), counts)
+    assert counts["tool steps"] and counts["raced by a download"]
