@@ -806,6 +806,9 @@ def test_a_bare_name_resolves_as_prefetch_pinned_it(tmp_path: Path, models: Mode
     assert cli(env, "export", "another-org/" + bare).stdout.strip() == other
     amb = cli(env, "import", bare)
     assert amb.returncode == 2 and "names several repos in the persist folder" in amb.stderr
+    # A repo whose id is the bare name itself comes first.
+    exact = models.fixed(_commit(), bare)
+    assert cli(env, "export", bare).stdout.strip() == exact
 
 
 def test_export_and_import_show_a_bytes_bar_on_a_terminal_only(tmp_path: Path,
