@@ -995,6 +995,9 @@ def test_a_bare_name_resolves_as_prefetch_pinned_it(tmp_path: Path, models: Mode
     assert cli(env, "export", "another-org/" + bare).stdout.strip() == other
     amb = cli(env, "import", bare)
     assert amb.returncode == 2 and "names several repos in the persist folder" in amb.stderr
+    # A repo whose id is the bare name itself comes first.
+    exact = models.fixed(_commit(), bare)
+    assert cli(env, "export", bare).stdout.strip() == exact
 
 
 def test_one_bad_manifest_entry_breaks_only_itself(tmp_path: Path, models: Models) -> None:

@@ -707,3 +707,28 @@ def test_lock_shows_a_bytes_bar_on_a_terminal_only(hub: MockHub, tmp_path: Path)
     code, out, term = on_terminal(cli_env(hub, tmp_path), "lock", "m3", repo,
                                   "--lock-file", lockf, "-q")
     assert code == 0 and term == b"", term
+
+
+def test_rate_bar_takes_huggingface_hubs_rate_postfix_on_or_off():
+    """huggingface_hub sets a rate postfix on snapshot_download's bytes bars (Xet); our
+    bar class drops it, whether the bar is shown or disabled (a disabled tqdm has no
+    ``unit``)."""
+    import io
+
+    from activate.hub import progress
+
+    was = progress.enabled()
+    try:
+        for tty in (False, True):
+            stream = io.StringIO()
+            stream.isatty = lambda tty=tty: tty  # type: ignore[method-assign]
+            progress.configure(quiet=False, stream=stream)
+            assert progress.enabled() is tty
+            bar = progress.rate_bar_class()(total=10, unit="B", unit_scale=True,
+                                            file=stream, disable=not tty)
+            bar.update(5)
+            bar.set_postfix_str("9.9MB/s", refresh=False)
+            bar.close()
+            assert "9.9MB/s" not in stream.getvalue()
+    finally:
+        progress._enabled = was

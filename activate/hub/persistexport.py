@@ -177,6 +177,8 @@ def locate(nix: Nix, *, repo_id: str, repo_type: str | None, revision: str | Non
             parsed = parse_hf_name(path)
             assert parsed is not None
             cands[path] = Candidate(path, parsed[0], repo_type or "model", parsed[1])
+    if any(c.repo_id == repo_id for c in cands.values()):  # the id as given comes first
+        cands = {p: c for p, c in cands.items() if c.repo_id == repo_id}
     valid = nix.valid(sorted(cands))
     pool = [cands[p] for p in sorted(valid)]
     if revision is not None:

@@ -63,7 +63,7 @@ def rate_bar_class() -> type:
             super().__init__(*args, **kwargs)
 
         def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-            if self.unit != "B":
+            if getattr(self, "unit", None) != "B":  # a disabled bar has no unit
                 super().set_postfix_str(s, refresh)
 
     return RateBar
