@@ -315,12 +315,7 @@ def load_others(directory: str, hub_dir: str, profile: str,
         if folders.isdisjoint(summary.folders):
             continue
         if state is None:
-            try:
-                state = read(path, aside=aside)
-            except CorruptState as exc:
-                if problems is not None:
-                    problems.append(exc)
-                continue
+            state = _read_noting(path, problems, aside)
             if state is None or state.hub_dir != hub_dir or state.profile == profile:
                 continue
         out.append(state)
@@ -396,12 +391,7 @@ def summaries(directory: str, problems: list[CorruptState] | None = None, *,
         if summary is not None and entry[:4] != sig:  # type: ignore[index]
             summary = None
         if summary is None:
-            try:
-                state = read(path, aside=aside)
-            except CorruptState as exc:
-                if problems is not None:
-                    problems.append(exc)
-                continue
+            state = _read_noting(path, problems, aside)
             if state is None:
                 continue
             summary = Summary(state.profile, state.hub_dir, state.hub_id, tuple(sorted(
@@ -455,6 +445,18 @@ def _summary(entry: object) -> Summary | None:
         return None
 
 
+def _read_noting(path: str, problems: list[CorruptState] | None, aside: bool) -> State | None:
+    """:func:`read` for a listing of states: a corrupt one (moved aside when ``aside``) is
+    appended to ``problems`` (when given) and read as None, like a missing one; the other
+    errors of :func:`read` are raised."""
+    try:
+        return read(path, aside=aside)
+    except CorruptState as exc:
+        if problems is not None:
+            problems.append(exc)
+        return None
+
+
 def list_states(directory: str, problems: list[CorruptState] | None = None, *,
                 aside: bool = True) -> list[tuple[str, State]]:
     """Every readable state in ``directory`` as ``(file path, state)``; corrupt ones are
@@ -471,12 +473,7 @@ def list_states(directory: str, problems: list[CorruptState] | None = None, *,
     for name in names:
         if name.endswith(".json") and not name.startswith("receipt-"):
             path = os.path.join(directory, name)
-            try:
-                state = read(path, aside=aside)
-            except CorruptState as exc:
-                if problems is not None:
-                    problems.append(exc)
-                continue
+            state = _read_noting(path, problems, aside)
             if state is not None:
                 out.append((path, state))
     return out
