@@ -363,28 +363,13 @@ def test_an_unknown_flag_prints_the_subcommands_usage(name: str) -> None:
 
 
 def _stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
-    """Run ``model-repo ARGS`` with stderr on a pseudo-terminal; what it wrote there."""
-    import pty
+    """Run ``model-repo ARGS`` (which must exit 2) with stderr on a pseudo-terminal
+    (:func:`test_prefetch.on_terminal`); what it wrote there."""
+    from test_prefetch import on_terminal
 
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "activate", *args], cwd=ROOT, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=slave)
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(60) == 2
-    finally:
-        os.close(master)
-    return b"".join(chunks)
+    code, _, term = on_terminal(env, *args)
+    assert code == 2, term
+    return term
 
 
 def test_no_color_and_the_color_flag(ws: Workspace) -> None:
