@@ -243,7 +243,7 @@ def _prepare_dataset(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     except ImportError as exc:
         sys.stderr.write(f"model-repo prepare-dataset: error: {exc}: install the `datasets` "
-                         "package (pip install 'datasets>=2.16')\n")
+                         "package (pip install 'datasets>=3.0')\n")
         return EXIT_ENVIRONMENT
     sys.stdout.write("".join(f"{rel}\n" for rel in written))
     return EXIT_OK

@@ -1,9 +1,10 @@
 """Link prepared datasets into the ``datasets`` library's cache, so
 ``datasets.load_dataset("org/name")`` works offline.
 
-With ``HF_HUB_OFFLINE=1``, ``datasets`` (2.16 to 5.x) loads a Hub dataset only from what
-it prepared before in ``HF_DATASETS_CACHE``: ``load.CachedDatasetModuleFactory`` globs
-``<cache>/<org>___<snake name>/*/*/*`` and the packaged module
+With ``HF_HUB_OFFLINE=1``, ``datasets`` (3.0, the tested floor, to 5.x) loads a Hub
+dataset only from what it prepared before in ``HF_DATASETS_CACHE``:
+``load.CachedDatasetModuleFactory`` globs ``<cache>/<org>___<snake name>/*/*/*`` and the
+packaged module
 ``packaged_modules/cache/cache.py`` picks, among those ``<config>/<version>/<hash>``
 directories, the newest by mtime whose ``dataset_info.json`` names that config. A
 prepared store path (:mod:`activate.datasets_prepare`, ``lib/datasets.nix``) holds

@@ -31,8 +31,9 @@ from conftest import Workspace, assert_serves, manifest, nix_store_add, shape, t
 REPO_ID = "Org/TinySet"
 FOLDER = "Org___tiny_set"
 COMMIT = "5d7f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c"
-DATASETS_MISSING = ("needs the `datasets` package (pip install 'datasets>=2.16'; "
-                    "scripts/setup.sh installs it)")
+DATASETS_MISSING = ("needs the `datasets` package: pip install 'datasets>=3.0' (the "
+                    "floor in pyproject.toml's datasets extra), or run scripts/setup.sh, "
+                    "which installs it")
 
 
 def need_datasets() -> None:
@@ -579,7 +580,8 @@ def test_unprivileged_user_activates_and_loads(prepared: tuple[str, str]) -> Non
 
     name = os.environ.get("MODEL_REPO_TEST_USER") or "model-repo-test"
     if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip(f"needs root and runuser (util-linux) to run as the unprivileged user {name}")
+        pytest.skip(f"needs to run as root with runuser on PATH (apt-get install -y util-linux) "
+                    f"to start the loader as the unprivileged user {name}")
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
@@ -836,7 +838,8 @@ def test_group_member_loads_and_maps_from_a_system_cache(prepared: tuple[str, st
     name = os.environ.get("MODEL_REPO_TEST_USER") or "model-repo-test"
     group = "model-repo-share"
     if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip(f"needs root and runuser (util-linux) to run as the group member {name}")
+        pytest.skip(f"needs to run as root with runuser on PATH (apt-get install -y util-linux) "
+                    f"to act as the cache group's member {name}")
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
@@ -914,7 +917,8 @@ def test_root_refuses_a_datasets_cache_behind_another_users_folder(ws: Workspace
 
     name = os.environ.get("MODEL_REPO_TEST_USER") or "model-repo-test"
     if os.geteuid() != 0:
-        pytest.skip("needs root: the rule is root's (a folder of another user on its way)")
+        pytest.skip("needs to run as root (sudo bash scripts/test.sh): the rule it tests "
+                    "applies to root, refusing a folder of another user on the cache's way")
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
