@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from . import state as statemod
 from .envout import environment
 from .hubfs import Changed, HubFS, HubRoot, UnsafePath, open_hub
-from .linking import Action, Plan, Problem, Want, apply, plan, stamp_refs
+from .linking import Action, Plan, Problem, Want, apply, kept_holder, plan, stamp_refs
 from .log import Log
 from .noop import remove_receipts
 from .tree import file_by_file
@@ -546,7 +546,7 @@ def _converge(
         log.warning(exc.message())
     fs = HubFS(hub_dir, before_write, root=root)
     result = plan(fs, wants, old.records, [(o.profile, r) for o in others for r in o.records],
-                  _store_kind)
+                  _store_kind, kept_holder(state_path))
     failed: list[tuple[Action, OSError]] = []
     if writing and result.disowned:
         _disown(state_dir, key, result.disowned, {o.profile: o for o in others})

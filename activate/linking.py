@@ -21,8 +21,9 @@ actions; nothing is written until :func:`apply`. Rules:
   removals take from it is linked again for them;
 - a record survives its own change: a snapshot changing form (link <-> tree) is ours in
   either form meanwhile, and a ref is ours only while it is the file we wrote (its stamp);
-- while we hold a user's ref, ``refs/model-repo-kept/<ref>`` names their revision, so
-  ``hf cache prune`` does not take it for detached (:meth:`_FolderPlan.keep_previous`).
+- while we hold a user's ref, ``refs/model-repo-kept/<holder>/<ref>`` (one per profile:
+  :func:`kept_holder`) names their revision, so ``hf cache prune`` does not take it for
+  detached (:meth:`_FolderPlan.keep_previous`).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def plan(
     old: Iterable[Record],
     others: Iterable[tuple[str, Record]],
     store_kind: Callable[[str], str],
+    holder: str,
 ) -> Plan:
     """Decide the actions that link ``wants`` and undo what ``old`` no longer wants.
 
@@ -133,7 +135,8 @@ def plan(
     profiles known for this hub dir (what they want is never removed or taken by us, and
     what they created and we want too becomes ours as well). ``store_kind(path)`` says
     what a store path is: ``dir``, ``damaged`` (a directory changed after Nix made it,
-    :mod:`activate.storecheck`), ``missing`` or ``other``.
+    :mod:`activate.storecheck`), ``missing`` or ``other``. ``holder``: this profile's
+    folder under ``refs/model-repo-kept/`` (:func:`kept_holder`).
     """
     result = Plan()
     by_folder: dict[str, list[Want]] = defaultdict(list)
@@ -147,7 +150,7 @@ def plan(
         others_at[rec.path].append((profile, rec))
     for folder in sorted(set(by_folder) | set(old_by_folder)):
         _FolderPlan(fs, folder, old_by_folder.get(folder, {}), others_at, store_kind,
-                    result).run(by_folder.get(folder, []))
+                    result, holder).run(by_folder.get(folder, []))
     return result
 
 
@@ -162,8 +165,9 @@ class _FolderPlan:
 
     def __init__(self, fs: HubFS, folder: str, old: dict[str, Record],
                  others_at: Mapping[str, list[tuple[str, Record]]],
-                 store_kind: Callable[[str], str], out: Plan) -> None:
+                 store_kind: Callable[[str], str], out: Plan, holder: str) -> None:
         self.fs = fs
+        self.holder = holder
         self.folder = folder
         self.old = old
         self.others_at = others_at
@@ -601,16 +605,20 @@ class _FolderPlan:
         """Plan ref file ``rel`` holding exactly ``commit`` (for store path ``target``)."""
         entry = self.fs.lstat(rel)
         rec = self.mine(rel, "ref")
+        # Ours, removed by someone (hf cache rm of our revision): what it held before us
+        # is still to be given back. So is it when another profile of this state dir held
+        # it (its claim dies below): we give it back in its place.
+        prev = rec if rec is not None and rec.created and rec.previous else next(
+            (r for _, r in self.others_at.get(rel, ())
+             if r.kind == "ref" and r.created and r.previous), None)
         if entry.kind != "file":
             self.observe(rel, None)
         if entry.kind == "missing":
-            # Ours, removed by someone (hf cache rm of our revision): what it held before
-            # us is still to be given back.
-            prev = rec if rec is not None and rec.created else None
             stamp = _new_stamp()
-            new = Record(rel, "ref", commit, created=True,
-                         previous=prev.previous if prev else None,
-                         previous_held=prev.previous_held if prev else False, stamp=stamp)
+            previous, held = ((prev.previous, prev.previous_held) if prev
+                              else (self.kept_elsewhere(rel), True))
+            new = Record(rel, "ref", commit, created=True, previous=previous,
+                         previous_held=held and previous is not None, stamp=stamp)
             self.keep_previous(rel, new)
             self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING,
                                        stamp=stamp))
@@ -670,20 +678,47 @@ class _FolderPlan:
                                    stamp=stamp))
         self.records[rel] = new
 
+    def kept_by_others(self, ref: str) -> set[str]:
+        """What the kept refs of other holders for ``ref`` (``refs/model-repo-kept/<other
+        holder>/<ref>``, any state dir) held when this run read the refs."""
+        base = f"{self.folder}/refs/{KEPT_REFS}/"
+        return {v for p, v in self.disk_refs.items()
+                if p.startswith(base) and p.endswith("/" + ref)
+                and p.count("/") == base.count("/") + 1 + ref.count("/")
+                and not p.startswith(f"{base}{self.holder}/")}
+
+    def kept_elsewhere(self, rel: str) -> str | None:
+        """For the missing ref ``rel``: the user's revision a profile of another state
+        dir keeps named for it (its ``refs/model-repo-kept/<holder>/<ref>``), when exactly
+        one such commit exists and its snapshot does. That profile took the user's ref,
+        and the user's tool removed it with that profile's revision: its records, which
+        we cannot read, hold the value to give back; we take its place. None otherwise."""
+        found = self.kept_by_others(rel[len(self.folder) + len("/refs/"):])
+        if len(found) != 1:
+            return None
+        (commit,) = found
+        if not COMMIT_RE.match(commit) or self.fs.lstat(
+                f"{self.folder}/snapshots/{commit}").kind == "missing":
+            return None
+        return commit
+
     def keep_previous(self, rel: str, rec: Record) -> None:
         """While ``rec`` (a ref we replaced) holds the user's ref, their revision keeps a
-        ref huggingface_hub counts: ``refs/model-repo-kept/<ref>`` names the commit the
-        ref held before us, while that snapshot exists. ``hf cache prune`` (and
+        ref huggingface_hub counts: ``refs/model-repo-kept/<holder>/<ref>`` names the
+        commit the ref held before us, while that snapshot exists. ``hf cache prune`` (and
         ``scan_cache_dir``'s detached revisions) then see it as referenced, not as
-        something to delete. Removed with the ref's give-back. Something else where it
-        belongs: left alone, with a note (the model is not blocked for it)."""
+        something to delete. One per profile (``holder``: :func:`kept_holder`), so a
+        profile of another state dir, whose records we cannot read, never holds the one
+        that must name the user's current revision. Removed with the ref's give-back.
+        Something else where it belongs: left alone, with a note (the model is not
+        blocked for it)."""
         previous = rec.previous
         if not (rec.created and rec.previous_held and previous and COMMIT_RE.match(previous)):
             return
         if self.fs.lstat(f"{self.folder}/snapshots/{previous}").kind == "missing":
             return
         ref = rel[len(self.folder) + len("/refs/"):]
-        kept = f"{self.folder}/refs/{KEPT_REFS}/{ref}"
+        kept = f"{self.folder}/refs/{KEPT_REFS}/{self.holder}/{ref}"
         parts = kept.split("/")
         for i in range(3, len(parts)):
             sub = "/".join(parts[:i])
@@ -701,35 +736,24 @@ class _FolderPlan:
                     before and before.created) or any(
                     r.kind == "dir" and r.created for _, r in self.others_at.get(sub, ())))
         entry = self.fs.lstat(kept)
-        if entry.kind == "missing":
-            stamp = _new_stamp()
-            self.actions.append(Action("ref", kept, previous, temp=self.folder, expect=MISSING,
-                                       stamp=stamp))
-            self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
-            return
-        content = _read_ref(self.fs, kept) if entry.kind == "file" else None
-        if content != previous:
-            # A kept ref this state dir's profiles wrote for an older value of the user's
-            # ref (a give-back the user raced by moving the ref) names a revision the user
-            # has moved away from: it now keeps their current one named instead.
-            mine = self.mine(kept, "ref")
-            stale = content is not None and (
-                (mine is not None and mine.owns(content)) or any(
-                    r.kind == "ref" and r.owns(content) for _, r in self.others_at.get(kept, ())))
-            if not stale:
-                self.out.notes.append(f"cannot keep {previous} referenced: {self.full(kept)} "
-                                      "holds something else")
-                return
-            stamp = _new_stamp()
-            self.actions.append(Action("ref", kept, previous, temp=self.folder,
-                                       expect=("file", content), stamp=stamp))
-            self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
-            return
         mine = self.mine(kept, "ref")
-        co = None if mine and mine.owns(content) else self.co_own(kept, "ref", content)
-        self.records[kept] = (replace(mine, value=content, owned=()) if mine and mine.owns(content)
-                              else replace(co, value=content, owned=()) if co
-                              else Record(kept, "ref", content, created=False))
+        content = _read_ref(self.fs, kept) if entry.kind == "file" else None
+        ours = mine is not None and mine.owns(content)
+        if content == previous:  # (written by someone else: it does what we need, not ours)
+            self.records[kept] = (replace(mine, value=content, owned=()) if ours  # type: ignore[arg-type]
+                                  else Record(kept, "ref", content, created=False))
+            return
+        if entry.kind != "missing" and not ours:
+            self.out.notes.append(f"cannot keep {previous} referenced: {self.full(kept)} "
+                                  "holds something model-repo did not write")
+            return
+        # Missing, or ours naming an older value of the user's ref (a give-back the user
+        # raced by moving the ref): it names their current revision now.
+        stamp = _new_stamp()
+        self.actions.append(Action("ref", kept, previous, temp=self.folder,
+                                   expect=MISSING if entry.kind == "missing" else ("file", content),
+                                   stamp=stamp))
+        self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
 
     def foreign_holder(self, content: str, target: str, ref: str = "") -> str | None:
         """When ``content`` names a snapshot linked into the same store by someone else (a
@@ -770,6 +794,44 @@ class _FolderPlan:
                         "snapshot)")
         return None
 
+    def still_held(self, rec: Record, final_refs: Mapping[str, str]) -> str | None:
+        """When ``rec`` is a kept ref of ours (``refs/model-repo-kept/<holder>/<ref>``) and
+        the user's ``<ref>`` it keeps named is still held by a record that took it from
+        them (ours, kept for another profile, or another profile's of this state dir):
+        who holds it. Their own kept ref may be gone already (removed by a drop of theirs
+        that left the ref to us), so ours stays while the ref is held."""
+        prefix = f"{self.folder}/refs/{KEPT_REFS}/{self.holder}/"
+        if rec.kind != "ref" or not rec.path.startswith(prefix):
+            return None
+        name = rec.path[len(prefix):]
+        if rec.value in self.kept_by_others(name):
+            return None  # named by another profile's kept ref: ours can go
+        ref = f"{self.folder}/refs/{name}"
+        current = final_refs.get(ref)
+        mine = self.records.get(ref)
+        if mine is not None and mine.kind == "ref" and mine.previous == rec.value \
+                and mine.owns(current):
+            return "this profile"
+        for profile, r in self.others_at.get(ref, ()):
+            if r.kind == "ref" and r.previous == rec.value and r.owns(current):
+                return f"profile {profile!r}"
+        return None
+
+    def removed_with_our_revision(self, rec: Record, current: str | None) -> bool:
+        """True when ``rec``, a ref we took from the user, is gone and nothing replaced it
+        (``current`` is None): the user's tool removed it with our revision (`hf cache
+        rm <commit>`, ``delete_revisions``: huggingface_hub removes the refs naming what it
+        deletes), so their value is still to be given back, unless their own revision
+        went too (then huggingface_hub would have removed their ref as well) or the
+        folder the ref lives in is gone (the whole repo removed)."""
+        if not (rec.created and rec.previous and current is None
+                and self.fs.lstat(rec.path).kind == "missing"):
+            return False
+        if self.fs.lstat(rec.path.rsplit("/", 1)[0]).kind != "dir":
+            return False
+        return not rec.previous_held or self.fs.lstat(
+            f"{self.folder}/snapshots/{rec.previous}").kind != "missing"
+
     def prune(self) -> None:
         """Undo what ``old`` created and nobody wants any more: refs first (restoring
         replaced values), then snapshots no remaining ref names, then empty folders."""
@@ -787,10 +849,16 @@ class _FolderPlan:
             current = final_refs.get(rec.path)
             if owner:
                 self.keep_for(owner, rec)
-            elif self.fs.lstat(rec.path).kind == "file" and rec.owns(current):
+            elif held := self.still_held(rec, final_refs):
+                # The user's ref is still held (another profile wants it): their revision
+                # stays named until it is given back (a later run of ours removes this).
+                notes.append(f"keeping {rec.path}: {held} still holds the user's ref")
+                records[rec.path] = rec
+            elif (present := self.fs.lstat(rec.path).kind == "file" and rec.owns(current)) \
+                    or self.removed_with_our_revision(rec, current):
                 # The ref goes back exactly as it was before us (even if the snapshot its
                 # value names has gone meanwhile: that is the user's to decide).
-                expect = ("file", current)
+                expect = ("file", current) if present else MISSING
                 if rec.previous and rec.previous_held:
                     # Back to a value that named an existing snapshot: it holds it again.
                     actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
@@ -871,6 +939,17 @@ class _FolderPlan:
 
 #: Folder under a repo's ``refs/`` naming the user's revisions while we hold their refs.
 KEPT_REFS = "model-repo-kept"
+
+
+def kept_holder(state_path: str) -> str:
+    """The folder of a profile's kept refs (``refs/model-repo-kept/<holder>/<ref>``): 12
+    hex digits of the SHA-256 of its state file's real path, so profiles of two state dirs
+    (two users of one cache, root's NixOS unit beside a user's Home Manager) never share
+    one, even under one profile name."""
+    import hashlib
+
+    real = os.path.realpath(state_path)
+    return hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 #: Largest ref file we replace (and keep to restore); a ref is 40 bytes.
 _REF_MAX = 4096

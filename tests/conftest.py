@@ -221,9 +221,15 @@ def tree(root: Path) -> dict[str, tuple]:
     return out
 
 
+_HOLDER = re.compile(r"(/refs/model-repo-kept/)[0-9a-f]{12}(?=/|$)")
+
+
 def shape(root: Path, skip: str = ".locks") -> dict[str, str]:
     """Kind and content of every entry under ``root`` (no times): ``dir``,
-    ``link:<target>``, ``file:<text>``; entries under ``skip`` are left out."""
+    ``link:<target>``, ``file:<text>``; entries under ``skip`` are left out. The holder of
+    a repo folder's kept refs (``refs/model-repo-kept/<holder>/``, a hash of the state
+    file's path: activate.linking.kept_holder) reads as ``<holder>`` when it is the only
+    one there, so caches made with state dirs at other paths compare equal."""
     out = {}
     for dirpath, dirs, files in os.walk(root):
         for n in dirs + files:
@@ -237,7 +243,13 @@ def shape(root: Path, skip: str = ".locks") -> dict[str, str]:
                 out[rel] = "dir"
             else:
                 out[rel] = "file:" + p.read_bytes().decode("utf-8", "backslashreplace")
-    return out
+    holders: dict[str, set[str]] = {}
+    for rel in out:
+        if m := _HOLDER.search(rel):
+            holders.setdefault(rel[:m.start()], set()).add(m.group(0))
+    single = {folder for folder, found in holders.items() if len(found) == 1}
+    return {(_HOLDER.sub(r"\1<holder>", rel) if (m := _HOLDER.search(rel))
+             and rel[:m.start()] in single else rel): v for rel, v in out.items()}
 
 
 WHOLE_SKIP = ("the whole-link layout needs a store mounted read-only (activate.tree.file_by_file): "

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import COMMIT_A, TINY_BERT_REPO, Workspace, manifest, model, needs_safe_cache_tools
+from conftest import COMMIT_A, COMMIT_B, TINY_BERT_REPO, Workspace, manifest, model, needs_safe_cache_tools
 
 # Every test here runs `hf cache` or delete_revisions as root on real store paths: with an
 # older huggingface_hub that would delete store files (shared by other tests) or fail.
@@ -108,6 +108,78 @@ def test_the_users_ref_survives_rm_of_our_revision(ws: Workspace, tiny_bert_stor
     assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
     assert (snap / "config.json").read_text() == '{"user": true}'
     assert sorted(p.name for p in (ws.hub / REPO / "snapshots").iterdir()) == [USER_COMMIT]
+
+
+@pytest.mark.parametrize("how", ["hf cache rm", "delete_revisions"])
+def test_the_users_ref_is_given_back_when_our_revision_was_removed_and_the_model_dropped(
+        ws: Workspace, tiny_bert_store_path: str, how: str) -> None:
+    """`hf cache rm <our commit>` removes refs/main with our revision; a drop right after
+    (no run links it again) still gives the user's ref back, exactly, and removes the
+    kept ref; their download is untouched."""
+    snap = user_download(ws.hub)
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    if how == "hf cache rm":
+        hf("rm", COMMIT_A, hub=ws.hub)
+    else:
+        delete_revisions(ws.hub, COMMIT_A)
+    assert not (ws.hub / REPO / "refs" / "main").exists()
+    res = ws.activate(manifest({}))
+    assert res.code == 0, res.stderr
+    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
+                  for p in (ws.hub / REPO / "refs").rglob("*"))
+    assert refs == ["main"]
+    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    assert (snap / "config.json").read_text() == '{"user": true}'
+    assert sorted(p.name for p in (ws.hub / REPO / "snapshots").iterdir()) == [USER_COMMIT]
+
+
+def test_no_ref_is_given_back_to_a_revision_the_user_deleted_too(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    """The user deletes our revision and their own at once (delete_revisions removes the
+    refs naming what it deletes): the drop gives nothing back, as huggingface_hub itself
+    would have removed their ref with their revision; nothing of ours is left."""
+    user_download(ws.hub)
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    delete_revisions(ws.hub, COMMIT_A, USER_COMMIT)
+    res = ws.activate(manifest({}))
+    assert res.code == 0, res.stderr
+    assert not (ws.hub / REPO).exists() or not any(
+        p.is_file() or p.is_symlink() for p in (ws.hub / REPO).rglob("*")), \
+        sorted(str(p) for p in (ws.hub / REPO).rglob("*"))
+
+
+def test_prune_keeps_the_users_new_download_when_profiles_of_two_state_dirs_took_their_ref(
+        ws: Workspace, tiny_bert_store_path: str) -> None:
+    """Root's profile (a state dir of its own) holds the user's refs/main and keeps their
+    revision named; the user downloads a new revision (refs/main moves: root's claim is
+    dead) and then a profile of the user's state dir takes refs/main: their new download
+    must stay named too (the kept refs are one per profile, so root's, which names the
+    older revision and which the user's profile cannot read a record of, is not in the
+    way). `hf cache prune` then deletes nothing of the user's, and after both drop the
+    cache is the user's: refs/main at their new download, no kept ref left."""
+    newer = "d" * 40
+    first = user_download(ws.hub)
+    root_state = ws.root / "state-root"
+
+    def as_root(data: dict):
+        path = ws.write_manifest(data, "root.json")
+        return ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                      "--state-dir", str(root_state), "--format", "json")
+
+    assert as_root(manifest({"m": model(tiny_bert_store_path)}, profile="root")).code == 0
+    second = user_download(ws.hub, commit=newer)
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path, revision=COMMIT_B)}))
+    assert res.code == 0, res.stderr
+    assert (ws.hub / REPO / "refs" / "main").read_text() == COMMIT_B
+    hf("prune", hub=ws.hub)
+    assert (second / "config.json").read_text() == '{"user": true}'
+    assert as_root(manifest({}, profile="root")).code == 0
+    assert ws.activate(manifest({})).code == 0
+    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
+                  for p in (ws.hub / REPO / "refs").rglob("*") if p.is_file())
+    assert refs == ["main"]
+    assert (ws.hub / REPO / "refs" / "main").read_text() == newer
+    assert (first / "config.json").exists() and (second / "config.json").exists()
 
 
 def _fresh_store_path(tmp_path: Path, files: dict[str, str]) -> tuple[Path, str]:

@@ -26,10 +26,9 @@ know the other state dir wants it, README says so; nor claims of a state dir aft
 killed run in it). At the end every profile drops everything and the cache must be
 exactly the user's: the original download plus whatever the user downloaded meanwhile,
 less what their own tools removed, ``refs/main`` naming the user's last download (empty
-repo folders that profiles of two state dirs shared may stay; ``refs/main`` may be absent
-when the user's tool removed it while it named our revision and the model was dropped
-before any run linked it again: README promises the ref back after such a run only, a
-known gap).
+repo folders that profiles of two state dirs shared may stay), also when their tool
+removed it while it named our revision and the model was dropped before any run linked
+it again.
 
 Size: ``MODEL_REPO_CAMPAIGN_EXAMPLES`` examples (default 25, what CI runs);
 ``bench/fault_campaign.py`` runs it larger and prints the figures.
@@ -115,8 +114,6 @@ class Campaign(RuleBasedStateMachine):
         self.user_writes: list[str] = []
         #: Entries of the user's own snapshots (shape keys) their own cache tools removed.
         self.user_removed: set[str] = set()
-        #: A tool removed refs/main while it named our commit (see drop_everything).
-        self.ref_maybe_lost = False
         #: Figures bench/fault_campaign.py prints.
         self.counts = {"tool steps": 0, "rollbacks": 0}
         #: profile -> the manifest of its last run that exited 0 (what it exported).
@@ -174,9 +171,7 @@ class Campaign(RuleBasedStateMachine):
     def users_cache_tool(self, tool: str, pick: int) -> None:
         """The user's own cache tools between runs (only drawn with huggingface_hub >=
         1.32, as conftest's ``needs_safe_cache_tools``: before, they delete store files)."""
-        gone, lost = cache_tool(self.hub, tool, pick, self.user_writes)
-        self.user_removed |= gone
-        self.ref_maybe_lost = self.ref_maybe_lost or lost
+        self.user_removed |= cache_tool(self.hub, tool, pick, self.user_writes)
         self.counts["tool steps"] += 1
         # The tool may remove what a profile linked: it is linked again on its next run.
         self.claims.clear()
@@ -198,8 +193,7 @@ class Campaign(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            drop_everything(self.root, self.original, self.user_writes, self.user_removed,
-                            ref_maybe_lost=self.ref_maybe_lost)
+            drop_everything(self.root, self.original, self.user_writes, self.user_removed)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -223,16 +217,14 @@ def user_entries(got: dict[str, str]) -> dict[str, str]:
             or k in ("models--org--x", "models--org--x/snapshots", "models--org--x/refs")}
 
 
-def cache_tool(hub: Path, tool: str, pick: int,
-               user_writes: list[str]) -> tuple[set[str], bool]:
+def cache_tool(hub: Path, tool: str, pick: int, user_writes: list[str]) -> set[str]:
     """Run one of the user's own huggingface_hub cache tools on ``hub``: ``delete_revisions``
     of the ``pick``-th revision in the cache (ours or the user's, except the one the user's
     ``refs/main`` names: its ref given back must name a snapshot), ``prune`` (what `hf
     cache prune` deletes: the revisions no ref names) or `hf cache rm
     hf://models/org/x/FILE` (the real command line). Then checks that no store path
     changed and that nothing of the user's went but what they chose. Returns the shape
-    keys of the user's snapshots that went (their choice) and whether ``refs/main`` of
-    ``org/x`` went while it named a commit of ours."""
+    keys of the user's snapshots that went (their choice)."""
     import subprocess
     import sys
 
@@ -267,8 +259,6 @@ def cache_tool(hub: Path, tool: str, pick: int,
     after = shape(hub)
     gone = {k for k in user_entries(before) if k not in after}
     main = "models--org--x/refs/main"
-    lost = (main in before and main not in after
-            and before[main][len("file:"):] not in [USER, *USER_COMMITS])
     snap = f"models--org--x/snapshots/{last}"
     if tool == "prune" and main in before:  # (with no refs/main it is detached)
         assert not any(k == snap or k.startswith(snap + "/") for k in gone), \
@@ -277,7 +267,7 @@ def cache_tool(hub: Path, tool: str, pick: int,
     elif tool == "delete_revisions":
         assert all(f"/snapshots/{chosen}" in k for k in gone), \
             f"delete_revisions {chosen} deleted other downloads of the user's: {gone}"
-    return gone, lost
+    return gone
 
 
 def rollback(root: Path, profile: str, state: str, data: dict) -> None:
@@ -385,15 +375,10 @@ def exported_models_load(hub: Path, claims: dict[str, dict]) -> None:
 
 
 def drop_everything(root: Path, original: dict[str, str], user_writes: list[str],
-                    user_removed: set[str] = frozenset(), *,
-                    ref_maybe_lost: bool = False) -> None:
+                    user_removed: set[str] = frozenset()) -> None:
     """Every profile drops everything; the cache must then be exactly the user's: their
     downloads (``user_writes``, in order) less what their own cache tools removed
-    (``user_removed``: shape keys). ``ref_maybe_lost``: the user's tool removed
-    ``refs/main`` while it named our commit; README promises their ref back only after
-    an activation that links our revision again, and a drop right after such a removal
-    does not give it back (a known gap, reported on issue 13): the ref is then either
-    given back or absent."""
+    (``user_removed``: shape keys), ``refs/main`` naming their last download."""
     for profile, state in PROFILES:
         code = run(root, manifest({}, profile=profile), profile_state=state)
         assert code in (0, 1), f"{profile} dropping everything: exit {code}"
@@ -414,8 +399,6 @@ def drop_everything(root: Path, original: dict[str, str], user_writes: list[str]
     extra = {k for k, v in got.items() if k not in expected}
     assert all(got[k] == "dir" for k in extra), {k: got[k] for k in extra}
     kept = {k: v for k, v in got.items() if k not in extra}
-    if ref_maybe_lost and "models--org--x/refs/main" not in kept:
-        expected.pop("models--org--x/refs/main")
     assert kept == expected, (
         f"not the user's cache: {({k: v for k, v in kept.items() if expected.get(k) != v})}, "
         f"missing {({k: v for k, v in expected.items() if kept.get(k) != v})}")
@@ -465,7 +448,7 @@ def _store_paths_once() -> None:
 def test_a_kept_ref_a_raced_give_back_left_is_taken_over() -> None:
     """Found by the widened campaign (``bench/fault_campaign.py --seed 3 --only 19``): a
     profile's drop raced by the user's download leaves its kept ref
-    (``refs/model-repo-kept/main``) naming the user's older revision; another profile of
+    (``refs/model-repo-kept/<holder>/main``) naming the user's older revision; another profile of
     the same state dir then took the user's ``refs/main`` but could not keep the user's
     new download named, and ``hf cache prune`` deleted it. The kept ref a profile of this
     state dir wrote is now taken over for the user's current revision. Replays that exact
