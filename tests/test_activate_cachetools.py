@@ -323,3 +323,75 @@ def test_activation_blocks_a_damaged_store_path(ws: Workspace, tmp_path: Path) -
         assert "HF_HUB_OFFLINE" not in res.env() and res.env()["MODEL_REPO_X"] == store
     finally:
         _delete_store_path(d, store)
+
+
+@pytest.mark.parametrize("other_state_dir", [False, True], ids=["same state dir", "other state dir"])
+def test_a_profile_relinking_a_ref_our_removed_revision_took_gives_the_users_back(
+        ws: Workspace, tiny_bert_store_path: str, other_state_dir: bool) -> None:
+    """One profile took the user's refs/main; the user deletes that profile's revision
+    (refs/main goes with it); another profile links refs/main at its own commit before the
+    first runs again. The user's revision must stay named (`hf cache prune` keeps it) and,
+    after both drop, refs/main names it again: the second profile takes over the value to
+    give back, from the first's records (same state dir) or from its kept ref (another
+    state dir, whose records it cannot read)."""
+    first_state = ws.root / ("state-root" if other_state_dir else "state")
+
+    def first(data: dict):
+        path = ws.write_manifest(data, "first.json")
+        return ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                      "--state-dir", str(first_state), "--format", "json")
+
+    snap = user_download(ws.hub)
+    assert first(manifest({"m": model(tiny_bert_store_path)}, profile="first")).code == 0
+    delete_revisions(ws.hub, COMMIT_A)
+    assert not (ws.hub / REPO / "refs" / "main").exists()
+    res = ws.activate(manifest({"m": model(tiny_bert_store_path, revision=COMMIT_B)}))
+    assert res.code == 0, res.stderr
+    hf("prune", hub=ws.hub)
+    assert (snap / "config.json").read_text() == '{"user": true}'
+    for _ in range(2):  # the second pass finds nothing left to undo
+        assert first(manifest({}, profile="first")).code == 0
+        assert ws.activate(manifest({})).code == 0
+    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
+                  for p in (ws.hub / REPO / "refs").rglob("*") if p.is_file())
+    assert refs == ["main"]
+    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+
+
+def test_a_kept_ref_stays_while_another_profile_holds_the_ref_without_one(
+        tmp_path: Path) -> None:
+    """Two profiles of one state dir hold the user's refs/main at one commit, each with
+    its kept ref. The second one's drop is stopped before every write in turn (its state
+    still claims the ref, its kept ref may be gone); then the first drops, leaving the
+    ref to the second's claim. `hf cache prune` must still find the user's revision named
+    whatever the stop, and once both drop, the cache is the user's again."""
+    from test_activate_faults import KILLED, USER, run
+    from test_activate_faults import user_download as plain_download
+
+    from conftest import nix_store_add, shape
+
+    src = tmp_path / "model-p"
+    src.mkdir()
+    (src / "config.json").write_text('{"n": 1}')
+    store = nix_store_add(src)
+    a = manifest({"x": model(store, repo_id="org/x")}, profile="hm")
+    b = manifest({"x": model(store, repo_id="org/x")}, profile="devenv:/p")
+    probe = tmp_path / "probe"
+    plain_download(probe / "hub")
+    assert run(probe, a) == 0 and run(probe, b) == 0
+    stops = 0
+    for kill_at in range(12):
+        root = tmp_path / f"k{kill_at}"
+        plain_download(root / "hub")
+        original = shape(root / "hub")
+        assert run(root, a) == 0 and run(root, b) == 0
+        code = run(root, manifest({}, profile="devenv:/p"), kill_at=kill_at)
+        stops += code == KILLED
+        assert run(root, manifest({}, profile="hm")) == 0
+        hf("prune", hub=root / "hub")
+        assert (root / "hub/models--org--x/snapshots" / USER / "config.json").exists(), kill_at
+        for _ in range(2):
+            assert run(root, manifest({}, profile="devenv:/p")) == 0
+            assert run(root, manifest({}, profile="hm")) == 0
+        assert shape(root / "hub") == original, kill_at
+    assert stops >= 3, stops  # the drop really was stopped part-way
