@@ -240,6 +240,8 @@ class HubFS:
         self._missing: set[str] = set()
         self._temp_prefix = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-"
         self._temp_count = 0
+        #: temp_dir -> (its private folder's descriptor, name): see :meth:`_private`.
+        self._privates: dict[str, tuple[int, str]] = {}
 
     # -- reading ----------------------------------------------------------------
 
@@ -327,8 +329,17 @@ class HubFS:
         return fd
 
     def forget(self) -> None:
-        """Close every kept descriptor but the hub dir's own, and forget what was
-        missing."""
+        """Close every kept descriptor but the hub dir's own (removing the private
+        folders of temporary names first), and forget what was missing."""
+        for temp_dir, (fd, name) in self._privates.items():
+            os.close(fd)
+            parent = self._fds.get(temp_dir)
+            if parent is not None:
+                try:
+                    os.rmdir(name, dir_fd=parent)
+                except OSError:
+                    pass  # (not empty after a failure: the planner removes it later)
+        self._privates.clear()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -356,7 +367,9 @@ class HubFS:
         self._missing.discard(rel)
 
     def rmdir_if_empty(self, rel: str) -> bool:
-        """Remove directory ``rel`` if it is empty; never recursive. True if removed."""
+        """Remove directory ``rel`` if it is empty and this user's (a folder we made is
+        ours; an empty one someone else put in its place is left); never recursive.
+        True if removed."""
         try:
             if self.list_dir(rel):
                 return False
@@ -365,6 +378,8 @@ class HubFS:
         parent, name = _split(rel)
         try:
             dfd = self.dir_fd(parent)
+            if os.stat(name, dir_fd=dfd, follow_symlinks=False).st_uid != os.geteuid():
+                return False
             self._hook(f"rmdir {rel}")
             fd = self._fds.pop(rel, None)
             if fd is not None:
@@ -419,7 +434,7 @@ class HubFS:
         modification time it has from the start (it marks the file as ours)."""
         parent, name = _split(rel)
         tmp = self._temp_name()
-        tfd = self.dir_fd(temp_dir)
+        tfd = self._private(temp_dir)
         pfd = self.dir_fd(parent)
         self._hook(f"create {temp_dir}/{tmp}")
         self._write_new(tfd, tmp, content, mtime_ns)
@@ -469,11 +484,28 @@ class HubFS:
         self._temp_count += 1
         return f"{self._temp_prefix}{self._temp_count}"
 
+    def _private(self, temp_dir: str) -> int:
+        """The descriptor of this object's private folder in ``temp_dir`` (made on first
+        use: ``.model-repo-tmp-…``, mode 0700, removed by :meth:`forget`), where temporary
+        entries are made before they are renamed (or linked) into place relative to it:
+        another user who may write ``temp_dir`` (a group cache) can rename the folder but
+        not change what is in it, so what lands in place is what we made."""
+        found = self._privates.get(temp_dir)
+        if found is not None:
+            return found[0]
+        tfd = self.dir_fd(temp_dir)
+        name = self._temp_name()
+        self._hook(f"mkdir {temp_dir}/{name}")
+        os.mkdir(name, 0o700, dir_fd=tfd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=tfd)
+        self._privates[temp_dir] = (fd, name)
+        return fd
+
     def _atomic(self, rel: str, temp_dir: str, make: Callable[[int, str], None],
                 expect: tuple[str, str | None] | None = None) -> None:
         parent, name = _split(rel)
         tmp = self._temp_name()
-        tfd = self.dir_fd(temp_dir)
+        tfd = self._private(temp_dir)
         pfd = self.dir_fd(parent)
         self._hook(f"create {temp_dir}/{tmp}")
         make(tfd, tmp)
@@ -488,6 +520,33 @@ class HubFS:
                 pass
             raise
 
+    def is_own_private(self, rel: str) -> bool:
+        """True when ``rel`` is a folder under a temporary name made by a run of this
+        user (:meth:`_private`, left by a run that was stopped)."""
+        parent, name = _split(rel)
+        try:
+            st = os.stat(name, dir_fd=self.dir_fd(parent), follow_symlinks=False)
+        except (OSError, Blocked):
+            return False
+        return (name.startswith(TEMP_PREFIX) and stat.S_ISDIR(st.st_mode)
+                and st.st_uid == os.geteuid())
+
+    def remove_private(self, rel: str) -> None:
+        """Remove the leftover private folder ``rel`` (:meth:`is_own_private`): the
+        temporary entries in it (never followed), then the folder."""
+        parent, name = _split(rel)
+        pfd = self.dir_fd(parent)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        try:
+            for entry in os.listdir(fd):
+                if not stat.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                    self._hook(f"unlink {rel}/{entry}")
+                    os.unlink(entry, dir_fd=fd)
+        finally:
+            os.close(fd)
+        self._hook(f"rmdir {rel}")
+        os.rmdir(name, dir_fd=pfd)
+
     def unlink(self, rel: str, expect: tuple[str, str | None] | None = None) -> None:
         """Remove the non-directory ``rel`` (a link is removed, never followed), if it
         still holds ``expect`` (else :class:`Changed`)."""
@@ -498,8 +557,9 @@ class HubFS:
         os.unlink(name, dir_fd=dfd)
 
 
-class _Missing(Exception):
-    """A component of a path does not exist."""
+class _Missing(FileNotFoundError):
+    """A component of a path does not exist (found missing now, or earlier in this
+    object's life: another program may remove a folder between the plan and a write)."""
 
 
 def _split(rel: str) -> tuple[str, str]:

@@ -75,7 +75,8 @@ class Problem:
 @dataclass(frozen=True, slots=True)
 class Action:
     """One change: ``mkdir``, ``link`` (snapshot symlink to ``value``), ``ref`` (write
-    ``value``), ``unlink``, ``rmdir`` (if empty), ``tree`` (make or complete the partial
+    ``value``), ``unlink``, ``rmdir`` (if empty), ``unprivate`` (a leftover private
+    folder of temporary names: :meth:`~activate.hubfs.HubFS.remove_private`), ``tree`` (make or complete the partial
     snapshot of store path ``value``, dropping our links to the store paths in
     ``stale``), ``untree`` (remove our links to the store paths ``value`` and ``stale``,
     then the folders left empty), ``trim`` (remove our links to the store paths ``stale``
@@ -283,7 +284,7 @@ class _FolderPlan:
             if kind == "link":
                 link = self.fs.lstat(file_rel).target or ""
                 blob = link.rsplit("/", 1)[-1]
-                if link.startswith("../") and blob.startswith(treemod.BLOB_PREFIX) \
+                if link.startswith("../") and treemod.is_blob_name(blob) \
                         and "/blobs/" in link:
                     if not known:
                         return True
@@ -318,6 +319,9 @@ class _FolderPlan:
                     rel = f"{folder}/{name}"
                     if name.startswith(TEMP_PREFIX) and self.fs.lstat(rel).kind in ("link", "file"):
                         self.actions.append(Action("unlink", rel))
+                        self.out.notes.append(f"removing leftover {self.full(rel)}")
+                    elif name.startswith(TEMP_PREFIX) and self.fs.is_own_private(rel):
+                        self.actions.append(Action("unprivate", rel))
                         self.out.notes.append(f"removing leftover {self.full(rel)}")
                 for rel, kind in self.fs.walk_files(f"{folder}/refs"):
                     if kind == "file":
@@ -822,12 +826,17 @@ class _FolderPlan:
         (``current`` is None): the user's tool removed it with our revision (`hf cache
         rm <commit>`, ``delete_revisions``: huggingface_hub removes the refs naming what it
         deletes), so their value is still to be given back, unless their own revision
-        went too (then huggingface_hub would have removed their ref as well) or the
-        folder the ref lives in is gone (the whole repo removed)."""
+        went too (then huggingface_hub would have removed their ref as well), the
+        folder the ref lives in is gone (the whole repo removed), or another holder keeps
+        a revision named for it (:meth:`kept_by_others`: that profile gives it back)."""
         if not (rec.created and rec.previous and current is None
                 and self.fs.lstat(rec.path).kind == "missing"):
             return False
         if self.fs.lstat(rec.path.rsplit("/", 1)[0]).kind != "dir":
+            return False
+        if self.kept_by_others(rec.path[len(self.folder) + len("/refs/"):]):
+            # A profile of another state dir took the ref after us (our claim may be
+            # stale: the user may have moved it meanwhile): it gives theirs back.
             return False
         return not rec.previous_held or self.fs.lstat(
             f"{self.folder}/snapshots/{rec.previous}").kind != "missing"
@@ -982,21 +991,24 @@ def stamp_refs(fs: HubFS, records: list[Record], written: set[str]) -> list[Reco
     """``records`` with the stamp of each ref we created and hold (:attr:`Record.stamp`)
     as it is now: those written by this run (``written``), and those with none yet
     (states of version 2). A ref written by this run that holds another value already is
-    no longer ours."""
+    no longer ours; one that cannot be seen now (gone, or a folder on its way replaced)
+    keeps the claim as planned."""
     out = []
     try:
         for rec in records:
             if rec.kind == "ref" and rec.created and (rec.path in written or not rec.stamp):
                 stamp = ref_stamp(fs, rec.path)
                 try:
-                    held = stamp is not None and _read_ref(fs, rec.path) == rec.value
+                    other = stamp is not None and _read_ref(fs, rec.path) != rec.value
                 except (OSError, Blocked):
-                    held = False
-                if held:
+                    stamp, other = None, False
+                if stamp is not None and not other:
                     rec = replace(rec, stamp=stamp)
-                elif rec.path in written:
+                elif other and rec.path in written:
                     # Rewritten by someone else right after our write: not ours any more.
                     rec = Record(rec.path, "ref", rec.value, named_before=rec.named_before)
+                # Not to be seen now (its folder moved away or replaced, or removed): the
+                # claim stays as planned; the next run looks again.
             out.append(rec)
     finally:
         fs.forget()
@@ -1069,6 +1081,8 @@ def _apply_one(fs: HubFS, act: Action, folder: str) -> None:
         fs.unlink(act.path, expect=act.expect)
     elif op == "rmdir":
         fs.rmdir_if_empty(act.path)
+    elif op == "unprivate":
+        fs.remove_private(act.path)
     elif op == "tree":
         _make_tree(fs, act.path, act.value or "", act.stale)
         _fill(fs, act.path, act.fill)
@@ -1164,15 +1178,39 @@ def _serves(fs: HubFS, rel: str) -> bool:
 def _our_blob(fs: HubFS, folder: str, entry: Entry, targets: tuple[str, ...]) -> str | None:
     """The blob link ``entry`` (a file link of a tree) goes through, when it is one of ours
     pointing into one of ``targets``."""
+    found = _our_blob_link(fs, folder, entry, targets)
+    return found[0] if found else None
+
+
+def _our_blob_link(fs: HubFS, folder: str, entry: Entry,
+                   targets: tuple[str, ...]) -> tuple[str, str] | None:
+    """:func:`_our_blob` with the blob link's target as it was seen: ``(path, target)``
+    (a removal must find exactly that target there)."""
     link = entry.target or ""
     blob = link.rsplit("/", 1)[-1]
     if entry.kind != "link" or not link.startswith("../") or "/blobs/" not in link \
-            or not blob.startswith(treemod.BLOB_PREFIX):
+            or not treemod.is_blob_name(blob):
         return None
     blob_rel = f"{folder}/blobs/{blob}"
     target = fs.lstat(blob_rel).target or ""
     if any(target.startswith(t + "/") for t in targets if t):
-        return blob_rel
+        return blob_rel, target
+    return None
+
+
+def _named_ours(folder: str, rel: str, file_rel: str, entry: Entry,
+                targets: tuple[str, ...]) -> str | None:
+    """The blob link (``folder/blobs/<name>``) of the file link ``entry`` at ``file_rel``
+    in the snapshot ``rel`` when the link is exactly the one we make for that file of one
+    of the store paths ``targets`` (:func:`activate.tree.entries`), whatever its blob link
+    holds now."""
+    if entry.kind != "link":
+        return None
+    file = file_rel[len(rel) + 1:]
+    for t in targets:
+        blob = treemod.blob_name(t, file)
+        if entry.target == treemod.file_link_target(file, blob):
+            return f"{folder}/blobs/{blob}"
     return None
 
 
@@ -1189,16 +1227,26 @@ def _remove_tree(fs: HubFS, rel: str, targets: tuple[str, ...], keep: str | None
         if kind != "link":
             continue
         entry = fs.lstat(file_rel)
-        blob_rel = _our_blob(fs, folder, entry, targets)
-        if blob_rel is None:
+        found = _our_blob_link(fs, folder, entry, targets)
+        if found is None:
+            blob_rel = _named_ours(folder, rel, file_rel, entry, targets)
+            if blob_rel is None:
+                continue
+            # Our file link, its blob link gone or replaced: gone, the file link goes too;
+            # replaced (someone else's entry), the change stops here, the record stays
+            # and a later run finishes it.
+            blob = fs.lstat(blob_rel)
+            if blob.kind != "missing":
+                raise Changed(blob_rel, f"{_what(blob)} where model-repo's blob link belongs")
+            fs.unlink(file_rel, expect=("link", entry.target))
             continue
+        blob_rel, blob_target = found
         fs.unlink(file_rel, expect=("link", entry.target))
         if blob_rel.rsplit("/", 1)[1] not in shared:
-            blob = fs.lstat(blob_rel)
-            fs.unlink(blob_rel, expect=("link", blob.target))
+            fs.unlink(blob_rel, expect=("link", blob_target))
     # Blob links whose file link is already gone (a run stopped between the two unlinks).
     for name in fs.list_dir(f"{folder}/blobs"):
-        if name.startswith(treemod.BLOB_PREFIX) and name not in shared:
+        if treemod.is_blob_name(name) and name not in shared:
             blob_rel = f"{folder}/blobs/{name}"
             entry = fs.lstat(blob_rel)
             if entry.kind == "link" and any((entry.target or "").startswith(t + "/") for t in targets):
@@ -1228,7 +1276,7 @@ def _blobs_used_by_others(fs: HubFS, folder: str, rel: str) -> set[str]:
         for file_rel, kind in fs.walk_files(other):
             if kind == "link":
                 blob = (fs.lstat(file_rel).target or "").rsplit("/", 1)[-1]
-                if blob.startswith(treemod.BLOB_PREFIX):
+                if treemod.is_blob_name(blob):
                     used.add(blob)
     return used
 

@@ -141,6 +141,13 @@ def store_files(store_path: str) -> list[str]:
     return sorted(out)
 
 
+def is_blob_name(name: str) -> bool:
+    """True for a name :func:`blob_name` makes (``model-repo-`` + 40 lower-case hex), not
+    for anything else beginning so (a copy or a rename someone else made)."""
+    return len(name) == len(BLOB_PREFIX) + 40 and name.startswith(BLOB_PREFIX) and all(
+        c in "0123456789abcdef" for c in name[len(BLOB_PREFIX):])
+
+
 def blob_name(store_path: str, file: str) -> str:
     """Name of the blob link for ``file`` of ``store_path`` in the repo's ``blobs/``:
     ``model-repo-`` + 40 hex of SHA-256 (never a Hub etag, which is 40 or 64 bare hex)."""

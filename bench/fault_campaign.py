@@ -28,6 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import manifest, model, shape  # noqa: E402
 from test_activate_campaign import (  # noqa: E402
+    MEMBER,
+    TRICKS,
     COMMIT_A,
     COMMIT_B,
     COMMIT_D,
@@ -39,6 +41,8 @@ from test_activate_campaign import (  # noqa: E402
     cache_tool,
     drop_everything,
     exported_models_load,
+    group_cache,
+    member_trick,
     redownloaded,
     rollback,
     store_paths,
@@ -73,12 +77,14 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
     root = Path(tempfile.mkdtemp(prefix="model-repo-campaign-"))
     hub = root / "hub"
     try:
+        victims = group_cache(root, MEMBER) if MEMBER is not None else {}
         user_download(hub)
         original = shape(hub)
         writes: list[str] = []
         log: list[str] = []
         claims: dict[str, dict] = {}
         removed: set[str] = set()
+        meddled = False
         for _ in range(runs):
             profile, state = rng.choice(PROFILES)
             data = random_manifest(rng, profile, paths)
@@ -91,6 +97,16 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
                     claims.clear()
                     counts["tool steps"] += 1
                     cache_is_valid(root)
+                    continue
+                if MEMBER is not None and 0.2 <= step < 0.35:  # another user of the group
+                    at, pick, kind = rng.randint(-1, 30), rng.randrange(10 ** 6), rng.choice(TRICKS)
+                    code, done = member_trick(root, victims, data, state, at, pick, kind)
+                    log.append(f"member {kind} at {at} (pick {pick}) in {profile}'s run -> {code}")
+                    counts["member tricks"] += done
+                    meddled = meddled or done
+                    update_claims(claims, profile, state, data, code)
+                    cache_is_valid(root)
+                    exported_models_load(hub, claims)
                     continue
                 if step > 0.9:  # a rollback: an older activator meets a newer state
                     log.append(f"{profile} rolled back")
@@ -130,7 +146,7 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n" + "\n".join(log)) from None
         try:
-            drop_everything(root, original, writes, removed)
+            drop_everything(root, original, writes, removed, meddled=meddled)
         except AssertionError as exc:
             raise AssertionError(f"after dropping everything: {exc!r}\n" + "\n".join(log)) from None
         counts["sequences"] += 1
@@ -148,7 +164,7 @@ def main() -> int:
     args = ap.parse_args()
     paths = store_paths()
     counts = dict.fromkeys(["sequences", "runs", "killed", "raced by a download",
-                            "partial (exit 1)", "tool steps", "rollbacks"], 0)
+                            "partial (exit 1)", "tool steps", "rollbacks", "member tricks"], 0)
     start = time.perf_counter()
     failed = None
     for i in [args.only] if args.only is not None else range(args.sequences):

@@ -317,3 +317,76 @@ def assert_serves(snapshot: Path, store_path: str) -> None:
     assert files, store_path
     for f in files:
         assert os.path.realpath(snapshot / f) == os.path.realpath(os.path.join(store_path, f)), f
+
+
+# ------------------------------------------------- another user of a group-shared cache
+
+DEFAULT_TEST_USER = "model-repo-test"
+SHARE_GROUP = "model-repo-share"
+
+
+
+@dataclass
+class Member:
+    """A real unprivileged member of the cache group ``model-repo-share`` (what a 2775
+    NixOS cache lets write): ``name``, ``uid``, ``gid`` and ``group`` (the share group's
+    gid)."""
+
+    name: str
+    uid: int
+    gid: int
+    group: int
+
+    def run(self, *args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The CLI as this user (umask 002, as the NixOS module's services run)."""
+        code = ("import os, sys; os.umask(0o002); from activate.cli import main; "
+                "sys.exit(main(sys.argv[1:]))")
+        return subprocess.run(
+            ["runuser", "-u", self.name, "--", "env", "-i", "PATH=/usr/bin:/bin",
+             f"HOME={home}", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, *args],
+            capture_output=True, text=True, timeout=timeout)
+
+    def spawn(self, source: str, *args: str) -> subprocess.Popen[str]:
+        """Python ``source`` run as this user in the background."""
+        return subprocess.Popen(
+            ["runuser", "-u", self.name, "--", "env", "-i", "PATH=/usr/bin:/bin",
+             sys.executable, "-c", source, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cache_group_member() -> tuple[Member | None, str]:
+    """The member (``MODEL_REPO_TEST_USER``, default ``model-repo-test``, created with
+    useradd as the e2e tests do, added to the group ``model-repo-share``), or None and
+    what to provide: root (runuser starts it), runuser (util-linux), the sources readable
+    by it."""
+    import grp
+    import pwd
+
+    name = os.environ.get("MODEL_REPO_TEST_USER") or DEFAULT_TEST_USER
+    if os.geteuid() != 0:
+        return None, (f"needs root: the tests run model-repo as root against the "
+                      f"unprivileged user {name} (runuser); run pytest as root")
+    if shutil.which("runuser") is None:
+        return None, "runuser is missing: install util-linux (apt-get install -y util-linux)"
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        if name != DEFAULT_TEST_USER:
+            return None, f"MODEL_REPO_TEST_USER={name} does not exist: create it or unset it"
+        subprocess.run(["useradd", "--system", "--no-create-home", name], capture_output=True)
+        pw = pwd.getpwnam(name)
+    assert pw.pw_uid != 0, f"{name} must be an unprivileged user"
+    try:
+        grp.getgrnam(SHARE_GROUP)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", SHARE_GROUP], capture_output=True)
+    group = grp.getgrnam(SHARE_GROUP)
+    if name not in group.gr_mem:
+        subprocess.run(["usermod", "-a", "-G", SHARE_GROUP, name], check=True, capture_output=True)
+    check = subprocess.run(["runuser", "-u", name, "--", "env", "-i", f"PYTHONPATH={ROOT}",
+                            sys.executable, "-c", "import activate.cli"],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        return None, (f"{name} cannot run {sys.executable} with the sources in {ROOT} "
+                      f"(make them readable by it): {check.stderr.strip()[-300:]}")
+    return Member(name, pw.pw_uid, pw.pw_gid, group.gr_gid), ""

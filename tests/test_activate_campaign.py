@@ -10,8 +10,8 @@ move ``refs/main`` to a new download of the user's at a random instant inside a 
 Between runs, the user's own cache tools (only drawn with huggingface_hub >= 1.32.0, as
 conftest's ``needs_safe_cache_tools``: older ones delete store files through the links):
 ``scan_cache_dir().delete_revisions(<a random revision>).execute()`` (ours or the user's,
-but not the one the user's ``refs/main`` names), ``prune`` (the revisions no ref names, as
-`hf cache prune`) and the real `hf cache rm hf://models/org/x/<file>`; after each, no
+but not the one the user's ``refs/main`` names), the real `hf cache prune` (the revisions
+no ref names) and the real `hf cache rm hf://models/org/x/<file>`; after each, no
 store path may have changed (activate/storecheck.py) and nothing of the user's may be
 gone but what the tool was aimed at (prune never takes the download the user's ref names),
 and the user's cache the machine expects at the end follows what they deleted. And a
@@ -46,12 +46,15 @@ from conftest import (
     COMMIT_A,
     COMMIT_B,
     HUB_CACHE_TOOLS_SAFE,
+    Member,
     _hub_version,
+    cache_group_member,
     manifest,
     model,
     needs_safe_cache_tools,
     nix_store_add,
     shape,
+    tree,
 )
 from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
@@ -59,6 +62,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from test_activate_faults import KILLED, USER, invariants, run, user_download
 
 from activate import hubfs, storecheck
+from activate.tree import is_blob_name as tree_is_blob
 from activate.manifest import ManifestError, validate_manifest
 from activate.statefile import STATE_VERSION, state_file
 
@@ -68,6 +72,13 @@ COMMIT_E = "e" * 40
 USER_COMMITS = ["1" * 40, "2" * 40, "3" * 40]
 #: ``(profile, state dir)``: two profiles share a state dir, a third has its own.
 PROFILES = [("home-manager", "state"), ("devenv:/project", "state"), ("root", "state-root")]
+
+#: The other user of the group cache, or None (and why) when it cannot be had here.
+MEMBER, MEMBER_MISSING = cache_group_member()
+#: What the member puts in place of the entry it moves away: a symlink to a root-only
+#: folder or file outside the cache, a symlink into a folder of its own, or a folder or
+#: file of its own.
+TRICKS = ["link to root's folder", "link to root's file", "link to its folder", "folder", "file"]
 
 _paths: dict[str, str] = {}
 
@@ -114,13 +125,17 @@ class Campaign(RuleBasedStateMachine):
         self.user_writes: list[str] = []
         #: Entries of the user's own snapshots (shape keys) their own cache tools removed.
         self.user_removed: set[str] = set()
+        #: The member moved something of the cache away and back (see drop_everything).
+        self.meddled = False
         #: Figures bench/fault_campaign.py prints.
-        self.counts = {"tool steps": 0, "rollbacks": 0}
+        self.counts = {"tool steps": 0, "rollbacks": 0, "member tricks": 0}
         #: profile -> the manifest of its last run that exited 0 (what it exported).
         self.claims: dict[str, dict] = {}
 
     @initialize()
     def users_own_download(self) -> None:
+        if MEMBER is not None:
+            self.victims = group_cache(self.root, MEMBER)
         user_download(self.hub)
         self.original = shape(self.hub)
 
@@ -176,6 +191,21 @@ class Campaign(RuleBasedStateMachine):
         # The tool may remove what a profile linked: it is linked again on its next run.
         self.claims.clear()
 
+    @precondition(lambda self: MEMBER is not None)
+    @rule(who=st.sampled_from(PROFILES), models=_models, at=st.integers(-1, 30),
+          pick=st.integers(0, 10 ** 6), kind=st.sampled_from(TRICKS))
+    def member_trick(self, who: tuple[str, str], models: dict, at: int, pick: int,
+                     kind: str) -> None:
+        """Another user of the group cache (real, unprivileged) replaces an entry it can
+        write with a symlink or an entry of its own, before the run or before one of its
+        writes; see :func:`member_trick`."""
+        profile, state = who
+        data = self._data(profile, models)
+        code, done = member_trick(self.root, self.victims, data, state, at, pick, kind)
+        self.counts["member tricks"] += done
+        self.meddled = self.meddled or done
+        update_claims(self.claims, profile, state, data, code)
+
     @rule(who=st.sampled_from(PROFILES), models=_models)
     def rollback(self, who: tuple[str, str], models: dict) -> None:
         """An older activator meets a newer state (a rollback): exit 3, nothing changed."""
@@ -193,12 +223,166 @@ class Campaign(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            drop_everything(self.root, self.original, self.user_writes, self.user_removed)
+            drop_everything(self.root, self.original, self.user_writes, self.user_removed,
+                            meddled=self.meddled)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
 CACHE_TOOLS_SAFE = (_hub_version() or ("", (0,)))[1] >= HUB_CACHE_TOOLS_SAFE
+
+_TRICK = r"""
+import os, sys
+import json
+hub, pick, kind, secret, secret_file, land, holders = sys.argv[1:8]
+holders = json.loads(holders)
+
+def key(p):  # the same order whatever the temporary folder's name makes the holders
+    for h, label in holders.items():
+        p = p.replace(h, label)
+    return p
+
+entries = []
+for dirpath, dirs, files in os.walk(hub):
+    for n in sorted(dirs) + sorted(files):
+        p = os.path.join(dirpath, n)
+        if not n.endswith(".member-away") and os.access(dirpath, os.W_OK | os.X_OK):
+            entries.append(p)
+    dirs.sort()
+if entries:
+    path = sorted(entries, key=key)[int(pick) % len(entries)]
+    try:
+        was = os.readlink(path) if os.path.islink(path) else ""
+        os.rename(path, path + ".member-away")
+    except OSError as exc:
+        print("missed", exc)
+        sys.exit(0)
+    if kind == "link to root's folder":
+        os.symlink(os.path.join(secret, "made", "deeper"), path)
+    elif kind == "link to root's file":
+        os.symlink(secret_file, path)
+    elif kind == "link to its folder":
+        os.symlink(land, path)
+    elif kind == "folder":
+        os.mkdir(path)
+    else:
+        open(path, "x").close()
+    print(path + "\0" + was)
+"""
+
+_UNDO = r"""
+import os, sys
+path, kind = sys.argv[1:3]
+if not os.path.lexists(path):
+    print("removed")
+elif kind == "folder":  # root may have written into it (a folder of the cache's): cleared
+    import shutil
+    shutil.rmtree(path)
+else:
+    os.unlink(path)
+if os.path.lexists(path + ".member-away"):
+    os.rename(path + ".member-away", path)
+else:
+    print("gone")
+"""
+
+
+def _stat(p: Path) -> tuple:
+    """What a write would change of ``p`` (not its access time)."""
+    st_ = p.lstat()
+    return (st_.st_mode, st_.st_uid, st_.st_gid, st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns)
+
+
+def group_cache(root: Path, member: Member) -> dict[str, Path]:
+    """``root`` as a NixOS machine has it: the hub dir root-owned, the cache group's,
+    mode 2775 (root's runs use umask 002, as the module's services); beside it what the
+    member must never make root write to: a root-only folder (0700) and file (0600), and
+    a folder of the member's own. Returns those three."""
+    root.chmod(0o755)
+    hub = root / "hub"
+    hub.mkdir()
+    os.chown(hub, 0, member.group)
+    hub.chmod(0o2775)
+    secret = root / "secret"
+    secret.mkdir(mode=0o700)
+    (secret / "keep.txt").write_text("root's")
+    secret_file = root / "secret-file"
+    secret_file.write_text("root's")
+    secret_file.chmod(0o600)
+    land = root / "memberland"
+    land.mkdir()
+    os.chown(land, member.uid, member.gid)
+    return {"secret": secret, "secret-file": secret_file, "land": land}
+
+
+def member_trick(root: Path, victims: dict[str, Path], data: dict, state: str, at: int,
+                 pick: int, kind: str) -> tuple[int, bool]:
+    """The member moves the ``pick``-th entry of the hub it may write (any depth; the
+    lock folder included) aside and puts a ``kind`` entry (:data:`TRICKS`) in its place,
+    before the run (``at`` = -1) or before its write ``at`` (when the run gets that far);
+    root's run (umask 002) of ``data`` must exit 0, 1 or 3, nothing outside the cache may
+    change (the victims: bytes, modes and times, nothing added; no new entry beside the
+    hub), and the member's entry must be left as it put it: the member then puts the
+    original back and root's run of the same manifest, nothing racing, must converge.
+    Returns that run's exit and whether the trick happened."""
+    assert MEMBER is not None
+    mark = root / "trick"
+    import json
+
+    from activate.linking import kept_holder
+
+    hub = os.path.realpath(root / "hub")
+    holders = {kept_holder(state_file(str(root / s), hub, p)): f"<{p}>" for p, s in PROFILES}
+    args = [str(root / "hub"), str(pick), kind, str(victims["secret"]),
+            str(victims["secret-file"]), str(victims["land"]), json.dumps(holders)]
+
+    def trick() -> None:
+        proc = MEMBER.spawn(_TRICK, *args)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        if out.startswith("/"):
+            mark.write_text(out.strip())
+
+    def outside() -> tuple:
+        return (tree(victims["secret"]), tree(victims["land"]),
+                _stat(victims["secret-file"]), victims["secret-file"].read_bytes(),
+                sorted(p.name for p in root.iterdir()
+                       if p.name != "trick" and not p.name.startswith("state")))
+
+    before = outside()
+    old = os.umask(0o002)
+    try:
+        if at < 0:
+            trick()
+        code = run(root, data, during=None if at < 0 else (at, trick), profile_state=state)
+    finally:
+        os.umask(old)
+    done = mark.exists()
+    try:
+        assert code in (0, 1, 3), f"a member's {kind} trick: exit {code}"
+        assert outside() == before, f"a member's {kind} trick made root write outside the cache"
+        if done:
+            path, was = mark.read_text().split("\0")
+            proc = MEMBER.spawn(_UNDO, path, kind)
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, f"root changed the member's {kind} at {path}: {err}"
+            # Root removes its own links (one into a blob link of ours, or a blob link)
+            # wherever they stand in its snapshot; nothing else the member moved.
+            assert "gone" not in out or tree_is_blob(was.rsplit("/", 1)[-1]), \
+                f"root removed {path}{'.member-away'} (was {was!r}), which the member moved there"
+            # Root removes what stands under its temporary names (ours by name) and no
+            # other entry of the member's.
+            assert "removed" not in out or os.path.basename(path).startswith(
+                hubfs.TEMP_PREFIX), f"root removed the member's {kind} at {path}"
+    finally:
+        mark.unlink(missing_ok=True)
+    old = os.umask(0o002)
+    try:
+        code = run(root, data, profile_state=state)
+    finally:
+        os.umask(old)
+    assert code in (0, 1), f"after a member's {kind} trick was undone: exit {code}"
+    return code, done
 #: Files the campaign's store paths hold (what `hf cache rm hf://models/ORG/NAME/FILE` names).
 FILES = ["config.json", "vocab.txt", "sub/tokenizer.json", "sub/other.json", "x.txt"]
 
@@ -220,11 +404,11 @@ def user_entries(got: dict[str, str]) -> dict[str, str]:
 def cache_tool(hub: Path, tool: str, pick: int, user_writes: list[str]) -> set[str]:
     """Run one of the user's own huggingface_hub cache tools on ``hub``: ``delete_revisions``
     of the ``pick``-th revision in the cache (ours or the user's, except the one the user's
-    ``refs/main`` names: its ref given back must name a snapshot), ``prune`` (what `hf
-    cache prune` deletes: the revisions no ref names) or `hf cache rm
-    hf://models/org/x/FILE` (the real command line). Then checks that no store path
-    changed and that nothing of the user's went but what they chose. Returns the shape
-    keys of the user's snapshots that went (their choice)."""
+    ``refs/main`` names: its ref given back must name a snapshot), the real `hf cache
+    prune` (the revisions no ref names) or the real `hf cache rm
+    hf://models/org/x/FILE`. Then checks that no store path changed and that nothing of
+    the user's went but what they chose. Returns the shape keys of the user's snapshots
+    that went (their choice)."""
     import subprocess
     import sys
 
@@ -232,28 +416,23 @@ def cache_tool(hub: Path, tool: str, pick: int, user_writes: list[str]) -> set[s
 
     before = shape(hub)
     last = user_writes[-1] if user_writes else USER
-    if tool == "rm file":
-        exe = Path(sys.executable).parent / "hf"
-        cmd = [str(exe)] if exe.exists() else [shutil.which("hf") or "hf"]
-        res = subprocess.run(
-            [*cmd, "cache", "rm", f"hf://models/org/x/{FILES[pick % len(FILES)]}",
-             "--cache-dir", str(hub), "--yes"], capture_output=True, text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
+    exe = Path(sys.executable).parent / "hf"
+    hf = [str(exe)] if exe.exists() else [shutil.which("hf") or "hf"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    chosen = None
+    if tool in ("rm file", "prune"):
+        args = (["rm", f"hf://models/org/x/{FILES[pick % len(FILES)]}"] if tool == "rm file"
+                else ["prune"])
+        res = subprocess.run([*hf, "cache", *args, "--cache-dir", str(hub), "--yes"],
+                             capture_output=True, text=True, env=env)
         assert res.returncode == 0, res.stdout + res.stderr
-        chosen = None
     else:
         info = scan_cache_dir(hub)
-        revs = sorted((r for repo in info.repos for r in repo.revisions),
-                      key=lambda r: r.commit_hash)
-        if tool == "prune":
-            chosen = None
-            hashes = [r.commit_hash for r in revs if not r.refs]
-        else:
-            revs = [r for r in revs if r.commit_hash != last]
-            chosen = revs[pick % len(revs)].commit_hash if revs else None
-            hashes = [chosen] if chosen else []
-        if hashes:
-            info.delete_revisions(*hashes).execute()
+        revs = sorted((r.commit_hash for repo in info.repos for r in repo.revisions
+                       if r.commit_hash != last))
+        chosen = revs[pick % len(revs)] if revs else None
+        if chosen:
+            info.delete_revisions(chosen).execute()
     bad = [p for p in store_paths().values() if storecheck.changed(p)]
     assert not bad, f"{tool} changed store paths {bad}"
     after = shape(hub)
@@ -375,10 +554,14 @@ def exported_models_load(hub: Path, claims: dict[str, dict]) -> None:
 
 
 def drop_everything(root: Path, original: dict[str, str], user_writes: list[str],
-                    user_removed: set[str] = frozenset()) -> None:
+                    user_removed: set[str] = frozenset(), *, meddled: bool = False) -> None:
     """Every profile drops everything; the cache must then be exactly the user's: their
     downloads (``user_writes``, in order) less what their own cache tools removed
-    (``user_removed``: shape keys), ``refs/main`` naming their last download."""
+    (``user_removed``: shape keys), ``refs/main`` naming their last download.
+    ``meddled``: the member moved entries of ours away and back; a profile that saw
+    someone else's entry where its own was lets go of it (it never removes what may not
+    be its own), so entries of model-repo's may stay (refs naming our commits, our
+    snapshots' links, blob and kept refs): the user's entries must still be exact."""
     for profile, state in PROFILES:
         code = run(root, manifest({}, profile=profile), profile_state=state)
         assert code in (0, 1), f"{profile} dropping everything: exit {code}"
@@ -397,7 +580,9 @@ def drop_everything(root: Path, original: dict[str, str], user_writes: list[str]
     # Profiles of two state dirs do not know who made a folder both used: empty ones may
     # stay (never a link, ref or file).
     extra = {k for k, v in got.items() if k not in expected}
-    assert all(got[k] == "dir" for k in extra), {k: got[k] for k in extra}
+    left = {k: got[k] for k in extra if got[k] != "dir"
+            and not (meddled and _model_repos(k, got[k]))}
+    assert not left, left
     kept = {k: v for k, v in got.items() if k not in extra}
     assert kept == expected, (
         f"not the user's cache: {({k: v for k, v in kept.items() if expected.get(k) != v})}, "
@@ -405,7 +590,21 @@ def drop_everything(root: Path, original: dict[str, str], user_writes: list[str]
     for state in {s for _, s in PROFILES}:
         for p in (root / state).glob("*.json"):
             lines = p.read_text().splitlines()
-            assert len(lines) == 1, f"records left after dropping everything: {lines}"
+            # (A snapshot of ours that a ref we let go of names is kept, and its record.)
+            assert len(lines) == 1 or meddled, f"records left after dropping everything: {lines}"
+
+
+def _model_repos(key: str, value: str) -> bool:
+    """A shape entry only model-repo makes: a ref naming one of the commits profiles pin
+    (or a kept ref), a link in a snapshot of such a commit, or one of our blob links."""
+    ours = (COMMIT_A, COMMIT_B, COMMIT_D, COMMIT_E)
+    if "/refs/model-repo-kept/" in key:
+        return True
+    if "/refs/" in key:
+        return value[len("file:"):] in ours
+    if "/blobs/" in key:
+        return tree_is_blob(key.rsplit("/", 1)[1])
+    return any(f"/snapshots/{c}/" in key for c in ours) and value.startswith("link:")
 
 
 Campaign.TestCase.settings = settings(
@@ -462,6 +661,6 @@ def test_a_kept_ref_a_raced_give_back_left_is_taken_over() -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     counts = dict.fromkeys(["sequences", "runs", "killed", "raced by a download",
-                            "partial (exit 1)", "tool steps", "rollbacks"], 0)
+                            "partial (exit 1)", "tool steps", "rollbacks", "member tricks"], 0)
     bench.sequence(random.Random("3-19"), 15, store_paths(), counts)
     assert counts["tool steps"] and counts["raced by a download"]

@@ -11,85 +11,27 @@ root.
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import pwd
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, manifest, model, nix_store_add, tree
+from conftest import Member, Workspace, cache_group_member, manifest, model, nix_store_add, tree
 
 from activate.statefile import STATE_VERSION
-
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_USER = "model-repo-test"
-SHARE_GROUP = "model-repo-share"
-
-
-@dataclass
-class Member:
-    name: str
-    uid: int
-    gid: int
-    group: int  # gid of SHARE_GROUP, which the member belongs to
-
-    def run(self, *args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """The CLI as this user (umask 002, as the NixOS module's services run)."""
-        code = ("import os, sys; os.umask(0o002); from activate.cli import main; "
-                "sys.exit(main(sys.argv[1:]))")
-        return subprocess.run(
-            ["runuser", "-u", self.name, "--", "env", "-i", "PATH=/usr/bin:/bin",
-             f"HOME={home}", f"PYTHONPATH={ROOT}", sys.executable, "-c", code, *args],
-            capture_output=True, text=True, timeout=timeout)
-
-    def spawn(self, source: str, *args: str) -> subprocess.Popen[str]:
-        """Python ``source`` run as this user in the background."""
-        return subprocess.Popen(
-            ["runuser", "-u", self.name, "--", "env", "-i", "PATH=/usr/bin:/bin",
-             sys.executable, "-c", source, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
 
 @pytest.fixture(scope="module")
 def member() -> Member:
     """The unprivileged member of the cache group (created if missing, as the e2e tests
     do)."""
-    name = os.environ.get("MODEL_REPO_TEST_USER") or DEFAULT_USER
-    if os.geteuid() != 0:
-        pytest.skip(reason=f"needs root: the tests run model-repo as root against the "
-                    f"unprivileged user {name} (runuser); run pytest as root")
-    if shutil.which("runuser") is None:
-        pytest.skip(reason="runuser is missing: install util-linux (apt-get install -y util-linux)")
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        if name != DEFAULT_USER:
-            pytest.skip(reason=f"MODEL_REPO_TEST_USER={name} does not exist: create it or unset it")
-        subprocess.run(["useradd", "--system", "--no-create-home", name], capture_output=True)
-        pw = pwd.getpwnam(name)
-    assert pw.pw_uid != 0, f"{name} must be an unprivileged user"
-    try:
-        grp.getgrnam(SHARE_GROUP)
-    except KeyError:
-        subprocess.run(["groupadd", "--system", SHARE_GROUP], capture_output=True)
-    group = grp.getgrnam(SHARE_GROUP)
-    if name not in group.gr_mem:
-        subprocess.run(["usermod", "-a", "-G", SHARE_GROUP, name], check=True, capture_output=True)
-    check = subprocess.run(["runuser", "-u", name, "--", "env", "-i", f"PYTHONPATH={ROOT}",
-                            sys.executable, "-c", "import activate.cli"],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        pytest.skip(reason=f"{name} cannot run {sys.executable} with the sources in {ROOT} "
-                    f"(make them readable by it): {check.stderr.strip()[-300:]}")
-    return Member(name, pw.pw_uid, pw.pw_gid, group.gr_gid)
+    found, reason = cache_group_member()
+    if found is None:
+        pytest.skip(reason=reason)
+    return found
 
 
 @pytest.fixture
