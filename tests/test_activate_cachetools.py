@@ -395,3 +395,39 @@ def test_a_kept_ref_stays_while_another_profile_holds_the_ref_without_one(
             assert run(root, manifest({}, profile="hm")) == 0
         assert shape(root / "hub") == original, kill_at
     assert stops >= 3, stops  # the drop really was stopped part-way
+
+
+def test_a_give_back_raced_by_a_download_leaves_no_kept_ref_in_the_way(tmp_path: Path) -> None:
+    """(Found by the campaign, seed 3 sequence 19, when kept refs were one per ref.) A
+    profile drops the model holding the user's refs/main while the user's download moves
+    refs/main, at every write of the drop in turn; then another profile of the same state
+    dir takes refs/main. `hf cache prune` must keep the user's new download named, and
+    after both drop refs/main names it."""
+    from test_activate_faults import run
+    from test_activate_faults import user_download as plain_download
+
+    from conftest import nix_store_add
+
+    src = tmp_path / "model-p"
+    src.mkdir()
+    (src / "config.json").write_text('{"n": 2}')
+    store = nix_store_add(src)
+    newer = "1" * 40
+    a = manifest({"x": model(store, repo_id="org/x")}, profile="hm")
+    b = manifest({"x": model(store, repo_id="org/x", revision=COMMIT_B)}, profile="devenv:/p")
+    for race_at in range(8):
+        root = tmp_path / f"r{race_at}"
+        plain_download(root / "hub")
+        assert run(root, a) == 0
+        assert run(root, manifest({}, profile="hm"),  # 1: a write met the download
+                   during=(race_at, lambda root=root: plain_download(root / "hub", commit=newer))) in (0, 1)
+        if (root / "hub/models--org--x/refs/main").read_text() != newer:
+            plain_download(root / "hub", commit=newer)  # the drop ended before that write
+        assert run(root, b) == 0
+        hf("prune", hub=root / "hub")
+        assert (root / "hub/models--org--x/snapshots" / newer / "config.json").exists(), race_at
+        for _ in range(2):
+            assert run(root, manifest({}, profile="devenv:/p")) == 0
+            assert run(root, manifest({}, profile="hm")) == 0
+        assert (root / "hub/models--org--x/refs/main").read_text() == newer, race_at
+        assert [p.name for p in (root / "hub/models--org--x/refs").iterdir()] == ["main"]
