@@ -4,7 +4,9 @@ Random sequences (seeded, reproducible) of activations by three profiles (two sh
 state dir, one in its own), with one commit wanted whole or partial with two file sets
 (snapshots change form and file set in place), each run possibly killed before a random
 write (a forked child that ``os._exit``s) and possibly raced by a user's download moving
-``refs/main``; after every run the cache must be valid and every model a profile's last
+``refs/main``, or (as root, with runuser) preceded or interrupted by the trick of
+another user of the group cache (test_activate_campaign.member_trick); after every run
+the cache must be valid and every model a profile's last
 complete run exported must load (each store file opens through its snapshot), and after
 every profile drops everything the cache must be exactly the user's. Prints a table of
 what happened. Needs root-free Nix (``nix-store --add``) like the tests.

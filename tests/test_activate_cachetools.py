@@ -56,6 +56,22 @@ def user_download(hub: Path, commit: str = USER_COMMIT) -> Path:
     return snap
 
 
+def refs_left(hub: Path) -> tuple[list[str], str | None]:
+    """The ref files of the tiny-bert repo folder (relative to ``refs/``) and what
+    ``refs/main`` holds (None when it is missing)."""
+    refs = hub / REPO / "refs"
+    names = sorted(str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file())
+    main = refs / "main"
+    return names, main.read_text() if main.is_file() else None
+
+
+def activate_in(ws: Workspace, state: Path, data: dict):
+    """``ws.activate`` with the state dir ``state`` (a profile of another state dir)."""
+    path = ws.write_manifest(data, f"{state.name}.json")
+    return ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
+                  "--state-dir", str(state), "--format", "json")
+
+
 def test_prune_keeps_the_users_revision_while_we_hold_their_ref(ws: Workspace,
                                                                  tiny_bert_store_path: str) -> None:
     """While the activator holds the user's refs/main, the user's revision is still named
@@ -69,10 +85,8 @@ def test_prune_keeps_the_users_revision_while_we_hold_their_ref(ws: Workspace,
     assert (snap / "config.json").read_text() == '{"user": true}'
     assert ws.activate(data).code == 0
     assert ws.activate(manifest({})).code == 0
-    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
-    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
-                  for p in (ws.hub / REPO / "refs").rglob("*"))
-    assert refs == ["main"]
+    assert refs_left(ws.hub) == (["main"], USER_COMMIT)
+    assert not (ws.hub / REPO / "refs" / "model-repo-kept").exists()
     assert (snap / "config.json").read_text() == '{"user": true}'
 
 
@@ -125,10 +139,7 @@ def test_the_users_ref_is_given_back_when_our_revision_was_removed_and_the_model
     assert not (ws.hub / REPO / "refs" / "main").exists()
     res = ws.activate(manifest({}))
     assert res.code == 0, res.stderr
-    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
-                  for p in (ws.hub / REPO / "refs").rglob("*"))
-    assert refs == ["main"]
-    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    assert refs_left(ws.hub) == (["main"], USER_COMMIT)
     assert (snap / "config.json").read_text() == '{"user": true}'
     assert sorted(p.name for p in (ws.hub / REPO / "snapshots").iterdir()) == [USER_COMMIT]
 
@@ -162,9 +173,7 @@ def test_prune_keeps_the_users_new_download_when_profiles_of_two_state_dirs_took
     root_state = ws.root / "state-root"
 
     def as_root(data: dict):
-        path = ws.write_manifest(data, "root.json")
-        return ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
-                      "--state-dir", str(root_state), "--format", "json")
+        return activate_in(ws, root_state, data)
 
     assert as_root(manifest({"m": model(tiny_bert_store_path)}, profile="root")).code == 0
     second = user_download(ws.hub, commit=newer)
@@ -175,10 +184,7 @@ def test_prune_keeps_the_users_new_download_when_profiles_of_two_state_dirs_took
     assert (second / "config.json").read_text() == '{"user": true}'
     assert as_root(manifest({}, profile="root")).code == 0
     assert ws.activate(manifest({})).code == 0
-    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
-                  for p in (ws.hub / REPO / "refs").rglob("*") if p.is_file())
-    assert refs == ["main"]
-    assert (ws.hub / REPO / "refs" / "main").read_text() == newer
+    assert refs_left(ws.hub) == (["main"], newer)
     assert (first / "config.json").exists() and (second / "config.json").exists()
 
 
@@ -337,9 +343,7 @@ def test_a_profile_relinking_a_ref_our_removed_revision_took_gives_the_users_bac
     first_state = ws.root / ("state-root" if other_state_dir else "state")
 
     def first(data: dict):
-        path = ws.write_manifest(data, "first.json")
-        return ws.run("activate", "--manifest", str(path), "--cache-dir", str(ws.hub),
-                      "--state-dir", str(first_state), "--format", "json")
+        return activate_in(ws, first_state, data)
 
     snap = user_download(ws.hub)
     assert first(manifest({"m": model(tiny_bert_store_path)}, profile="first")).code == 0
@@ -352,10 +356,7 @@ def test_a_profile_relinking_a_ref_our_removed_revision_took_gives_the_users_bac
     for _ in range(2):  # the second pass finds nothing left to undo
         assert first(manifest({}, profile="first")).code == 0
         assert ws.activate(manifest({})).code == 0
-    refs = sorted(str(p.relative_to(ws.hub / REPO / "refs"))
-                  for p in (ws.hub / REPO / "refs").rglob("*") if p.is_file())
-    assert refs == ["main"]
-    assert (ws.hub / REPO / "refs" / "main").read_text() == USER_COMMIT
+    assert refs_left(ws.hub) == (["main"], USER_COMMIT)
 
 
 def test_a_kept_ref_stays_while_another_profile_holds_the_ref_without_one(

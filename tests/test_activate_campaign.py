@@ -14,7 +14,12 @@ but not the one the user's ``refs/main`` names), the real `hf cache prune` (the 
 no ref names) and the real `hf cache rm hf://models/org/x/<file>`; after each, no
 store path may have changed (activate/storecheck.py) and nothing of the user's may be
 gone but what the tool was aimed at (prune never takes the download the user's ref names),
-and the user's cache the machine expects at the end follows what they deleted. And a
+and the user's cache the machine expects at the end follows what they deleted. And the
+other user of a group cache (conftest's ``cache_group_member``, a real unprivileged
+member; the hub dir root's, mode 2775, root's runs with umask 002): before a run or any
+of its writes it moves an entry it may write aside and puts a symlink (to a root-only
+folder or file, or its own folder) or an entry of its own there; nothing outside the
+cache may change and its entry must be left as it put it (see :func:`member_trick`). And a
 rollback: for one run a newer state version stands in a profile's state file; the run
 must exit 3 and leave the state dir and hub dir unchanged (bytes and mtimes), then the
 real file is put back.
@@ -652,3 +657,30 @@ def test_campaign_covers_kills_races_and_conflicts() -> None:
 @pytest.fixture(autouse=True, scope="module")
 def _store_paths_once() -> None:
     store_paths()
+
+
+def test_the_campaigns_member_really_plays() -> None:
+    """The campaign's other user is there and its tricks land (and are undone): each kind
+    of trick on a fixed cache, before a run, leaves everything outside the cache as it
+    was and the cache working after the undo (the campaign also plays them between a
+    run's writes)."""
+    if MEMBER is None:
+        pytest.skip(reason=MEMBER_MISSING)
+    paths = store_paths()
+    root = Path(tempfile.mkdtemp(prefix="model-repo-campaign-"))
+    try:
+        victims = group_cache(root, MEMBER)
+        user_download(root / "hub")
+        data = manifest({"a": model(paths["q1"], repo_id="org/x", revision=COMMIT_E,
+                                    partial=True, refs=["main"])}, profile=PROFILES[2][0])
+        assert run(root, data, profile_state=PROFILES[2][1]) == 0
+        done = 0
+        for i, kind in enumerate(TRICKS):
+            code, landed = member_trick(root, victims, data, PROFILES[2][1], -1,
+                                        7 * i + 1, kind)
+            done += landed
+            exported_models_load(root / "hub", {"root": data} if code == 0 else {})
+            cache_is_valid(root)
+        assert done == len(TRICKS), done
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
