@@ -217,8 +217,11 @@ class _FolderPlan:
             wanted = {r.value for _, r in self.others_at.get(rec.path, ())}
             stale = tuple(sorted(v for v in {rec.value, *rec.owned} if v and v not in wanted))
             if stale:
+                # Every store path the others want is filled in, ours included when one
+                # of them wants it too: a file of it may have been served by a link into
+                # a stale path of ours, which goes now.
                 self.actions.append(Action("trim", rec.path, rec.value, stale=stale,
-                                           fill=self.tree_fill(rec.path, rec.value)))
+                                           fill=self.tree_fill(rec.path, None)))
         if not any(r.created and r.kind != "dir" for _, r in self.others_at.get(rec.path, ())):
             self.records[rec.path] = rec
 

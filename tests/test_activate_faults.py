@@ -448,6 +448,36 @@ def test_two_profiles_one_ref_two_commits(ws: Workspace, paths: dict) -> None:
     assert out.stdout.strip() == "0", out.stderr
 
 
+def test_a_drop_leaves_every_file_served_for_a_profile_wanting_our_store_path_too(
+        tmp_path: Path, paths: dict) -> None:
+    """(Found by the fault campaign, seed 11 sequence 66.) One commit: devenv links a
+    store path (p2) file by file, home-manager the partial q2, whose config.json p2's
+    link already serves; devenv then moves to q2 too, stopped at every write in turn (its
+    record names q2 and still owns p2), and drops. Its p2 links go; every file of q2 must
+    still open through the snapshot for home-manager, and after home-manager drops the
+    cache is the user's."""
+    from conftest import assert_serves
+
+    dv = lambda p, part: manifest({"x": model(paths[p], repo_id="org/x", revision=COMMIT_E,  # noqa: E731
+                                              partial=part)}, profile="devenv:/p")
+    hm = manifest({"x": model(paths["q2"], repo_id="org/x", revision=COMMIT_E, partial=True)},
+                  profile="hm")
+    stopped = 0
+    for kill_at in range(8):
+        root = tmp_path / f"k{kill_at}"
+        user_download(root / "hub")
+        original = shape(root / "hub")
+        assert run(root, dv("p2", False)) == 0
+        assert run(root, hm) == 0
+        stopped += run(root, dv("q2", True), kill_at=kill_at) == KILLED
+        assert run(root, manifest({}, profile="devenv:/p")) in (0, 1)
+        assert_serves(root / f"hub/models--org--x/snapshots/{COMMIT_E}", paths["q2"])
+        assert run(root, manifest({}, profile="hm")) == 0
+        assert run(root, manifest({}, profile="devenv:/p")) == 0
+        assert shape(root / "hub") == original, kill_at
+    assert stopped >= 2, stopped
+
+
 def test_two_profiles_sharing_a_ref_give_it_back_whoever_drops_last(ws: Workspace, paths: dict) -> None:
     user_download(ws.hub)
     original = shape(ws.hub)
