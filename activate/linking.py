@@ -529,8 +529,10 @@ class _FolderPlan:
         co = self.co_trees(rel)
         if co:
             same = next((r for r in co if r.owns(target)), None)
+            # The refs that named it before this state dir's profiles made it (not the
+            # ones written since, by a profile of another state dir that it serves).
             before = same.named_before if same else tuple(sorted(
-                p for p, c in self.disk_refs.items() if c == commit))
+                set.intersection(*(set(r.named_before) for r in co))))
             return self.tree(rel, Entry("dir"), target, False, None, before, names)
         try:
             missing = self.unserved(rel, target)

@@ -478,6 +478,34 @@ def test_a_drop_leaves_every_file_served_for_a_profile_wanting_our_store_path_to
     assert stopped >= 2, stopped
 
 
+def test_a_partial_snapshot_a_profile_of_another_state_dir_relies_on_stays_while_its_ref_names_it(
+        tmp_path: Path, paths: dict) -> None:
+    """(Found by the fault campaign, seed 14 sequence 125.) devenv makes the partial
+    snapshot of one commit; root's profile (another state dir) finds its one file served
+    there and takes refs/main; home-manager joins the snapshot with another file set. When
+    devenv and home-manager drop, the snapshot stays while root's ref names it (the refs
+    written after this state dir made the folder hold it): root's model still opens. Once
+    root drops too, the cache is the user's again."""
+    x = lambda p, part, refs, who: manifest(  # noqa: E731
+        {"x": model(paths[p], repo_id="org/x", revision=COMMIT_E, partial=part, refs=refs)},
+        profile=who)
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    snap = tmp_path / f"hub/models--org--x/snapshots/{COMMIT_E}"
+    assert run(tmp_path, x("q1", True, ["v1"], "devenv:/p")) == 0
+    assert run(tmp_path, x("p2", False, ["main"], "root"), profile_state="state-root") == 0
+    assert run(tmp_path, x("p1", False, ["pr/1"], "hm")) == 0
+    for who in ("devenv:/p", "hm"):
+        assert run(tmp_path, manifest({}, profile=who)) == 0
+        assert (tmp_path / "hub/models--org--x/refs/main").read_text() == COMMIT_E
+        assert (snap / "config.json").is_file(), who  # root's one file
+    invariants(tmp_path / "hub")
+    assert run(tmp_path, manifest({}, profile="root"), profile_state="state-root") == 0
+    for who in ("devenv:/p", "hm"):
+        assert run(tmp_path, manifest({}, profile=who)) == 0
+    assert shape(tmp_path / "hub") == original
+
+
 def test_two_profiles_sharing_a_ref_give_it_back_whoever_drops_last(ws: Workspace, paths: dict) -> None:
     user_download(ws.hub)
     original = shape(ws.hub)
