@@ -687,14 +687,17 @@ class _FolderPlan:
                                    stamp=stamp))
         self.records[rel] = new
 
-    def kept_by_others(self, ref: str) -> set[str]:
+    def kept_by_others(self, ref: str, *, foreign: bool = False) -> set[str]:
         """What the kept refs of other holders for ``ref`` (``refs/model-repo-kept/<other
-        holder>/<ref>``, any state dir) held when this run read the refs."""
+        holder>/<ref>``) held when this run read the refs: of any state dir, or with
+        ``foreign`` only those no profile of this state dir records (another state dir's,
+        whose records we cannot read)."""
         base = f"{self.folder}/refs/{KEPT_REFS}/"
         return {v for p, v in self.disk_refs.items()
                 if p.startswith(base) and p.endswith("/" + ref)
                 and p.count("/") == base.count("/") + 1 + ref.count("/")
-                and not p.startswith(f"{base}{self.holder}/")}
+                and not p.startswith(f"{base}{self.holder}/")
+                and not (foreign and any(r.kind == "ref" for _, r in self.others_at.get(p, ())))}
 
     def kept_elsewhere(self, rel: str) -> str | None:
         """For the missing ref ``rel``: the user's revision a profile of another state
@@ -702,7 +705,7 @@ class _FolderPlan:
         one such commit exists and its snapshot does. That profile took the user's ref,
         and the user's tool removed it with that profile's revision: its records, which
         we cannot read, hold the value to give back; we take its place. None otherwise."""
-        found = self.kept_by_others(rel[len(self.folder) + len("/refs/"):])
+        found = self.kept_by_others(rel[len(self.folder) + len("/refs/"):], foreign=True)
         if len(found) != 1:
             return None
         (commit,) = found
@@ -839,7 +842,7 @@ class _FolderPlan:
             return False
         if self.fs.lstat(rec.path.rsplit("/", 1)[0]).kind != "dir":
             return False
-        if self.kept_by_others(rec.path[len(self.folder) + len("/refs/"):]):
+        if self.kept_by_others(rec.path[len(self.folder) + len("/refs/"):], foreign=True):
             # A profile of another state dir took the ref after us (our claim may be
             # stale: the user may have moved it meanwhile): it gives theirs back.
             return False
