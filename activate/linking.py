@@ -1002,9 +1002,14 @@ def stamp_refs(fs: HubFS, records: list[Record], written: set[str]) -> list[Reco
     no longer ours; one that cannot be seen now (gone, or a folder on its way replaced)
     keeps the claim as planned."""
     out = []
+    current = None
     try:
         for rec in records:
             if rec.kind == "ref" and rec.created and (rec.path in written or not rec.stamp):
+                folder = rec.path.split("/", 1)[0]
+                if folder != current:
+                    fs.forget()  # descriptors of one repo folder at a time (as apply)
+                    current = folder
                 stamp = ref_stamp(fs, rec.path)
                 try:
                     other = stamp is not None and _read_ref(fs, rec.path) != rec.value

@@ -367,3 +367,32 @@ def test_two_partial_snapshots_of_one_store_path_share_blob_links(ws: Workspace,
     assert ws.run("status", "--state-dir", str(ws.state)).code == 0
     assert ws.activate(manifest({})).code == 0
     assert not (ws.hub / REPO).exists()
+
+
+def test_stamping_refs_holds_one_repo_folders_descriptors_at_a_time(tmp_path: Path) -> None:
+    """After the writes, the stamps of the refs are read with the descriptors of one repo
+    folder at a time (as the planner and apply do): under a low open-files limit (a
+    NixOS service's default is 1024; here 64 for 150 repo folders) every ref of a
+    version-2 state (no stamp yet) gets its stamp, none is left without one by EMFILE."""
+    import subprocess
+    import sys
+
+    hub = tmp_path / "hub"
+    for i in range(150):
+        refs = hub / f"models--org--m{i}" / "refs"
+        refs.mkdir(parents=True)
+        (refs / "main").write_text(COMMIT_A)
+    code = r"""
+import resource, sys
+from activate.hubfs import HubFS
+from activate.linking import stamp_refs
+from activate.state import Record
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+recs = [Record(f"models--org--m{i}/refs/main", "ref", "a" * 40, created=True) for i in range(150)]
+out = stamp_refs(HubFS(sys.argv[1]), recs, set())
+print(sum(1 for r in out if r.stamp))
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(hub)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "150", res.stdout
