@@ -559,6 +559,7 @@ def _converge(
     refused = {id(a) for a, _ in failed} | {id(a) for a in skipped}
     written = {a.path for a in result.actions if a.op == "ref" and id(a) not in refused}
     if not failed:
+        result.intent = []  # (saved; not needed past a complete apply)
         return result, failed, stamp_refs(fs, result.records, written)
     # Keep the intent (it owns everything this run may have made), except where a write
     # certainly did not happen (refused or skipped): there, what was known before the
