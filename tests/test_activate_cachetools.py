@@ -241,6 +241,33 @@ def test_status_says_a_store_path_was_damaged(ws: Workspace, tmp_path: Path) -> 
         _delete_store_path(d, store)
 
 
+def _each_tool_leaves_the_store_path(ws: Workspace, store: str, data: dict) -> None:
+    """Activate ``data`` (org/x at COMMIT_A, whose store path ``store`` holds a
+    ``config.json`` of ``{}``), then run each cache tool as root (`hf cache rm` of that
+    file, ``delete_revisions`` of the revision, `hf cache prune`): the store path stays
+    as Nix made it (``nix-store --verify-path``); the next run links it again and
+    ``status`` says ok."""
+    snap = ws.hub / "models--org--x" / "snapshots" / COMMIT_A
+    for tool in ("rm file", "delete_revisions", "prune"):
+        assert ws.activate(data).code == 0, tool
+        if tool == "rm file":
+            hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
+            assert not (snap / "config.json").exists()
+        elif tool == "delete_revisions":
+            delete_revisions(ws.hub, COMMIT_A)
+            assert not snap.exists()
+        else:
+            hf("prune", hub=ws.hub)
+        verify = subprocess.run(["nix-store", "--verify-path", store], capture_output=True,
+                                text=True)
+        assert verify.returncode == 0, (tool, verify.stderr)
+        assert os.path.exists(os.path.join(store, "config.json")), tool
+    res = ws.activate(data)
+    assert res.code == 0, res.stderr
+    assert (snap / "config.json").read_text() == "{}"
+    assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+
+
 def test_cache_tools_never_change_a_partial_snapshots_store_path(ws: Workspace,
                                                                  tmp_path: Path) -> None:
     """A snapshot linked file by file: `hf cache rm` of a file, `delete_revisions` of the
@@ -249,25 +276,7 @@ def test_cache_tools_never_change_a_partial_snapshots_store_path(ws: Workspace,
     d, store = _fresh_store_path(tmp_path, {"config.json": "{}", "sub/vocab.txt": "x"})
     try:
         data = manifest({"x": model(store, repo_id="org/x", partial=True)})
-        snap = ws.hub / "models--org--x" / "snapshots" / COMMIT_A
-        for tool in ("rm file", "delete_revisions", "prune"):
-            assert ws.activate(data).code == 0, tool
-            if tool == "rm file":
-                hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
-                assert not (snap / "config.json").exists()
-            elif tool == "delete_revisions":
-                delete_revisions(ws.hub, COMMIT_A)
-                assert not snap.exists()
-            else:
-                hf("prune", hub=ws.hub)
-            verify = subprocess.run(["nix-store", "--verify-path", store], capture_output=True,
-                                    text=True)
-            assert verify.returncode == 0, (tool, verify.stderr)
-            assert os.path.exists(os.path.join(store, "config.json")), tool
-        res = ws.activate(data)
-        assert res.code == 0, res.stderr
-        assert (snap / "config.json").read_text() == "{}"
-        assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+        _each_tool_leaves_the_store_path(ws, store, data)
     finally:
         _delete_store_path(d, store)
 
@@ -288,25 +297,7 @@ def test_cache_tools_never_change_a_whole_snapshots_store_path(ws: Workspace,
                         "mounted read-only): where it cannot, no cache tool can change it")
         assert file_by_file(store)
         data = manifest({"x": model(store, repo_id="org/x")})  # whole: no partial
-        snap = ws.hub / "models--org--x" / "snapshots" / COMMIT_A
-        for tool in ("rm file", "delete_revisions", "prune"):
-            assert ws.activate(data).code == 0, tool
-            if tool == "rm file":
-                hf("rm", "hf://models/org/x/config.json", hub=ws.hub)
-                assert not (snap / "config.json").exists()
-            elif tool == "delete_revisions":
-                delete_revisions(ws.hub, COMMIT_A)
-                assert not snap.exists()
-            else:
-                hf("prune", hub=ws.hub)
-            verify = subprocess.run(["nix-store", "--verify-path", store], capture_output=True,
-                                    text=True)
-            assert verify.returncode == 0, (tool, verify.stderr)
-            assert os.path.exists(os.path.join(store, "config.json")), tool
-        res = ws.activate(data)
-        assert res.code == 0, res.stderr
-        assert (snap / "config.json").read_text() == "{}"
-        assert ws.run("status", "--state-dir", str(ws.state)).code == 0
+        _each_tool_leaves_the_store_path(ws, store, data)
     finally:
         _delete_store_path(d, store)
 
