@@ -156,9 +156,10 @@ def _activate_in(request: Request, root: HubRoot, state_path: str, *, hub_dir: s
     wants = _with_layout(request.wants)
     writing = not (dry_run or read_only)
     key = root.real
-    with _hub_lock(root, lock_timeout, writing, log):
+    with _hub_lock(root, lock_timeout, writing, log) as lock:
         result, failed, records = _converge(state_dir, state_path, profile, root, key, wants,
-                                            writing=writing, before_write=before_write, log=log)
+                                            writing=writing, before_write=before_write, log=log,
+                                            locks_fd=lock.dir_fd)
         for name in request.unlinked:
             if not os.path.isdir(request.paths[name]):
                 result.notes.append(
@@ -504,9 +505,10 @@ def _deactivate_one(profile: str, path: str, st: statemod.State, root: HubRoot, 
             gcroots.drop(gcroots.roots_dir(state_dir, st.hub_dir, profile))
             remove_receipts(state_dir, profile, st.hub_dir)
         return st.hub_dir, Plan()
-    with _hub_lock(root, lock_timeout, not dry_run, log):
+    with _hub_lock(root, lock_timeout, not dry_run, log) as lock:
         result, failed, remaining = _converge(state_dir, path, profile, root, st.hub_dir, [],
-                                              writing=not dry_run, log=log)
+                                              writing=not dry_run, log=log,
+                                              locks_fd=lock.dir_fd)
         _report_failed(result, failed, [], st.hub_dir)
         if not dry_run:
             if remaining:
@@ -524,11 +526,13 @@ def _deactivate_one(profile: str, path: str, st: statemod.State, root: HubRoot, 
 def _converge(
     state_dir: str, state_path: str, profile: str, root: HubRoot, key: str,
     wants: list[Want], *, writing: bool, log: Log,
-    before_write: Callable[[str], None] | None = None,
+    before_write: Callable[[str], None] | None = None, locks_fd: int | None = None,
 ) -> tuple[Plan, list[tuple[Action, OSError]], list[statemod.Record]]:
     """Under the hub lock: plan ``wants`` against the profile's records (keeping what
     other profiles in ``state_dir`` want), save the intent, apply when ``writing``.
-    ``root``: the hub dir, opened; ``key``: the path its states are filed under.
+    ``root``: the hub dir, opened; ``key``: the path its states are filed under;
+    ``locks_fd``: the lock's ``.locks`` folder (:attr:`_hub_lock.dir_fd`), where the
+    run's temporary names are made.
     Returns the plan, the failed actions, and the records the state must keep (the
     intent when something failed, so a later run can finish)."""
     hub_dir = root.path
@@ -544,7 +548,7 @@ def _converge(
                                   folders=folders, update_index=writing)
     for exc in corrupt:
         log.warning(exc.message())
-    fs = HubFS(hub_dir, before_write, root=root)
+    fs = HubFS(hub_dir, before_write, root=root, private_parent=locks_fd)
     result = plan(fs, wants, old.records, [(o.profile, r) for o in others for r in o.records],
                   _store_kind, kept_holder(state_path))
     failed: list[tuple[Action, OSError]] = []
@@ -675,6 +679,7 @@ class _hub_lock:
         self.locks_dir = os.path.join(root.path, ".locks")
         self.path = os.path.join(self.locks_dir, LOCK_NAME)
         self._fd: int | None = None
+        self.dir_fd: int | None = None
 
     def __enter__(self) -> _hub_lock:
         if not self.enabled:
@@ -686,17 +691,21 @@ class _hub_lock:
                 fd = self._open_lock_file(dfd)
                 break
             except FileNotFoundError:
-                continue  # .locks was removed or replaced meanwhile: open it again
-            finally:
                 os.close(dfd)
+                continue  # .locks was removed or replaced meanwhile: open it again
+            except BaseException:
+                os.close(dfd)
+                raise
         else:  # pragma: no cover - replaced ten times in a row
             raise EnvironmentProblem(f"{self.locks_dir} keeps being replaced; run again")
         try:
             self._wait(fd)
         except BaseException:
             os.close(fd)
+            os.close(dfd)
             raise
         self._fd = fd
+        self.dir_fd = dfd
         return self
 
     def _not_plain(self, path: str, what: str) -> EnvironmentProblem:
@@ -788,3 +797,6 @@ class _hub_lock:
         if self._fd is not None:
             os.close(self._fd)  # releases the flock
             self._fd = None
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None

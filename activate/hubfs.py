@@ -8,9 +8,9 @@ if its path is swapped meanwhile. Every operation takes a path relative to the h
 and walks it one component at a time with ``O_NOFOLLOW`` directory descriptors, so a
 symlink planted anywhere inside the cache is never followed where we create or remove
 entries. Writes are atomic: a
-temporary name in the repo folder (never under ``refs/`` or ``snapshots/``, where
-huggingface_hub would read it as a ref or a revision), then ``rename`` onto the final
-name. Standard library only.
+temporary name in this run's private folder in ``.locks/`` (never under ``refs/`` or
+``snapshots/``, where huggingface_hub would read it as a ref or a revision), then
+``rename`` onto the final name. Standard library only.
 """
 
 from __future__ import annotations
@@ -21,9 +21,16 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-#: Prefix of the temporary names the activator creates in a repo folder; anything so
-#: named is ours by construction and removed by the next run.
+#: Prefix of the temporary names the activator creates (its private folder in
+#: :data:`PRIVATE_PARENT`, and the entries in it); a folder so named that is this user's
+#: is a stopped run's leftover, removed by the next run.
 TEMP_PREFIX = ".model-repo-tmp-"
+
+#: Where a run's private folder of temporary names is made: huggingface_hub's lock folder
+#: (``<hub>/.locks``, which ``scan_cache_dir`` skips; our lock file is there too), so
+#: one folder serves every repo folder (a rename or hard link works across folders of
+#: one filesystem).
+PRIVATE_PARENT = ".locks"
 
 #: errno values of ``link`` on filesystems that have no hard links.
 _NO_HARDLINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
@@ -228,10 +235,13 @@ class HubFS:
     description before every change: the hook the crash tests use to inject faults."""
 
     def __init__(self, hub_dir: str, before_write: Callable[[str], None] | None = None,
-                 root: HubRoot | None = None):
+                 root: HubRoot | None = None, private_parent: int | None = None):
         """``root``: the hub dir opened once (:func:`open_hub`), owned by the caller; every
         operation is relative to it. Without it the hub dir is opened on first use with
-        :func:`open_hub` (and closed by :meth:`close`)."""
+        :func:`open_hub` (and closed by :meth:`close`). ``private_parent``: a descriptor
+        of :data:`PRIVATE_PARENT` the caller holds (the lock's, opened with the lock
+        file: then a later swap of that name cannot stop the run's writes), owned by the
+        caller; without it the folder is opened by name when first needed."""
         self.hub_dir = hub_dir
         self.before_write = before_write
         self._root = root
@@ -240,8 +250,9 @@ class HubFS:
         self._missing: set[str] = set()
         self._temp_prefix = f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-"
         self._temp_count = 0
-        #: temp_dir -> (its private folder's descriptor, name): see :meth:`_private`.
-        self._privates: dict[str, tuple[int, str]] = {}
+        #: This run's private folder: (its descriptor, its name), see :meth:`_private`.
+        self._private_dir: tuple[int, str] | None = None
+        self._private_parent = private_parent
 
     # -- reading ----------------------------------------------------------------
 
@@ -300,11 +311,13 @@ class HubFS:
         ``_Missing`` when one does not exist. Descriptors are kept (owned by this
         object) until :meth:`forget`; the planner and :func:`~activate.linking.apply`
         call it after each repo folder, so a folder's entries cost one open per
-        directory.
+        directory. :data:`PRIVATE_PARENT` is the caller's ``private_parent`` when given.
         """
         fd = self._fds.get(rel)
         if fd is not None:
             return fd
+        if rel == PRIVATE_PARENT and self._private_parent is not None:
+            return self._private_parent
         for missing in self._missing:
             if rel == missing or rel.startswith(missing + "/"):
                 raise _Missing(missing)
@@ -329,24 +342,38 @@ class HubFS:
         return fd
 
     def forget(self) -> None:
-        """Close every kept descriptor but the hub dir's own (removing the private
-        folders of temporary names first), and forget what was missing."""
-        for temp_dir, (fd, name) in self._privates.items():
-            os.close(fd)
-            parent = self._fds.get(temp_dir)
-            if parent is not None:
-                try:
-                    os.rmdir(name, dir_fd=parent)
-                except OSError:
-                    pass  # (not empty after a failure: the planner removes it later)
-        self._privates.clear()
+        """Close every kept descriptor but the hub dir's own and the private folder's,
+        and forget what was missing."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
         self._missing.clear()
 
+    def drop_private(self) -> None:
+        """Remove this run's private folder of temporary names (:meth:`_private`) if it
+        was made: only the folder we made (compared by device and inode; one the member
+        of a group cache put in its place under that name stays) and only when empty (a
+        write stopped by an error leaves it to the next run's :meth:`leftover_privates`)."""
+        if self._private_dir is None:
+            return
+        fd, name = self._private_dir
+        self._private_dir = None
+        try:
+            own = os.fstat(fd)
+            pfd = self._private_parent_fd()
+            found = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):
+                self._hook(f"rmdir {PRIVATE_PARENT}/{name}")
+                os.rmdir(name, dir_fd=pfd)
+        except (OSError, Blocked):
+            pass  # moved, not empty or hidden: the next run's planner removes it
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
-        """:meth:`forget`, and close the hub dir if this object opened it."""
+        """:meth:`forget` and :meth:`drop_private`, and close the hub dir if this object
+        opened it."""
+        self.drop_private()
         self.forget()
         if self._own_root and self._root is not None:
             self._root.close()
@@ -415,28 +442,27 @@ class HubFS:
                 f"a file holding {value!r}" if entry.kind == "file" else f"{entry.kind}")
             raise Changed(rel, found)
 
-    def replace_symlink(self, rel: str, target: str, temp_dir: str,
+    def replace_symlink(self, rel: str, target: str,
                         expect: tuple[str, str | None] | None = None) -> None:
-        """Atomically make ``rel`` a symlink to ``target`` via a temporary name in
-        ``temp_dir`` (same filesystem, not read by huggingface_hub); ``expect``: what
-        ``rel`` must hold right before the rename (else :class:`Changed`)."""
+        """Atomically make ``rel`` a symlink to ``target`` via a temporary name in this
+        run's private folder (:meth:`_private`); ``expect``: what ``rel`` must hold right
+        before the rename (else :class:`Changed`)."""
 
         def make(tfd: int, tmp: str) -> None:
             os.symlink(target, tmp, dir_fd=tfd)
 
-        self._atomic(rel, temp_dir, make, expect)
+        self._atomic(rel, make, expect)
 
-    def create_file(self, rel: str, content: bytes, temp_dir: str,
-                    mtime_ns: int | None = None) -> None:
+    def create_file(self, rel: str, content: bytes, mtime_ns: int | None = None) -> None:
         """Make regular file ``rel`` holding exactly ``content`` where nothing is: written
         under a temporary name, then hard-linked onto ``rel`` (``link`` never replaces:
         something that appeared meanwhile raises :class:`Changed`). ``mtime_ns``: the
         modification time it has from the start (it marks the file as ours)."""
         parent, name = _split(rel)
         tmp = self._temp_name()
-        tfd = self._private(temp_dir)
+        tfd = self._private()
         pfd = self.dir_fd(parent)
-        self._hook(f"create {temp_dir}/{tmp}")
+        self._hook(f"create {tmp}")
         self._write_new(tfd, tmp, content, mtime_ns)
         try:
             self._hook(f"link onto {rel}")
@@ -451,7 +477,7 @@ class HubFS:
                 self.check(rel, ("missing", None))
                 os.rename(tmp, name, src_dir_fd=tfd, dst_dir_fd=pfd)
                 return
-            self._hook(f"unlink {temp_dir}/{tmp}")
+            self._hook(f"unlink {tmp}")
         finally:
             try:
                 os.unlink(tmp, dir_fd=tfd)
@@ -469,7 +495,7 @@ class HubFS:
         finally:
             os.close(fd)
 
-    def replace_file(self, rel: str, content: bytes, temp_dir: str,
+    def replace_file(self, rel: str, content: bytes,
                      expect: tuple[str, str | None] | None = None,
                      mtime_ns: int | None = None) -> None:
         """Atomically make ``rel`` a regular file holding exactly ``content``; ``expect``
@@ -478,36 +504,45 @@ class HubFS:
         def make(tfd: int, tmp: str) -> None:
             self._write_new(tfd, tmp, content, mtime_ns)
 
-        self._atomic(rel, temp_dir, make, expect)
+        self._atomic(rel, make, expect)
 
     def _temp_name(self) -> str:
         self._temp_count += 1
         return f"{self._temp_prefix}{self._temp_count}"
 
-    def _private(self, temp_dir: str) -> int:
-        """The descriptor of this object's private folder in ``temp_dir`` (made on first
-        use: ``.model-repo-tmp-…``, mode 0700, removed by :meth:`forget`), where temporary
-        entries are made before they are renamed (or linked) into place relative to it:
-        another user who may write ``temp_dir`` (a group cache) can rename the folder but
-        not change what is in it, so what lands in place is what we made."""
-        found = self._privates.get(temp_dir)
-        if found is not None:
-            return found[0]
-        tfd = self.dir_fd(temp_dir)
+    def _private(self) -> int:
+        """The descriptor of this run's private folder (made on first use in
+        :data:`PRIVATE_PARENT`, itself made when missing: ``.model-repo-tmp-…``, mode
+        0700, removed by :meth:`drop_private`), where temporary entries are made before
+        they are renamed (or linked) into place relative to it: another user who may
+        write the folder around it (a group cache) can rename it but not change what is
+        in it, so what lands in place is what we made."""
+        if self._private_dir is not None:
+            return self._private_dir[0]
+        pfd = self._private_parent_fd(create=True)
         name = self._temp_name()
-        self._hook(f"mkdir {temp_dir}/{name}")
-        os.mkdir(name, 0o700, dir_fd=tfd)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=tfd)
-        self._privates[temp_dir] = (fd, name)
+        self._hook(f"mkdir {PRIVATE_PARENT}/{name}")
+        os.mkdir(name, 0o700, dir_fd=pfd)
+        fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        self._private_dir = (fd, name)
         return fd
 
-    def _atomic(self, rel: str, temp_dir: str, make: Callable[[int, str], None],
+    def _private_parent_fd(self, create: bool = False) -> int:
+        try:
+            return self.dir_fd(PRIVATE_PARENT)
+        except _Missing:
+            if not create:
+                raise
+        self.mkdir(PRIVATE_PARENT)
+        return self.dir_fd(PRIVATE_PARENT)
+
+    def _atomic(self, rel: str, make: Callable[[int, str], None],
                 expect: tuple[str, str | None] | None = None) -> None:
         parent, name = _split(rel)
         tmp = self._temp_name()
-        tfd = self._private(temp_dir)
+        tfd = self._private()
         pfd = self.dir_fd(parent)
-        self._hook(f"create {temp_dir}/{tmp}")
+        self._hook(f"create {tmp}")
         make(tfd, tmp)
         try:
             self._hook(f"rename onto {rel}")
@@ -519,6 +554,17 @@ class HubFS:
             except OSError:
                 pass
             raise
+
+    def leftover_privates(self) -> list[str]:
+        """The private folders (:meth:`_private`) stopped runs of this user left in
+        :data:`PRIVATE_PARENT`, as paths relative to the hub dir (this run's excluded)."""
+        mine = self._private_dir[1] if self._private_dir else None
+        try:
+            names = self.list_dir(PRIVATE_PARENT)
+        except Blocked:
+            return []
+        return [f"{PRIVATE_PARENT}/{n}" for n in names if n.startswith(TEMP_PREFIX)
+                and n != mine and self.is_own_private(f"{PRIVATE_PARENT}/{n}")]
 
     def is_own_private(self, rel: str) -> bool:
         """True when ``rel`` is a folder under a temporary name made by a run of this
@@ -573,5 +619,8 @@ def _describe(dfd: int, name: str) -> str:
     except OSError:
         return "not a directory"
     if stat.S_ISLNK(st.st_mode):
-        return f"a symlink to {os.readlink(name, dir_fd=dfd)!r}, not a directory"
+        try:
+            return f"a symlink to {os.readlink(name, dir_fd=dfd)!r}, not a directory"
+        except OSError:  # replaced again meanwhile
+            return "a symlink, not a directory"
     return "not a directory"

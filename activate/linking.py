@@ -32,7 +32,7 @@ import os
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from . import tree as treemod
 from .hubfs import TEMP_PREFIX, Blocked, Changed, Entry, HubFS
@@ -80,15 +80,15 @@ class Action:
     snapshot of store path ``value``, dropping our links to the store paths in
     ``stale``), ``untree`` (remove our links to the store paths ``value`` and ``stale``,
     then the folders left empty), ``trim`` (remove our links to the store paths ``stale``
-    only, keeping ``value``'s). ``temp`` is the folder holding the temporary name of an
-    atomic write. ``expect``: what the path must still hold right before the write
-    (None: no check needed, e.g. ``mkdir``); otherwise the write is skipped and reported.
+    only, keeping ``value``'s). ``expect``: what the path must still hold right before the
+    write (None: no check needed, e.g. ``mkdir``); otherwise the write is skipped and
+    reported. A ``link`` or ``ref`` expecting :data:`MISSING` is made in one step where
+    nothing is; one replacing an entry goes through a temporary name (atomic rename).
     """
 
     op: str
     path: str
     value: str | None = None
-    temp: str | None = None
     expect: Expect | None = None
     stale: tuple[str, ...] = ()
     #: For ``tree``, ``trim`` and ``untree``: store paths other profiles want this partial
@@ -104,22 +104,23 @@ class Action:
 
 class _Mkdir:
     """An :class:`Action` ``mkdir`` of ``path`` in two slots (the planner makes four per
-    repo folder: 40,000 at 10,000 models); the other fields are the defaults."""
+    repo folder: 40,000 at 10,000 models); the other fields are :class:`Action`'s
+    defaults (set below from its fields, so the two cannot drift)."""
 
     __slots__ = ("path",)
     op = "mkdir"
-    value: str | None = None
-    temp: str | None = None
-    expect: Expect | None = None
-    stale: tuple[str, ...] = ()
-    fill: tuple[str, ...] = ()
-    stamp: str | None = None
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def describe(self) -> str:
         return f"mkdir {self.path}"
+
+
+for _f in fields(Action):
+    if _f.name not in ("op", "path"):
+        setattr(_Mkdir, _f.name, _f.default)
+del _f
 
 
 def mkdir_action(path: str) -> Action:
@@ -165,6 +166,9 @@ def plan(
     folder under ``refs/model-repo-kept/`` (:func:`kept_holder`).
     """
     result = Plan()
+    for rel in fs.leftover_privates():  # a stopped run's temporary names: ours
+        result.actions.append(Action("unprivate", rel))
+        result.notes.append(f"removing leftover {os.path.join(fs.hub_dir, rel)}")
     by_folder: dict[str, list[Want]] = defaultdict(list)
     for want in wants:
         by_folder[want.folder].append(want)
@@ -533,8 +537,7 @@ class _FolderPlan:
                 self.actions.append(Action("untree", rel, None, stale=self.tree_values(
                     tree_rec, None)))
             # A new link is one symlinkat (atomic by itself); ours is replaced by rename.
-            self.actions.append(Action("link", rel, target, temp=self.folder if our_link else None,
-                                       expect=_entry_value(entry)))
+            self.actions.append(Action("link", rel, target, expect=_entry_value(entry)))
         self.records[rel] = Record(rel, "snapshot", target, created=True, named_before=before)
         return True
 
@@ -654,7 +657,7 @@ class _FolderPlan:
             new = Record(rel, "ref", commit, created=True, previous=previous,
                          previous_held=held and previous is not None, stamp=stamp)
             self.keep_previous(rel, new)
-            self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=MISSING,
+            self.actions.append(Action("ref", rel, commit, expect=MISSING,
                                        stamp=stamp))
             self.records[rel] = new
             return
@@ -708,7 +711,7 @@ class _FolderPlan:
         new = Record(rel, "ref", commit, created=True, previous=previous, previous_held=held,
                      stamp=stamp)
         self.keep_previous(rel, new)  # before the ref moves: their revision stays named
-        self.actions.append(Action("ref", rel, commit, temp=self.folder, expect=("file", content),
+        self.actions.append(Action("ref", rel, commit, expect=("file", content),
                                    stamp=stamp))
         self.records[rel] = new
 
@@ -787,7 +790,7 @@ class _FolderPlan:
         # Missing, or ours naming an older value of the user's ref (a give-back the user
         # raced by moving the ref): it names their current revision now.
         stamp = _new_stamp()
-        self.actions.append(Action("ref", kept, previous, temp=self.folder,
+        self.actions.append(Action("ref", kept, previous,
                                    expect=MISSING if entry.kind == "missing" else ("file", content),
                                    stamp=stamp))
         self.records[kept] = Record(kept, "ref", previous, created=True, stamp=stamp)
@@ -903,12 +906,10 @@ class _FolderPlan:
                 expect = ("file", current) if present else MISSING
                 if rec.previous and rec.previous_held:
                     # Back to a value that named an existing snapshot: it holds it again.
-                    actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
-                                          expect=expect))
+                    actions.append(Action("ref", rec.path, rec.previous, expect=expect))
                     final_refs[rec.path] = rec.previous
                 elif rec.previous:
-                    actions.append(Action("ref", rec.path, rec.previous, temp=self.folder,
-                                          expect=expect))
+                    actions.append(Action("ref", rec.path, rec.previous, expect=expect))
                     final_refs[rec.path] = rec.previous
                     restored.add(rec.path)
                 else:
@@ -1090,29 +1091,30 @@ def apply(fs: HubFS, actions: Iterable[Action],
                     skipped.append(act)
                 continue
             try:
-                _apply_one(fs, act, folder)
+                _apply_one(fs, act)
             except (OSError, Blocked) as exc:
                 err = exc if isinstance(exc, OSError) else OSError(str(exc))
                 failed.append((act, err))
                 broken.add(folder)
     finally:
+        fs.drop_private()
         fs.forget()
     return failed
 
 
-def _apply_one(fs: HubFS, act: Action, folder: str) -> None:
+def _apply_one(fs: HubFS, act: Action) -> None:
     op = act.op
     if op == "mkdir":
         fs.mkdir(act.path)
-    elif op == "link" and act.temp is None:
+    elif op == "link" and act.expect == MISSING:
         fs.create_symlink(act.path, act.value or "")
     elif op == "link":
-        fs.replace_symlink(act.path, act.value or "", act.temp, expect=act.expect)
+        fs.replace_symlink(act.path, act.value or "", expect=act.expect)
     elif op == "ref" and act.expect == MISSING:
-        fs.create_file(act.path, _encode(act.value), act.temp or folder,
+        fs.create_file(act.path, _encode(act.value),
                        mtime_ns=int(act.stamp) if act.stamp else None)
     elif op == "ref":
-        fs.replace_file(act.path, _encode(act.value), act.temp or folder, expect=act.expect,
+        fs.replace_file(act.path, _encode(act.value), expect=act.expect,
                         mtime_ns=int(act.stamp) if act.stamp else None)
     elif op == "unlink":
         fs.unlink(act.path, expect=act.expect)
@@ -1181,7 +1183,7 @@ def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...],
         if entry.kind == "missing":
             fs.create_symlink(file_rel, link)
         elif old_blob is not None:
-            fs.replace_symlink(file_rel, link, folder, expect=("link", entry.target))
+            fs.replace_symlink(file_rel, link, expect=("link", entry.target))
     if stale:
         _remove_tree(fs, rel, stale, keep=target)
 

@@ -307,6 +307,30 @@ def test_leftover_temporary_names_are_removed(ws: Workspace, tiny_bert_store_pat
     assert not os.path.lexists(leftover)
 
 
+def test_a_stopped_runs_private_folder_is_removed_and_a_run_leaves_none(
+        ws: Workspace, tiny_bert_store_path: str, second_store_path: str) -> None:
+    """Temporary names live in one private folder per run in ``.locks/``: a run removes
+    its own when done, and the next run removes one a stopped run left (with what is in
+    it, never followed); a plain file under the prefix there is not a folder we made."""
+    assert ws.activate(manifest({"m": model(tiny_bert_store_path)})).code == 0
+    locks = ws.hub / ".locks"
+    assert not [n for n in os.listdir(locks) if n.startswith(hubfs.TEMP_PREFIX)]
+    stopped = locks / f"{hubfs.TEMP_PREFIX}123-abc-1"
+    stopped.mkdir(mode=0o700)
+    os.symlink(tiny_bert_store_path, stopped / f"{hubfs.TEMP_PREFIX}123-abc-2")
+    (stopped / f"{hubfs.TEMP_PREFIX}123-abc-3").write_text("half a ref")
+    not_ours = locks / f"{hubfs.TEMP_PREFIX}file"
+    not_ours.write_text("someone's")
+    res = ws.activate(manifest({"m": model(second_store_path, revision=COMMIT_B)}), "--verbose")
+    assert res.code == 0, res.stderr
+    assert f"removing leftover {stopped}" in res.stderr
+    assert not os.path.lexists(stopped)
+    assert os.path.isdir(tiny_bert_store_path)  # the link in it was not followed
+    assert not_ours.read_text() == "someone's"
+    assert sorted(n for n in os.listdir(locks) if n.startswith(hubfs.TEMP_PREFIX)) == [
+        not_ours.name]
+
+
 def test_deactivate_removes_profile_links(ws: Workspace, tiny_bert_store_path: str) -> None:
     assert ws.activate(manifest({"m": model(tiny_bert_store_path)}, profile="nixos")).code == 0
     res = ws.run("deactivate", "--profile", "nixos", "--state-dir", str(ws.state))
