@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import contextlib
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from collections.abc import Iterator
@@ -284,20 +285,29 @@ def whole_store(tiny_bert_store_path: str,
     if os.statvfs(store_dir).f_flag & os.ST_RDONLY:
         yield WholeStore(store_dir)
         return
+    with read_only_bind(store_dir, tmp_path_factory.mktemp("ro-store"), WHOLE_SKIP) as mnt:
+        yield WholeStore(str(mnt))
+
+
+@contextlib.contextmanager
+def read_only_bind(source: str, mnt: Path, skip: str) -> Iterator[Path]:
+    """``source`` bind-mounted read-only at the existing folder ``mnt`` (what NixOS's
+    /nix/store is: the kernel refuses writes with EROFS, root's too), unmounted at the
+    end (lazily if busy). Skips with ``skip`` and mount(8)'s words when not root, without
+    mount(8), or when the kernel refuses (no CAP_SYS_ADMIN)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip(reason=WHOLE_SKIP)
-    mnt = tmp_path_factory.mktemp("ro-store")
-    bind = subprocess.run(["mount", "--bind", store_dir, str(mnt)], capture_output=True,
+        pytest.skip(reason=skip)
+    bind = subprocess.run(["mount", "--bind", source, str(mnt)], capture_output=True,
                           text=True)
     if bind.returncode != 0:
-        pytest.skip(reason=f"{WHOLE_SKIP} ({bind.stderr.strip()})")
+        pytest.skip(reason=f"{skip} ({bind.stderr.strip()})")
     try:
         ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], capture_output=True,
                             text=True)
         if ro.returncode != 0:
-            pytest.skip(reason=f"{WHOLE_SKIP} (remount,ro: {ro.stderr.strip()})")
+            pytest.skip(reason=f"{skip} (remount,ro: {ro.stderr.strip()})")
         assert os.statvfs(mnt).f_flag & os.ST_RDONLY, f"{mnt} is not mounted read-only"
-        yield WholeStore(str(mnt))
+        yield mnt
     finally:
         if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "--lazy", str(mnt)], check=True)

@@ -53,7 +53,7 @@ from pathlib import Path
 import pytest
 
 import e2e_support
-from conftest import (Workspace, assert_serves, manifest, model, need_nix,
+from conftest import (Workspace, assert_serves, manifest, model, need_nix, read_only_bind,
                       needs_safe_cache_tools, nix_store_add, tree)
 
 from activate.tree import file_by_file
@@ -365,27 +365,12 @@ def loader_user(e2e_root: Path) -> User:
 @pytest.fixture(scope="module")
 def ro_store(e2e_root: Path, minilm_store: str) -> Iterator[str]:
     """The store behind a read-only bind mount; yields the mount point (the storeDir)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip(reason=MOUNT_SKIP)
     mnt = e2e_root / "ro-store"
     mnt.mkdir()
-    store_dir = os.path.dirname(minilm_store)
-    bind = subprocess.run(["mount", "--bind", store_dir, str(mnt)], capture_output=True,
-                          text=True)
-    if bind.returncode != 0:
-        pytest.skip(reason=f"{MOUNT_SKIP} ({bind.stderr.strip()})")
-    try:
-        ro = subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], capture_output=True,
-                            text=True)
-        if ro.returncode != 0:
-            pytest.skip(reason=f"{MOUNT_SKIP} (remount,ro: {ro.stderr.strip()})")
+    with read_only_bind(os.path.dirname(minilm_store), mnt, MOUNT_SKIP):
         # Read-only for root too: the kernel refuses writes (EROFS), permission bits aside.
-        assert os.statvfs(mnt).f_flag & os.ST_RDONLY, f"{mnt} is not mounted read-only"
         assert not os.access(mnt / os.path.basename(minilm_store), os.W_OK)
         yield str(mnt)
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(mnt)], check=True)
 
 
 @pytest.fixture(scope="module")
