@@ -379,13 +379,17 @@ def _activate(args: argparse.Namespace, environ: Mapping[str, str], log: object)
             log.warning(f"could not write the receipt of this run in {directory}: "  # type: ignore[attr-defined]
                         f"{exc.strerror or exc}; the next activation takes the full path "
                         "(free space in the state dir to make repeat runs quick again)")
-    _emit(outcome.env, args.format, args.env_file)
-    if outcome.state_error:
+    env, state_error, partial = outcome.env, outcome.state_error, bool(result.problems)
+    # The plan, its records and the request are megabytes at 10,000 models: they go
+    # before the environment is rendered (the run's last large allocation).
+    del outcome, result, request
+    _emit(env, args.format, args.env_file)
+    if state_error:
         # Every link is in place and the state saved before the changes owns them all;
         # the environment is printed, but the run says the state is behind.
-        log.error(outcome.state_error)  # type: ignore[attr-defined]
+        log.error(state_error)  # type: ignore[attr-defined]
         return EXIT_ENVIRONMENT
-    return EXIT_PARTIAL if result.problems else EXIT_OK
+    return EXIT_PARTIAL if partial else EXIT_OK
 
 
 class _ReceiptRows:
