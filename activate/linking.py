@@ -97,6 +97,9 @@ class Action:
     #: For ``ref``: the modification time (ns, as text) the written file is given, which
     #: marks it as ours (:attr:`Record.stamp`).
     stamp: str | None = None
+    #: For ``tree``: our links into ``stale`` store paths are replaced where ``value`` has
+    #: the file and otherwise kept (a ref we did not write names the commit).
+    keep_stale: bool = False
 
     def describe(self) -> str:
         return f"{self.op} {self.path}" + (f" -> {self.value}" if self.value else "")
@@ -245,6 +248,14 @@ class _FolderPlan:
         if "tree" in rec.forms() and self.fs.lstat(rec.path).kind == "dir":
             wanted = {r.value for _, r in self.others_at.get(rec.path, ())}
             stale = tuple(sorted(v for v in {rec.value, *rec.owned} if v and v not in wanted))
+            if stale and (holder := self.foreign_holder_of(rec.path, rec.named_before)):
+                # Our links stay ours (and this record with them) while a ref none of
+                # this state dir's profiles wrote names the commit: see :meth:`tree`.
+                self.out.notes.append(f"keeping the links of {rec.path} into "
+                                      f"{', '.join(stale)}: {holder} (not written by this "
+                                      "state dir) names this revision")
+                self.records[rec.path] = rec
+                return
             if stale:
                 # Every store path the others want is filled in, ours included when one
                 # of them wants it too: a file of it may have been served by a link into
@@ -599,11 +610,53 @@ class _FolderPlan:
             # Our whole link of this commit becomes a directory (two steps).
             self.actions.append(Action("unlink", rel, expect=_entry_value(entry)))
         stale = self.tree_values(rec, target) if rec else ()
+        holder = self.foreign_holder_of(rel, named_before) if stale else None
+        if holder:
+            # A file set change while a ref none of this state dir's profiles wrote names
+            # the commit: whoever wrote it (a profile of another state dir, a download)
+            # may be served by our links into the stale store paths. Those of files the
+            # new store path has are replaced; the others stay (still ours) until no such
+            # ref names the commit.
+            self.out.notes.append(f"keeping the links of {self.full(rel)} into "
+                                  f"{', '.join(stale)}: {holder} (not written by this "
+                                  "state dir) names this revision")
+            if our_link or entry.kind != "dir" or not self.linked_exactly(rel, target):
+                self.actions.append(Action("tree", rel, target, stale=stale, keep_stale=True))
+            self.records[rel] = Record(rel, "tree", target, created=True, owned=stale,
+                                       named_before=named_before)
+            return True
         if our_link or stale or entry.kind != "dir" or not self.tree_in_place(rel, target):
             self.actions.append(Action("tree", rel, target, stale=stale,
                                        fill=self.tree_fill(rel, target)))
         self.records[rel] = Record(rel, "tree", target, created=True, named_before=named_before)
         return True
+
+    def foreign_holder_of(self, rel: str, named_before: tuple[str, ...]) -> str | None:
+        """A ref on disk naming the commit of our partial snapshot ``rel`` that no profile
+        of this state dir wrote and that did not name it before we made it (``named_before``):
+        written since by a profile of another state dir or the user's download, either of
+        which may rely on the files our links serve there. None when there is none."""
+        commit = rel.rsplit("/", 1)[1]
+        for path, value in sorted(self.disk_refs.items()):
+            if value != commit or path in named_before:
+                continue
+            mine = self.old.get(path)
+            if mine is not None and mine.kind == "ref" and mine.owns(value):
+                continue
+            if any(r.kind == "ref" and r.owns(value) for _, r in self.others_at.get(path, ())):
+                continue
+            return path.split("/", 1)[1]
+        return None
+
+    def linked_exactly(self, rel: str, target: str) -> bool:
+        """True when every file of ``target`` is our link into ``target`` in ``rel`` (not a
+        link into another store path that happens to serve it)."""
+        try:
+            files = treemod.store_files(target)
+        except OSError:
+            return False
+        return all(self.fs.lstat(f"{rel}/{f}").target == link
+                   for f, _blob, link in treemod.entries(target, files))
 
     def tree_in_place(self, rel: str, target: str) -> bool:
         """True when the tree ``rel`` serves every file of ``target``."""
@@ -951,8 +1004,11 @@ class _FolderPlan:
             elif not ours:
                 if entry.kind != "missing":
                     notes.append(f"not touching {rec.path}: it changed since model-repo made it")
-            elif tree_ours and untree.fill:
-                # Other profiles' files stay served; the folder is theirs now.
+            elif tree_ours and untree.fill and not self.foreign_holder_of(rec.path,
+                                                                          rec.named_before):
+                # Other profiles' files stay served; the folder is theirs now. (While a
+                # ref none of this state dir's profiles wrote names it, our links stay:
+                # the holders below.)
                 actions.append(untree)
             elif kept:
                 notes.append(f"keeping {rec.path}: {kept} names it")
@@ -1123,7 +1179,7 @@ def _apply_one(fs: HubFS, act: Action) -> None:
     elif op == "unprivate":
         fs.remove_private(act.path)
     elif op == "tree":
-        _make_tree(fs, act.path, act.value or "", act.stale)
+        _make_tree(fs, act.path, act.value or "", act.stale, keep_stale=act.keep_stale)
         _fill(fs, act.path, act.fill)
     elif op == "trim":
         _remove_tree(fs, act.path, act.stale, keep=act.value)
@@ -1138,10 +1194,11 @@ def _apply_one(fs: HubFS, act: Action) -> None:
 
 
 def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...],
-               only_missing: bool = False) -> None:
+               only_missing: bool = False, keep_stale: bool = False) -> None:
     """Make (or complete) the partial snapshot ``rel`` of ``target``: each file of it not
     yet served there is linked (a file another profile's link or a download already
-    serves is left as it is); then drop our links to the ``stale`` store paths.
+    serves is left as it is; our link into a ``stale`` store path is replaced); then drop
+    our other links to the ``stale`` store paths, unless ``keep_stale``.
     Something foreign where a link belongs (and serving nothing): Changed.
     ``only_missing``: add links only where nothing is (filling in for another profile)."""
     folder = rel.split("/", 1)[0]
@@ -1184,7 +1241,7 @@ def _make_tree(fs: HubFS, rel: str, target: str, stale: tuple[str, ...],
             fs.create_symlink(file_rel, link)
         elif old_blob is not None:
             fs.replace_symlink(file_rel, link, expect=("link", entry.target))
-    if stale:
+    if stale and not keep_stale:
         _remove_tree(fs, rel, stale, keep=target)
 
 

@@ -75,6 +75,12 @@ def random_manifest(rng: random.Random, profile: str, paths: dict[str, str]) -> 
             continue
 
 
+def _models(data: dict) -> list:
+    """A manifest's models in short: (repo id, commit's first letter, store path, refs)."""
+    return sorted((m["repoId"], m["revision"][:1], m["path"][-2:], m["refs"])
+                  for m in data["models"].values())
+
+
 def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[str, int]) -> None:
     root = Path(tempfile.mkdtemp(prefix="model-repo-campaign-"))
     hub = root / "hub"
@@ -103,7 +109,8 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
                 if MEMBER is not None and 0.2 <= step < 0.35:  # another user of the group
                     at, pick, kind = rng.randint(-1, 30), rng.randrange(10 ** 6), rng.choice(TRICKS)
                     code, done = member_trick(root, victims, data, state, at, pick, kind)
-                    log.append(f"member {kind} at {at} (pick {pick}) in {profile}'s run -> {code}")
+                    log.append(f"member {kind} at {at} (pick {pick}) in {profile}'s run of "
+                               f"{_models(data)} -> {code}{'' if done else ' (no trick)'}")
                     counts["member tricks"] += done
                     meddled = meddled or done
                     update_claims(claims, profile, state, data, code)
@@ -131,7 +138,8 @@ def sequence(rng: random.Random, runs: int, paths: dict[str, str], counts: dict[
 
                 during = (rng.randint(0, 30), download)
             code = run(root, data, kill_at=kill, during=during, profile_state=state)
-            log.append(f"{data['profile']} {sorted((m['repoId'], m['revision'][:1], m['path'][-2:], m['refs']) for m in data['models'].values())} kill={kill} race={during and during[0]} -> {code}")
+            log.append(f"{data['profile']} {_models(data)} kill={kill} "
+                       f"race={during and during[0]} -> {code}")
             assert code in (0, 1, KILLED), f"exit {code}\n" + "\n".join(log)
             counts["runs"] += 1
             counts["killed"] += code == KILLED

@@ -506,6 +506,71 @@ def test_a_partial_snapshot_a_profile_of_another_state_dir_relies_on_stays_while
     assert shape(tmp_path / "hub") == original
 
 
+def test_a_file_set_change_keeps_the_files_a_profile_of_another_state_dir_relies_on(
+        tmp_path: Path, paths: dict) -> None:
+    """devenv makes the partial snapshot of one commit (q1); root's profile (another state
+    dir, whose wants devenv cannot see) finds all its files served there and takes
+    refs/main. devenv then changes its file set (q2): its links into q1 stay while a ref
+    it did not write names the commit (root's model still opens), and go on the first run
+    after that ref is gone. Once both drop, the cache is the user's."""
+    from conftest import assert_serves
+
+    from activate.tree import store_files
+
+    dv = lambda p: manifest({"x": model(paths[p], repo_id="org/x", revision=COMMIT_E,  # noqa: E731
+                                        partial=True, refs=["v1"])}, profile="devenv:/p")
+    root = manifest({"x": model(paths["q1"], repo_id="org/x", revision=COMMIT_E, partial=True)},
+                    profile="root")
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    snap = tmp_path / f"hub/models--org--x/snapshots/{COMMIT_E}"
+    assert run(tmp_path, dv("q1")) == 0
+    assert run(tmp_path, root, profile_state="state-root") == 0
+    assert (tmp_path / "hub/models--org--x/refs/main").read_text() == COMMIT_E
+    assert run(tmp_path, dv("q2")) == 0
+    for f in ("config.json", "sub/tokenizer.json"):  # root's model: every file opens
+        assert (snap / f).is_file(), f
+    assert (snap / "extra.txt").is_file()  # devenv's new file
+    invariants(tmp_path / "hub")
+    assert run(tmp_path, manifest({}, profile="root"), profile_state="state-root") == 0
+    assert (snap / "sub/tokenizer.json").is_file()  # devenv has not run since
+    assert run(tmp_path, dv("q2")) == 0
+    assert not os.path.lexists(snap / "sub")  # no ref relies on q1 now: its links went
+    assert_serves(snap, paths["q2"])
+    assert sorted(store_files(str(snap))) == ["config.json", "extra.txt"]
+    assert run(tmp_path, manifest({}, profile="devenv:/p")) == 0
+    assert shape(tmp_path / "hub") == original
+
+
+@pytest.mark.parametrize("hm_too", [False, True], ids=["last-drop", "shared-drop"])
+def test_a_drop_keeps_the_files_a_profile_of_another_state_dir_relies_on(
+        tmp_path: Path, paths: dict, hm_too: bool) -> None:
+    """As above, when devenv drops the model: alone, or while home-manager (same state
+    dir) still wants the snapshot with another file set. devenv's links stay while root's
+    ref names the commit, and go on devenv's first run after it is gone."""
+    x = lambda p, refs, who: manifest(  # noqa: E731
+        {"x": model(paths[p], repo_id="org/x", revision=COMMIT_E, partial=True, refs=refs)},
+        profile=who)
+    user_download(tmp_path / "hub")
+    original = shape(tmp_path / "hub")
+    snap = tmp_path / f"hub/models--org--x/snapshots/{COMMIT_E}"
+    assert run(tmp_path, x("q1", ["v1"], "devenv:/p")) == 0
+    if hm_too:
+        assert run(tmp_path, x("q2", ["pr/1"], "hm")) == 0
+    assert run(tmp_path, x("q1", ["main"], "root"), profile_state="state-root") == 0
+    assert run(tmp_path, manifest({}, profile="devenv:/p")) == 0
+    for f in ("config.json", "sub/tokenizer.json"):  # root's model: every file opens
+        assert (snap / f).is_file(), f
+    invariants(tmp_path / "hub")
+    assert run(tmp_path, manifest({}, profile="root"), profile_state="state-root") == 0
+    assert run(tmp_path, manifest({}, profile="devenv:/p")) == 0
+    assert not os.path.lexists(snap / "sub")
+    if hm_too:
+        assert (snap / "extra.txt").is_file()
+        assert run(tmp_path, manifest({}, profile="hm")) == 0
+    assert shape(tmp_path / "hub") == original
+
+
 def test_two_profiles_sharing_a_ref_give_it_back_whoever_drops_last(ws: Workspace, paths: dict) -> None:
     user_download(ws.hub)
     original = shape(ws.hub)
