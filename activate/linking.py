@@ -773,12 +773,32 @@ class _FolderPlan:
         holder>/<ref>``) held when this run read the refs: of any state dir, or with
         ``foreign`` only those no profile of this state dir records (another state dir's,
         whose records we cannot read)."""
+        return {self.disk_refs[p] for p in self.kept_paths_of_others(ref, foreign=foreign)}
+
+    def kept_paths_of_others(self, ref: str, *, foreign: bool = False) -> list[str]:
+        """The paths of the kept refs :meth:`kept_by_others` reads."""
         base = f"{self.folder}/refs/{KEPT_REFS}/"
-        return {v for p, v in self.disk_refs.items()
+        return [p for p in self.disk_refs
                 if p.startswith(base) and p.endswith("/" + ref)
                 and p.count("/") == base.count("/") + 1 + ref.count("/")
                 and not p.startswith(f"{base}{self.holder}/")
-                and not (foreign and any(r.kind == "ref" for _, r in self.others_at.get(p, ())))}
+                and not (foreign and any(r.kind == "ref" for _, r in self.others_at.get(p, ())))]
+
+    def kept_last_by_us(self, ref: str, others: list[str]) -> bool:
+        """True when our kept ref for ``ref`` was put in place after each of the kept refs
+        ``others`` (their change times, set by the kernel when a file is renamed into
+        place; the modification time is our random stamp): what it holds is the newer
+        word on the user's value. False when ours is missing or any time is unreadable."""
+        ours = f"{self.folder}/refs/{KEPT_REFS}/{self.holder}/{ref}"
+        times = []
+        for rel in (ours, *others):
+            parent, _, name = rel.rpartition("/")
+            try:
+                st = os.stat(name, dir_fd=self.fs.dir_fd(parent), follow_symlinks=False)
+            except (OSError, Blocked):
+                return False
+            times.append(st.st_ctime_ns)
+        return all(times[0] > t for t in times[1:])
 
     def kept_elsewhere(self, rel: str) -> str | None:
         """For the missing ref ``rel``: the user's revision a profile of another state
@@ -916,16 +936,20 @@ class _FolderPlan:
         rm <commit>`, ``delete_revisions``: huggingface_hub removes the refs naming what it
         deletes), so their value is still to be given back, unless their own revision
         went too (then huggingface_hub would have removed their ref as well), the
-        folder the ref lives in is gone (the whole repo removed), or another holder keeps
-        a revision named for it (:meth:`kept_by_others`: that profile gives it back)."""
+        folder the ref lives in is gone (the whole repo removed), or a holder of another
+        state dir keeps a revision named for it in a kept ref newer than ours
+        (:meth:`kept_last_by_us`: that profile gives it back)."""
         if not (rec.created and rec.previous and current is None
                 and self.fs.lstat(rec.path).kind == "missing"):
             return False
         if self.fs.lstat(rec.path.rsplit("/", 1)[0]).kind != "dir":
             return False
-        if self.kept_by_others(rec.path[len(self.folder) + len("/refs/"):], foreign=True):
+        ref = rec.path[len(self.folder) + len("/refs/"):]
+        others = self.kept_paths_of_others(ref, foreign=True)
+        if others and not self.kept_last_by_us(ref, others):
             # A profile of another state dir took the ref after us (our claim may be
-            # stale: the user may have moved it meanwhile): it gives theirs back.
+            # stale: the user may have moved it meanwhile): it gives theirs back. One
+            # whose kept ref is older than ours took it before us: ours is newer.
             return False
         return not rec.previous_held or self.fs.lstat(
             f"{self.folder}/snapshots/{rec.previous}").kind != "missing"

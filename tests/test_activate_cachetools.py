@@ -456,3 +456,39 @@ def test_a_stale_kept_ref_of_this_state_dir_does_not_stop_the_give_back(tmp_path
     assert run(root, manifest({}, profile="hm")) == 0
     assert (root / "hub/models--org--x/refs/main").read_text() == newer
     assert [p.name for p in (root / "hub/models--org--x/refs").iterdir()] == ["main"]
+
+
+def test_an_older_kept_ref_of_another_state_dir_does_not_stop_the_give_back(
+        tmp_path: Path) -> None:
+    """(Found by the campaign, seed 23 sequence 43.) root (its own state dir) took the
+    user's refs/main and keeps their revision named; the user deletes root's revision
+    (refs/main goes with it) and downloads again; devenv (another state dir) takes the
+    new refs/main; the user deletes devenv's revision too and devenv drops the model.
+    refs/main must come back at the user's newer download: root's kept ref, written
+    before devenv's, holds an older value and is not a reason to leave the give-back to
+    root. root's drop then changes nothing of the user's."""
+    from test_activate_faults import run
+    from test_activate_faults import user_download as plain_download
+
+    from conftest import nix_store_add
+
+    src = tmp_path / "model-s"
+    src.mkdir()
+    (src / "config.json").write_text('{"n": 5}')
+    store = nix_store_add(src)
+    newer = "1" * 40
+    root = tmp_path / "c"
+    plain_download(root / "hub")
+    assert run(root, manifest({"x": model(store, repo_id="org/x", revision=COMMIT_A)},
+                              profile="root"), profile_state="state-root") == 0
+    delete_revisions(root / "hub", COMMIT_A)
+    plain_download(root / "hub", commit=newer)
+    dv = manifest({"x": model(store, repo_id="org/x", revision=COMMIT_B)}, profile="devenv:/p")
+    assert run(root, dv) == 0
+    delete_revisions(root / "hub", COMMIT_B)
+    assert not (root / "hub/models--org--x/refs/main").exists()
+    assert run(root, manifest({}, profile="devenv:/p")) == 0
+    assert (root / "hub/models--org--x/refs/main").read_text() == newer
+    assert run(root, manifest({}, profile="root"), profile_state="state-root") == 0
+    assert (root / "hub/models--org--x/refs/main").read_text() == newer
+    assert [p.name for p in (root / "hub/models--org--x/refs").iterdir()] == ["main"]
