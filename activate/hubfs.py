@@ -373,11 +373,13 @@ class HubFS:
     def close(self) -> None:
         """:meth:`forget` and :meth:`drop_private`, and close the hub dir if this object
         opened it."""
-        self.drop_private()
-        self.forget()
-        if self._own_root and self._root is not None:
-            self._root.close()
-            self._root = None
+        try:
+            self.drop_private()
+        finally:
+            self.forget()
+            if self._own_root and self._root is not None:
+                self._root.close()
+                self._root = None
 
     # -- writing ----------------------------------------------------------------
 

@@ -1177,8 +1177,10 @@ def apply(fs: HubFS, actions: Iterable[Action],
                 failed.append((act, err))
                 broken.add(folder)
     finally:
-        fs.drop_private()
-        fs.forget()
+        try:
+            fs.drop_private()
+        finally:
+            fs.forget()
     return failed
 
 

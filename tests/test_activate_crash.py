@@ -60,6 +60,7 @@ def _run(root: Path, data: dict, fault_at: int | None = None) -> int:
         original_save(p, st)  # type: ignore[arg-type]
 
     activation._save_state = save  # type: ignore[assignment]
+    fds = _open_fds()
     try:
         run_activate(
             request_of(validate_manifest(data)), hub_dir=str(root / "hub"), explicit_hub=True,
@@ -68,7 +69,16 @@ def _run(root: Path, data: dict, fault_at: int | None = None) -> int:
         )
     finally:
         activation._save_state = original_save  # type: ignore[assignment]
+        # A run stopped anywhere (its cleanup stopped too) leaves no descriptor open: a
+        # long-lived caller would run out of them.
+        leaked = _open_fds() - fds
+        assert not leaked, f"descriptors left open: {sorted(leaked)}"
     return count[0]
+
+
+def _open_fds() -> set[str]:
+    """This process's open descriptors (Linux's /proc/self/fd, else /dev/fd)."""
+    return set(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
 
 
 def _invariants(hub: Path) -> None:
