@@ -309,11 +309,9 @@ def load_others(directory: str, hub_dir: str, profile: str,
                 if state.hub_dir == hub_dir and state.profile != profile]
     out = []
     own = state_file(directory, hub_dir, profile)
-    for path, summary, state in summaries(
+    for path, _, state in summaries(
             directory, problems, aside=aside, update_index=update_index, skip=own,
-            relevant=lambda p, h: h == hub_dir and p != profile):
-        if folders.isdisjoint(summary.folders):
-            continue
+            relevant=lambda p, h: h == hub_dir and p != profile, folders=folders):
         if state is None:
             state = _read_noting(path, problems, aside)
             if state is None or state.hub_dir != hub_dir or state.profile == profile:
@@ -341,6 +339,7 @@ class Summary:
 def summaries(directory: str, problems: list[CorruptState] | None = None, *,
               aside: bool = True, update_index: bool = False, skip: str | None = None,
               relevant: Callable[[str, str], bool] | None = None,
+              folders: set[str] | None = None,
               ) -> list[tuple[str, Summary, State | None]]:
     """``(file path, summary, state or None)`` of every readable state in ``directory``.
 
@@ -357,57 +356,93 @@ def summaries(directory: str, problems: list[CorruptState] | None = None, *,
     nothing writes nothing). ``relevant(profile, hub dir)``: the states a caller needs;
     a file whose index entry names another (profile, hub dir) is passed over without even
     a ``stat`` (a state file's name is a hash of its hub dir and profile, so these never
-    change under one name; only its records do)."""
+    change under one name; only its records do). ``folders``: only the states with a
+    record in one of these repo folders are returned (an up-to-date index entry says so
+    without building its summary)."""
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(n for n in os.listdir(directory)
+                       if n.endswith(".json") and not n.startswith("receipt-"))
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise UnreadableStateDir(directory, exc.strerror or str(exc)) from None
+    try:
+        return _summaries(directory, dfd, names, problems, aside=aside,
+                          update_index=update_index, skip=skip, relevant=relevant,
+                          folders=folders)
+    finally:
+        os.close(dfd)
+
+
+def _summaries(directory: str, dfd: int, names: list[str],
+               problems: list[CorruptState] | None, *, aside: bool, update_index: bool,
+               skip: str | None, relevant: Callable[[str, str], bool] | None,
+               folders: set[str] | None) -> list[tuple[str, Summary, State | None]]:
+    """:func:`summaries` of the state files ``names`` of ``directory`` (open as ``dfd``:
+    each file is looked at with one ``fstatat``, no walk of the path)."""
     index_path = os.path.join(directory, INDEX_NAME)
     index = _read_index(index_path)
     fresh: dict[str, list[object]] = {}
+    changed = False
+    skip_name = os.path.basename(skip) if skip and os.path.dirname(skip) == directory else None
     out: list[tuple[str, Summary, State | None]] = []
     for name in names:
-        if not name.endswith(".json") or name.startswith("receipt-"):
-            continue
-        path = os.path.join(directory, name)
-        if path == skip:
-            if name in index:
-                fresh[name] = index[name]
-            continue
         entry = index.get(name)
-        summary = _summary(entry) if entry is not None else None
-        if relevant is not None and summary is not None \
-                and not relevant(summary.profile, summary.hub_dir):
+        if name == skip_name:
+            if entry is not None:
+                fresh[name] = entry
+            continue
+        if relevant is not None and _passed_over(entry, relevant):
             fresh[name] = entry  # type: ignore[assignment]
             continue
         try:
-            st = os.stat(path)
+            st = os.stat(name, dir_fd=dfd)
         except OSError:
             continue
         sig: list[object] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         state = None
-        if summary is not None and entry[:4] != sig:  # type: ignore[index]
-            summary = None
+        summary = None
+        if entry is not None and entry[:4] == sig:  # type: ignore[index]
+            if folders is not None and type(entry) is list and len(entry) == 8 \
+                    and type(entry[7]) is list and folders.isdisjoint(entry[7]):
+                fresh[name] = entry  # up to date, and no record in the folders asked for
+                continue
+            summary = _summary(entry)
+        path = os.path.join(directory, name)
         if summary is None:
             state = _read_noting(path, problems, aside)
             if state is None:
+                changed = changed or name in index
                 continue
             summary = Summary(state.profile, state.hub_dir, state.hub_id, tuple(sorted(
                 {r.path.split("/", 1)[0] for r in state.records})))
             entry = [*sig, summary.profile, summary.hub_dir,
                      list(summary.hub_id) if summary.hub_id else None, list(summary.folders)]
+            changed = True
         fresh[name] = entry  # type: ignore[assignment]
-        if relevant is None or relevant(summary.profile, summary.hub_dir):
+        if (relevant is None or relevant(summary.profile, summary.hub_dir)) and (
+                folders is None or not folders.isdisjoint(summary.folders)):
             out.append((path, summary, state))
-    if update_index and fresh != index:
+    changed = changed or len(fresh) != len(index)
+    if update_index and changed:
         try:
             write_if_changed(index_path, [json.dumps(
                 {"version": _INDEX_VERSION, "states": fresh}, separators=(",", ":")).encode()])
         except OSError:
             pass  # a cache: the next run reads the states again
     return out
+
+
+def _passed_over(entry: object, relevant: Callable[[str, str], bool]) -> bool:
+    """True when the index ``entry`` names a (profile, hub dir) that ``relevant`` does not
+    want: a state file's name is a hash of those two, so they never change under one
+    name, and the file needs no ``stat``."""
+    try:
+        profile, hub_dir = entry[4], entry[5]  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
+        return False
+    return isinstance(profile, str) and isinstance(hub_dir, str) and not relevant(profile, hub_dir)
 
 
 def drop_index_if_alone(directory: str) -> None:
