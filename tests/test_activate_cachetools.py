@@ -425,63 +425,38 @@ def test_a_give_back_raced_by_a_download_leaves_no_kept_ref_in_the_way(tmp_path:
         assert [p.name for p in (root / "hub/models--org--x/refs").iterdir()] == ["main"]
 
 
-def test_a_stale_kept_ref_of_this_state_dir_does_not_stop_the_give_back(tmp_path: Path) -> None:
-    """(Found by the campaign, seed 15 sequence 71.) home-manager took the user's
-    refs/main and keeps their revision named; the user downloads again (refs/main moves:
-    home-manager's claim is dead, its kept ref stale until it runs); devenv, of the same
-    state dir, takes refs/main; the user deletes devenv's revision (refs/main goes with
-    it) and devenv drops the model. refs/main must come back at the user's newer
-    download: a stale kept ref of this state dir (whose records we read) is not a profile
-    of another state dir to leave the give-back to."""
-    from test_activate_faults import run
-    from test_activate_faults import user_download as plain_download
-
+def _one_file_model(tmp_path: Path) -> tuple[str, Path]:
+    """A store path of one config.json, and the root (``<tmp>/c``) of a cache to test."""
     from conftest import nix_store_add
 
     src = tmp_path / "model-s"
     src.mkdir()
     (src / "config.json").write_text('{"n": 5}')
-    store = nix_store_add(src)
-    newer = "1" * 40
-    root = tmp_path / "c"
-    plain_download(root / "hub")
-    assert run(root, manifest({"x": model(store, repo_id="org/x")}, profile="hm")) == 0
-    plain_download(root / "hub", commit=newer)
-    dv = manifest({"x": model(store, repo_id="org/x", revision=COMMIT_B)}, profile="devenv:/p")
-    assert run(root, dv) == 0
-    delete_revisions(root / "hub", COMMIT_B)
-    assert not (root / "hub/models--org--x/refs/main").exists()
-    assert run(root, manifest({}, profile="devenv:/p")) == 0
-    assert (root / "hub/models--org--x/refs/main").read_text() == newer
-    assert run(root, manifest({}, profile="hm")) == 0
-    assert (root / "hub/models--org--x/refs/main").read_text() == newer
-    assert [p.name for p in (root / "hub/models--org--x/refs").iterdir()] == ["main"]
+    return nix_store_add(src), tmp_path / "c"
 
 
-def test_an_older_kept_ref_of_another_state_dir_does_not_stop_the_give_back(
-        tmp_path: Path) -> None:
-    """(Found by the campaign, seed 23 sequence 43.) root (its own state dir) took the
-    user's refs/main and keeps their revision named; the user deletes root's revision
-    (refs/main goes with it) and downloads again; devenv (another state dir) takes the
-    new refs/main; the user deletes devenv's revision too and devenv drops the model.
-    refs/main must come back at the user's newer download: root's kept ref, written
-    before devenv's, holds an older value and is not a reason to leave the give-back to
-    root. root's drop then changes nothing of the user's."""
+@pytest.mark.parametrize("first", ["hm", "root"], ids=["same-state-dir", "other-state-dir"])
+def test_an_older_kept_ref_does_not_stop_the_give_back(tmp_path: Path, first: str) -> None:
+    """A first profile took the user's refs/main and keeps their revision named; the user
+    downloads again (for root, of its own state dir: after deleting root's revision,
+    refs/main going with it); devenv takes the new refs/main; the user deletes devenv's
+    revision (refs/main goes with it) and devenv drops the model. refs/main must come
+    back at the user's newer download, and the first profile's drop then changes nothing
+    of the user's. hm (found by the campaign, seed 15 sequence 71): a stale kept ref of
+    this state dir, whose records we read, is not a profile of another state dir to
+    leave the give-back to. root (seed 23 sequence 43): a kept ref of another state dir
+    written before ours holds an older value."""
     from test_activate_faults import run
     from test_activate_faults import user_download as plain_download
 
-    from conftest import nix_store_add
-
-    src = tmp_path / "model-s"
-    src.mkdir()
-    (src / "config.json").write_text('{"n": 5}')
-    store = nix_store_add(src)
+    store, root = _one_file_model(tmp_path)
     newer = "1" * 40
-    root = tmp_path / "c"
+    state = "state-root" if first == "root" else "state"
     plain_download(root / "hub")
     assert run(root, manifest({"x": model(store, repo_id="org/x", revision=COMMIT_A)},
-                              profile="root"), profile_state="state-root") == 0
-    delete_revisions(root / "hub", COMMIT_A)
+                              profile=first), profile_state=state) == 0
+    if first == "root":
+        delete_revisions(root / "hub", COMMIT_A)
     plain_download(root / "hub", commit=newer)
     dv = manifest({"x": model(store, repo_id="org/x", revision=COMMIT_B)}, profile="devenv:/p")
     assert run(root, dv) == 0
@@ -489,6 +464,6 @@ def test_an_older_kept_ref_of_another_state_dir_does_not_stop_the_give_back(
     assert not (root / "hub/models--org--x/refs/main").exists()
     assert run(root, manifest({}, profile="devenv:/p")) == 0
     assert (root / "hub/models--org--x/refs/main").read_text() == newer
-    assert run(root, manifest({}, profile="root"), profile_state="state-root") == 0
+    assert run(root, manifest({}, profile=first), profile_state=state) == 0
     assert (root / "hub/models--org--x/refs/main").read_text() == newer
     assert [p.name for p in (root / "hub/models--org--x/refs").iterdir()] == ["main"]
