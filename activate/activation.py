@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from . import state as statemod
 from .envout import environment
-from .hubfs import Changed, HubFS, HubRoot, UnsafePath, open_hub
+from .hubfs import LOCKS_DIR, Changed, HubFS, HubRoot, UnsafePath, open_hub
 from .linking import Action, Plan, Problem, Want, apply, kept_holder, plan, stamp_refs
 from .log import Log
 from .noop import remove_receipts
@@ -676,7 +676,7 @@ class _hub_lock:
         self.timeout = timeout
         self.log = log
         self.root = root
-        self.locks_dir = os.path.join(root.path, ".locks")
+        self.locks_dir = os.path.join(root.path, LOCKS_DIR)
         self.path = os.path.join(self.locks_dir, LOCK_NAME)
         self._fd: int | None = None
         self.dir_fd: int | None = None
@@ -717,11 +717,11 @@ class _hub_lock:
         created = False
         for _ in range(10):
             try:
-                dfd = os.open(".locks", _LOCK_DIR_FLAGS, dir_fd=hub_fd)
+                dfd = os.open(LOCKS_DIR, _LOCK_DIR_FLAGS, dir_fd=hub_fd)
                 break
             except FileNotFoundError:
                 try:
-                    os.mkdir(".locks", 0o777, dir_fd=hub_fd)
+                    os.mkdir(LOCKS_DIR, 0o777, dir_fd=hub_fd)
                     created = True
                 except FileExistsError:
                     pass

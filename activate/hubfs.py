@@ -22,15 +22,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 #: Prefix of the temporary names the activator creates (its private folder in
-#: :data:`PRIVATE_PARENT`, and the entries in it); a folder so named that is this user's
+#: :data:`LOCKS_DIR`, and the entries in it); a folder so named that is this user's
 #: is a stopped run's leftover, removed by the next run.
 TEMP_PREFIX = ".model-repo-tmp-"
 
-#: Where a run's private folder of temporary names is made: huggingface_hub's lock folder
-#: (``<hub>/.locks``, which ``scan_cache_dir`` skips; our lock file is there too), so
-#: one folder serves every repo folder (a rename or hard link works across folders of
-#: one filesystem).
-PRIVATE_PARENT = ".locks"
+#: huggingface_hub's lock folder in the hub dir (constants: ``<HF_HUB_CACHE>/.locks``,
+#: which ``scan_cache_dir`` skips). Our lock file is there, and a run's private folder
+#: of temporary names is made there, so one folder serves every repo folder (a rename or
+#: hard link works across folders of one filesystem).
+LOCKS_DIR = ".locks"
 
 #: errno values of ``link`` on filesystems that have no hard links.
 _NO_HARDLINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
@@ -239,7 +239,7 @@ class HubFS:
         """``root``: the hub dir opened once (:func:`open_hub`), owned by the caller; every
         operation is relative to it. Without it the hub dir is opened on first use with
         :func:`open_hub` (and closed by :meth:`close`). ``private_parent``: a descriptor
-        of :data:`PRIVATE_PARENT` the caller holds (the lock's, opened with the lock
+        of :data:`LOCKS_DIR` the caller holds (the lock's, opened with the lock
         file: then a later swap of that name cannot stop the run's writes), owned by the
         caller; without it the folder is opened by name when first needed."""
         self.hub_dir = hub_dir
@@ -311,12 +311,12 @@ class HubFS:
         ``_Missing`` when one does not exist. Descriptors are kept (owned by this
         object) until :meth:`forget`; the planner and :func:`~activate.linking.apply`
         call it after each repo folder, so a folder's entries cost one open per
-        directory. :data:`PRIVATE_PARENT` is the caller's ``private_parent`` when given.
+        directory. :data:`LOCKS_DIR` is the caller's ``private_parent`` when given.
         """
         fd = self._fds.get(rel)
         if fd is not None:
             return fd
-        if rel == PRIVATE_PARENT and self._private_parent is not None:
+        if rel == LOCKS_DIR and self._private_parent is not None:
             return self._private_parent
         for missing in self._missing:
             if rel == missing or rel.startswith(missing + "/"):
@@ -363,7 +363,7 @@ class HubFS:
             pfd = self._private_parent_fd()
             found = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             if (found.st_dev, found.st_ino) == (own.st_dev, own.st_ino):
-                self._hook(f"rmdir {PRIVATE_PARENT}/{name}")
+                self._hook(f"rmdir {LOCKS_DIR}/{name}")
                 os.rmdir(name, dir_fd=pfd)
         except (OSError, Blocked):
             pass  # moved, not empty or hidden: the next run's planner removes it
@@ -514,7 +514,7 @@ class HubFS:
 
     def _private(self) -> int:
         """The descriptor of this run's private folder (made on first use in
-        :data:`PRIVATE_PARENT`, itself made when missing: ``.model-repo-tmp-…``, mode
+        :data:`LOCKS_DIR`, itself made when missing: ``.model-repo-tmp-…``, mode
         0700, removed by :meth:`drop_private`), where temporary entries are made before
         they are renamed (or linked) into place relative to it: another user who may
         write the folder around it (a group cache) can rename it but not change what is
@@ -523,7 +523,7 @@ class HubFS:
             return self._private_dir[0]
         pfd = self._private_parent_fd(create=True)
         name = self._temp_name()
-        self._hook(f"mkdir {PRIVATE_PARENT}/{name}")
+        self._hook(f"mkdir {LOCKS_DIR}/{name}")
         os.mkdir(name, 0o700, dir_fd=pfd)
         fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
         self._private_dir = (fd, name)
@@ -531,12 +531,12 @@ class HubFS:
 
     def _private_parent_fd(self, create: bool = False) -> int:
         try:
-            return self.dir_fd(PRIVATE_PARENT)
+            return self.dir_fd(LOCKS_DIR)
         except _Missing:
             if not create:
                 raise
-        self.mkdir(PRIVATE_PARENT)
-        return self.dir_fd(PRIVATE_PARENT)
+        self.mkdir(LOCKS_DIR)
+        return self.dir_fd(LOCKS_DIR)
 
     def _atomic(self, rel: str, make: Callable[[int, str], None],
                 expect: tuple[str, str | None] | None = None) -> None:
@@ -559,14 +559,14 @@ class HubFS:
 
     def leftover_privates(self) -> list[str]:
         """The private folders (:meth:`_private`) stopped runs of this user left in
-        :data:`PRIVATE_PARENT`, as paths relative to the hub dir (this run's excluded)."""
+        :data:`LOCKS_DIR`, as paths relative to the hub dir (this run's excluded)."""
         mine = self._private_dir[1] if self._private_dir else None
         try:
-            names = self.list_dir(PRIVATE_PARENT)
+            names = self.list_dir(LOCKS_DIR)
         except Blocked:
             return []
-        return [f"{PRIVATE_PARENT}/{n}" for n in names if n.startswith(TEMP_PREFIX)
-                and n != mine and self.is_own_private(f"{PRIVATE_PARENT}/{n}")]
+        return [f"{LOCKS_DIR}/{n}" for n in names if n.startswith(TEMP_PREFIX)
+                and n != mine and self.is_own_private(f"{LOCKS_DIR}/{n}")]
 
     def is_own_private(self, rel: str) -> bool:
         """True when ``rel`` is a folder under a temporary name made by a run of this
