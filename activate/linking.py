@@ -248,12 +248,8 @@ class _FolderPlan:
         if "tree" in rec.forms() and self.fs.lstat(rec.path).kind == "dir":
             wanted = {r.value for _, r in self.others_at.get(rec.path, ())}
             stale = tuple(sorted(v for v in {rec.value, *rec.owned} if v and v not in wanted))
-            if stale and (holder := self.foreign_holder_of(rec.path, rec.named_before)):
-                # Our links stay ours (and this record with them) while a ref none of
-                # this state dir's profiles wrote names the commit: see :meth:`tree`.
-                self.out.notes.append(f"keeping the links of {rec.path} into "
-                                      f"{', '.join(stale)}: {holder} (not written by this "
-                                      "state dir) names this revision")
+            if stale and self.links_held(rec.path, rec.named_before, stale):
+                # Our links stay ours (and this record with them): see :meth:`tree`.
                 self.records[rec.path] = rec
                 return
             if stale:
@@ -610,16 +606,12 @@ class _FolderPlan:
             # Our whole link of this commit becomes a directory (two steps).
             self.actions.append(Action("unlink", rel, expect=_entry_value(entry)))
         stale = self.tree_values(rec, target) if rec else ()
-        holder = self.foreign_holder_of(rel, named_before) if stale else None
-        if holder:
+        if stale and self.links_held(rel, named_before, stale):
             # A file set change while a ref none of this state dir's profiles wrote names
             # the commit: whoever wrote it (a profile of another state dir, a download)
             # may be served by our links into the stale store paths. Those of files the
             # new store path has are replaced; the others stay (still ours) until no such
             # ref names the commit.
-            self.out.notes.append(f"keeping the links of {self.full(rel)} into "
-                                  f"{', '.join(stale)}: {holder} (not written by this "
-                                  "state dir) names this revision")
             if our_link or entry.kind != "dir" or not self.linked_exactly(rel, target):
                 self.actions.append(Action("tree", rel, target, stale=stale, keep_stale=True))
             self.records[rel] = Record(rel, "tree", target, created=True, owned=stale,
@@ -630,6 +622,18 @@ class _FolderPlan:
                                        fill=self.tree_fill(rel, target)))
         self.records[rel] = Record(rel, "tree", target, created=True, named_before=named_before)
         return True
+
+    def links_held(self, rel: str, named_before: tuple[str, ...],
+                   stale: tuple[str, ...]) -> bool:
+        """True (and noted) when our links in the partial snapshot ``rel`` into the
+        ``stale`` store paths must stay: a ref :meth:`foreign_holder_of` finds names its
+        commit."""
+        holder = self.foreign_holder_of(rel, named_before)
+        if holder:
+            self.out.notes.append(f"keeping the links of {self.full(rel)} into "
+                                  f"{', '.join(stale)}: {holder} (not written by this "
+                                  "state dir) names this revision")
+        return holder is not None
 
     def foreign_holder_of(self, rel: str, named_before: tuple[str, ...]) -> str | None:
         """A ref on disk naming the commit of our partial snapshot ``rel`` that no profile
@@ -790,14 +794,10 @@ class _FolderPlan:
         place; the modification time is our random stamp): what it holds is the newer
         word on the user's value. False when ours is missing or any time is unreadable."""
         ours = f"{self.folder}/refs/{KEPT_REFS}/{self.holder}/{ref}"
-        times = []
-        for rel in (ours, *others):
-            parent, _, name = rel.rpartition("/")
-            try:
-                st = os.stat(name, dir_fd=self.fs.dir_fd(parent), follow_symlinks=False)
-            except (OSError, Blocked):
-                return False
-            times.append(st.st_ctime_ns)
+        found = [_ref_stat(self.fs, rel) for rel in (ours, *others)]
+        if any(st is None for st in found):
+            return False
+        times = [st.st_ctime_ns for st in found]  # type: ignore[union-attr]
         return all(times[0] > t for t in times[1:])
 
     def kept_elsewhere(self, rel: str) -> str | None:
@@ -1091,6 +1091,13 @@ def ref_stamp(fs: HubFS, rel: str) -> str | None:
     """The modification time (ns, as text) of the ref file ``rel`` (not following
     links): the stamp :func:`apply` gave it if it is still the file we wrote; None when
     there is no such file."""
+    st = _ref_stat(fs, rel)
+    return str(st.st_mtime_ns) if st is not None else None
+
+
+def _ref_stat(fs: HubFS, rel: str) -> os.stat_result | None:
+    """The ``stat`` of the regular file ``rel`` (not following links); None when there is
+    no such file or it cannot be looked at."""
     parent, _, name = rel.rpartition("/")
     try:
         if fs.lstat(rel).kind != "file":  # (its folders exist: their descriptors are kept)
@@ -1098,15 +1105,15 @@ def ref_stamp(fs: HubFS, rel: str) -> str | None:
         st = os.stat(name, dir_fd=fs.dir_fd(parent), follow_symlinks=False)
     except (OSError, Blocked):
         return None
-    return str(st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def stamp_refs(fs: HubFS, records: list[Record], written: set[str]) -> list[Record]:
     """``records`` (the list, changed in place and returned) with the stamp of each ref
     we created and hold (:attr:`Record.stamp`) as it is now: those written by this run
-    (``written``), and those with none yet (states of version 2). A ref written by this run that holds another value already is
-    no longer ours; one that cannot be seen now (gone, or a folder on its way replaced)
-    keeps the claim as planned."""
+    (``written``), and those with none yet (states of version 2). A ref written by this
+    run that holds another value already is no longer ours; one that cannot be seen now
+    (gone, or a folder on its way replaced) keeps the claim as planned."""
     out = records  # changed in place: a copy is megabytes at 10,000 models
     current = None
     try:
