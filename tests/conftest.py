@@ -9,8 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-import contextlib
-from contextlib import redirect_stderr
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,7 +288,7 @@ def whole_store(tiny_bert_store_path: str,
         yield WholeStore(str(mnt))
 
 
-@contextlib.contextmanager
+@contextmanager
 def read_only_bind(source: str, mnt: Path, skip: str) -> Iterator[Path]:
     """``source`` bind-mounted read-only at the existing folder ``mnt`` (what NixOS's
     /nix/store is: the kernel refuses writes with EROFS, root's too), unmounted at the
